@@ -1,0 +1,17 @@
+"""Tests: real PostgreSQL (DATABASE_URL, default the local server), fast hashing, fixed keys."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
+
+from .base import *  # noqa: E402, F403
+from .base import SIMPLE_JWT  # noqa: E402
+
+SECRET_KEY = "test-secret-key-not-for-production-0123456789-abcdefghijklmnop"
+SIMPLE_JWT["SIGNING_KEY"] = "test-jwt-signing-key-not-for-production-0123456789"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+
+# Static files straight from the apps (no collectstatic before a test run).
+SERVESTATIC_USE_FINDERS = True
+SERVESTATIC_AUTOREFRESH = True

@@ -1,0 +1,44 @@
+"""The config document: the contract between the control plane and the data plane (ARCHITECTURE §3).
+
+Pure Python (+ PyYAML); imports neither plane. Both planes validate with this package, so there is
+one validator, not two.
+"""
+
+from .canonical import canonical_json, config_sha256
+from .egress import is_denied_address, is_denied_target_host
+from .problems import Problem
+from .routes import Match, RouteTable, UnsafePath, endpoint_key, route_keys, version_sort_key
+from .validate import (
+    FORMAT_VERSION,
+    READ_ONLY_KEYS,
+    assemble_document,
+    effective_breaker_policy,
+    effective_endpoint,
+    effective_health_check,
+    normalize_breaker_policy,
+    normalize_endpoint,
+    validate_document,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "READ_ONLY_KEYS",
+    "Match",
+    "Problem",
+    "RouteTable",
+    "UnsafePath",
+    "assemble_document",
+    "canonical_json",
+    "config_sha256",
+    "effective_breaker_policy",
+    "effective_endpoint",
+    "effective_health_check",
+    "endpoint_key",
+    "is_denied_address",
+    "is_denied_target_host",
+    "normalize_breaker_policy",
+    "normalize_endpoint",
+    "route_keys",
+    "validate_document",
+    "version_sort_key",
+]

@@ -1,0 +1,86 @@
+"""Route keys and the matching rule (ARCHITECTURE §3 and §5).
+
+Each endpoint claims `/{version}/{name}`; the default version also claims `/{name}`; each extra path
+is claimed as written. A request path matches the longest key by whole segments: `/users` matches
+`/users` and `/users/42`, never `/usersx`. A `.` or `..` segment, raw or percent-encoded, is refused
+rather than resolved, and `%2F` is never decoded, so a path cannot climb out of its route.
+
+The control plane (`routes/resolve/`) and the data plane use this same code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+_DOT_SEGMENT = re.compile(r"^(?:\.|%2e){1,2}$", re.IGNORECASE)
+
+
+class UnsafePath(ValueError):
+    """The request path has a `.` or `..` segment (raw or percent-encoded), or does not start with `/`."""
+
+
+def endpoint_key(name: str, version: str) -> str:
+    """An endpoint's key everywhere: API URLs, `X-Endpoint-ID`, metric labels, reports."""
+    return f"{name}:{version}"
+
+
+def version_sort_key(version: str) -> tuple[int, ...]:
+    """Dotted numeric order, `v` ignored: v2 < v10, 1.2 < 1.10."""
+    return tuple(int(part) for part in version.lstrip("vV").split(".") if part.isdigit())
+
+
+def route_keys(endpoint: Mapping[str, Any]) -> list[str]:
+    """The route keys an endpoint (canonical or effective form) claims, without any mount prefix."""
+    name, version = endpoint["name"], endpoint["version"]
+    keys = [f"/{version}/{name}"]
+    if endpoint.get("default"):
+        keys.append(f"/{name}")
+    keys.extend(endpoint.get("paths", ()))
+    return keys
+
+
+def is_dot_segment(segment: str) -> bool:
+    return bool(_DOT_SEGMENT.match(segment))
+
+
+@dataclass(frozen=True)
+class Match(Generic[T]):
+    """`key` is the route key that matched; `rest` the raw path after it (`""` or starting with `/`)."""
+
+    key: str
+    value: T
+    rest: str
+
+
+class RouteTable(Generic[T]):
+    """Longest whole-segment prefix match over route keys, O(path depth) per lookup whatever the size."""
+
+    def __init__(self, entries: Mapping[str, T] | Iterable[tuple[str, T]]) -> None:
+        self._entries: dict[str, T] = dict(entries.items() if isinstance(entries, Mapping) else entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def match(self, raw_path: str) -> Match[T] | None:
+        """The entry whose key is the longest whole-segment prefix of `raw_path`, or None.
+
+        Raises UnsafePath for dot segments; the proxy answers those 400.
+        """
+        if not raw_path.startswith("/"):
+            raise UnsafePath("the path must start with '/'")
+        segments = raw_path.split("/")
+        if any(is_dot_segment(segment) for segment in segments):
+            raise UnsafePath("the path has a '.' or '..' segment")
+        entries = self._entries
+        for count in range(len(segments), 0, -1):
+            prefix = "/".join(segments[:count]) or "/"
+            value = entries.get(prefix)
+            if value is not None:
+                rest = raw_path[len(prefix) :] if prefix != "/" else raw_path
+                return Match(prefix, value, rest)
+        return None

@@ -1,0 +1,660 @@
+"""Validation and normalisation of endpoints, breaker policies and whole documents.
+
+Every function returns `(value, problems)` and reports every problem it finds, not the first:
+a person fixing a file wants the whole list. The value is the canonical sparse form: keys equal to
+their default dropped (recursively, empty objects too), lists in a stable order, so the same intent
+always has the same bytes and the same hash. `effective_*` puts the defaults back.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from .egress import is_denied_target_host
+from .problems import Problem, child, item
+from .routes import endpoint_key, route_keys, version_sort_key
+from .schema import (
+    BREAKER_POLICY_FIELDS,
+    ENDPOINT_FIELDS,
+    HEALTH_CHECK_FIELDS,
+    POLICY_ALWAYS,
+    RETRY_CONDITIONS,
+    Field,
+)
+
+FORMAT_VERSION = 1
+READ_ONLY_KEYS = frozenset({"id", "key", "created_at", "updated_at", "status", "health"})
+DOCUMENT_KEYS = ("format_version", "breaker_policies", "health_check", "endpoints")
+
+_STATUS_CLASS = re.compile(r"^[1-5]xx$")
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
+
+
+class _Invalid:
+    """Marks a value that failed validation (its problems are already recorded)."""
+
+
+INVALID = _Invalid()
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _number(spec: Field, value: Any, path: str, problems: list[Problem], *, integer: bool) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(Problem(path, f"must be {'an integer' if integer else 'a number'}, not {_type_name(value)}"))
+        return INVALID
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            problems.append(Problem(path, "must be a finite number"))
+            return INVALID
+        if value.is_integer():
+            value = int(value)
+        elif integer:
+            problems.append(Problem(path, f"must be an integer, not {value}"))
+            return INVALID
+    low, high = spec.minimum, spec.maximum
+    too_low = low is not None and (value <= low if spec.exclusive_minimum else value < low)
+    if too_low or (high is not None and value > high):
+        lower = f"greater than {_fmt(low)}" if spec.exclusive_minimum else f"at least {_fmt(low)}"
+        if low is not None and high is not None:
+            message = f"must be {lower} and at most {_fmt(high)}, not {_fmt(value)}"
+        elif low is not None:
+            message = f"must be {lower}, not {_fmt(value)}"
+        else:
+            message = f"must be at most {_fmt(high)}, not {_fmt(value)}"
+        problems.append(Problem(path, message))
+        return INVALID
+    return value
+
+
+def _fmt(number: float | None) -> str:
+    if isinstance(number, float) and number.is_integer():
+        return str(int(number))
+    return str(number)
+
+
+def _status_list(
+    spec: Field, value: Any, path: str, problems: list[Problem], *, extra: tuple[str, ...] = (), lowest: int = 100
+) -> Any:
+    if not isinstance(value, list):
+        problems.append(Problem(path, f"must be a list, not {_type_name(value)}"))
+        return INVALID
+    if len(value) < spec.min_items:
+        problems.append(Problem(path, "must not be empty"))
+        return INVALID
+    if spec.max_items is not None and len(value) > spec.max_items:
+        problems.append(Problem(path, f"must have at most {spec.max_items} entries"))
+        return INVALID
+    seen: dict[Any, None] = {}
+    ok = True
+    for index, entry in enumerate(value):
+        where = item(path, index)
+        if isinstance(entry, str) and (entry.lower() in extra or _STATUS_CLASS.match(entry.lower())):
+            seen[entry.lower()] = None
+        elif isinstance(entry, str) and entry.isdigit() and lowest <= int(entry) <= 599:
+            seen[int(entry)] = None
+        elif isinstance(entry, int) and not isinstance(entry, bool) and lowest <= entry <= 599:
+            seen[entry] = None
+        else:
+            allowed = ", ".join(f"{e!r}" for e in extra)
+            classes = "'5xx'" if lowest >= 400 else "a class like '5xx'"
+            problems.append(
+                Problem(
+                    where,
+                    f"must be {allowed + ', ' if allowed else ''}{classes} or a status {lowest}-599, not {entry!r}",
+                )
+            )
+            ok = False
+    if not ok:
+        return INVALID
+    return sorted(seen, key=lambda v: (isinstance(v, int), str(v)))
+
+
+def _str(spec: Field, value: Any, path: str, problems: list[Problem]) -> Any:
+    if not isinstance(value, str):
+        problems.append(Problem(path, f"must be a string, not {_type_name(value)}"))
+        return INVALID
+    if spec.max_length is not None and len(value) > spec.max_length:
+        problems.append(Problem(path, f"must be at most {spec.max_length} characters"))
+        return INVALID
+    if spec.pattern is not None and not spec.pattern.match(value):
+        problems.append(Problem(path, f"{value!r} is not valid: use {spec.pattern_help}"))
+        return INVALID
+    return value
+
+
+def _value(spec: Field, value: Any, path: str, problems: list[Problem], *, keep_defaults: bool = False) -> Any:
+    if value is None:
+        if spec.nullable:
+            return None
+        problems.append(Problem(path, "must not be null"))
+        return INVALID
+    kind = spec.kind
+    if kind == "bool":
+        if not isinstance(value, bool):
+            problems.append(Problem(path, f"must be true or false, not {_type_name(value)}"))
+            return INVALID
+        result: Any = value
+    elif kind in ("int", "number"):
+        result = _number(spec, value, path, problems, integer=kind == "int")
+    elif kind == "str":
+        result = _str(spec, value, path, problems)
+    elif kind == "enum":
+        if not isinstance(value, str) or value not in spec.choices:
+            problems.append(Problem(path, f"must be one of {', '.join(spec.choices)}, not {value!r}"))
+            return INVALID
+        result = value
+    elif kind == "statuses":
+        result = _status_list(spec, value, path, problems)
+    elif kind == "retry_on":
+        result = _status_list(spec, value, path, problems, extra=RETRY_CONDITIONS[:2], lowest=400)
+    elif kind == "list":
+        result = _list(spec, value, path, problems)
+    elif kind == "object":
+        result = _object(spec.fields, value, path, problems, keep_defaults=keep_defaults)
+    else:  # pragma: no cover - a schema mistake, not a user's
+        raise AssertionError(f"unknown field kind {kind}")
+    if result is not INVALID and spec.check is not None:
+        message = spec.check(result)
+        if message:
+            problems.append(Problem(path, message))
+            return INVALID
+    return result
+
+
+def _list(spec: Field, value: Any, path: str, problems: list[Problem]) -> Any:
+    if not isinstance(value, list):
+        problems.append(Problem(path, f"must be a list, not {_type_name(value)}"))
+        return INVALID
+    if len(value) < spec.min_items:
+        problems.append(
+            Problem(
+                path, "must not be empty" if spec.min_items == 1 else f"must have at least {spec.min_items} entries"
+            )
+        )
+        return INVALID
+    if spec.max_items is not None and len(value) > spec.max_items:
+        problems.append(Problem(path, f"must have at most {spec.max_items} entries, not {len(value)}"))
+        return INVALID
+    assert spec.item is not None
+    items = []
+    for index, entry in enumerate(value):
+        if spec.item.kind == "enum" and isinstance(entry, str):
+            entry = entry.upper()
+        items.append(_value(spec.item, entry, item(path, index), problems))
+    if any(entry is INVALID for entry in items):
+        return INVALID
+    return items
+
+
+def _object(
+    fields: Mapping[str, Field],
+    value: Any,
+    path: str,
+    problems: list[Problem],
+    *,
+    keep_defaults: bool = False,
+    required: tuple[str, ...] = (),
+) -> Any:
+    if not isinstance(value, Mapping):
+        problems.append(Problem(path, f"must be a mapping, not {_type_name(value)}"))
+        return INVALID
+    result: dict[str, Any] = {}
+    ok = True
+    for key, entry in value.items():
+        where = child(path, key)
+        spec = fields.get(key) if isinstance(key, str) else None
+        if spec is None:
+            if key in READ_ONLY_KEYS:
+                problems.append(Problem(where, "is read-only and cannot be set"))
+            else:
+                problems.append(Problem(where, f"unknown key (expected one of {', '.join(fields)})"))
+            ok = False
+            continue
+        normalized = _value(spec, entry, where, problems)
+        if normalized is INVALID:
+            ok = False
+        elif keep_defaults or key in required or not _is_default(spec, normalized):
+            result[key] = normalized
+    for key in required:
+        if key not in value:
+            problems.append(Problem(child(path, key), "is required"))
+            ok = False
+    return result if ok else INVALID
+
+
+def _is_default(spec: Field, value: Any) -> bool:
+    if spec.kind == "object":
+        return value == {}
+    return value == spec.default
+
+
+def _effective(fields: Mapping[str, Field], sparse: Mapping[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, spec in fields.items():
+        if spec.kind == "object":
+            result[key] = _effective(spec.fields, sparse.get(key, {}))
+        elif key in sparse:
+            result[key] = copy.deepcopy(sparse[key])
+        elif spec.default is not None or spec.nullable:
+            result[key] = copy.deepcopy(spec.default)
+    return result
+
+
+# --- targets and paths -----------------------------------------------------------------------------
+
+
+def normalize_target_url(url: str, path: str, problems: list[Problem], *, allow_link_local: bool) -> str | None:
+    """The canonical spelling of a target's base URL (scheme and host lower-case, no trailing `/`)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        problems.append(Problem(path, f"{url!r} is not a valid URL: {error}"))
+        return None
+    if parts.scheme.lower() not in ("http", "https"):
+        problems.append(Problem(path, f"{url!r} must be an http:// or https:// URL"))
+        return None
+    if not parts.hostname:
+        problems.append(Problem(path, f"{url!r} has no host"))
+        return None
+    if parts.username is not None or parts.password is not None:
+        problems.append(Problem(path, "must not carry credentials (user:password@); send them in headers instead"))
+        return None
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        problems.append(Problem(path, f"{url!r} must not have a query string or fragment"))
+        return None
+    if any(character.isspace() for character in url):
+        problems.append(Problem(path, f"{url!r} must not contain whitespace"))
+        return None
+    if not allow_link_local and is_denied_target_host(parts.hostname):
+        problems.append(
+            Problem(
+                path,
+                f"{parts.hostname} is a link-local or cloud metadata address, which targets may not use "
+                "(GATEWAY_ALLOW_LINK_LOCAL_TARGETS allows it)",
+            )
+        )
+        return None
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    base = parts.path.rstrip("/")
+    if any(is_dot(segment) for segment in base.split("/")):
+        problems.append(Problem(path, f"{url!r} must not have '.' or '..' path segments"))
+        return None
+    return f"{parts.scheme.lower()}://{netloc}{base}"
+
+
+def is_dot(segment: str) -> bool:
+    return segment.lower().replace("%2e", ".") in (".", "..")
+
+
+def normalize_route_path(value: str, path: str, problems: list[Problem]) -> str | None:
+    """An extra route prefix: starts with `/`, whole segments, no trailing `/` (except the root `/`)."""
+    if not value.startswith("/"):
+        problems.append(Problem(path, f"{value!r} must start with '/'"))
+        return None
+    stripped = value.rstrip("/")
+    if not stripped:
+        return "/"
+    for segment in stripped.split("/")[1:]:
+        if not segment:
+            problems.append(Problem(path, f"{value!r} has an empty segment ('//')"))
+            return None
+        if is_dot(segment):
+            problems.append(Problem(path, f"{value!r} must not have '.' or '..' segments"))
+            return None
+        if not _PATH_SEGMENT.match(segment) or "%2f" in segment.lower():
+            problems.append(Problem(path, f"{value!r} has characters a path segment cannot hold"))
+            return None
+    return stripped
+
+
+# --- endpoints -------------------------------------------------------------------------------------
+
+
+def normalize_endpoint(
+    data: Any,
+    *,
+    path: str = "",
+    allow_link_local: bool = False,
+    health_check_defaults: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[Problem]]:
+    """An endpoint's canonical sparse form and every problem with it.
+
+    `name`, `version`, `default` and `targets` are always present; `health_check` keeps every key
+    given (an endpoint's health settings are overrides of the document's, so an explicit value that
+    happens to equal the built-in default still means something).
+    """
+    problems: list[Problem] = []
+    if not isinstance(data, Mapping):
+        return {}, [Problem(path, f"an endpoint must be a mapping, not {_type_name(data)}")]
+    fields = {key: spec for key, spec in ENDPOINT_FIELDS.items() if key != "health_check"}
+    raw = {key: value for key, value in data.items() if key != "health_check"}
+    document = _object(fields, raw, path, problems, required=("name", "version", "targets"))
+    health: Any = {}
+    if "health_check" in data:
+        health = _object(
+            HEALTH_CHECK_FIELDS, data["health_check"], child(path, "health_check"), problems, keep_defaults=True
+        )
+    if document is INVALID or health is INVALID:
+        _report_target_urls(data, path, problems, allow_link_local=allow_link_local)
+        return {}, problems
+    document.setdefault("default", False)
+    if health:
+        document["health_check"] = health
+    _endpoint_rules(
+        document, path, problems, allow_link_local=allow_link_local, health_check_defaults=health_check_defaults
+    )
+    return (document, problems) if not problems else ({}, problems)
+
+
+def _report_target_urls(data: Mapping[str, Any], path: str, problems: list[Problem], *, allow_link_local: bool) -> None:
+    """Check target URLs even when other fields failed, so one answer lists every problem."""
+    targets = data.get("targets")
+    if not isinstance(targets, list):
+        return
+    reported = {problem.path for problem in problems}
+    for index, target in enumerate(targets):
+        where = child(item(child(path, "targets"), index), "url")
+        if isinstance(target, Mapping) and isinstance(target.get("url"), str) and where not in reported:
+            normalize_target_url(target["url"], where, problems, allow_link_local=allow_link_local)
+
+
+def _endpoint_rules(
+    document: dict[str, Any],
+    path: str,
+    problems: list[Problem],
+    *,
+    allow_link_local: bool,
+    health_check_defaults: Mapping[str, Any] | None,
+) -> None:
+    targets = []
+    seen: dict[str, int] = {}
+    for index, target in enumerate(document["targets"]):
+        where = child(item(child(path, "targets"), index), "url")
+        if "url" not in target:
+            problems.append(Problem(where, "is required"))
+            continue
+        url = normalize_target_url(target["url"], where, problems, allow_link_local=allow_link_local)
+        if url is None:
+            continue
+        if url in seen:
+            problems.append(Problem(where, f"duplicates targets[{seen[url]}].url ({url})"))
+            continue
+        seen[url] = index
+        targets.append({**target, "url": url})
+    document["targets"] = sorted(targets, key=lambda t: t["url"])
+
+    if "methods" in document:
+        methods = sorted(set(document["methods"]))
+        if methods == ["GET"]:
+            del document["methods"]
+        else:
+            document["methods"] = methods
+    if "tags" in document:
+        document["tags"] = sorted(set(document["tags"]))
+    if "paths" in document:
+        normalized: dict[str, None] = {}
+        for index, value in enumerate(document["paths"]):
+            route = normalize_route_path(value, item(child(path, "paths"), index), problems)
+            if route is not None:
+                normalized[route] = None
+        document["paths"] = sorted(normalized)
+        if not document["paths"]:
+            del document["paths"]
+
+    timeout = document.get("timeout", ENDPOINT_FIELDS["timeout"].default)
+    per_try = document.get("retries", {}).get("per_try_timeout")
+    if per_try is not None and per_try > timeout:
+        problems.append(
+            Problem(
+                child(child(path, "retries"), "per_try_timeout"),
+                f"must not exceed the endpoint's timeout ({_fmt(timeout)})",
+            )
+        )
+    connect = document.get("connect_timeout", ENDPOINT_FIELDS["connect_timeout"].default)
+    if connect > timeout:
+        problems.append(
+            Problem(child(path, "connect_timeout"), f"must not exceed the endpoint's timeout ({_fmt(timeout)})")
+        )
+    health = effective_health_check(health_check_defaults, document.get("health_check"))
+    if health["timeout"] > health["interval"]:
+        problems.append(
+            Problem(
+                child(child(path, "health_check"), "timeout"),
+                f"must not exceed the interval ({_fmt(health['interval'])}s)",
+            )
+        )
+
+
+def effective_health_check(
+    defaults: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Built-in health-check defaults, then the document's `health_check`, then an endpoint's own."""
+    result = _effective(HEALTH_CHECK_FIELDS, defaults or {})
+    result.update(copy.deepcopy(dict(overrides or {})))
+    return result
+
+
+def effective_endpoint(
+    canonical: Mapping[str, Any], health_check_defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every field of an endpoint, defaults filled in (targets included)."""
+    fields = {key: spec for key, spec in ENDPOINT_FIELDS.items() if key != "health_check"}
+    result = _effective(fields, canonical)
+    target_fields = ENDPOINT_FIELDS["targets"].item.fields  # type: ignore[union-attr]
+    result["targets"] = [_effective(target_fields, target) for target in canonical.get("targets", [])]
+    result["health_check"] = effective_health_check(health_check_defaults, canonical.get("health_check"))
+    return result
+
+
+# --- breaker policies ------------------------------------------------------------------------------
+
+
+def normalize_breaker_policy(data: Any, *, path: str = "") -> tuple[dict[str, Any], list[Problem]]:
+    """A breaker policy's canonical sparse form (`name` always present) and every problem with it."""
+    problems: list[Problem] = []
+    if not isinstance(data, Mapping):
+        return {}, [Problem(path, f"a breaker policy must be a mapping, not {_type_name(data)}")]
+    if data.get("fallback_strategy") == "redirect":
+        # The seed gateway answered an open circuit with a redirect; a client that follows it lands
+        # somewhere that cannot know the request failed. Refused with the alternative spelled out.
+        problems.append(
+            Problem(
+                child(path, "fallback_strategy"),
+                "redirect is not supported: a redirect hides the failure from API clients; use "
+                "error_response, cached_response or default_response (with a status and body)",
+            )
+        )
+        data = {key: value for key, value in data.items() if key != "fallback_strategy"}
+    document = _object(BREAKER_POLICY_FIELDS, data, path, problems, required=POLICY_ALWAYS)
+    if document is INVALID or problems:
+        return {}, problems
+    policy = effective_breaker_policy(document)
+    if policy["success_threshold"] > policy["half_open_max_calls"]:
+        problems.append(
+            Problem(
+                child(path, "success_threshold"),
+                f"must not exceed half_open_max_calls ({policy['half_open_max_calls']}), or the "
+                "circuit could never close",
+            )
+        )
+    return (document, problems) if not problems else ({}, problems)
+
+
+def effective_breaker_policy(canonical: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field of a breaker policy, defaults filled in."""
+    return _effective(BREAKER_POLICY_FIELDS, canonical)
+
+
+# --- whole documents -------------------------------------------------------------------------------
+
+
+def assemble_document(
+    *,
+    breaker_policies: list[dict[str, Any]],
+    endpoints: list[dict[str, Any]],
+    health_check: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The v1 document from canonical objects, in canonical order."""
+    document: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "breaker_policies": sorted(breaker_policies, key=lambda p: p["name"]),
+        "endpoints": sorted(endpoints, key=lambda e: (e["name"], e["version"])),
+    }
+    if health_check:
+        document["health_check"] = dict(health_check)
+    return document
+
+
+def validate_document(
+    data: Any, *, allow_link_local: bool = False, lines: Mapping[str, int] | None = None
+) -> tuple[dict[str, Any], list[Problem]]:
+    """A whole v1 document: its canonical form and every problem (with YAML lines when `lines` maps
+    problem paths to them)."""
+    problems: list[Problem] = []
+    if not isinstance(data, Mapping):
+        return {}, _with_lines([Problem("", f"the document must be a mapping, not {_type_name(data)}")], lines)
+    for key in data:
+        if key not in DOCUMENT_KEYS:
+            problems.append(Problem(str(key), f"unknown key (expected one of {', '.join(DOCUMENT_KEYS)})"))
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        problems.append(Problem("format_version", f"must be {FORMAT_VERSION}, not {version!r}"))
+
+    health: Any = {}
+    if data.get("health_check") is not None:
+        health = _object(HEALTH_CHECK_FIELDS, data["health_check"], "health_check", problems)
+        if health is not INVALID:
+            effective = effective_health_check(health)
+            if effective["timeout"] > effective["interval"]:
+                problems.append(
+                    Problem("health_check.timeout", f"must not exceed the interval ({_fmt(effective['interval'])}s)")
+                )
+    health_defaults = health if health is not INVALID else {}
+
+    policies: dict[str, dict[str, Any]] = {}
+    for index, entry in _entries(data, "breaker_policies", problems):
+        where = item("breaker_policies", index)
+        policy, found = normalize_breaker_policy(entry, path=where)
+        problems.extend(found)
+        if not found:
+            if policy["name"] in policies:
+                problems.append(Problem(child(where, "name"), f"breaker policy {policy['name']!r} is defined twice"))
+            else:
+                policies[policy["name"]] = policy
+    policies.setdefault("default", {"name": "default"})
+
+    endpoints: list[tuple[int, dict[str, Any]]] = []
+    keys: dict[str, int] = {}
+    for index, entry in _entries(data, "endpoints", problems):
+        where = item("endpoints", index)
+        endpoint, found = normalize_endpoint(
+            entry, path=where, allow_link_local=allow_link_local, health_check_defaults=health_defaults
+        )
+        problems.extend(found)
+        if found:
+            continue
+        key = endpoint_key(endpoint["name"], endpoint["version"])
+        if key in keys:
+            problems.append(
+                Problem(child(where, "version"), f"endpoint {key} is defined twice (also endpoints[{keys[key]}])")
+            )
+            continue
+        keys[key] = index
+        if endpoint.get("breaker_policy", "default") not in policies:
+            problems.append(
+                Problem(child(where, "breaker_policy"), f"unknown breaker policy {endpoint['breaker_policy']!r}")
+            )
+        endpoints.append((index, endpoint))
+
+    _default_versions(endpoints, problems)
+    _route_key_collisions(endpoints, problems)
+    if problems:
+        return {}, _with_lines(problems, lines)
+    return assemble_document(
+        breaker_policies=list(policies.values()),
+        endpoints=[endpoint for _, endpoint in endpoints],
+        health_check=health_defaults,
+    ), []
+
+
+def _entries(data: Mapping[str, Any], key: str, problems: list[Problem]) -> list[tuple[int, Any]]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.append(Problem(key, f"must be a list, not {_type_name(value)}"))
+        return []
+    return list(enumerate(value))
+
+
+def _default_versions(endpoints: list[tuple[int, dict[str, Any]]], problems: list[Problem]) -> None:
+    """At most one default per name; a name with none gets its highest version as default (§2)."""
+    by_name: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for index, endpoint in endpoints:
+        by_name.setdefault(endpoint["name"], []).append((index, endpoint))
+    for name, versions in by_name.items():
+        defaults = [(index, endpoint) for index, endpoint in versions if endpoint["default"]]
+        if len(defaults) > 1:
+            shown = " and ".join(endpoint_key(name, endpoint["version"]) for _, endpoint in defaults)
+            for index, _ in defaults[1:]:
+                problems.append(
+                    Problem(
+                        f"endpoints[{index}].default",
+                        f"{shown} are both marked default; a name has one default version",
+                    )
+                )
+        elif not defaults:
+            _, highest = max(versions, key=lambda pair: version_sort_key(pair[1]["version"]))
+            highest["default"] = True
+
+
+def _route_key_collisions(endpoints: list[tuple[int, dict[str, Any]]], problems: list[Problem]) -> None:
+    claimed: dict[str, tuple[int, str]] = {}
+    for index, endpoint in endpoints:
+        key = endpoint_key(endpoint["name"], endpoint["version"])
+        for route in route_keys(endpoint):
+            holder = claimed.setdefault(route, (index, key))
+            if holder[1] != key:
+                where = f"endpoints[{index}].paths" if route in endpoint.get("paths", ()) else f"endpoints[{index}]"
+                problems.append(
+                    Problem(
+                        where, f"route key {route} is claimed by both {holder[1]} (endpoints[{holder[0]}]) and {key}"
+                    )
+                )
+
+
+def _with_lines(problems: list[Problem], lines: Mapping[str, int] | None) -> list[Problem]:
+    if not lines:
+        return problems
+    located = []
+    for problem in problems:
+        line = None
+        where = problem.path
+        while where and line is None:
+            line = lines.get(where)
+            where = re.sub(r"(\.[^.\[\]]+|\[\d+\])$", "", where)
+        located.append(Problem(problem.path, problem.message, line if line is not None else lines.get("")))
+    return located

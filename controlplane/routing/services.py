@@ -1,0 +1,219 @@
+"""Writes to endpoints and their targets. Each runs in core.revisions.config_write: one revision, audited.
+
+Default-version rules (ARCHITECTURE §2): the first version created for a name is its default;
+`default: true` on another version moves it (the old one is cleared first, under row locks on that
+name); deleting the default promotes the highest remaining version (dotted numeric compare, `v`
+ignored). The database allows at most one default per name; these services keep it exactly one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.conf import settings
+
+from configdoc import Problem, canonical_json, endpoint_key, normalize_endpoint, route_keys, version_sort_key
+from controlplane.breakers.models import BreakerPolicy
+from controlplane.core.actors import Actor
+from controlplane.core.errors import ConfigValidationError, ConflictError
+from controlplane.core.revisions import ENDPOINT, ChangeSet, config_write
+
+from .models import Endpoint, RouteKey, Target
+
+DEFAULT_POLICY = "default"
+
+
+def _normalize(data: Mapping[str, Any]) -> dict[str, Any]:
+    document, problems = normalize_endpoint(data, allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS)
+    if problems:
+        raise ConfigValidationError(problems)
+    return document
+
+
+def _policy_for(document: Mapping[str, Any]) -> BreakerPolicy:
+    name = document.get("breaker_policy", DEFAULT_POLICY)
+    try:
+        return BreakerPolicy.objects.get(name=name)
+    except BreakerPolicy.DoesNotExist:
+        raise ConfigValidationError([Problem("breaker_policy", f"unknown breaker policy {name!r}")]) from None
+
+
+def _apply(endpoint: Endpoint, document: dict[str, Any], policy: BreakerPolicy) -> None:
+    endpoint.name = document["name"]
+    endpoint.version = document["version"]
+    endpoint.is_default = bool(document["default"])
+    endpoint.enabled = document.get("enabled", True)
+    endpoint.description = document.get("description", "")
+    endpoint.tags = document.get("tags", [])
+    endpoint.breaker_policy = policy
+    endpoint.document = document
+    endpoint.canonical = canonical_json(document).decode("utf-8")
+
+
+def _set_default(endpoint: Endpoint, value: bool, changes: ChangeSet) -> None:
+    before = endpoint.document
+    document = {**before, "default": value}
+    endpoint.is_default = value
+    endpoint.document = document
+    endpoint.canonical = canonical_json(document).decode("utf-8")
+    endpoint.save(update_fields=["is_default", "document", "canonical", "updated_at"])
+    changes.record(ENDPOINT, endpoint.key, before=before, after=document)
+
+
+def _clear_default(siblings: Iterable[Endpoint], changes: ChangeSet) -> list[Endpoint]:
+    cleared = [s for s in siblings if s.is_default]
+    for sibling in cleared:
+        _set_default(sibling, False, changes)
+    return cleared
+
+
+def _promote_highest(siblings: list[Endpoint], changes: ChangeSet) -> list[Endpoint]:
+    if not siblings or any(s.is_default for s in siblings):
+        return []
+    highest = max(siblings, key=lambda s: version_sort_key(s.version))
+    _set_default(highest, True, changes)
+    return [highest]
+
+
+def _sync_targets(endpoint: Endpoint, document: Mapping[str, Any]) -> None:
+    """Replace the endpoint's targets with the document's, matched by url (so identity survives)."""
+    wanted = {t["url"]: t for t in document["targets"]}
+    existing = {t.url: t for t in endpoint.targets.all()}
+    stale = [t.pk for url, t in existing.items() if url not in wanted]
+    if stale:
+        Target.objects.filter(pk__in=stale).delete()
+    for url, spec in wanted.items():
+        weight, enabled = spec.get("weight", 100), spec.get("enabled", True)
+        target = existing.get(url)
+        if target is None:
+            Target.objects.create(endpoint=endpoint, url=url, weight=weight, enabled=enabled)
+        elif (target.weight, target.enabled) != (weight, enabled):
+            target.weight, target.enabled = weight, enabled
+            target.save(update_fields=["weight", "enabled"])
+
+
+def _problem_path(key: str, document: Mapping[str, Any]) -> str:
+    paths = document.get("paths", [])
+    if key in paths:
+        return f"paths[{paths.index(key)}]"
+    return "name" if key == f"/{document['name']}" else "version"
+
+
+def _sync_route_keys(endpoints: Iterable[Endpoint]) -> None:
+    """Claim the route keys of `endpoints`, refusing any another endpoint already holds."""
+    endpoints = list({e.pk: e for e in endpoints}.values())
+    wanted: dict[str, Endpoint] = {}
+    problems: list[Problem] = []
+    for endpoint in endpoints:
+        for key in route_keys(endpoint.document):
+            holder = wanted.setdefault(key, endpoint)
+            if holder.pk != endpoint.pk:
+                problems.append(
+                    Problem(
+                        _problem_path(key, endpoint.document),
+                        f"route key {key} is claimed by both {holder.key} and {endpoint.key}",
+                    )
+                )
+    clashes = RouteKey.objects.filter(key__in=list(wanted)).exclude(endpoint__in=endpoints).select_related("endpoint")
+    for clash in clashes:
+        mine = wanted[clash.key]
+        problems.append(
+            Problem(
+                _problem_path(clash.key, mine.document),
+                f"route key {clash.key} is already claimed by {clash.endpoint.key}",
+            )
+        )
+    if problems:
+        raise ConfigValidationError(problems)
+    RouteKey.objects.filter(endpoint__in=endpoints).delete()
+    RouteKey.objects.bulk_create(RouteKey(key=key, endpoint=endpoint) for key, endpoint in wanted.items())
+
+
+def endpoint_create(*, data: Mapping[str, Any], actor: Actor, request_id: str = "") -> Endpoint:
+    document = _normalize(data)
+    key = endpoint_key(document["name"], document["version"])
+    with config_write(actor=actor, summary=f"create endpoint {key}", request_id=request_id) as changes:
+        if Endpoint.objects.filter(name=document["name"], version=document["version"]).exists():
+            raise ConflictError(f"endpoint {key} already exists")
+        policy = _policy_for(document)
+        siblings = list(Endpoint.objects.select_for_update().filter(name=document["name"]))
+        becomes_default = data.get("default") is True or not any(s.is_default for s in siblings)
+        moved = _clear_default(siblings, changes) if becomes_default else []
+        document["default"] = becomes_default
+        endpoint = Endpoint()
+        _apply(endpoint, document, policy)
+        endpoint.save()
+        _sync_targets(endpoint, document)
+        _sync_route_keys([endpoint, *moved])
+        changes.record(ENDPOINT, key, before=None, after=document)
+    return endpoint
+
+
+def endpoint_update(
+    *, endpoint: Endpoint, data: Mapping[str, Any], actor: Actor, partial: bool = False, request_id: str = ""
+) -> Endpoint:
+    """Replace (PUT) or merge into (PATCH, top-level keys) an endpoint; `targets` replaces the set.
+
+    A PUT without `default` keeps the endpoint's default status. Renaming (a new name or version)
+    keeps the endpoint's identity and targets.
+    """
+    with config_write(actor=actor, summary=f"update endpoint {endpoint.key}", request_id=request_id) as changes:
+        # Merge under the lock, so a PATCH never builds on a copy another write has replaced.
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        before, old_key, old_name, was_default = endpoint.document, endpoint.key, endpoint.name, endpoint.is_default
+        merged = {**before, **data} if partial else dict(data)
+        merged.setdefault("default", was_default)
+        document = _normalize(merged)
+        new_key = endpoint_key(document["name"], document["version"])
+        renamed, name_changed = new_key != old_key, document["name"] != old_name
+        if renamed and Endpoint.objects.filter(name=document["name"], version=document["version"]).exists():
+            raise ConflictError(f"endpoint {new_key} already exists")
+        requested = data.get("default")
+        new_siblings = list(Endpoint.objects.select_for_update().filter(name=document["name"]).exclude(pk=endpoint.pk))
+        old_siblings = (
+            list(Endpoint.objects.select_for_update().filter(name=old_name).exclude(pk=endpoint.pk))
+            if name_changed
+            else new_siblings
+        )
+        if requested is False and was_default and not name_changed and new_siblings:
+            raise ConfigValidationError(
+                [
+                    Problem(
+                        "default",
+                        "a name always has a default version: set default: true on another version to move it",
+                    )
+                ]
+            )
+        if name_changed:
+            becomes_default = requested is True or not any(s.is_default for s in new_siblings)
+        else:
+            becomes_default = was_default or requested is True
+        affected: list[Endpoint] = [endpoint]
+        if becomes_default and not (was_default and not name_changed):
+            affected += _clear_default(new_siblings, changes)
+        document["default"] = becomes_default
+        policy = _policy_for(document)
+        _apply(endpoint, document, policy)
+        endpoint.save()
+        if name_changed and was_default:
+            affected += _promote_highest(old_siblings, changes)
+        _sync_targets(endpoint, document)
+        _sync_route_keys(affected)
+        if renamed:
+            changes.record(ENDPOINT, old_key, before=before, after=None)
+            changes.record(ENDPOINT, new_key, before=None, after=document)
+        else:
+            changes.record(ENDPOINT, new_key, before=before, after=document)
+    return endpoint
+
+
+def endpoint_delete(*, endpoint: Endpoint, actor: Actor, request_id: str = "") -> None:
+    with config_write(actor=actor, summary=f"delete endpoint {endpoint.key}", request_id=request_id) as changes:
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        siblings = list(Endpoint.objects.select_for_update().filter(name=endpoint.name).exclude(pk=endpoint.pk))
+        changes.record(ENDPOINT, endpoint.key, before=endpoint.document, after=None)
+        was_default = endpoint.is_default
+        endpoint.delete()
+        if was_default:
+            _sync_route_keys(_promote_highest(siblings, changes))

@@ -1,0 +1,1 @@
+"""The data plane: a pure ASGI proxy. It never imports Django (see tests/test_boundaries.py)."""
