@@ -4,9 +4,12 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
+from controlplane.accounts.api.views import PasswordChangeApi, RoleViewSet, UserViewSet
 from controlplane.breakers.api.views import BreakerPolicyViewSet
 from controlplane.core.api.history import AuditEventViewSet, ConfigRevisionViewSet
+from controlplane.health.api.views import EndpointCheckApi, TargetHealthViewSet
 from controlplane.routing.api.views import EndpointViewSet
+from controlplane.snapshots.api.views import ConfigExportApi, ConfigImportApi
 
 router = DefaultRouter()
 
@@ -14,9 +17,16 @@ router = DefaultRouter()
 router.register("endpoints", EndpointViewSet, basename="endpoint")
 router.register("breaker-policies", BreakerPolicyViewSet, basename="breaker-policy")
 
+# --- accounts -----------------------------------------------------------------------------------
+router.register("users", UserViewSet, basename="user")
+router.register("roles", RoleViewSet, basename="role")
+
 # --- history ------------------------------------------------------------------------------------
 router.register("revisions", ConfigRevisionViewSet, basename="revision")
 router.register("audit", AuditEventViewSet, basename="audit")
+
+# --- health -------------------------------------------------------------------------------------
+router.register("health", TargetHealthViewSet, basename="target-health")
 
 urlpatterns = [
     # --- JWT (simplejwt): obtain, rotating refresh, verify, logout (blacklists the refresh token) -----
@@ -24,5 +34,11 @@ urlpatterns = [
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("auth/token/verify/", TokenVerifyView.as_view(), name="token-verify"),
     path("auth/logout/", TokenBlacklistView.as_view(), name="token-logout"),
+    path("auth/password/", PasswordChangeApi.as_view(), name="password-change"),
+    # --- the config document (snapshots): export and import as a whole ------------------------------
+    path("config/export/", ConfigExportApi.as_view(), name="config-export"),
+    path("config/import/", ConfigImportApi.as_view(), name="config-import"),
+    # --- health: probe an endpoint's targets now ----------------------------------------------------
+    path("endpoints/<str:key>/check/", EndpointCheckApi.as_view(), name="endpoint-check"),
     *router.urls,
 ]

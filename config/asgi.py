@@ -6,4 +6,10 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+# The data-plane sync API (GET /api/v1/dataplane/config, POST /api/v1/dataplane/status) is answered
+# before Django, so a waiting long-poll holds no thread and no database connection (ARCHITECTURE §4).
+from controlplane.dataplanes.sync import DataPlaneSyncApp  # noqa: E402 - needs the apps loaded
+
+application = DataPlaneSyncApp(django_application)

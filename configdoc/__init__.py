@@ -19,9 +19,11 @@ from .validate import (
     normalize_endpoint,
     validate_document,
 )
+from .yamlio import LoadResult, dump_document_yaml, load_document
 
 __all__ = [
     "FORMAT_VERSION",
+    "LoadResult",
     "READ_ONLY_KEYS",
     "Match",
     "Problem",
@@ -30,12 +32,14 @@ __all__ = [
     "assemble_document",
     "canonical_json",
     "config_sha256",
+    "dump_document_yaml",
     "effective_breaker_policy",
     "effective_endpoint",
     "effective_health_check",
     "endpoint_key",
     "is_denied_address",
     "is_denied_target_host",
+    "load_document",
     "normalize_breaker_policy",
     "normalize_endpoint",
     "route_keys",

@@ -68,7 +68,7 @@ USE_I18N = False
 USE_TZ = True
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "controlplane.core.admin_site.GatewayAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -84,6 +84,9 @@ INSTALLED_APPS = [
     "controlplane.accounts",
     "controlplane.breakers",
     "controlplane.routing",
+    "controlplane.dataplanes",
+    "controlplane.snapshots",
+    "controlplane.health",
 ]
 
 MIDDLEWARE = [
@@ -210,6 +213,32 @@ SPECTACULAR_SETTINGS = {
 GATEWAY_ALLOW_LINK_LOCAL_TARGETS = env_bool("GATEWAY_ALLOW_LINK_LOCAL_TARGETS", False)
 # A full copy of the document is stored every this many revisions; the others store only changes.
 GATEWAY_REVISION_CHECKPOINT_EVERY = env_int("GATEWAY_REVISION_CHECKPOINT_EVERY", 50)
+
+# --- Celery ------------------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html (the app: config/celery.py).
+# CELERY_BROKER_URL, e.g. redis://127.0.0.1:6379/0. Unset: kombu's filesystem transport under
+# GATEWAY_VAR_DIR/celery, so the embedded run needs nothing installed. Results are never stored:
+# tasks write what they learn to the database.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")
+CELERY_DIR = VAR_DIR / "celery"
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {
+        "data_folder_in": str(CELERY_DIR / "queue"),
+        "data_folder_out": str(CELERY_DIR / "queue"),
+        "processed_folder": str(CELERY_DIR / "processed"),
+        "store_processed": False,
+    }
+    if CELERY_BROKER_URL == "filesystem://"
+    else {}
+)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
+# A task lost with a worker crash is simply claimed again once its lease runs out (§7), so late acks
+# are not needed; prefetch one so a busy worker does not sit on ticks another could run.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Logging -----------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO")

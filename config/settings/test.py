@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
+# Tests use a real Redis broker, on a database of its own.
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 
 from .base import *  # noqa: E402, F403
 from .base import SIMPLE_JWT  # noqa: E402

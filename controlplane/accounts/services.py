@@ -1,19 +1,35 @@
-"""Writes to accounts. Each records an audit event; none makes a config revision."""
+"""Writes to accounts. Each records an audit event; none makes a config revision.
+
+The escalation rules of ARCHITECTURE §8 live here, so the API and the admin enforce the same ones:
+a role is granted or taken away only by someone who holds every permission it carries; nobody edits
+their own roles; `dataplane` is assigned only by the token command and is never staff; the last
+active admin cannot be removed, demoted or deactivated.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from configdoc import Problem
 from controlplane.core.actors import Actor
+from controlplane.core.errors import ConfigValidationError, ConflictError, ForbiddenError
 from controlplane.core.models import AuditEvent
 
-from .roles import ADMIN
+from .roles import ADMIN, DATAPLANE, ROLES, has_gateway_perm
+
+# Roles of people: they may use the Django admin (readonly users see it read-only).
+STAFF_ROLES = frozenset(ROLES) - {DATAPLANE}
 
 
-def _user_view(user: AbstractUser) -> dict[str, object]:
+def user_view(user: AbstractUser) -> dict[str, object]:
+    """What the audit log records of a user: never the password hash."""
     return {
         "username": user.username,
         "email": user.email,
@@ -22,28 +38,167 @@ def _user_view(user: AbstractUser) -> dict[str, object]:
     }
 
 
-@transaction.atomic
-def admin_create(*, username: str, password: str, email: str = "", actor: Actor) -> AbstractUser:
-    """Create a user with the admin role (staff, so the Django admin is theirs too).
-
-    Raises django.core.exceptions.ValidationError when the password is too weak, ValueError when
-    the username is taken.
-    """
-    User = get_user_model()
-    if User.objects.filter(username=username).exists():
-        raise ValueError(f"user {username!r} already exists")
-    user = User(username=username, email=email, is_staff=True, is_superuser=True)
-    validate_password(password, user)
-    user.set_password(password)
-    user.save()
-    user.groups.add(Group.objects.get(name=ADMIN))
+def _audit(actor: Actor, action: str, username: str, before: Any, after: Any, request_id: str = "") -> None:
     AuditEvent.objects.create(
         actor_id=actor.user_id,
         actor_label=actor.label,
-        action="user.create",
+        action=action,
         object_type="user",
         object_key=username,
-        before=None,
-        after=_user_view(user),
+        before=before,
+        after=after,
+        request_id=request_id,
     )
+
+
+def _check_password(password: str, user: AbstractUser) -> None:
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise ConfigValidationError([Problem("password", message) for message in exc.messages]) from None
+
+
+def _groups(names: Iterable[str]) -> list[Group]:
+    names = sorted(set(names))
+    groups = {group.name: group for group in Group.objects.filter(name__in=names)}
+    unknown = [name for name in names if name not in groups]
+    if unknown:
+        raise ConfigValidationError(
+            [Problem("roles", f"unknown role {name!r} (roles: {', '.join(sorted(ROLES))})") for name in unknown]
+        )
+    return [groups[name] for name in names]
+
+
+def _role_permissions(group: Group) -> list[str]:
+    return [codename.replace("_", ":", 1) for codename in group.permissions.values_list("codename", flat=True)]
+
+
+def _check_role_change(*, by: AbstractUser | None, user: AbstractUser | None, old: set[str], new: set[str]) -> None:
+    changed = old ^ new
+    if not changed:
+        return
+    if DATAPLANE in changed:
+        raise ForbiddenError("the dataplane role is assigned only by `manage.py issue_dataplane_token`")
+    if by is not None and user is not None and by.pk == user.pk:
+        raise ForbiddenError("nobody edits their own roles; ask another admin")
+    if by is None:
+        return
+    for group in Group.objects.filter(name__in=changed):
+        missing = [p for p in _role_permissions(group) if not has_gateway_perm(by, p)]
+        if missing:
+            raise ForbiddenError(
+                f"you cannot grant or remove the role {group.name}: you lack {', '.join(sorted(missing))}"
+            )
+
+
+def _other_active_admins(user: AbstractUser) -> bool:
+    User = get_user_model()
+    return User.objects.filter(is_active=True, groups__name=ADMIN).exclude(pk=user.pk).exists()
+
+
+def _check_last_admin(user: AbstractUser, *, keeps_admin: bool, stays_active: bool) -> None:
+    is_admin = user.is_active and user.groups.filter(name=ADMIN).exists()
+    if is_admin and not (keeps_admin and stays_active) and not _other_active_admins(user):
+        raise ConflictError(f"{user.username} is the last active admin: make another admin first")
+
+
+def _apply_roles(user: AbstractUser, groups: list[Group]) -> None:
+    user.groups.set(groups)
+    names = {group.name for group in groups}
+    staff = bool(names & STAFF_ROLES)
+    if user.is_staff != staff:
+        user.is_staff = staff
+        user.save(update_fields=["is_staff"])
+
+
+def _revoke_tokens(user: AbstractUser) -> None:
+    """Blacklist every refresh token the user holds (access tokens die with the password hash claim)."""
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+    outstanding = OutstandingToken.objects.filter(user=user).exclude(blacklistedtoken__isnull=False)
+    BlacklistedToken.objects.bulk_create([BlacklistedToken(token=token) for token in outstanding])
+
+
+@transaction.atomic
+def user_create(
+    *,
+    username: str,
+    password: str,
+    email: str = "",
+    is_active: bool = True,
+    roles: Iterable[str] = (),
+    by: AbstractUser | None,
+    actor: Actor,
+    request_id: str = "",
+) -> AbstractUser:
+    """A person's account with `roles`. `by` is the user acting (None for commands, which are trusted)."""
+    User = get_user_model()
+    if not username:
+        raise ConfigValidationError([Problem("username", "is required")])
+    if User.objects.filter(username=username).exists():
+        raise ConflictError(f"user {username} already exists")
+    groups = _groups(roles)
+    _check_role_change(by=by, user=None, old=set(), new={g.name for g in groups})
+    user = User(username=username, email=email, is_active=is_active)
+    _check_password(password, user)
+    user.set_password(password)
+    user.save()
+    _apply_roles(user, groups)
+    _audit(actor, "user.create", username, None, user_view(user), request_id)
     return user
+
+
+@transaction.atomic
+def user_update(
+    *, user: AbstractUser, data: Mapping[str, Any], by: AbstractUser | None, actor: Actor, request_id: str = ""
+) -> AbstractUser:
+    """Change `email`, `is_active`, `roles` and/or `password` (a new password revokes every token)."""
+    User = get_user_model()
+    user = User.objects.select_for_update().get(pk=user.pk)
+    before = user_view(user)
+    old_roles = set(before["roles"])  # type: ignore[arg-type]
+    if DATAPLANE in old_roles and by is not None:
+        raise ForbiddenError("data-plane service users are managed with `manage.py issue_dataplane_token`")
+    groups = _groups(data["roles"]) if "roles" in data else None
+    new_roles = {g.name for g in groups} if groups is not None else old_roles
+    _check_role_change(by=by, user=user, old=old_roles, new=new_roles)
+    is_active = data.get("is_active", user.is_active)
+    if by is not None and by.pk == user.pk and not is_active:
+        raise ForbiddenError("you cannot deactivate yourself")
+    _check_last_admin(user, keeps_admin=ADMIN in new_roles, stays_active=bool(is_active))
+    user.email = data.get("email", user.email)
+    user.is_active = bool(is_active)
+    if data.get("password"):
+        _check_password(data["password"], user)
+        user.set_password(data["password"])
+        _revoke_tokens(user)
+    user.save()
+    if groups is not None:
+        _apply_roles(user, groups)
+    after = user_view(user)
+    if after != before or data.get("password"):
+        action = "user.password_change" if after == before else "user.update"
+        _audit(actor, action, user.username, before, after, request_id)
+    return user
+
+
+@transaction.atomic
+def user_delete(*, user: AbstractUser, by: AbstractUser | None, actor: Actor, request_id: str = "") -> None:
+    if by is not None and by.pk == user.pk:
+        raise ForbiddenError("you cannot delete yourself")
+    roles = set(user.groups.values_list("name", flat=True))
+    if DATAPLANE in roles and by is not None:
+        raise ForbiddenError("data-plane service users are removed by revoking their token")
+    _check_role_change(by=by, user=user, old=roles, new=set())
+    _check_last_admin(user, keeps_admin=False, stays_active=False)
+    before = user_view(user)
+    user.delete()
+    _audit(actor, "user.delete", before["username"], before, None, request_id)  # type: ignore[arg-type]
+
+
+def admin_create(*, username: str, password: str, email: str = "", actor: Actor) -> AbstractUser:
+    """The first (or another) admin, from `createadmin` or `rungateway`.
+
+    Raises ConflictError when the username is taken, ConfigValidationError when the password is weak.
+    """
+    return user_create(username=username, password=password, email=email, roles=[ADMIN], by=None, actor=actor)

@@ -8,7 +8,7 @@ from typing import Any
 from configdoc import Problem, canonical_json, normalize_breaker_policy
 from controlplane.core.actors import Actor
 from controlplane.core.errors import ConfigValidationError, ConflictError
-from controlplane.core.revisions import BREAKER_POLICY, config_write
+from controlplane.core.revisions import BREAKER_POLICY, check_if_match, config_write
 
 from .models import BreakerPolicy
 
@@ -42,11 +42,18 @@ def breaker_policy_create(*, data: Mapping[str, Any], actor: Actor, request_id: 
 
 
 def breaker_policy_update(
-    *, policy: BreakerPolicy, data: Mapping[str, Any], actor: Actor, partial: bool = False, request_id: str = ""
+    *,
+    policy: BreakerPolicy,
+    data: Mapping[str, Any],
+    actor: Actor,
+    partial: bool = False,
+    request_id: str = "",
+    if_match: str | None = None,
 ) -> BreakerPolicy:
     with config_write(actor=actor, summary=f"update breaker policy {policy.name}", request_id=request_id) as changes:
         # Merge under the lock, so a PATCH never builds on a copy another write has replaced.
         policy = BreakerPolicy.objects.select_for_update().get(pk=policy.pk)
+        check_if_match(policy.canonical, if_match)
         before = policy.document
         document = _normalize({**before, **data} if partial else {"name": policy.name, **data})
         if document["name"] != policy.name:
@@ -60,11 +67,14 @@ def breaker_policy_update(
     return policy
 
 
-def breaker_policy_delete(*, policy: BreakerPolicy, actor: Actor, request_id: str = "") -> None:
+def breaker_policy_delete(
+    *, policy: BreakerPolicy, actor: Actor, request_id: str = "", if_match: str | None = None
+) -> None:
     if policy.name == DEFAULT_POLICY:
         raise ConflictError("the default breaker policy cannot be deleted")
     with config_write(actor=actor, summary=f"delete breaker policy {policy.name}", request_id=request_id) as changes:
         policy = BreakerPolicy.objects.select_for_update().get(pk=policy.pk)
+        check_if_match(policy.canonical, if_match)
         users = sorted(f"{name}:{version}" for name, version in policy.endpoints.values_list("name", "version"))
         if users:
             shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")

@@ -2,6 +2,7 @@
 
 GatewayError                      (status, code)
 ├── ConfigValidationError         400 validation_error  carries configdoc Problems
+├── ForbiddenError                403 permission_denied e.g. granting a role you do not hold
 ├── ConflictError                 409 conflict          e.g. a key that already exists, a policy in use
 └── PreconditionFailed            412 precondition_failed
 """
@@ -48,3 +49,8 @@ class ConflictError(GatewayError):
 class PreconditionFailed(GatewayError):
     status = 412
     code = "precondition_failed"
+
+
+class ForbiddenError(GatewayError):
+    status = 403
+    code = "permission_denied"

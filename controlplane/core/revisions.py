@@ -33,6 +33,8 @@ from .models import AuditEvent, ConfigRevision, RevisionCounter
 # Object kinds that make up the document, in the document's own vocabulary.
 ENDPOINT = "endpoint"
 BREAKER_POLICY = "breaker_policy"
+# The document's own health_check defaults (one object, key "health_check"; snapshots.DocumentDefaults).
+HEALTH_CHECK = "health_check"
 
 
 @dataclass
@@ -132,15 +134,19 @@ def current_document_bytes() -> bytes:
     """
     from controlplane.breakers.models import BreakerPolicy
     from controlplane.routing.models import Endpoint
+    from controlplane.snapshots.models import DocumentDefaults
 
     policies = sorted(BreakerPolicy.objects.values_list("name", "canonical"))
     endpoints = sorted(Endpoint.objects.values_list("name", "version", "canonical"))
+    health = DocumentDefaults.objects.filter(pk=1).values_list("canonical", flat=True).first()
     parts = [
         b'{"breaker_policies":[',
         ",".join(text for _, text in policies).encode("utf-8"),
         b'],"endpoints":[',
         ",".join(text for _, _, text in endpoints).encode("utf-8"),
-        b'],"format_version":1}',
+        b'],"format_version":1',
+        b',"health_check":' + health.encode("utf-8") if health else b"",
+        b"}",
     ]
     return b"".join(parts)
 
@@ -166,10 +172,13 @@ def revision_document_bytes(number: int) -> bytes:
         objects[(BREAKER_POLICY, policy["name"])] = policy
     for endpoint in document.get("endpoints", []):
         objects[(ENDPOINT, endpoint_key(endpoint["name"], endpoint["version"]))] = endpoint
+    health = document.get("health_check")
     later = ConfigRevision.objects.filter(number__gt=base.number, number__lte=number).order_by("number")
     for step in later.only("changes").iterator():
         for change in step.changes:
-            if change["after"] is None:
+            if change["kind"] == HEALTH_CHECK:
+                health = change["after"]
+            elif change["after"] is None:
                 objects.pop((change["kind"], change["key"]), None)
             else:
                 objects[(change["kind"], change["key"])] = change["after"]
@@ -177,9 +186,29 @@ def revision_document_bytes(number: int) -> bytes:
         assemble_document(
             breaker_policies=[obj for (kind, _), obj in objects.items() if kind == BREAKER_POLICY],
             endpoints=[obj for (kind, _), obj in objects.items() if kind == ENDPOINT],
-            health_check=document.get("health_check"),
+            health_check=health,
         )
     )
     if sha256(rebuilt).hexdigest() != revision.config_sha256:
         raise RuntimeError(f"revision {number} does not rebuild to its recorded sha256")
     return rebuilt
+
+
+def object_etag(canonical: str) -> str:
+    """The strong ETag of one document object: the sha256 of its canonical JSON, quoted."""
+    return '"' + sha256(canonical.encode("utf-8")).hexdigest() + '"'
+
+
+def check_if_match(canonical: str, if_match: str | None) -> None:
+    """Raise PreconditionFailed unless `if_match` (an If-Match header value, or None) matches.
+
+    Called by services after they locked the row, so a write cannot slip in between check and write.
+    """
+    if if_match is None:
+        return
+    from .errors import PreconditionFailed
+
+    current = object_etag(canonical).strip('"')
+    wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
+    if "*" not in wanted and current not in wanted:
+        raise PreconditionFailed("the object changed since you read it (If-Match does not match its ETag)")

@@ -17,7 +17,7 @@ from configdoc import Problem, canonical_json, endpoint_key, normalize_endpoint,
 from controlplane.breakers.models import BreakerPolicy
 from controlplane.core.actors import Actor
 from controlplane.core.errors import ConfigValidationError, ConflictError
-from controlplane.core.revisions import ENDPOINT, ChangeSet, config_write
+from controlplane.core.revisions import ENDPOINT, ChangeSet, check_if_match, config_write
 
 from .models import Endpoint, RouteKey, Target
 
@@ -151,7 +151,13 @@ def endpoint_create(*, data: Mapping[str, Any], actor: Actor, request_id: str = 
 
 
 def endpoint_update(
-    *, endpoint: Endpoint, data: Mapping[str, Any], actor: Actor, partial: bool = False, request_id: str = ""
+    *,
+    endpoint: Endpoint,
+    data: Mapping[str, Any],
+    actor: Actor,
+    partial: bool = False,
+    request_id: str = "",
+    if_match: str | None = None,
 ) -> Endpoint:
     """Replace (PUT) or merge into (PATCH, top-level keys) an endpoint; `targets` replaces the set.
 
@@ -161,6 +167,7 @@ def endpoint_update(
     with config_write(actor=actor, summary=f"update endpoint {endpoint.key}", request_id=request_id) as changes:
         # Merge under the lock, so a PATCH never builds on a copy another write has replaced.
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        check_if_match(endpoint.canonical, if_match)
         before, old_key, old_name, was_default = endpoint.document, endpoint.key, endpoint.name, endpoint.is_default
         merged = {**before, **data} if partial else dict(data)
         merged.setdefault("default", was_default)
@@ -208,12 +215,33 @@ def endpoint_update(
     return endpoint
 
 
-def endpoint_delete(*, endpoint: Endpoint, actor: Actor, request_id: str = "") -> None:
+def endpoint_delete(*, endpoint: Endpoint, actor: Actor, request_id: str = "", if_match: str | None = None) -> None:
     with config_write(actor=actor, summary=f"delete endpoint {endpoint.key}", request_id=request_id) as changes:
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        check_if_match(endpoint.canonical, if_match)
         siblings = list(Endpoint.objects.select_for_update().filter(name=endpoint.name).exclude(pk=endpoint.pk))
         changes.record(ENDPOINT, endpoint.key, before=endpoint.document, after=None)
         was_default = endpoint.is_default
         endpoint.delete()
         if was_default:
             _sync_route_keys(_promote_highest(siblings, changes))
+
+
+def endpoints_set_enabled(*, endpoints: Iterable[Endpoint], enabled: bool, actor: Actor, request_id: str = "") -> int:
+    """Enable or disable several endpoints as one write: one revision, one audit event per endpoint
+    that changed. Answers how many changed."""
+    ids = [endpoint.pk for endpoint in endpoints]
+    verb = "enable" if enabled else "disable"
+    with config_write(actor=actor, summary=f"{verb} {len(ids)} endpoint(s)", request_id=request_id) as changes:
+        locked = Endpoint.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+        changed = 0
+        for endpoint in locked:
+            if endpoint.enabled == enabled:
+                continue
+            before = endpoint.document
+            document = _normalize({**before, "enabled": enabled})
+            _apply(endpoint, document, endpoint.breaker_policy)
+            endpoint.save(update_fields=["enabled", "document", "canonical", "updated_at"])
+            changes.record(ENDPOINT, endpoint.key, before=before, after=document)
+            changed += 1
+    return changed

@@ -145,3 +145,43 @@ def test_a_password_change_revokes_tokens_issued_before_it(make_user: Callable[.
     user.set_password("another-long-password-9876")
     user.save()
     assert client.get(f"{API}/endpoints/").status_code == 401
+
+
+def test_an_rs256_token_is_refused_whatever_key_signed_it(make_user: Callable[..., Any]) -> None:
+    """HS/RS confusion: the algorithm is pinned, so a token naming RS256 is refused outright."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = dict(AccessToken.for_user(make_user("oscar", "operator")).payload)
+    forged = jwt.encode(claims, key, algorithm="RS256")
+    assert bearer(forged).get(f"{API}/endpoints/").status_code == 401
+
+
+def test_a_logged_out_refresh_token_is_refused(make_user: Callable[..., Any]) -> None:
+    make_user("oscar", "operator")
+    tokens = APIClient().post(f"{API}/auth/token/", {"username": "oscar", "password": PASSWORD}, format="json").json()
+    assert APIClient().post(f"{API}/auth/logout/", {"refresh": tokens["refresh"]}, format="json").status_code == 200
+    again = APIClient().post(f"{API}/auth/token/refresh/", {"refresh": tokens["refresh"]}, format="json")
+    assert again.status_code == 401
+
+
+def test_verify_accepts_a_good_token_and_refuses_a_forged_one(make_user: Callable[..., Any]) -> None:
+    token = AccessToken.for_user(make_user("oscar", "operator"))
+    assert APIClient().post(f"{API}/auth/token/verify/", {"token": str(token)}, format="json").status_code == 200
+    forged = jwt.encode(dict(token.payload), "not-the-signing-key-but-long-enough-012345", algorithm="HS256")
+    assert APIClient().post(f"{API}/auth/token/verify/", {"token": forged}, format="json").status_code == 401
+
+
+def test_changing_your_password_through_the_api_revokes_your_refresh_tokens(make_user: Callable[..., Any]) -> None:
+    make_user("oscar", "operator")
+    tokens = APIClient().post(f"{API}/auth/token/", {"username": "oscar", "password": PASSWORD}, format="json").json()
+    client = bearer(tokens["access"])
+    body = {"old_password": PASSWORD, "new_password": "a-brand-new-long-password-77"}
+    assert client.post(f"{API}/auth/password/", body, format="json").status_code == 204
+    assert client.get(f"{API}/endpoints/").status_code == 401
+    refreshed = APIClient().post(f"{API}/auth/token/refresh/", {"refresh": tokens["refresh"]}, format="json")
+    assert refreshed.status_code == 401
+    fresh = APIClient().post(
+        f"{API}/auth/token/", {"username": "oscar", "password": "a-brand-new-long-password-77"}, format="json"
+    )
+    assert fresh.status_code == 200

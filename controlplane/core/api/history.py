@@ -5,9 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
 
+from configdoc import Problem
 from controlplane.accounts.roles import AUDIT_READ
+from controlplane.core.api.views import service_context
+from controlplane.core.errors import ConfigValidationError
 
 from ..models import AuditEvent, ConfigRevision
 
@@ -45,6 +54,38 @@ class ConfigRevisionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type
 
     def get_serializer_class(self) -> type[serializers.Serializer]:  # type: ignore[type-arg]
         return ConfigRevisionDetailSerializer if self.action == "retrieve" else ConfigRevisionSerializer
+
+    @extend_schema(
+        parameters=[OpenApiParameter("from", int, required=True), OpenApiParameter("to", int, required=True)],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    @action(detail=False, methods=["get"], url_path="diff")
+    def diff(self, request: Request) -> Response:
+        """`?from=&to=`: every object that differs between two revisions' documents, field by field."""
+        from controlplane.snapshots.services import revision_diff
+
+        numbers = {}
+        for param in ("from", "to"):
+            value = request.query_params.get(param, "")
+            if not value.isdigit():
+                raise ConfigValidationError([Problem(param, "must be a revision number")])
+            numbers[param] = int(value)
+        found = set(ConfigRevision.objects.filter(number__in=numbers.values()).values_list("number", flat=True))
+        missing = sorted(set(numbers.values()) - found)
+        if missing:
+            raise NotFound(f"no revision {missing[0]}")
+        changes = revision_diff(from_number=numbers["from"], to_number=numbers["to"])
+        return Response({"from": numbers["from"], "to": numbers["to"], "changes": [c.as_dict() for c in changes]})
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], url_path="rollback")
+    def rollback(self, request: Request, number: str) -> Response:
+        """Apply this revision's document as a new revision (config:write), audited as a rollback."""
+        from controlplane.snapshots.services import revision_rollback
+
+        revision = self.get_object()
+        plan = revision_rollback(number=revision.number, **service_context(request))
+        return Response({"rolled_back_to": revision.number, **plan.as_dict()})
 
 
 class AuditEventSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from controlplane.core.actors import Actor
 from controlplane.core.middleware import request_id_of
+from controlplane.core.revisions import object_etag
 
 
 def service_context(request: Request) -> dict[str, Any]:
@@ -33,6 +34,15 @@ class DocumentObjectViewSet(
     def object_key(self, instance: Any) -> str:
         return str(getattr(instance, self.lookup_field))
 
+    def if_match(self, request: Request) -> dict[str, Any]:
+        """`If-Match` for the service, which checks it under the row lock (412 when stale)."""
+        header = request.headers.get("If-Match")
+        return {"if_match": header} if header else {}
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.get_object()
+        return Response(self.get_serializer(instance).data, headers={"ETag": object_etag(instance.canonical)})
+
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -40,7 +50,10 @@ class DocumentObjectViewSet(
         return Response(
             self.get_serializer(instance).data,
             status=status.HTTP_201_CREATED,
-            headers={"Location": f"{request.path.rstrip('/')}/{self.object_key(instance)}/"},
+            headers={
+                "Location": f"{request.path.rstrip('/')}/{self.object_key(instance)}/",
+                "ETag": object_etag(instance.canonical),
+            },
         )
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -52,13 +65,16 @@ class DocumentObjectViewSet(
             **{self.service_object: instance},
             data=serializer.validated_data,
             partial=partial,
+            **self.if_match(request),
             **service_context(request),
         )
-        return Response(self.get_serializer(instance).data)
+        return Response(self.get_serializer(instance).data, headers={"ETag": object_etag(instance.canonical)})
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.update(request, *args, partial=True, **kwargs)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        self.write_services["delete"](**{self.service_object: self.get_object()}, **service_context(request))
+        self.write_services["delete"](
+            **{self.service_object: self.get_object()}, **self.if_match(request), **service_context(request)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)

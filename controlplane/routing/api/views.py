@@ -3,7 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django.db import connection
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import filters
 
 from controlplane.core.api.views import DocumentObjectViewSet
 
@@ -18,10 +22,19 @@ class EndpointFilter(django_filters.FilterSet):
     name = django_filters.CharFilter()
     version = django_filters.CharFilter()
     enabled = django_filters.BooleanFilter()
+    default = django_filters.BooleanFilter(field_name="is_default")
+    tag = django_filters.CharFilter(method="filter_tag", label="endpoints carrying this tag")
+    breaker_policy = django_filters.CharFilter(field_name="breaker_policy__name")
 
     class Meta:
         model = Endpoint
-        fields = ["name", "version", "enabled"]
+        fields = ["name", "version", "enabled", "default", "tag", "breaker_policy"]
+
+    def filter_tag(self, queryset: QuerySet[Endpoint], name: str, value: str) -> QuerySet[Endpoint]:
+        if connection.vendor == "postgresql":
+            return queryset.filter(tags__contains=[value])
+        # SQLite (the embedded default) has no JSON containment: match the stored list's text.
+        return queryset.filter(pk__in=[e.pk for e in queryset.only("pk", "tags") if value in e.tags])
 
 
 class EndpointViewSet(DocumentObjectViewSet):
@@ -31,6 +44,10 @@ class EndpointViewSet(DocumentObjectViewSet):
     lookup_field = "key"
     lookup_value_regex = KEY_PATTERN
     filterset_class = EndpointFilter
+    filter_backends = [DjangoFilterBackend, filters.SearchFilter, filters.OrderingFilter]
+    search_fields = ["name", "version", "description"]
+    ordering_fields = ["name", "version", "created_at", "updated_at"]
+    ordering = ["name", "version"]
     write_services = {
         "create": services.endpoint_create,
         "update": services.endpoint_update,

@@ -1,10 +1,10 @@
 import os
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.accounts.services import admin_create
 from controlplane.core.actors import Actor
+from controlplane.core.errors import ConfigValidationError, ConflictError
 
 
 class Command(BaseCommand):
@@ -26,8 +26,8 @@ class Command(BaseCommand):
                 email=options["email"],
                 actor=Actor.command("createadmin"),
             )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        except ValidationError as exc:
-            raise CommandError("password refused: " + " ".join(exc.messages)) from None
+        except ConflictError as exc:
+            raise CommandError(exc.message) from None
+        except ConfigValidationError as exc:
+            raise CommandError("password refused: " + " ".join(p.message for p in exc.problems)) from None
         self.stdout.write(f"admin {user.username} created")

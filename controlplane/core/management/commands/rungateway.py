@@ -16,12 +16,12 @@ from types import FrameType
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.accounts.services import admin_create
 from controlplane.core.actors import Actor
+from controlplane.core.errors import ConfigValidationError
 
 
 @dataclass
@@ -87,8 +87,8 @@ class Command(BaseCommand):
             return
         try:
             admin_create(username=username, password=password, actor=Actor.command("rungateway"))
-        except ValidationError as exc:
-            raise CommandError("GATEWAY_ADMIN_PASSWORD refused: " + " ".join(exc.messages)) from None
+        except ConfigValidationError as exc:
+            raise CommandError("GATEWAY_ADMIN_PASSWORD refused: " + " ".join(p.message for p in exc.problems)) from None
         self.stdout.write(f"admin {username} created")
 
     def _supervise(self, children: list[Child], env: dict[str, str]) -> None:

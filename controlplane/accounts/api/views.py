@@ -1,0 +1,107 @@
+"""Accounts: users (users:manage) and roles (read-only). Writes go through accounts.services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from drf_spectacular.utils import extend_schema
+from rest_framework import filters, mixins, status, viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.core.api.views import service_context
+
+from .. import services
+from ..roles import USERS_MANAGE
+from .serializers import PasswordChangeSerializer, RoleSerializer, UserSerializer
+
+
+class UserViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,  # type: ignore[type-arg]
+):
+    """Users by username, with their roles. The escalation rules of §8 apply to every write."""
+
+    serializer_class = UserSerializer
+    lookup_field = "username"
+    lookup_value_regex = r"[\w.@+-]+"
+    read_permission = USERS_MANAGE
+    write_permission = USERS_MANAGE
+    filter_backends = [filters.SearchFilter, filters.OrderingFilter]
+    search_fields = ["username", "email"]
+    ordering = ["username"]
+
+    def get_queryset(self) -> Any:
+        return get_user_model().objects.prefetch_related("groups").order_by("username")
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if not data.get("password"):
+            raise ValidationError({"password": ["is required"]})
+        user = services.user_create(
+            username=data["username"],
+            password=data["password"],
+            email=data.get("email", ""),
+            is_active=data.get("is_active", True),
+            roles=data.get("roles", []),
+            by=request.user,
+            **service_context(request),
+        )
+        return Response(
+            self.get_serializer(user).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"{request.path.rstrip('/')}/{user.username}/"},
+        )
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        user = self.get_object()
+        serializer = self.get_serializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        if data.pop("username", user.username) != user.username:
+            raise ValidationError({"username": ["cannot be changed"]})
+        user = services.user_update(user=user, data=data, by=request.user, **service_context(request))
+        return Response(self.get_serializer(user).data)
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self.update(request, *args, **kwargs)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        services.user_delete(user=self.get_object(), by=request.user, **service_context(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RoleViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
+    """The roles and the permission strings each grants (§8). Roles are data: Django groups."""
+
+    serializer_class = RoleSerializer
+    lookup_field = "name"
+    queryset = Group.objects.prefetch_related("permissions").order_by("name")
+
+
+class PasswordChangeApi(APIView):
+    """Change your own password; every token you hold stops working."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=PasswordChangeSerializer, responses={204: None})
+    def post(self, request: Request) -> Response:
+        serializer = PasswordChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if not request.user.check_password(serializer.validated_data["old_password"]):
+            raise ValidationError({"old_password": ["is not your current password"]})
+        services.user_update(
+            user=request.user,
+            data={"password": serializer.validated_data["new_password"]},
+            by=request.user,
+            **service_context(request),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)

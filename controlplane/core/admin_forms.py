@@ -1,0 +1,123 @@
+"""Admin form fields generated from configdoc's schema, so the admin shows every document field
+with its default and range, and hands the services the document's own mapping.
+
+Scalars become typed inputs; lists of words a comma-separated input; nested objects (retries, tls,
+fallback, …) a JSON text area. Validation is configdoc's, through the services.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django import forms
+
+from configdoc.schema import Field
+
+
+def _help(spec: Field) -> str:
+    parts = []
+    if spec.minimum is not None or spec.maximum is not None:
+        parts.append(f"range {spec.minimum if spec.minimum is not None else '…'}–{spec.maximum or '…'}")
+    if spec.choices:
+        parts.append("one of " + ", ".join(spec.choices))
+    if spec.kind not in ("object",) and spec.default not in (None, [], ""):
+        shown = ", ".join(map(str, spec.default)) if isinstance(spec.default, list) else spec.default
+        parts.append(f"default {shown}")
+    return "; ".join(parts)
+
+
+def form_field(name: str, spec: Field) -> forms.Field:
+    label = name.replace("_", " ").capitalize()
+    if spec.kind == "bool":
+        return forms.BooleanField(required=False, label=label, initial=spec.default)
+    if spec.kind == "enum":
+        return forms.ChoiceField(choices=[(c, c) for c in spec.choices], label=label, help_text=_help(spec))
+    if spec.kind in ("int", "number"):
+        field_class = forms.IntegerField if spec.kind == "int" else forms.FloatField
+        return field_class(required=False, label=label, help_text=_help(spec))
+    if spec.kind in ("list", "statuses", "retry_on"):
+        return forms.CharField(required=False, label=label, help_text="comma-separated; " + _help(spec))
+    if spec.kind == "object":
+        return forms.CharField(
+            required=False,
+            label=label,
+            widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "style": "font-family: monospace"}),
+            help_text="JSON object; keys left out take their defaults: "
+            + ", ".join(f"{key} ({_help(sub) or 'optional'})" for key, sub in spec.fields.items()),
+        )
+    return forms.CharField(required=False, label=label, help_text=_help(spec), max_length=spec.max_length)
+
+
+def form_fields(schema: Mapping[str, Field], names: Iterable[str]) -> dict[str, forms.Field]:
+    return {name: form_field(name, schema[name]) for name in names}
+
+
+def initial_from(schema: Mapping[str, Field], document: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """Form initial values from an effective (defaults filled) document."""
+    initial: dict[str, Any] = {}
+    for name in names:
+        spec, value = schema[name], document.get(name)
+        if spec.kind in ("list", "statuses", "retry_on"):
+            initial[name] = ", ".join(str(v) for v in value or [])
+        elif spec.kind == "object":
+            initial[name] = json.dumps(value or {}, sort_keys=True)
+        else:
+            initial[name] = value
+    return initial
+
+
+def _word(value: str) -> Any:
+    return int(value) if value.isdigit() else value
+
+
+def document_from(schema: Mapping[str, Field], cleaned: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The document mapping from cleaned form data; empty inputs are left out (they take defaults)."""
+    document: dict[str, Any] = {}
+    for name in names:
+        spec, value = schema[name], cleaned.get(name)
+        if spec.kind in ("list", "statuses", "retry_on"):
+            words = [w.strip() for w in (value or "").split(",") if w.strip()]
+            if words or spec.min_items:
+                document[name] = [_word(w) for w in words] if spec.kind != "list" else words
+        elif spec.kind == "object":
+            if value:  # a dict by now: JsonObjectFieldsMixin.clean parsed it
+                document[name] = value
+        elif value is None or (value == "" and spec.kind == "str" and spec.default is None):
+            if spec.kind == "bool":
+                document[name] = False
+        else:
+            document[name] = value
+    return document
+
+
+class JsonObjectFieldsMixin:
+    """Parses the JSON text areas, naming the field whose JSON is broken.
+
+    The form's inputs are document fields, not model fields: nothing is copied onto the model
+    instance (the service writes the row), so the model-form step that would is skipped.
+    """
+
+    json_fields: tuple[str, ...] = ()
+
+    def _post_clean(self) -> None:
+        return None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
+        for name in self.json_fields:
+            text = cleaned.get(name)
+            if not text or not text.strip():
+                cleaned[name] = None
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                self.add_error(name, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")  # type: ignore[attr-defined]
+                continue
+            if not isinstance(value, dict):
+                self.add_error(name, "must be a JSON object")  # type: ignore[attr-defined]
+                continue
+            cleaned[name] = value
+        return cleaned

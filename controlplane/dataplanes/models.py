@@ -1,0 +1,73 @@
+"""Data-plane tokens, the nodes' reported status, and the operational-state counter (ARCHITECTURE §2, §4)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class StateCounter(models.Model):
+    """The single row holding `state_seq`, the version of the operational state (health, breaker overrides).
+
+    Like core's RevisionCounter: every change to operational state calls `services.bump_state_seq()`
+    in its own transaction, which locks this row, so the number grows in commit order and a waiting
+    data plane sees the change exactly when it is committed.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    state_seq = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="dataplanes_statecounter_single_row")]
+
+    def __str__(self) -> str:
+        return f"state counter at {self.state_seq}"
+
+
+class DataPlaneToken(models.Model):
+    """A data plane's credential: `gwdp_…`, stored only as its sha256, bound to a service user.
+
+    The secret is shown once when issued and never stored; `prefix` (the secret's first characters)
+    finds the row, and the hash is compared in constant time. Revoking deletes the row and its user.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=16, db_index=True)
+    secret_sha256 = models.CharField(max_length=64, unique=True)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dataplane_token")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"data-plane token {self.name} ({self.prefix}…)"
+
+
+class DataPlaneNode(models.Model):
+    """The last status a data-plane node reported (POST /api/v1/dataplane/status)."""
+
+    class Result(models.TextChoices):
+        APPLIED = "applied", "applied"
+        REJECTED = "rejected", "rejected"
+
+    node_id = models.CharField(max_length=128, unique=True)
+    boot_id = models.CharField(max_length=128)
+    hostname = models.CharField(max_length=255)
+    version = models.CharField(max_length=64, help_text="the data plane's software version")
+    revision = models.PositiveBigIntegerField(null=True, blank=True, help_text="the config revision it runs")
+    config_sha256 = models.CharField(max_length=64, blank=True)
+    state_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    result = models.CharField(max_length=16, choices=Result.choices)
+    error = models.TextField(blank=True)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    breakers = models.JSONField(default=dict, blank=True)
+    counters = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["node_id"]
+
+    def __str__(self) -> str:
+        return f"node {self.node_id}"

@@ -1,0 +1,139 @@
+"""Writes of the dataplanes app: tokens (audited, no config revision), node status, `state_seq`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from controlplane.accounts.roles import DATAPLANE
+from controlplane.core.actors import Actor
+from controlplane.core.models import AuditEvent
+
+from .models import DataPlaneNode, DataPlaneToken, StateCounter
+
+TOKEN_PREFIX = "gwdp_"  # noqa: S105 - the marker every token starts with, not a secret
+# What `prefix` stores: "gwdp_" and the first 8 characters of the random part, enough to find the row.
+LOOKUP_LENGTH = len(TOKEN_PREFIX) + 8
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def hash_secret(secret: str) -> str:
+    """sha256 of the token. The secret is 256 random bits, so a fast hash is enough (no password stretching)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _service_username(name: str) -> str:
+    return f"dataplane-{name}"
+
+
+def _audit(actor: Actor, action: str, name: str, *, before: Any, after: Any) -> None:
+    AuditEvent.objects.create(
+        actor_id=actor.user_id,
+        actor_label=actor.label,
+        action=action,
+        object_type="dataplane_token",
+        object_key=name,
+        before=before,
+        after=after,
+    )
+
+
+@transaction.atomic
+def dataplane_token_issue(*, name: str, actor: Actor) -> tuple[DataPlaneToken, str]:
+    """Issue a token named `name`; returns it and its secret, which is not stored and cannot be shown again.
+
+    The token is bound to a new service user with only the `dataplane` role: never staff, no usable
+    password. Raises ValueError for a bad or taken name.
+    """
+    if not _NAME.match(name):
+        raise ValueError(f"token name {name!r} must be 1-100 letters, digits, '.', '_' or '-'")
+    User = get_user_model()
+    username = _service_username(name)
+    if DataPlaneToken.objects.filter(name=name).exists() or User.objects.filter(username=username).exists():
+        raise ValueError(f"a data-plane token named {name!r} already exists")
+    user = User(username=username, is_staff=False, is_superuser=False, is_active=True)
+    user.set_unusable_password()
+    user.save()
+    user.groups.add(Group.objects.get(name=DATAPLANE))
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = DataPlaneToken.objects.create(
+        name=name, prefix=secret[:LOOKUP_LENGTH], secret_sha256=hash_secret(secret), user=user
+    )
+    _audit(actor, "dataplane_token.issue", name, before=None, after={"name": name, "prefix": token.prefix})
+    return token, secret
+
+
+@transaction.atomic
+def dataplane_token_revoke(*, name: str, actor: Actor) -> None:
+    """Delete the token and its service user. Raises DataPlaneToken.DoesNotExist for an unknown name."""
+    token = DataPlaneToken.objects.select_related("user").get(name=name)
+    before = {"name": token.name, "prefix": token.prefix}
+    token.user.delete()  # cascades to the token
+    _audit(actor, "dataplane_token.revoke", name, before=before, after=None)
+
+
+def bump_state_seq() -> int:
+    """Advance `state_seq` by one and return it. Call inside the transaction that changes operational state,
+    so the bump commits (and waiting data planes wake) together with the change."""
+    with transaction.atomic():
+        updated = StateCounter.objects.filter(pk=1).update(state_seq=F("state_seq") + 1)
+        if not updated:
+            # The data migration makes the row; a flushed test database may not have it.
+            StateCounter.objects.get_or_create(pk=1, defaults={"state_seq": 0})
+            StateCounter.objects.filter(pk=1).update(state_seq=F("state_seq") + 1)
+        return StateCounter.objects.get(pk=1).state_seq
+
+
+def node_status_record(*, report: Mapping[str, Any]) -> DataPlaneNode:
+    """Store a validated status report (see status.validate_status_report) as the node's latest status."""
+    node, _ = DataPlaneNode.objects.update_or_create(
+        node_id=report["node_id"],
+        defaults={
+            "boot_id": report["boot_id"],
+            "hostname": report["hostname"],
+            "version": report["version"],
+            "revision": report["revision"],
+            "config_sha256": report["config_sha256"] or "",
+            "state_seq": report["state_seq"],
+            "result": report["result"],
+            "error": report["error"] or "",
+            "breakers": report["breakers"],
+            "counters": report["counters"],
+            "last_seen": timezone.now(),
+        },
+    )
+    return node
+
+
+# A token used within this many seconds is not written again: a fleet polling every few seconds
+# should not turn every pull into a write.
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+def dataplane_token_authenticate(*, secret: str) -> DataPlaneToken | None:
+    """The token whose secret this is, if it exists and its user may sync; else None. Records `last_used_at`."""
+    from controlplane.accounts.roles import DATAPLANE_SYNC, has_gateway_perm
+
+    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+        return None
+    digest = hash_secret(secret)
+    for token in DataPlaneToken.objects.select_related("user").filter(prefix=secret[:LOOKUP_LENGTH]):
+        if hmac.compare_digest(token.secret_sha256, digest):
+            if not has_gateway_perm(token.user, DATAPLANE_SYNC):
+                return None
+            now = timezone.now()
+            if token.last_used_at is None or (now - token.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+                DataPlaneToken.objects.filter(pk=token.pk).update(last_used_at=now)
+                token.last_used_at = now
+            return token
+    return None

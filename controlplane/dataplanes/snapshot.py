@@ -1,0 +1,115 @@
+"""The sync snapshot of ARCHITECTURE §4: building it (pure) and reading its parts from the database.
+
+    {"config": <document>, "config_sha256", "format_version": 1, "generated_at", "revision",
+     "state": {"breakers": {}, "targets": {}}, "state_seq"}
+
+The bytes are canonical JSON (sorted keys, no whitespace). The document is already stored in
+canonical form, so it is spliced in as bytes rather than parsed and re-serialised; a test holds the
+result equal to `canonical_json` of the same dict.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from hashlib import sha256
+from typing import Any
+
+from configdoc import canonical_json
+
+SNAPSHOT_FORMAT_VERSION = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def make_etag(config_sha256: str, state_seq: int) -> str:
+    """The snapshot's entity tag, unquoted: `<config_sha256>.<state_seq>`; generated_at is not part of it."""
+    return f"{config_sha256}.{state_seq}"
+
+
+def format_generated_at(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_snapshot_bytes(
+    *,
+    document: bytes,
+    revision: int,
+    config_sha256: str,
+    state_seq: int,
+    generated_at: str,
+    state: dict[str, Any] | None = None,
+) -> bytes:
+    """The snapshot as canonical JSON bytes. `document` must be the canonical document whose hash is `config_sha256`."""
+    if not _SHA256.match(config_sha256) or sha256(document).hexdigest() != config_sha256:
+        raise ValueError("document does not match config_sha256")
+    state = state if state is not None else {"breakers": {}, "targets": {}}
+    head = {"config_sha256": config_sha256, "format_version": SNAPSHOT_FORMAT_VERSION, "generated_at": generated_at}
+    tail = {"revision": revision, "state": state, "state_seq": state_seq}
+    # Keys in sorted order: config, config_sha256, format_version, generated_at, revision, state, state_seq.
+    return b"".join([b'{"config":', document, b",", canonical_json(head)[1:-1], b",", canonical_json(tail)[1:-1], b"}"])
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One built snapshot: its ETag, its bytes and their gzip, made once per ETag per process."""
+
+    etag: str
+    body: bytes
+    gzipped: bytes
+
+    @classmethod
+    def of(cls, etag: str, body: bytes) -> Snapshot:
+        return cls(etag=etag, body=body, gzipped=gzip.compress(body, compresslevel=6, mtime=0))
+
+
+def read_current_etag() -> str:
+    """One query: the latest revision's sha256 and `state_seq`, as the current ETag (sync; call via sync_to_async)."""
+    from django.db import connection
+
+    from controlplane.core.models import ConfigRevision
+
+    from .models import StateCounter
+
+    revisions = ConfigRevision._meta.db_table
+    counter = StateCounter._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT config_sha256 FROM {revisions} ORDER BY number DESC LIMIT 1),"  # noqa: S608 - table names
+            f" (SELECT state_seq FROM {counter} WHERE id = 1)"
+        )
+        sha, seq = cursor.fetchone()
+    return make_etag(sha or "", seq or 0)
+
+
+def load_snapshot(now: datetime | None = None) -> Snapshot:
+    """Read the live document, its revision and `state_seq`, consistently, and build the snapshot (sync).
+
+    The document and the revision row are read by separate statements, so a write may commit in
+    between (a transaction would not help: PostgreSQL's READ COMMITTED gives each statement its own
+    view, and on SQLite our transactions are IMMEDIATE, i.e. they would take the write lock). So the
+    document's hash must equal the revision's, or we read again.
+    """
+    from controlplane.core.revisions import current_document_bytes, latest_revision
+
+    from .models import StateCounter
+
+    for _ in range(5):
+        revision = latest_revision()
+        document = current_document_bytes()
+        counter = StateCounter.objects.filter(pk=1).values_list("state_seq", flat=True).first()
+        sha = sha256(document).hexdigest()
+        if revision is not None and revision.config_sha256 == sha:
+            break
+    else:
+        raise RuntimeError("the live document does not match the latest revision")
+    state_seq = counter or 0
+    body = build_snapshot_bytes(
+        document=document,
+        revision=revision.number,
+        config_sha256=sha,
+        state_seq=state_seq,
+        generated_at=format_generated_at(now or datetime.now(UTC)),
+    )
+    return Snapshot.of(make_etag(sha, state_seq), body)

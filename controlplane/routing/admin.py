@@ -1,0 +1,185 @@
+"""Endpoints in the admin: inline targets, list columns and filters, enable/disable actions.
+
+One save (the endpoint and all its inline targets) is one `endpoint_create`/`endpoint_update` call,
+so one revision; a bulk action is one `endpoints_set_enabled` call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from configdoc import effective_endpoint
+from configdoc.schema import ENDPOINT_FIELDS
+from configdoc.validate import normalize_target_url
+from controlplane.core.admin_forms import JsonObjectFieldsMixin, document_from, form_fields, initial_from
+from controlplane.core.admin_site import ServiceAdmin, describe
+from controlplane.core.errors import GatewayError
+
+from . import services
+from .models import Endpoint, Target
+
+FORM_FIELDS = (
+    "name", "version", "default", "enabled", "description", "tags", "methods", "paths", "strip_path",
+    "timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes", "auth_type", "breaker_policy",
+    "retries", "outlier", "tls", "health_check",
+)  # fmt: skip
+JSON_FIELDS = ("retries", "outlier", "tls", "health_check")
+
+
+class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type-arg]
+    json_fields = JSON_FIELDS
+
+    class Meta:
+        model = Endpoint
+        fields: list[str] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for required in ("name", "version"):
+            if required in self.fields:
+                self.fields[required].required = True
+        document = effective_endpoint(self.instance.document) if self.instance.pk else effective_endpoint({})
+        if self.instance.pk:
+            document["health_check"] = self.instance.document.get("health_check", {})
+        else:
+            document["health_check"] = {}
+        for name, value in initial_from(ENDPOINT_FIELDS, document, FORM_FIELDS).items():
+            if name in self.fields:
+                self.fields[name].initial = value
+
+    def document(self) -> dict[str, Any]:
+        document = document_from(ENDPOINT_FIELDS, self.cleaned_data, FORM_FIELDS)
+        if not document.get("default"):
+            # Unticked means "not asking to be the default": a default moves by ticking another version.
+            document.pop("default", None)
+        return document
+
+
+# Declared on the class (not in __init__) so the admin's form factory knows them.
+EndpointForm.declared_fields.update(form_fields(ENDPOINT_FIELDS, FORM_FIELDS))
+EndpointForm.base_fields.update(EndpointForm.declared_fields)
+
+
+class TargetForm(forms.ModelForm):  # type: ignore[type-arg]
+    class Meta:
+        model = Target
+        fields = ["url", "weight", "enabled"]
+
+    def clean_url(self) -> str:
+        problems: list[Any] = []
+        url = normalize_target_url(self.cleaned_data["url"], "url", problems, allow_link_local=True)
+        if problems:
+            raise forms.ValidationError([p.message for p in problems])
+        return url or ""
+
+
+class TargetInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Target
+    form = TargetForm
+    extra = 1
+    min_num = 1
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.admin_site._registry[Endpoint].has_change_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_add_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_add_permission(request)
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(ServiceAdmin):
+    form = EndpointForm
+    inlines = [TargetInline]
+    list_display = ["key", "is_default", "enabled", "target_count", "breaker_policy", "tag_list", "updated_at"]
+    list_filter = ["enabled", "is_default", "breaker_policy"]
+    search_fields = ["name", "version", "description"]
+    ordering = ["name", "version"]
+    actions = ["enable_selected", "disable_selected"]
+    fieldsets = [
+        (None, {"fields": ["name", "version", "default", "enabled", "description", "tags"]}),
+        ("Routing", {"fields": ["methods", "paths", "strip_path", "auth_type"]}),
+        ("Timeouts and limits", {"fields": ["timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes"]}),
+        ("Resilience", {"fields": ["breaker_policy", "retries", "outlier", "tls", "health_check"]}),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:
+        return super().get_queryset(request).select_related("breaker_policy").prefetch_related("targets")
+
+    @admin.display(description="key", ordering="name")
+    def key(self, endpoint: Endpoint) -> str:
+        return endpoint.key
+
+    @admin.display(description="targets")
+    def target_count(self, endpoint: Endpoint) -> int:
+        return len(endpoint.targets.all())
+
+    @admin.display(description="tags")
+    def tag_list(self, endpoint: Endpoint) -> str:
+        return ", ".join(endpoint.tags)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if self.has_change_permission(request, obj):
+            return self.fieldsets
+        # Read-only view: the document as stored, since the form's inputs are not model fields.
+        return [(None, {"fields": ["key", "is_default", "enabled", "document_json"]})]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [] if self.has_change_permission(request, obj) else ["key", "is_default", "enabled", "document_json"]
+
+    @admin.display(description="document")
+    def document_json(self, endpoint: Endpoint) -> str:
+        return endpoint.canonical
+
+    def save_through_service(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> Endpoint:
+        data = form.document()
+        targets = []
+        for formset in formsets:
+            for target_form in formset.forms:
+                cleaned = getattr(target_form, "cleaned_data", None)
+                if not cleaned or cleaned.get("DELETE") or not cleaned.get("url"):
+                    continue
+                targets.append({"url": cleaned["url"], "weight": cleaned["weight"], "enabled": cleaned["enabled"]})
+        data["targets"] = targets
+        if change:
+            return services.endpoint_update(
+                endpoint=form.instance, data=data, partial=False, **self.service_context(request)
+            )
+        return services.endpoint_create(data=data, **self.service_context(request))
+
+    def delete_model(self, request: HttpRequest, obj: Endpoint) -> None:
+        services.endpoint_delete(endpoint=obj, **self.service_context(request))
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # Django's bulk delete would be one revision per endpoint; deletes go one by one instead.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet[Endpoint], enabled: bool) -> None:
+        try:
+            changed = services.endpoints_set_enabled(
+                endpoints=queryset, enabled=enabled, **self.service_context(request)
+            )
+        except GatewayError as exc:
+            self.message_user(request, describe(exc), messages.ERROR)
+            return
+        self.message_user(request, f"{'Enabled' if enabled else 'Disabled'} {changed} endpoint(s) in one revision.")
+
+    @admin.action(description="Enable selected endpoints", permissions=["change"])
+    def enable_selected(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable selected endpoints", permissions=["change"])
+    def disable_selected(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        self._set_enabled(request, queryset, False)

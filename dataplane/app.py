@@ -1,0 +1,112 @@
+"""The two ASGI apps: the proxy (see proxy.py) and the admin app on the ops listener
+(`/-/livez`, `/-/readyz`, `/-/metrics`, `/-/routes?path=`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from configdoc import UnsafePath
+
+from .proxy import ProxyApp, TransportFactory
+from .runtime import Runtime
+from .settings import Settings
+from .types import Headers, Receive, Scope, Send
+
+
+class AdminApp:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        runtime = self.runtime
+        if path == "/-/livez":
+            await self._json(send, 200, {"status": "ok"})
+        elif path == "/-/readyz":
+            if runtime.draining:
+                await self._json(send, 503, {"status": "draining"})
+            elif runtime.snapshot is None:
+                await self._json(send, 503, {"status": "no_config"})
+            else:
+                await self._json(send, 200, {"status": "ready", "config_sha256": runtime.snapshot.config_sha256})
+        elif path == "/-/metrics":
+            if runtime.snapshot is not None:
+                runtime.metrics.config_age.set(time.time() - runtime.applied_at)
+            body = runtime.metrics.render()
+            await self._send(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")], body)
+        elif path == "/-/routes":
+            await self._routes(scope, send)
+        else:
+            await self._json(send, 404, {"error": "not_found", "message": "no such admin path"})
+
+    async def _routes(self, scope: Scope, send: Send) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        path = query.get("path", [""])[0]
+        snapshot = self.runtime.snapshot
+        if not path:
+            await self._json(send, 400, {"error": "bad_request", "message": "pass ?path=/some/path"})
+            return
+        if snapshot is None:
+            await self._json(send, 503, {"error": "no_config", "message": "no configuration loaded"})
+            return
+        try:
+            match = snapshot.routes.match(path)
+        except UnsafePath as exc:
+            await self._json(send, 400, {"error": "bad_request", "message": str(exc)})
+            return
+        if match is None:
+            await self._json(send, 404, {"error": "no_route", "message": "no endpoint serves this path", "path": path})
+            return
+        endpoint = match.value
+        rest = match.rest
+        if match.key in endpoint.extra_paths and not endpoint.strip_path:
+            rest = match.key[len(self.runtime.settings.mount_prefix) :] + rest
+        targets = [
+            {"url": t.url, "upstream_url": t.origin + t.base_path + (rest or ("" if t.base_path else "/"))}
+            for t in endpoint.targets
+            if t.enabled
+        ]
+        await self._json(
+            send,
+            200,
+            {
+                "path": path,
+                "endpoint": endpoint.key,
+                "route_key": match.key,
+                "methods": sorted(endpoint.methods),
+                "enabled": endpoint.enabled,
+                "targets": targets,
+            },
+        )
+
+    async def _json(self, send: Send, status: int, data: Any) -> None:
+        await self._send(send, status, [(b"content-type", b"application/json")], json.dumps(data).encode())
+
+    async def _send(self, send: Send, status: int, headers: Headers, body: bytes) -> None:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def build(
+    settings: Settings, *, transport_factory: TransportFactory | None = None
+) -> tuple[Runtime, ProxyApp, AdminApp]:
+    """The runtime and both apps, with the seed loaded when one is configured (a bad seed leaves the
+    node unready rather than stopping it)."""
+    runtime = Runtime(settings)
+    if settings.seed is not None:
+        runtime.reload_seed()
+    return runtime, ProxyApp(runtime, transport_factory=transport_factory), AdminApp(runtime)

@@ -1,0 +1,240 @@
+"""The circuit breaker (ARCHITECTURE §6): per endpoint, per worker, on an injected monotonic clock.
+
+    CLOSED ──(failure_threshold consecutive failures, or failure rate over the window)──► OPEN
+    OPEN ──(reset_timeout passed; checked lazily by the next request)──► HALF_OPEN
+    HALF_OPEN ──(success_threshold consecutive probe successes)──► CLOSED
+    HALF_OPEN ──(any probe failure)──► OPEN (timer restarted)
+
+While OPEN, and for requests beyond `half_open_max_calls` probes in flight while HALF_OPEN, callers
+get the fallback. The breaker counts one outcome per client request; local rejections never count.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Clock = Callable[[], float]
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+    @property
+    def gauge(self) -> int:
+        """The value of `gateway_circuit_state` (§9)."""
+        return {State.CLOSED: 0, State.OPEN: 1, State.HALF_OPEN: 2}[self]
+
+
+def status_matches(status: int, patterns: list[Any] | tuple[Any, ...]) -> bool:
+    """True when `status` is in a list of numbers and classes like "5xx"."""
+    for pattern in patterns:
+        if isinstance(pattern, int):
+            if status == pattern:
+                return True
+        elif str(pattern)[0] == str(status)[0] and str(pattern).endswith("xx"):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Permit:
+    """What `CircuitBreaker.acquire` granted: a normal call, or one of the bounded half-open probes."""
+
+    probe: bool
+
+
+Transition = Callable[[State, State], None]
+
+
+class CircuitBreaker:
+    def __init__(
+        self, policy: Mapping[str, Any], *, clock: Clock = time.monotonic, on_transition: Transition | None = None
+    ):
+        self.policy = policy
+        self._clock = clock
+        self._on_transition = on_transition
+        self._state = State.CLOSED
+        self._opened_at = 0.0
+        self._consecutive_failures = 0
+        self._probes_in_flight = 0
+        self._probe_successes = 0
+        self._window: deque[tuple[float, bool]] = deque()  # (time, failed)
+
+    @property
+    def state(self) -> State:
+        """The state as the next request would find it (OPEN turns HALF_OPEN lazily after reset_timeout)."""
+        if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy["reset_timeout"]:
+            self._move(State.HALF_OPEN)
+            self._probes_in_flight = 0
+            self._probe_successes = 0
+        return self._state
+
+    def retry_after(self) -> int:
+        """Seconds until the circuit will next let a probe through (at least 1)."""
+        remaining = self.policy["reset_timeout"] - (self._clock() - self._opened_at)
+        return max(1, int(remaining + 0.999))
+
+    def acquire(self) -> Permit | None:
+        """A permit to call the upstream, or None: serve the fallback."""
+        state = self.state
+        if state is State.CLOSED:
+            return Permit(probe=False)
+        if state is State.HALF_OPEN and self._probes_in_flight < self.policy["half_open_max_calls"]:
+            self._probes_in_flight += 1
+            return Permit(probe=True)
+        return None
+
+    def is_failure_status(self, status: int) -> bool:
+        return status_matches(status, self.policy["failure_statuses"])
+
+    def record(self, permit: Permit, *, failed: bool) -> None:
+        """One client request's outcome."""
+        now = self._clock()
+        if permit.probe:
+            self._probes_in_flight = max(0, self._probes_in_flight - 1)
+            if self._state is not State.HALF_OPEN:
+                return  # a probe that outlived its half-open period (another probe already decided)
+            if failed:
+                self._open(now)
+            else:
+                self._probe_successes += 1
+                if self._probe_successes >= self.policy["success_threshold"]:
+                    self._close()
+            return
+        if self._state is not State.CLOSED:
+            return  # a call let through while CLOSED that finished after the circuit opened
+        self._window.append((now, failed))
+        horizon = now - self.policy["window_seconds"]
+        while self._window and self._window[0][0] < horizon:
+            self._window.popleft()
+        self._consecutive_failures = self._consecutive_failures + 1 if failed else 0
+        if self._consecutive_failures >= self.policy["failure_threshold"] or self._rate_exceeded():
+            self._open(now)
+
+    def release(self, permit: Permit) -> None:
+        """The call ended without an outcome that counts (client abort, local rejection)."""
+        if permit.probe:
+            self._probes_in_flight = max(0, self._probes_in_flight - 1)
+
+    def force(self, state: State) -> None:
+        """An operator override (§6)."""
+        if state is State.OPEN:
+            self._open(self._clock())
+        else:
+            self._close()
+
+    def _rate_exceeded(self) -> bool:
+        threshold = self.policy.get("failure_rate_threshold")
+        if threshold is None or len(self._window) < self.policy["minimum_calls"]:
+            return False
+        failures = sum(1 for _, failed in self._window if failed)
+        return bool(failures * 100 >= threshold * len(self._window))
+
+    def _open(self, now: float) -> None:
+        self._opened_at = now
+        self._probes_in_flight = 0
+        self._probe_successes = 0
+        self._move(State.OPEN)
+
+    def _close(self) -> None:
+        self._consecutive_failures = 0
+        self._window.clear()
+        self._move(State.CLOSED)
+
+    def _move(self, new: State) -> None:
+        old, self._state = self._state, new
+        if old is not new and self._on_transition is not None:
+            self._on_transition(old, new)
+
+
+# --- cached_response -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    stored_at: float
+
+
+def _header(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...], name: bytes) -> list[bytes]:
+    return [value for key, value in headers if key == name]
+
+
+class ResponseCache:
+    """The last 2xx answer per GET/HEAD path + query (+ the request headers the answer `Vary`s on),
+    bounded by entries, bytes and age. Only answers safe to show another caller are stored."""
+
+    def __init__(self, limits: Mapping[str, Any], *, clock: Clock = time.monotonic) -> None:
+        self.max_entries = int(limits["max_entries"])
+        self.max_bytes = int(limits["max_bytes"])
+        self.max_age = float(limits["max_age"])
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[tuple[bytes, ...], tuple[bytes, ...], CachedResponse]] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def request_cacheable(method: str, request_headers: list[tuple[bytes, bytes]]) -> bool:
+        if method not in ("GET", "HEAD"):
+            return False
+        return not any(name in (b"authorization", b"cookie") for name, _ in request_headers)
+
+    @staticmethod
+    def response_cacheable(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+        if not 200 <= status < 300 or _header(headers, b"set-cookie"):
+            return False
+        control = b",".join(_header(headers, b"cache-control")).lower()
+        if b"private" in control or b"no-store" in control:
+            return False
+        return not any(b"*" in value for value in _header(headers, b"vary"))
+
+    def store(
+        self,
+        path_and_query: bytes,
+        request_headers: list[tuple[bytes, bytes]],
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:
+        if len(body) > self.max_bytes:
+            return
+        vary = tuple(
+            sorted(
+                {token.strip().lower() for value in _header(headers, b"vary") for token in value.split(b",")} - {b""}
+            )
+        )
+        self._remove(path_and_query)
+        selected = tuple(b",".join(_header(request_headers, name)) for name in vary)
+        self._entries[path_and_query] = (vary, selected, CachedResponse(status, tuple(headers), body, self._clock()))
+        self._bytes += len(body)
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            self._remove(next(iter(self._entries)))
+
+    def lookup(
+        self, path_and_query: bytes, request_headers: list[tuple[bytes, bytes]]
+    ) -> tuple[CachedResponse, int] | None:
+        """The stored answer and its age in whole seconds, or None."""
+        entry = self._entries.get(path_and_query)
+        if entry is None:
+            return None
+        vary, selected, cached = entry
+        if tuple(b",".join(_header(request_headers, name)) for name in vary) != selected:
+            return None
+        age = self._clock() - cached.stored_at
+        if age > self.max_age:
+            self._remove(path_and_query)
+            return None
+        return cached, int(age)
+
+    def _remove(self, path_and_query: bytes) -> None:
+        entry = self._entries.pop(path_and_query, None)
+        if entry is not None:
+            self._bytes -= len(entry[2].body)

@@ -1,0 +1,148 @@
+"""Gateway-made errors (ARCHITECTURE §5), each carrying its status and `error` code.
+
+    GatewayError
+    ├── BadRequest                  400  bad_request        (connection closed)
+    ├── RequestTimeout              408  request_timeout    (connection closed)
+    ├── UriTooLong                  414  uri_too_long
+    ├── HeadersTooLarge             431  headers_too_large
+    ├── NoRoute                     404  no_route
+    ├── MethodNotAllowed            405  method_not_allowed (+ Allow)
+    ├── BodyTooLarge                413  body_too_large
+    ├── UpgradeNotSupported         501  upgrade_not_supported
+    ├── LoopDetected                508  loop_detected
+    ├── ClientGone                  499  client_closed_request (logged only; nobody is left to answer)
+    ├── Unavailable                 503
+    │   ├── EndpointDisabled             endpoint_disabled
+    │   ├── Overloaded                   overloaded
+    │   ├── CircuitOpen                  circuit_open       (+ Retry-After, X-Circuit-Breaker)
+    │   ├── NoHealthyTarget              no_healthy_target  (+ Retry-After)
+    │   └── NoConfig                     no_config
+    └── UpstreamError                    (an attempt failed; `retry_condition` says which retry rule applies)
+        ├── UpstreamUnavailable     502  upstream_unavailable   (refused, or reset before answering)
+        ├── UpstreamProtocolError   502  upstream_protocol_error
+        └── UpstreamTimeout         504  upstream_timeout
+
+`error_response` is the one place an error becomes a response: JSON
+`{"error", "message", "request_id", "endpoint"}`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .types import Headers
+
+
+class GatewayError(Exception):
+    status = 500
+    code = "internal_error"
+    close_connection = False
+
+    def __init__(self, message: str = "", *, headers: Headers | None = None) -> None:
+        super().__init__(message or self.code.replace("_", " "))
+        self.message = message or self.code.replace("_", " ")
+        self.headers: Headers = list(headers or [])
+
+
+class BadRequest(GatewayError):
+    status, code, close_connection = 400, "bad_request", True
+
+
+class RequestTimeout(GatewayError):
+    status, code, close_connection = 408, "request_timeout", True
+
+
+class UriTooLong(GatewayError):
+    status, code = 414, "uri_too_long"
+
+
+class HeadersTooLarge(GatewayError):
+    status, code = 431, "headers_too_large"
+
+
+class NoRoute(GatewayError):
+    status, code = 404, "no_route"
+
+
+class MethodNotAllowed(GatewayError):
+    status, code = 405, "method_not_allowed"
+
+
+class BodyTooLarge(GatewayError):
+    status, code, close_connection = 413, "body_too_large", True
+
+
+class UpgradeNotSupported(GatewayError):
+    status, code = 501, "upgrade_not_supported"
+
+
+class LoopDetected(GatewayError):
+    status, code = 508, "loop_detected"
+
+
+class ClientGone(GatewayError):
+    status, code = 499, "client_closed_request"
+
+
+class Unavailable(GatewayError):
+    status = 503
+
+
+class EndpointDisabled(Unavailable):
+    code = "endpoint_disabled"
+
+
+class Overloaded(Unavailable):
+    code = "overloaded"
+
+
+class CircuitOpen(Unavailable):
+    code = "circuit_open"
+
+
+class NoHealthyTarget(Unavailable):
+    code = "no_healthy_target"
+
+
+class NoConfig(Unavailable):
+    code = "no_config"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    # Which `retries.on` condition this failure is; a connect error is safe to retry for any method.
+    retry_condition = "connect_error"
+    nothing_sent = False
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "upstream_unavailable"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+    retry_condition = "protocol_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status, code = 504, "upstream_timeout"
+    retry_condition = "timeout"
+
+
+def error_response(error: GatewayError, request_id: str, endpoint: str | None) -> tuple[int, Headers, bytes]:
+    """Status, headers and JSON body for a gateway-made error."""
+    body = json.dumps(
+        {"error": error.code, "message": error.message, "request_id": request_id, "endpoint": endpoint},
+        separators=(",", ":"),
+    ).encode()
+    headers: Headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        *error.headers,
+    ]
+    if endpoint:
+        headers.append((b"x-endpoint-id", endpoint.encode()))
+    if error.close_connection:
+        headers.append((b"connection", b"close"))
+    return error.status, headers, body

@@ -1,0 +1,46 @@
+"""The data plane's Prometheus metrics (ARCHITECTURE §9). Labels never include raw paths: only
+endpoint keys, methods, status classes, error codes and target URLs from the config."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests", "Client requests answered", ["endpoint", "method", "status_class"], registry=r
+        )
+        self.request_duration = Histogram(
+            "gateway_request_duration_seconds", "Time to the response head", ["endpoint"], buckets=BUCKETS, registry=r
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_duration_seconds", "Upstream time per try", ["endpoint"], buckets=BUCKETS, registry=r
+        )
+        self.retries = Counter("gateway_upstream_retries", "Retries sent upstream", ["endpoint"], registry=r)
+        self.errors = Counter("gateway_errors", "Gateway-made error answers", ["endpoint", "error"], registry=r)
+        self.circuit_state = Gauge("gateway_circuit_state", "0 closed, 1 open, 2 half-open", ["endpoint"], registry=r)
+        self.circuit_transitions = Counter(
+            "gateway_circuit_transitions", "Breaker state changes", ["endpoint", "from", "to"], registry=r
+        )
+        self.target_health = Gauge("gateway_target_health", "1 routable", ["endpoint", "target"], registry=r)
+        self.target_ejected = Gauge("gateway_target_ejected", "1 ejected", ["endpoint", "target"], registry=r)
+        self.config_revision = Gauge("gateway_config_revision", "Applied revision (0 for a seed)", registry=r)
+        self.config_info = Gauge("gateway_config_info", "Applied config", ["config_sha256"], registry=r)
+        self.config_age = Gauge("gateway_config_age_seconds", "Seconds since the config was applied", registry=r)
+        self.control_plane_connected = Gauge(
+            "gateway_control_plane_connected", "1 while the last sync succeeded", registry=r
+        )
+
+    def observe(self, endpoint: str, method: str, status: int, error: str | None) -> None:
+        self.requests.labels(endpoint, method if method in KNOWN_METHODS else "other", f"{status // 100}xx").inc()
+        if error:
+            self.errors.labels(endpoint, error).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,646 @@
+"""The proxy ASGI app (ARCHITECTURE §5): framing → route → method → enabled → body size → overload →
+breaker → target selection → upstream, streaming both ways through one shared httpx client per TLS
+setting."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+
+from configdoc import UnsafePath
+
+from .errors import (
+    BadRequest,
+    BodyTooLarge,
+    CircuitOpen,
+    ClientGone,
+    EndpointDisabled,
+    GatewayError,
+    HeadersTooLarge,
+    LoopDetected,
+    MethodNotAllowed,
+    NoConfig,
+    NoHealthyTarget,
+    NoRoute,
+    Overloaded,
+    RequestTimeout,
+    UpgradeNotSupported,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    UriTooLong,
+    error_response,
+)
+from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout
+from .runtime import EndpointState, Runtime
+from .snapshot import Endpoint, Target
+from .types import Headers, Receive, Scope, Send
+from .upstream import guarded_transport
+
+logger = logging.getLogger("dataplane.proxy")
+access_log = logging.getLogger("dataplane.access")
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+MAX_URI = 8 * 1024
+MAX_HEADER_BLOCK = 32 * 1024
+BODY_STALL_TIMEOUT = 30.0
+NO_TARGET_RETRY_AFTER = b"5"
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,200}$")
+
+TransportFactory = Callable[[Any], httpx.AsyncBaseTransport]
+
+
+def strip_hop_by_hop(headers: Headers) -> Headers:
+    """Drop hop-by-hop headers and the names `Connection` lists (RFC 9110 §7.6.1)."""
+    listed = {token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")}
+    return [(name, value) for name, value in headers if name not in HOP_BY_HOP and name not in listed]
+
+
+def cache_key(scope: Scope) -> bytes:
+    """The response cache's key: raw path + query, as the client sent them."""
+    return (scope.get("raw_path") or b"").split(b"?", 1)[0] + b"?" + (scope.get("query_string") or b"")
+
+
+class Exchange:
+    """What one client request has accumulated so far: ids, the endpoint, whether the head was sent."""
+
+    __slots__ = ("endpoint", "error", "method", "request_id", "started", "status", "target", "upstream_seconds")
+
+    def __init__(self, request_id: str, method: str) -> None:
+        self.request_id = request_id
+        self.method = method
+        self.endpoint: str | None = None
+        self.started = False
+        self.status = 0
+        self.error: str | None = None
+        self.target: str | None = None
+        self.upstream_seconds = 0.0
+
+
+class ProxyApp:
+    body_stall_timeout = BODY_STALL_TIMEOUT
+
+    def __init__(self, runtime: Runtime, *, transport_factory: TransportFactory | None = None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.node_token = runtime.settings.node_id.encode()
+        self._transport_factory = transport_factory
+        self._clients: dict[tuple[Any, ...], httpx.AsyncClient] = {}
+
+    # --- upstream clients ----------------------------------------------------------------------
+
+    def client_for(self, endpoint: Endpoint) -> httpx.AsyncClient:
+        tls = endpoint.tls
+        key = (bool(tls["verify"]), tls.get("ca_file"))
+        client = self._clients.get(key)
+        if client is None:
+            verify: Any = False
+            if tls["verify"]:
+                verify = ssl.create_default_context(cafile=tls["ca_file"]) if tls.get("ca_file") else True
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=1000, keepalive_expiry=30)
+            if self._transport_factory is not None:
+                transport = self._transport_factory(verify)
+            else:
+                transport = guarded_transport(verify, limits)
+            client = httpx.AsyncClient(
+                verify=verify, follow_redirects=False, trust_env=False, limits=limits, transport=transport
+            )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    # --- ASGI ----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        headers: Headers = scope["headers"]
+        exchange = Exchange(self._request_id(headers), scope["method"])
+        started_at = time.perf_counter()
+        try:
+            await self._handle(scope, receive, send, exchange, started_at)
+        except ClientGone:
+            exchange.error = ClientGone.code
+        except GatewayError as error:
+            if exchange.started:
+                return  # the head is out: leaving the response incomplete makes uvicorn drop the connection
+            await self._send_error(send, exchange, error)
+        finally:
+            elapsed = time.perf_counter() - started_at
+            endpoint = exchange.endpoint or ""
+            if exchange.status:
+                self.runtime.metrics.observe(endpoint, exchange.method, exchange.status, exchange.error)
+                self.runtime.metrics.request_duration.labels(endpoint).observe(elapsed)
+            # The access log goes through a queue (see __main__), so this never waits on a terminal or disk.
+            access_log.info(
+                "request_id=%s method=%s endpoint=%s target=%s status=%s duration_ms=%.1f upstream_ms=%.1f error=%s",
+                exchange.request_id,
+                exchange.method,
+                endpoint or "-",
+                exchange.target or "-",
+                exchange.status or "-",
+                elapsed * 1000,
+                exchange.upstream_seconds * 1000,
+                exchange.error or "-",
+            )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _request_id(self, headers: Headers) -> str:
+        for name, value in headers:
+            if name == b"x-request-id" and _REQUEST_ID.match(value):
+                return value.decode()
+        return uuid.uuid4().hex
+
+    async def _send_error(self, send: Send, exchange: Exchange, error: GatewayError) -> None:
+        status, headers, body = error_response(error, exchange.request_id, exchange.endpoint)
+        exchange.status, exchange.error = status, error.code
+        exchange.started = True
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # --- the checks of §5, in order ------------------------------------------------------------
+
+    def _check_framing(self, scope: Scope) -> None:
+        headers: Headers = scope["headers"]
+        hosts = lengths = encodings = 0
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                lengths += 1
+                if not value.isdigit():
+                    raise BadRequest("the Content-Length header is not a number")
+            elif name == b"transfer-encoding":
+                encodings += 1
+        if lengths and encodings:
+            # A request framed two ways is how request smuggling starts (RFC 9112 §6.3).
+            raise BadRequest("the request has both Content-Length and Transfer-Encoding")
+        if lengths > 1:
+            raise BadRequest("the request has more than one Content-Length header")
+        if hosts != 1:
+            raise BadRequest("the request must have exactly one Host header")
+        if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > MAX_URI:
+            raise UriTooLong("the request URI is over 8 KiB")
+        if size > MAX_HEADER_BLOCK:
+            raise HeadersTooLarge("the request header block is over 32 KiB")
+
+    def _check_loop_and_upgrade(self, headers: Headers) -> None:
+        for name, value in headers:
+            if name == b"via":
+                for hop in value.split(b","):
+                    parts = hop.split()
+                    if len(parts) >= 2 and parts[1] == self.node_token:
+                        raise LoopDetected("this request has already passed through this gateway node")
+            elif name == b"upgrade":
+                raise UpgradeNotSupported("protocol upgrades (WebSocket) are not supported")
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, started_at: float) -> None:
+        self._check_framing(scope)
+        headers: Headers = scope["headers"]
+        self._check_loop_and_upgrade(headers)
+        snapshot = self.runtime.snapshot
+        if snapshot is None:
+            raise NoConfig("no configuration has been loaded yet")
+        # ASGI's raw_path has no query, but some servers (and httpx's ASGITransport) include it.
+        raw_path: bytes = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
+        try:
+            match = snapshot.routes.match(raw_path.decode("latin-1"))
+        except UnsafePath as exc:
+            raise BadRequest(str(exc)) from None
+        if match is None:
+            raise NoRoute("no endpoint serves this path")
+        endpoint = match.value
+        exchange.endpoint = endpoint.key
+        method = scope["method"]
+        if method not in endpoint.methods:
+            raise MethodNotAllowed(
+                f"{method} is not allowed here", headers=[(b"allow", endpoint.allow_header.encode())]
+            )
+        if not endpoint.enabled:
+            raise EndpointDisabled("this endpoint is disabled")
+        content_length = next((int(v) for n, v in headers if n == b"content-length"), None)
+        if content_length is not None and content_length > endpoint.max_body_bytes:
+            raise BodyTooLarge(f"the request body is over {endpoint.max_body_bytes} bytes")
+        runtime = self.runtime
+        if runtime.in_flight >= self.settings.max_concurrency:
+            raise Overloaded("the gateway is at its concurrency limit")
+        runtime.in_flight += 1
+        try:
+            state = runtime.state_for(endpoint)
+            rest = match.rest
+            if match.key in endpoint.extra_paths and not endpoint.strip_path:
+                rest = match.key[len(self.settings.mount_prefix) :] + rest
+            await self._proxy(scope, receive, send, exchange, state, rest, content_length, started_at)
+        finally:
+            runtime.in_flight -= 1
+
+    # --- bodies --------------------------------------------------------------------------------
+
+    async def _receive_chunk(self, receive: Receive) -> tuple[bytes, bool]:
+        try:
+            message = await asyncio.wait_for(receive(), self.body_stall_timeout)
+        except TimeoutError:
+            raise RequestTimeout("the request body stalled") from None
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        return message.get("body", b""), bool(message.get("more_body", False))
+
+    async def _read_small_body(self, receive: Receive, limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        more = True
+        while more:
+            chunk, more = await self._receive_chunk(receive)
+            total += len(chunk)
+            if total > limit:
+                raise BodyTooLarge(f"the request body is over {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    # --- forwarding ----------------------------------------------------------------------------
+
+    def _trusted(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if not client or not self.settings.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.settings.trusted_proxies)
+
+    def _upstream_headers(self, scope: Scope, exchange: Exchange, target: Target) -> Headers:
+        headers = strip_hop_by_hop(scope["headers"])
+        trusted = self._trusted(scope)
+        client_host = b""
+        forwarded_for = forwarded_proto = forwarded_host = None
+        via = None
+        out: Headers = []
+        for name, value in headers:
+            if name == b"host":
+                client_host = value
+            elif name == b"x-forwarded-for":
+                forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+            elif name == b"x-forwarded-proto":
+                forwarded_proto = value
+            elif name == b"x-forwarded-host":
+                forwarded_host = value
+            elif name == b"via":
+                via = value if via is None else via + b", " + value
+            elif name != b"x-request-id":
+                out.append((name, value))
+        client = scope.get("client")
+        peer = (client[0] if client else "").encode()
+        if trusted and forwarded_for:
+            out.append((b"x-forwarded-for", forwarded_for + b", " + peer))
+        else:
+            out.append((b"x-forwarded-for", peer))
+        out.append((b"x-forwarded-proto", forwarded_proto if trusted and forwarded_proto else scope["scheme"].encode()))
+        out.append((b"x-forwarded-host", forwarded_host if trusted and forwarded_host else client_host))
+        hop = b"1.1 " + self.node_token
+        out.append((b"via", via + b", " + hop if via else hop))
+        out.append((b"x-request-id", exchange.request_id.encode()))
+        out.append((b"host", target.host.encode()))
+        return out
+
+    async def _send_once(
+        self,
+        endpoint: Endpoint,
+        target: Target,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: Headers,
+        body: bytes | AsyncIterator[bytes],
+        deadline: float,
+    ) -> httpx.Response:
+        url = target.origin + target.base_path + (path or ("" if target.base_path else "/"))
+        if query:
+            url += "?" + query.decode("latin-1")
+        timeout = httpx.Timeout(
+            connect=endpoint.connect_timeout,
+            read=endpoint.read_idle_timeout,
+            write=endpoint.read_idle_timeout,
+            pool=endpoint.connect_timeout,
+        )
+        extensions: dict[str, Any] = {"timeout": timeout.as_dict()}
+        if endpoint.tls.get("server_name"):
+            extensions["sni_hostname"] = endpoint.tls["server_name"]
+        request = httpx.Request(method, url, headers=headers, content=body, extensions=extensions)
+        client = self.client_for(endpoint)
+        try:
+            return await asyncio.wait_for(client.send(request, stream=True), max(deadline, 0.001))
+        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            raise UpstreamTimeout(f"{target.url} sent no response headers in time") from exc
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            timeout_error = UpstreamTimeout(f"connecting to {target.url} timed out")
+            timeout_error.retry_condition = "connect_timeout"
+            raise timeout_error from exc
+        except httpx.ConnectError as exc:
+            raise UpstreamUnavailable(f"{target.url} refused the connection") from exc
+        except (httpx.ReadError, httpx.WriteError) as exc:
+            error = UpstreamUnavailable(f"{target.url} reset the connection before answering")
+            error.retry_condition = "reset"
+            raise error from exc
+        except httpx.RemoteProtocolError as exc:
+            if "without sending" in str(exc) or "disconnected" in str(exc).lower():
+                error = UpstreamUnavailable(f"{target.url} closed the connection before answering")
+                error.retry_condition = "reset"
+                raise error from exc
+            raise UpstreamProtocolError(f"{target.url} answered with a malformed response") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamProtocolError(f"{target.url}: {type(exc).__name__}") from exc
+
+    async def _proxy(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        exchange: Exchange,
+        state: EndpointState,
+        rest: str,
+        content_length: int | None,
+        started_at: float,
+    ) -> None:
+        endpoint = state.endpoint
+        method = scope["method"]
+        chunked = any(name == b"transfer-encoding" for name, _ in scope["headers"])
+        body: bytes | AsyncIterator[bytes]
+        streamed = {"started": False}
+        if not chunked and (content_length or 0) <= REPLAY_LIMIT:
+            body = await self._read_small_body(receive, endpoint.max_body_bytes) if content_length else b""
+            replayable = True
+        else:
+            body = self._stream_body(receive, endpoint.max_body_bytes, streamed)
+            replayable = False
+
+        permit = state.breaker.acquire()
+        if permit is None:
+            await self._fallback(scope, send, exchange, state)
+            return
+        try:
+            response, target, panic = await self._attempts(
+                scope, exchange, state, method, rest, body, replayable, streamed, started_at
+            )
+        except UpstreamError as error:
+            state.breaker.record(permit, failed=True)
+            raise error
+        except BaseException:
+            state.breaker.release(permit)
+            raise
+        state.breaker.record(permit, failed=state.breaker.is_failure_status(response.status_code))
+        await self._relay(scope, send, exchange, state, response, target, panic, started_at)
+
+    async def _stream_body(self, receive: Receive, limit: int, streamed: dict[str, bool]) -> AsyncIterator[bytes]:
+        total = 0
+        more = True
+        while more:
+            chunk, more = await self._receive_chunk(receive)
+            streamed["started"] = True
+            total += len(chunk)
+            if total > limit:
+                raise BodyTooLarge(f"the request body is over {limit} bytes")
+            if chunk:
+                yield chunk
+
+    async def _attempts(
+        self,
+        scope: Scope,
+        exchange: Exchange,
+        state: EndpointState,
+        method: str,
+        rest: str,
+        body: bytes | AsyncIterator[bytes],
+        replayable: bool,
+        streamed: dict[str, bool],
+        started_at: float,
+    ) -> tuple[httpx.Response, Target, bool]:
+        endpoint = state.endpoint
+        policy = endpoint.retries
+        attempts = int(policy["attempts"])
+        try_timeout = per_try_timeout(policy, endpoint.timeout)
+        deadline = started_at + endpoint.timeout
+        state.budget.record_request()
+        panic = bool(endpoint.health_check["panic"]) and state.balancer.in_panic()
+        tried: list[Target] = []
+        query: bytes = scope.get("query_string") or b""
+        attempt = 0
+        while True:
+            attempt += 1
+            target = state.balancer.pick(exclude=tried, panic=bool(endpoint.health_check["panic"]))
+            if target is None:
+                raise NoHealthyTarget(
+                    "no target of this endpoint can take traffic", headers=[(b"retry-after", NO_TARGET_RETRY_AFTER)]
+                )
+            tried.append(target)
+            remaining = deadline - time.perf_counter()
+            headers = self._upstream_headers(scope, exchange, target)
+            try_started = time.perf_counter()
+            try:
+                try:
+                    response = await self._send_once(
+                        endpoint, target, method, rest, query, headers, body, min(try_timeout, remaining)
+                    )
+                finally:
+                    spent = time.perf_counter() - try_started
+                    exchange.target = target.url
+                    exchange.upstream_seconds += spent
+                    self.runtime.metrics.upstream_duration.labels(endpoint.key).observe(spent)
+            except UpstreamError as error:
+                self._record_target(state, target, failed=True)
+                condition = error.retry_condition
+                can_replay = replayable or (
+                    condition in ("connect_error", "connect_timeout") and not streamed["started"]
+                )
+                if self._may_retry(state, attempt, attempts, method, condition, can_replay, deadline):
+                    await asyncio.sleep(backoff(attempt + 1))
+                    continue
+                raise
+            failed = state.breaker.is_failure_status(response.status_code)
+            self._record_target(state, target, failed=failed)
+            if response.status_code >= 500 and self._may_retry(
+                state, attempt, attempts, method, "5xx", replayable, deadline
+            ):
+                await response.aclose()
+                await asyncio.sleep(backoff(attempt + 1))
+                continue
+            return response, target, panic
+
+    def _may_retry(
+        self,
+        state: EndpointState,
+        attempt: int,
+        attempts: int,
+        method: str,
+        condition: str,
+        replayable: bool,
+        deadline: float,
+    ) -> bool:
+        if attempt >= attempts or time.perf_counter() >= deadline:
+            return False
+        if not may_retry(state.endpoint.retries, method, condition, replayable=replayable):
+            return False
+        if not state.budget.try_spend():
+            return False
+        self.runtime.metrics.retries.labels(state.endpoint.key).inc()
+        return True
+
+    def _record_target(self, state: EndpointState, target: Target, *, failed: bool) -> None:
+        if state.balancer.record(target, failed=failed):
+            self.runtime.metrics.target_ejected.labels(state.endpoint.key, target.url).set(1)
+            logger.warning("target %s of %s ejected", target.url, state.endpoint.key)
+
+    async def _relay(
+        self,
+        scope: Scope,
+        send: Send,
+        exchange: Exchange,
+        state: EndpointState,
+        response: httpx.Response,
+        target: Target,
+        panic: bool,
+        started_at: float,
+    ) -> None:
+        headers = strip_hop_by_hop([(name.lower(), value) for name, value in response.headers.raw])
+        origin_headers = list(headers)
+        headers.append((b"x-request-id", exchange.request_id.encode()))
+        headers.append((b"x-endpoint-id", state.endpoint.key.encode()))
+        if not self.settings.hide_response_time:
+            elapsed = (time.perf_counter() - started_at) * 1000
+            headers.append((b"x-response-time", f"{elapsed:.1f}ms".encode()))
+        if panic:
+            headers.append((b"x-gateway-panic", b"1"))
+        cache = state.cache
+        method = scope["method"]
+        keep: list[bytes] | None = None
+        if (
+            cache is not None
+            and cache.request_cacheable(method, scope["headers"])
+            and cache.response_cacheable(response.status_code, origin_headers)
+        ):
+            keep = []
+        exchange.status = response.status_code
+        exchange.started = True
+        try:
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            size = 0
+            async for chunk in response.aiter_raw():
+                if keep is not None and cache is not None:
+                    size += len(chunk)
+                    if size > cache.max_bytes:
+                        keep = None
+                    else:
+                        keep.append(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (httpx.HTTPError, TimeoutError) as exc:
+            # Never glue an error onto a partial response: leave it incomplete so the connection drops.
+            logger.warning("upstream %s failed mid-body for %s: %s", target.url, state.endpoint.key, exc)
+            exchange.error = "upstream_aborted"
+            return
+        except OSError:
+            exchange.error = ClientGone.code
+            return
+        finally:
+            await response.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if keep is not None and cache is not None:
+            path_and_query = cache_key(scope)
+            cache.store(path_and_query, scope["headers"], response.status_code, origin_headers, b"".join(keep))
+
+    async def _fallback(self, scope: Scope, send: Send, exchange: Exchange, state: EndpointState) -> None:
+        policy = state.endpoint.breaker
+        strategy = policy["fallback_strategy"]
+        if strategy == "default_response":
+            fallback = policy["fallback"]
+            body = fallback["body"].encode()
+            await self._send_plain(
+                send,
+                exchange,
+                state,
+                fallback["status"],
+                [
+                    (b"content-type", fallback["content_type"].encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-gateway-fallback", b"default"),
+                ],
+                body,
+                error="circuit_open",
+            )
+            return
+        if strategy == "cached_response" and state.cache is not None:
+            path_and_query = cache_key(scope)
+            found = state.cache.lookup(path_and_query, scope["headers"])
+            if found is not None and state.cache.request_cacheable(scope["method"], scope["headers"]):
+                cached, age = found
+                headers = [(n, v) for n, v in cached.headers if n != b"age"]
+                headers += [(b"x-gateway-fallback", b"cached"), (b"age", str(age).encode())]
+                body = b"" if scope["method"] == "HEAD" else cached.body
+                await self._send_plain(send, exchange, state, cached.status, headers, body, error="circuit_open")
+                return
+        raise CircuitOpen(
+            "the circuit breaker of this endpoint is open",
+            headers=[
+                (b"retry-after", str(state.breaker.retry_after()).encode()),
+                (b"x-circuit-breaker", b"open"),
+            ],
+        )
+
+    async def _send_plain(
+        self,
+        send: Send,
+        exchange: Exchange,
+        state: EndpointState,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        *,
+        error: str | None = None,
+    ) -> None:
+        headers = [
+            *headers,
+            (b"x-request-id", exchange.request_id.encode()),
+            (b"x-endpoint-id", state.endpoint.key.encode()),
+        ]
+        exchange.status, exchange.error, exchange.started = status, error, True
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,46 @@
+"""The SSRF guard on what upstream names resolve to (configdoc.egress)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpcore
+import httpx
+import pytest
+
+from dataplane.upstream import GuardedBackend, guarded_transport
+
+
+def resolver(*addresses: str):  # type: ignore[no-untyped-def]
+    async def resolve(host: str, port: int) -> list[str]:
+        return list(addresses)
+
+    return resolve
+
+
+def test_a_name_resolving_to_the_metadata_service_is_refused_before_connecting() -> None:
+    backend = GuardedBackend(resolver("169.254.169.254"))
+    with pytest.raises(httpcore.ConnectError, match="denied address"):
+        asyncio.run(backend.connect_tcp("innocent.example", 80, timeout=1))
+
+
+def test_a_name_with_any_denied_address_among_several_is_refused() -> None:
+    backend = GuardedBackend(resolver("127.0.0.1", "::ffff:169.254.169.254"))
+    with pytest.raises(httpcore.ConnectError, match="denied address"):
+        asyncio.run(backend.connect_tcp("mixed.example", 80, timeout=1))
+
+
+def test_the_proxy_answers_502_when_a_target_resolves_to_a_denied_address() -> None:
+    from tests.dataplane.harness import Gateway, document, endpoint, ok
+
+    gateway = Gateway(document(endpoint("users", "http://innocent.example:8010", default=True)), ok)
+    limits = httpx.Limits()
+    gateway.proxy._transport_factory = lambda verify: guarded_transport(verify, limits, resolver("169.254.169.254"))
+
+    async def go() -> httpx.Response:
+        async with gateway.client() as client:
+            return await client.get("/users")
+
+    response = asyncio.run(go())
+    assert response.status_code == 502
+    assert response.json()["error"] == "upstream_unavailable"

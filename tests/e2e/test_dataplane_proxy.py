@@ -1,0 +1,313 @@
+"""The data plane as a real process (`python -m dataplane`) in front of a real upstream, over real HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.dataplane_support import DataPlane, Upstream, dataplane, raw_exchange, seed, upstream
+from tests.e2e.servers import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dataplane")
+
+
+@pytest.fixture(scope="module")
+def origin(workdir: Path) -> Iterator[Upstream]:
+    with upstream(workdir, "alpha") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(workdir: Path, origin: Upstream) -> Iterator[DataPlane]:
+    document = seed(
+        {
+            "name": "users",
+            "version": "v1",
+            "default": True,
+            "methods": ["GET", "POST", "PUT"],
+            "targets": [{"url": f"{origin.url}/api"}],
+            "paths": ["/people"],
+            "max_body_bytes": 2_000_000,
+        },
+        {"name": "plain", "version": "v1", "targets": [{"url": origin.url}], "timeout": 1, "connect_timeout": 1},
+        {"name": "refused", "version": "v1", "targets": [{"url": f"http://127.0.0.1:{free_port()}"}]},
+        {"name": "off", "version": "v1", "enabled": False, "targets": [{"url": origin.url}]},
+    )
+    with dataplane(workdir, document) as node:
+        yield node
+
+
+def seen(origin: Upstream) -> list[str]:
+    return list(httpx.get(f"{origin.url}/_seen").json())
+
+
+def test_a_request_reaches_the_upstream_under_the_targets_base_path(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/users/42?b=2&a=%20x")
+    assert response.status_code == 200
+    echo = response.json()
+    assert echo["raw_path"] == "/api/42"
+    assert echo["query"] == "b=2&a=%20x"
+    assert response.headers["x-endpoint-id"] == "users:v1"
+
+
+def test_the_upstream_sees_its_own_host_and_the_forwarded_headers(gateway: DataPlane, origin: Upstream) -> None:
+    echo = httpx.get(f"{gateway.url}/users", headers={"X-Forwarded-For": "6.6.6.6"}).json()
+    headers = dict(echo["headers"])
+    assert headers["host"] == f"127.0.0.1:{origin.port}"
+    assert headers["x-forwarded-host"] == f"127.0.0.1:{gateway.port}"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["via"] == "1.1 e2e-node"
+
+
+def test_an_encoded_slash_reaches_the_upstream_undecoded(gateway: DataPlane) -> None:
+    assert httpx.get(f"{gateway.url}/users/a%2Fb").json()["raw_path"] == "/api/a%2Fb"
+
+
+def test_a_large_request_body_is_streamed_to_the_upstream(gateway: DataPlane) -> None:
+    def body() -> Iterator[bytes]:
+        for _ in range(16):
+            yield b"b" * 65536
+
+    echo = httpx.post(f"{gateway.url}/users/upload", content=body()).json()
+    assert echo["body_length"] == 16 * 65536
+
+
+def test_a_large_response_is_streamed_back_whole(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/plain/large?bytes=3000000")
+    assert response.status_code == 200
+    assert len(response.content) == 3_000_000
+
+
+def test_a_chunked_response_arrives_whole(gateway: DataPlane) -> None:
+    assert httpx.get(f"{gateway.url}/plain/chunked").text == "chunk0;chunk1;chunk2;chunk3;chunk4;"
+
+
+def test_a_gzip_body_is_passed_through_as_bytes(gateway: DataPlane) -> None:
+    with httpx.stream("GET", f"{gateway.url}/plain/gzip") as response:
+        raw = b"".join(response.iter_raw())
+    assert response.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(raw) == b"compressed " * 50
+
+
+def test_a_redirect_is_passed_back_not_followed(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/plain/redirect")
+    assert response.status_code == 302
+    assert response.headers["location"] == "/somewhere/else"
+
+
+def test_upstream_error_statuses_pass_through(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/plain/status/404")
+    assert (response.status_code, response.text) == (404, "status 404 from alpha")
+
+
+def test_an_unknown_path_answers_404_no_route(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"] == "no_route"
+
+
+def test_a_disallowed_method_answers_405_with_allow(gateway: DataPlane) -> None:
+    response = httpx.delete(f"{gateway.url}/users/1")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, POST, PUT"
+
+
+def test_a_disabled_endpoint_answers_503(gateway: DataPlane) -> None:
+    assert httpx.get(f"{gateway.url}/off").json()["error"] == "endpoint_disabled"
+
+
+def test_a_refused_upstream_answers_502_upstream_unavailable(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/refused")
+    assert response.status_code == 502
+    assert response.json() | {"request_id": None, "message": None} == {
+        "error": "upstream_unavailable",
+        "message": None,
+        "request_id": None,
+        "endpoint": "refused:v1",
+    }
+
+
+def test_an_upstream_slower_than_the_timeout_answers_504(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/plain/slow?seconds=3", timeout=10)
+    assert response.status_code == 504
+    assert response.json()["error"] == "upstream_timeout"
+
+
+def test_an_upstream_dying_mid_body_aborts_the_client_connection(gateway: DataPlane) -> None:
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(f"{gateway.url}/plain/reset-mid-body")
+
+
+def test_a_body_over_the_limit_answers_413(gateway: DataPlane) -> None:
+    response = httpx.post(f"{gateway.url}/users", content=b"x" * 2_000_001)
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
+
+
+def test_a_chunked_body_growing_over_the_limit_answers_413(gateway: DataPlane) -> None:
+    def body() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b"c" * 65536
+
+    response = httpx.post(f"{gateway.url}/users", content=body())
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
+
+
+def test_an_upgrade_request_answers_501(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/users", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+    assert response.status_code == 501
+
+
+def test_a_request_looping_back_through_the_node_answers_508(gateway: DataPlane) -> None:
+    assert httpx.get(f"{gateway.url}/users", headers={"Via": "1.1 e2e-node"}).status_code == 508
+
+
+# --- framing, on raw sockets ---------------------------------------------------------------------
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_nothing_is_smuggled(
+    gateway: DataPlane, origin: Upstream
+) -> None:
+    before = seen(origin)
+    answer = raw_exchange(
+        gateway.port,
+        b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nGET /users/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.count(b"HTTP/1.1 ") == 1
+    assert b"<<still open>>" not in answer
+    assert not any("smuggled" in path for path in seen(origin)[len(before) :])
+
+
+def test_a_duplicate_host_header_is_refused_with_400_and_close(gateway: DataPlane) -> None:
+    answer = raw_exchange(gateway.port, b"GET /users HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"connection: close" in answer.lower()
+    assert b"<<still open>>" not in answer
+
+
+def test_a_missing_host_header_is_refused_with_400(gateway: DataPlane) -> None:
+    answer = raw_exchange(gateway.port, b"GET /users HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"bad_request" in answer
+
+
+def test_a_non_numeric_content_length_is_refused_with_400(gateway: DataPlane) -> None:
+    answer = raw_exchange(gateway.port, b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 4x\r\n\r\nabcd")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<<still open>>" not in answer
+
+
+def test_two_content_length_headers_are_refused_with_400(gateway: DataPlane) -> None:
+    answer = raw_exchange(
+        gateway.port, b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"
+    )
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<<still open>>" not in answer
+
+
+def test_a_uri_over_8_kib_answers_414(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/users?q=" + "a" * 9000)
+    assert response.status_code == 414
+    assert response.json()["error"] == "uri_too_long"
+
+
+def test_a_header_block_over_32_kib_answers_431(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/users", headers={f"x-filler-{i}": "v" * 1000 for i in range(40)})
+    assert response.status_code == 431
+    assert response.json()["error"] == "headers_too_large"
+
+
+def test_a_dot_dot_segment_is_refused_with_400(gateway: DataPlane) -> None:
+    answer = raw_exchange(gateway.port, b"GET /users/../admin HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<<still open>>" not in answer
+
+
+# --- operations ----------------------------------------------------------------------------------
+
+
+def test_the_admin_listener_reports_live_and_ready(gateway: DataPlane) -> None:
+    assert httpx.get(f"{gateway.admin}/-/livez").status_code == 200
+    assert httpx.get(f"{gateway.admin}/-/readyz").json()["status"] == "ready"
+
+
+def test_the_routes_view_says_where_a_path_goes(gateway: DataPlane, origin: Upstream) -> None:
+    answer = httpx.get(f"{gateway.admin}/-/routes", params={"path": "/people/7"}).json()
+    assert answer["endpoint"] == "users:v1"
+    assert answer["targets"] == [{"url": f"{origin.url}/api", "upstream_url": f"{origin.url}/api/7"}]
+
+
+def test_the_metrics_count_requests_by_endpoint_without_raw_paths(gateway: DataPlane) -> None:
+    httpx.get(f"{gateway.url}/users/secret-path-123")
+    text = httpx.get(f"{gateway.admin}/-/metrics").text
+    assert 'gateway_requests_total{endpoint="users:v1",method="GET",status_class="2xx"}' in text
+    assert "secret-path-123" not in text
+
+
+def test_each_request_is_written_to_the_access_log(gateway: DataPlane, workdir: Path) -> None:
+    httpx.get(f"{gateway.url}/users/logged", headers={"X-Request-ID": "access-log-probe"})
+    wait_until(lambda: "request_id=access-log-probe" in (workdir / "dataplane.log").read_text())
+    line = next(x for x in (workdir / "dataplane.log").read_text().splitlines() if "access-log-probe" in x)
+    assert "endpoint=users:v1" in line and "status=200" in line and "target=http://127.0.0.1:" in line
+
+
+def test_without_a_seed_the_node_is_not_ready_and_answers_no_config(tmp_path: Path) -> None:
+    with dataplane(tmp_path, None) as node:
+        assert httpx.get(f"{node.admin}/-/readyz").status_code == 503
+        response = httpx.get(f"{node.url}/users")
+        assert (response.status_code, response.json()["error"]) == (503, "no_config")
+
+
+def test_sighup_reloads_the_seed_and_a_bad_seed_keeps_the_old_config(tmp_path: Path, origin: Upstream) -> None:
+    first = seed({"name": "one", "version": "v1", "targets": [{"url": origin.url}]})
+    with dataplane(tmp_path, first) as node:
+        assert httpx.get(f"{node.url}/one").status_code == 200
+        node.seed.write_text(json.dumps(seed({"name": "two", "version": "v1", "targets": [{"url": origin.url}]})))
+        node.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: httpx.get(f"{node.url}/two").status_code == 200)
+        assert httpx.get(f"{node.url}/one").status_code == 404
+        node.seed.write_text("endpoints: [this is not valid")
+        node.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert httpx.get(f"{node.url}/two").status_code == 200
+        assert httpx.get(f"{node.admin}/-/readyz").status_code == 200
+
+
+def test_sigterm_turns_readyz_503_then_stops_after_in_flight_requests_finish(tmp_path: Path, origin: Upstream) -> None:
+    document = seed({"name": "one", "version": "v1", "targets": [{"url": origin.url}]})
+    with dataplane(tmp_path, document, DATAPLANE_DRAIN_DELAY="1") as node, ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(httpx.get, f"{node.url}/one/slow?seconds=2", timeout=10)
+        time.sleep(0.3)
+        node.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: httpx.get(f"{node.admin}/-/readyz").status_code == 503)
+        assert httpx.get(f"{node.url}/one").status_code == 200
+        assert slow.result().text == "slow"
+        assert node.process.wait(timeout=30) == 0
+
+
+def wait_until(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():  # type: ignore[operator]
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

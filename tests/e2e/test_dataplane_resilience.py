@@ -1,0 +1,127 @@
+"""Breakers, retries, failover and deadlines with a real `python -m dataplane` and real upstreams."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from dataplane.server import DeadlineHttpToolsProtocol
+from tests.e2e.dataplane_support import DataPlane, Upstream, dataplane, seed, upstream
+from tests.e2e.servers import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("resilience")
+
+
+@pytest.fixture(scope="module")
+def alpha(workdir: Path) -> Iterator[Upstream]:
+    with upstream(workdir, "alpha") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def beta(workdir: Path) -> Iterator[Upstream]:
+    with upstream(workdir, "beta") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(workdir: Path, alpha: Upstream, beta: Upstream) -> Iterator[DataPlane]:
+    dead = f"http://127.0.0.1:{free_port()}"
+    document = seed(
+        {"name": "flaky", "version": "v1", "targets": [{"url": alpha.url}], "breaker_policy": "quick"},
+        {
+            "name": "fallback",
+            "version": "v1",
+            "targets": [{"url": alpha.url}],
+            "breaker_policy": "canned",
+        },
+        {"name": "pair", "version": "v1", "targets": [{"url": dead}, {"url": beta.url}]},
+        {
+            "name": "retrying",
+            "version": "v1",
+            "targets": [{"url": alpha.url}, {"url": beta.url}],
+            "retries": {"attempts": 2, "on": ["5xx"]},
+        },
+        policies=[
+            {
+                "name": "quick",
+                "failure_threshold": 2,
+                "reset_timeout": 1,
+                "half_open_max_calls": 1,
+                "success_threshold": 1,
+            },
+            {
+                "name": "canned",
+                "failure_threshold": 1,
+                "reset_timeout": 3600,
+                "fallback_strategy": "default_response",
+                "fallback": {"status": 200, "content_type": "application/json", "body": '{"items": []}'},
+            },
+        ],
+    )
+    with dataplane(workdir, document, DATAPLANE_HEADER_TIMEOUT="1") as node:
+        yield node
+
+
+def test_the_data_plane_speaks_http_through_httptools_never_h11() -> None:
+    assert issubclass(DeadlineHttpToolsProtocol, HttpToolsProtocol)
+
+
+def test_the_breaker_opens_probes_after_the_reset_timeout_and_closes(gateway: DataPlane) -> None:
+    assert httpx.get(f"{gateway.url}/v1/flaky/status/500").status_code == 500
+    assert httpx.get(f"{gateway.url}/v1/flaky/status/502").status_code == 502
+    opened = httpx.get(f"{gateway.url}/v1/flaky/status/200")
+    assert opened.status_code == 503
+    assert opened.json()["error"] == "circuit_open"
+    assert opened.headers["x-circuit-breaker"] == "open"
+    metrics = httpx.get(f"{gateway.admin}/-/metrics").text
+    assert 'gateway_circuit_state{endpoint="flaky:v1"} 1.0' in metrics
+    time.sleep(1.1)
+    assert httpx.get(f"{gateway.url}/v1/flaky/status/200").status_code == 200
+    assert httpx.get(f"{gateway.url}/v1/flaky/status/200").status_code == 200
+    metrics = httpx.get(f"{gateway.admin}/-/metrics").text
+    assert 'gateway_circuit_state{endpoint="flaky:v1"} 0.0' in metrics
+    assert 'gateway_circuit_transitions_total{endpoint="flaky:v1",from="half_open",to="closed"} 1.0' in metrics
+
+
+def test_an_open_circuit_with_a_default_response_serves_it(gateway: DataPlane) -> None:
+    assert httpx.get(f"{gateway.url}/v1/fallback/status/503").status_code == 503
+    response = httpx.get(f"{gateway.url}/v1/fallback/anything")
+    assert (response.status_code, response.text) == (200, '{"items": []}')
+    assert response.headers["x-gateway-fallback"] == "default"
+
+
+def test_a_refused_target_fails_over_to_the_other(gateway: DataPlane) -> None:
+    names = {httpx.get(f"{gateway.url}/v1/pair/who").json()["name"] for _ in range(6)}
+    assert names == {"beta"}
+
+
+def test_a_5xx_is_retried_on_another_target(gateway: DataPlane, alpha: Upstream, beta: Upstream) -> None:
+    # Each upstream answers /status/503 with 503; with retries on 5xx the second try goes to the other.
+    before = {u.port: len(httpx.get(f"{u.url}/_seen").json()) for u in (alpha, beta)}
+    response = httpx.get(f"{gateway.url}/v1/retrying/status/503")
+    assert response.status_code == 503
+    after = {u.port: len(httpx.get(f"{u.url}/_seen").json()) for u in (alpha, beta)}
+    assert [after[p] - before[p] for p in before] == [1, 1]
+    assert "gateway_upstream_retries_total" in httpx.get(f"{gateway.admin}/-/metrics").text
+
+
+def test_request_headers_not_received_in_time_get_408_and_a_closed_connection(gateway: DataPlane) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"GET /v1/pair HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 408 ")
+    assert b'"error":"request_timeout"' in received
