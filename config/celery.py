@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from celery import Celery, signals
+from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+FILESYSTEM_FOLDERS = ("data_folder_in", "data_folder_out", "processed_folder")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@signals.worker_init.connect
-@signals.beat_init.connect
-def _make_filesystem_broker_folders(sender: object = None, **kwargs: object) -> None:
-    """kombu's filesystem transport needs its folders to exist before the first message."""
-    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
-        folder = (app.conf.broker_transport_options or {}).get(key)
+@app.on_after_configure.connect
+def _make_state_folders(sender: Celery, source: Any, **kwargs: Any) -> None:
+    """kombu's filesystem transport and beat's schedule file need their folders before first use
+    (embedded setup: GATEWAY_VAR_DIR/celery)."""
+    folders = [(source.get("broker_transport_options") or {}).get(key) for key in FILESYSTEM_FOLDERS]
+    schedule = source.get("beat_schedule_filename")
+    for folder in [*folders, Path(schedule).parent if schedule else None]:
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
 

@@ -10,9 +10,10 @@ from urllib.parse import parse_qs
 
 from configdoc import UnsafePath
 
-from .proxy import ProxyApp, TransportFactory
+from .proxy import ProxyApp
 from .runtime import Runtime
 from .settings import Settings
+from .transport import Transport
 from .types import Headers, Receive, Scope, Send
 
 
@@ -101,12 +102,10 @@ class AdminApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def build(
-    settings: Settings, *, transport_factory: TransportFactory | None = None
-) -> tuple[Runtime, ProxyApp, AdminApp]:
+def build(settings: Settings, *, transport: Transport | None = None) -> tuple[Runtime, ProxyApp, AdminApp]:
     """The runtime and both apps, with the seed loaded when one is configured (a bad seed leaves the
     node unready rather than stopping it)."""
     runtime = Runtime(settings)
     if settings.seed is not None:
         runtime.reload_seed()
-    return runtime, ProxyApp(runtime, transport_factory=transport_factory), AdminApp(runtime)
+    return runtime, ProxyApp(runtime, transport=transport), AdminApp(runtime)

@@ -20,7 +20,8 @@
     └── UpstreamError                    (an attempt failed; `retry_condition` says which retry rule applies)
         ├── UpstreamUnavailable     502  upstream_unavailable   (refused, or reset before answering)
         ├── UpstreamProtocolError   502  upstream_protocol_error
-        └── UpstreamTimeout         504  upstream_timeout
+        ├── UpstreamTimeout         504  upstream_timeout
+        └── UpstreamAborted              upstream_aborted   (mid-body: the client connection is dropped)
 
 `error_response` is the one place an error becomes a response: JSON
 `{"error", "message", "request_id", "endpoint"}`.
@@ -127,6 +128,11 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status, code = 504, "upstream_timeout"
     retry_condition = "timeout"
+
+
+class UpstreamAborted(UpstreamError):
+    code = "upstream_aborted"
+    retry_condition = "aborted"
 
 
 def error_response(error: GatewayError, request_id: str, endpoint: str | None) -> tuple[int, Headers, bytes]:

@@ -1,6 +1,6 @@
 """The proxy ASGI app (ARCHITECTURE §5): framing → route → method → enabled → body size → overload →
-breaker → target selection → upstream, streaming both ways through one shared httpx client per TLS
-setting."""
+breaker → target selection → upstream, streaming both ways through a `Transport` (transport.py:
+httpx, one shared client per TLS setting, by default)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,10 @@ import asyncio
 import ipaddress
 import logging
 import re
-import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
-
-import httpx
 
 from configdoc import UnsafePath
 
@@ -34,18 +31,16 @@ from .errors import (
     Overloaded,
     RequestTimeout,
     UpgradeNotSupported,
+    UpstreamAborted,
     UpstreamError,
-    UpstreamProtocolError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
     UriTooLong,
     error_response,
 )
 from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout
 from .runtime import EndpointState, Runtime
 from .snapshot import Endpoint, Target
+from .transport import HttpxTransport, Transport, UpstreamRequest, UpstreamResponse
 from .types import Headers, Receive, Scope, Send
-from .upstream import guarded_transport
 
 logger = logging.getLogger("dataplane.proxy")
 access_log = logging.getLogger("dataplane.access")
@@ -68,8 +63,6 @@ MAX_HEADER_BLOCK = 32 * 1024
 BODY_STALL_TIMEOUT = 30.0
 NO_TARGET_RETRY_AFTER = b"5"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,200}$")
-
-TransportFactory = Callable[[Any], httpx.AsyncBaseTransport]
 
 
 def strip_hop_by_hop(headers: Headers) -> Headers:
@@ -102,38 +95,14 @@ class Exchange:
 class ProxyApp:
     body_stall_timeout = BODY_STALL_TIMEOUT
 
-    def __init__(self, runtime: Runtime, *, transport_factory: TransportFactory | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, transport: Transport | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.node_token = runtime.settings.node_id.encode()
-        self._transport_factory = transport_factory
-        self._clients: dict[tuple[Any, ...], httpx.AsyncClient] = {}
-
-    # --- upstream clients ----------------------------------------------------------------------
-
-    def client_for(self, endpoint: Endpoint) -> httpx.AsyncClient:
-        tls = endpoint.tls
-        key = (bool(tls["verify"]), tls.get("ca_file"))
-        client = self._clients.get(key)
-        if client is None:
-            verify: Any = False
-            if tls["verify"]:
-                verify = ssl.create_default_context(cafile=tls["ca_file"]) if tls.get("ca_file") else True
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=1000, keepalive_expiry=30)
-            if self._transport_factory is not None:
-                transport = self._transport_factory(verify)
-            else:
-                transport = guarded_transport(verify, limits)
-            client = httpx.AsyncClient(
-                verify=verify, follow_redirects=False, trust_env=False, limits=limits, transport=transport
-            )
-            self._clients[key] = client
-        return client
+        self.transport: Transport = transport or HttpxTransport()
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        await self.transport.aclose()
 
     # --- ASGI ----------------------------------------------------------------------------------
 
@@ -352,44 +321,26 @@ class ProxyApp:
         query: bytes,
         headers: Headers,
         body: bytes | AsyncIterator[bytes],
-        deadline: float,
-    ) -> httpx.Response:
+        head_timeout: float,
+    ) -> UpstreamResponse:
         url = target.origin + target.base_path + (path or ("" if target.base_path else "/"))
         if query:
             url += "?" + query.decode("latin-1")
-        timeout = httpx.Timeout(
-            connect=endpoint.connect_timeout,
-            read=endpoint.read_idle_timeout,
-            write=endpoint.read_idle_timeout,
-            pool=endpoint.connect_timeout,
+        tls = endpoint.tls
+        return await self.transport.send(
+            UpstreamRequest(
+                method=method,
+                url=url,
+                headers=headers,
+                body=body,
+                head_timeout=head_timeout,
+                connect_timeout=endpoint.connect_timeout,
+                idle_timeout=endpoint.read_idle_timeout,
+                tls_verify=bool(tls["verify"]),
+                ca_file=tls.get("ca_file"),
+                server_name=tls.get("server_name"),
+            )
         )
-        extensions: dict[str, Any] = {"timeout": timeout.as_dict()}
-        if endpoint.tls.get("server_name"):
-            extensions["sni_hostname"] = endpoint.tls["server_name"]
-        request = httpx.Request(method, url, headers=headers, content=body, extensions=extensions)
-        client = self.client_for(endpoint)
-        try:
-            return await asyncio.wait_for(client.send(request, stream=True), max(deadline, 0.001))
-        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-            raise UpstreamTimeout(f"{target.url} sent no response headers in time") from exc
-        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            timeout_error = UpstreamTimeout(f"connecting to {target.url} timed out")
-            timeout_error.retry_condition = "connect_timeout"
-            raise timeout_error from exc
-        except httpx.ConnectError as exc:
-            raise UpstreamUnavailable(f"{target.url} refused the connection") from exc
-        except (httpx.ReadError, httpx.WriteError) as exc:
-            error = UpstreamUnavailable(f"{target.url} reset the connection before answering")
-            error.retry_condition = "reset"
-            raise error from exc
-        except httpx.RemoteProtocolError as exc:
-            if "without sending" in str(exc) or "disconnected" in str(exc).lower():
-                error = UpstreamUnavailable(f"{target.url} closed the connection before answering")
-                error.retry_condition = "reset"
-                raise error from exc
-            raise UpstreamProtocolError(f"{target.url} answered with a malformed response") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamProtocolError(f"{target.url}: {type(exc).__name__}") from exc
 
     async def _proxy(
         self,
@@ -428,8 +379,10 @@ class ProxyApp:
         except BaseException:
             state.breaker.release(permit)
             raise
-        state.breaker.record(permit, failed=state.breaker.is_failure_status(response.status_code))
-        await self._relay(scope, send, exchange, state, response, target, panic, started_at)
+        state.breaker.record(permit, failed=state.breaker.is_failure_status(response.status))
+        # Once the request body is all in, the only message left is the client's disconnect.
+        watch = receive if isinstance(body, bytes) else None
+        await self._relay(scope, send, watch, exchange, state, response, target, panic, started_at)
 
     async def _stream_body(self, receive: Receive, limit: int, streamed: dict[str, bool]) -> AsyncIterator[bytes]:
         total = 0
@@ -454,7 +407,7 @@ class ProxyApp:
         replayable: bool,
         streamed: dict[str, bool],
         started_at: float,
-    ) -> tuple[httpx.Response, Target, bool]:
+    ) -> tuple[UpstreamResponse, Target, bool]:
         endpoint = state.endpoint
         policy = endpoint.retries
         attempts = int(policy["attempts"])
@@ -496,9 +449,9 @@ class ProxyApp:
                     await asyncio.sleep(backoff(attempt + 1))
                     continue
                 raise
-            failed = state.breaker.is_failure_status(response.status_code)
+            failed = state.breaker.is_failure_status(response.status)
             self._record_target(state, target, failed=failed)
-            if response.status_code >= 500 and self._may_retry(
+            if response.status >= 500 and self._may_retry(
                 state, attempt, attempts, method, "5xx", replayable, deadline
             ):
                 await response.aclose()
@@ -534,14 +487,15 @@ class ProxyApp:
         self,
         scope: Scope,
         send: Send,
+        watch: Receive | None,
         exchange: Exchange,
         state: EndpointState,
-        response: httpx.Response,
+        response: UpstreamResponse,
         target: Target,
         panic: bool,
         started_at: float,
     ) -> None:
-        headers = strip_hop_by_hop([(name.lower(), value) for name, value in response.headers.raw])
+        headers = strip_hop_by_hop(response.headers)
         origin_headers = list(headers)
         headers.append((b"x-request-id", exchange.request_id.encode()))
         headers.append((b"x-endpoint-id", state.endpoint.key.encode()))
@@ -556,15 +510,22 @@ class ProxyApp:
         if (
             cache is not None
             and cache.request_cacheable(method, scope["headers"])
-            and cache.response_cacheable(response.status_code, origin_headers)
+            and cache.response_cacheable(response.status, origin_headers)
         ):
             keep = []
-        exchange.status = response.status_code
+        exchange.status = response.status
         exchange.started = True
+        # uvicorn's send() silently drops writes once the client is gone, so without a watcher an
+        # endless upstream stream (SSE, a long download) would be pulled forever for nobody.
+        gone: list[bool] = []
+        watcher = None
+        relay = asyncio.current_task()
+        if watch is not None and relay is not None:
+            watcher = asyncio.create_task(self._watch_disconnect(watch, relay, gone))
         try:
-            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
             size = 0
-            async for chunk in response.aiter_raw():
+            async for chunk in response.body():
                 if keep is not None and cache is not None:
                     size += len(chunk)
                     if size > cache.max_bytes:
@@ -572,7 +533,7 @@ class ProxyApp:
                     else:
                         keep.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except UpstreamAborted as exc:
             # Never glue an error onto a partial response: leave it incomplete so the connection drops.
             logger.warning("upstream %s failed mid-body for %s: %s", target.url, state.endpoint.key, exc)
             exchange.error = "upstream_aborted"
@@ -580,12 +541,30 @@ class ProxyApp:
         except OSError:
             exchange.error = ClientGone.code
             return
+        except asyncio.CancelledError:
+            if not gone or relay is None:
+                raise
+            relay.uncancel()
+            exchange.error = ClientGone.code
+            return
         finally:
+            # Synchronously, before any further await: after this the watcher can no longer cancel us.
+            if watcher is not None:
+                watcher.cancel()
             await response.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         if keep is not None and cache is not None:
             path_and_query = cache_key(scope)
-            cache.store(path_and_query, scope["headers"], response.status_code, origin_headers, b"".join(keep))
+            cache.store(path_and_query, scope["headers"], response.status, origin_headers, b"".join(keep))
+
+    @staticmethod
+    async def _watch_disconnect(receive: Receive, relay: asyncio.Task[Any], gone: list[bool]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone.append(True)
+                relay.cancel()
+                return
 
     async def _fallback(self, scope: Scope, send: Send, exchange: Exchange, state: EndpointState) -> None:
         policy = state.endpoint.breaker

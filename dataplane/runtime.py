@@ -82,6 +82,11 @@ class Runtime:
                 states[key] = old
             else:
                 states[key] = self._new_state(endpoint)
+        for key, state in states.items():
+            health = snapshot.target_health.get(key, {})
+            for target_state in state.balancer.states:
+                target_state.healthy = health.get(target_state.target.url, "unknown") != "unhealthy"
+                self.metrics.target_health.labels(key, target_state.target.url).set(int(target_state.healthy))
         # One assignment each: a request sees the old pair or the new pair's snapshot first, and looks
         # its state up by key with a fallback, so a request in between never fails.
         self.states = states

@@ -7,6 +7,7 @@ a document, so the shared `configdoc.load_document` (YAML caps, v0 mapping) slot
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,11 @@ class Snapshot:
     endpoints: Mapping[str, Endpoint]
     routes: RouteTable[Endpoint]
     document: Mapping[str, Any]
+    # Operational state from the control plane (§4): observed target health `{key: {url: status}}`
+    # (a target left out is `unknown`, which is routable) and breaker overrides `{key: override}`.
+    target_health: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    breaker_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    state_seq: int = 0
 
 
 def compile_target(raw: Mapping[str, Any]) -> Target:
@@ -89,7 +95,14 @@ def compile_target(raw: Mapping[str, Any]) -> Target:
     )
 
 
-def compile_document(document: Mapping[str, Any], *, mount_prefix: str = "", revision: int | None = None) -> Snapshot:
+def compile_document(
+    document: Mapping[str, Any],
+    *,
+    mount_prefix: str = "",
+    revision: int | None = None,
+    state: Mapping[str, Any] | None = None,
+    state_seq: int = 0,
+) -> Snapshot:
     """A canonical (validated) document → a snapshot. Route keys get the mount prefix in front."""
     policies = {policy["name"]: effective_breaker_policy(policy) for policy in document.get("breaker_policies", [])}
     policies.setdefault("default", effective_breaker_policy({"name": "default"}))
@@ -128,6 +141,9 @@ def compile_document(document: Mapping[str, Any], *, mount_prefix: str = "", rev
         endpoints=endpoints,
         routes=RouteTable(routes),
         document=document,
+        target_health=dict((state or {}).get("targets") or {}),
+        breaker_overrides=dict((state or {}).get("breakers") or {}),
+        state_seq=state_seq,
     )
 
 
@@ -147,3 +163,34 @@ def load_document_text(text: str) -> dict[str, Any]:
 def load_seed(path: Path, *, mount_prefix: str = "") -> Snapshot:
     """Read and compile a seed file. Raises OSError or SnapshotError; callers keep their old snapshot."""
     return compile_document(load_document_text(path.read_text(encoding="utf-8")), mount_prefix=mount_prefix)
+
+
+SNAPSHOT_FORMAT_VERSION = 1
+
+
+def load_sync_snapshot(body: bytes, *, mount_prefix: str = "") -> Snapshot:
+    """A control-plane snapshot (§4: `{format_version, revision, config_sha256, state_seq, generated_at,
+    config, state}`) → a compiled snapshot, after checking the document's hash and validating it
+    whole. Raises SnapshotError; the caller rejects it, reports it and keeps its current snapshot.
+    This is the seam the control-plane sync plugs into."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SnapshotError([f"the snapshot is not JSON: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise SnapshotError(["the snapshot must be a JSON object"])
+    if data.get("format_version") != SNAPSHOT_FORMAT_VERSION:
+        raise SnapshotError([f"format_version {data.get('format_version')!r} is not one this node reads"])
+    config, claimed = data.get("config"), data.get("config_sha256")
+    if config_sha256(config) != claimed:
+        raise SnapshotError(["config_sha256 does not match the document"])
+    document, problems = configdoc.validate_document(config)
+    if problems:
+        raise SnapshotError([f"{p.path or '(document)'}: {p.message}" for p in problems])
+    state = data.get("state") or {}
+    if not isinstance(state, dict):
+        raise SnapshotError(["state must be an object"])
+    revision, state_seq = data.get("revision"), data.get("state_seq", 0)
+    if not isinstance(revision, int) or not isinstance(state_seq, int):
+        raise SnapshotError(["revision and state_seq must be integers"])
+    return compile_document(document, mount_prefix=mount_prefix, revision=revision, state=state, state_seq=state_seq)

@@ -96,9 +96,13 @@ def load_snapshot(now: datetime | None = None) -> Snapshot:
     from .models import StateCounter
 
     for _ in range(5):
+        # `state_seq` before the state it numbers: a change committed in between then shows up as a
+        # newer state under the older number, and the watcher's next look (newer number) sends it
+        # again. The other order could label an old state with the new number, and nodes would keep it.
+        counter = StateCounter.objects.filter(pk=1).values_list("state_seq", flat=True).first()
+        state = read_state()
         revision = latest_revision()
         document = current_document_bytes()
-        counter = StateCounter.objects.filter(pk=1).values_list("state_seq", flat=True).first()
         sha = sha256(document).hexdigest()
         if revision is not None and revision.config_sha256 == sha:
             break
@@ -111,5 +115,13 @@ def load_snapshot(now: datetime | None = None) -> Snapshot:
         config_sha256=sha,
         state_seq=state_seq,
         generated_at=format_generated_at(now or datetime.now(UTC)),
+        state=state,
     )
     return Snapshot.of(make_etag(sha, state_seq), body)
+
+
+def read_state() -> dict[str, Any]:
+    """The snapshot's operational state: target health from the health app, breaker overrides (none yet)."""
+    from controlplane.health.selectors import target_health_state
+
+    return {"breakers": {}, "targets": target_health_state()}

@@ -8,6 +8,8 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from controlplane.routing.models import Target
+
 from .models import HealthResult, HealthRollup, HealthStatus, TargetHealth
 from .stats import bucket_percentile, merge_buckets, percentile, uptime
 
@@ -32,10 +34,9 @@ def target_health_state() -> dict[str, dict[str, str]]:
     return state
 
 
-def target_health_list() -> QuerySet[TargetHealth]:
-    return TargetHealth.objects.select_related("target__endpoint").order_by(
-        "target__endpoint__name", "target__endpoint__version", "target__url"
-    )
+def target_health_list() -> QuerySet[Target]:
+    """Every target with its health (none yet: `unknown`), in endpoint key and url order."""
+    return Target.objects.select_related("endpoint", "health").order_by("endpoint__name", "endpoint__version", "url")
 
 
 def target_health_summary(*, target_id: int, now: datetime | None = None) -> dict[str, Any]:

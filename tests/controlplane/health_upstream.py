@@ -19,6 +19,8 @@ class Upstream:
         self.location = ""
         self.paths: list[str] = []
         self.hosts: list[str] = []
+        # (monotonic time, path, status answered) for every request, in arrival order.
+        self.log: list[tuple[float, str, int]] = []
         self.port = 0
 
     @property
@@ -36,9 +38,11 @@ def upstream() -> Iterator[Upstream]:
             state.hosts.append(self.headers.get("Host", ""))
             if state.delay:
                 time.sleep(state.delay)
-            body = b"ok" if state.status < 400 else b"failing"
+            status = state.status
+            state.log.append((time.monotonic(), self.path, status))
+            body = b"ok" if status < 400 else b"failing"
             try:
-                self.send_response(state.status)
+                self.send_response(status)
                 if state.location:
                     self.send_header("Location", state.location)
                 self.send_header("Content-Length", str(len(body)))

@@ -135,3 +135,39 @@ def test_an_admin_creates_a_user_through_the_admin_with_the_same_rules(make_user
         f"/admin/auth/user/{me.pk}/change/", {"email": "", "is_active": "on", "roles": ["readonly"]}, follow=True
     )
     assert b"own roles" in response.content
+
+
+def test_an_operator_reads_a_revisions_diff_and_rolls_back_from_the_admin(make_user: Callable[..., Any]) -> None:
+    endpoint_create(data=endpoint_body(timeout=30), actor=Actor.system("test"))
+    created = ConfigRevision.objects.order_by("-number").first()
+    assert created is not None
+    endpoint_create(data=endpoint_body("orders"), actor=Actor.system("test"))
+    client = browser(make_user("oscar", "operator"))
+    page = client.get(f"/admin/core/configrevision/{created.pk}/change/")
+    assert b"+ endpoint users:v1" in page.content
+    confirm = client.get(f"/admin/core/configrevision/{created.number}/rollback/")
+    assert b"- endpoint orders:v1" in confirm.content
+    assert client.post(f"/admin/core/configrevision/{created.number}/rollback/").status_code == 302
+    assert list(Endpoint.objects.values_list("name", flat=True)) == ["users"]
+    assert AuditEvent.objects.filter(action="config.rollback", object_key=str(created.number)).exists()
+    readonly = browser(make_user("rita", "readonly"))
+    assert readonly.post(f"/admin/core/configrevision/{created.number}/rollback/").status_code == 403
+
+
+def test_an_admin_issues_a_data_plane_token_in_the_admin_and_sees_it_once(make_user: Callable[..., Any]) -> None:
+    from controlplane.dataplanes.models import DataPlaneToken
+    from controlplane.dataplanes.services import dataplane_token_authenticate
+
+    client = browser(make_user("alice", "admin"))
+    page = client.post("/admin/dataplanes/dataplanetoken/add/", {"name": "edge-1"})
+    assert page.status_code == 200
+    secret = page.content.decode().split('<pre id="dataplane-token">')[1].split("</pre>")[0]
+    assert secret.startswith("gwdp_")
+    token = DataPlaneToken.objects.get(name="edge-1")
+    assert secret not in token.secret_sha256
+    assert dataplane_token_authenticate(secret=secret) is not None
+    assert secret.encode() not in client.get(f"/admin/dataplanes/dataplanetoken/{token.pk}/change/").content
+    assert AuditEvent.objects.filter(action="dataplane_token.issue", object_key="edge-1").exists()
+    operator = browser(make_user("oscar", "operator"))
+    assert operator.get("/admin/dataplanes/dataplanetoken/add/").status_code == 403
+    assert operator.get("/admin/dataplanes/dataplanenode/").status_code == 200

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from controlplane.core.models import ConfigRevision
@@ -89,3 +92,8 @@ def test_probes_and_prometheus_metrics_answer_without_a_token(operator_client: A
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert b"django_http_requests_total_by_method_total" in metrics.content
+
+
+def test_the_openapi_schema_generates_without_errors_or_warnings(db: object, tmp_path: Path) -> None:
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    assert "/api/v1/endpoints/{key}/" in (tmp_path / "schema.yaml").read_text()

@@ -433,3 +433,12 @@ def test_the_asgi_entry_point_puts_the_sync_app_in_front_of_django() -> None:
 
     assert isinstance(application, DataPlaneSyncApp)
     assert isinstance(application.fallback, ASGIHandler)
+
+
+def test_the_snapshot_state_carries_target_health_from_the_health_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        "controlplane.health.selectors.target_health_state",
+        lambda: {"users:v1": {"http://127.0.0.1:8010/api": "unhealthy"}},
+    )
+    state = json.loads(load_snapshot().body)["state"]
+    assert state == {"breakers": {}, "targets": {"users:v1": {"http://127.0.0.1:8010/api": "unhealthy"}}}

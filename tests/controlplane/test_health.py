@@ -307,3 +307,29 @@ def test_check_endpoint_needs_config_write(readonly_client: Any) -> None:
 @pytest.mark.django_db
 def test_health_list_needs_authentication(client: Any) -> None:
     assert client.get("/api/v1/health/").status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_target_never_checked_is_listed_as_unknown(readonly_client: Any) -> None:
+    endpoint_create(data=endpoint_body("fresh"), actor=ACTOR)
+    [row] = readonly_client.get("/api/v1/health/", {"status": "unknown"}).json()["results"]
+    assert (row["endpoint"], row["status"], row["last_checked_at"]) == ("fresh:v1", "unknown", None)
+    assert readonly_client.get("/api/v1/health/", {"status": "healthy"}).json()["results"] == []
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_health_read_only_with_badges(make_user: Any) -> None:
+    from django.test import Client
+
+    with upstream() as server:
+        make_endpoint(server.base, healthy_threshold=1)
+        health_checks_run_due()
+    client = Client()
+    client.force_login(make_user("rita", "readonly"))
+    page = client.get("/admin/health/targethealth/")
+    assert page.status_code == 200
+    assert b"healthy</span>" in page.content and b"100.00 %" in page.content
+    pk = TargetHealth.objects.get().pk
+    detail = client.get(f"/admin/health/targethealth/{pk}/change/")
+    assert detail.status_code == 200 and b"p95" in detail.content
+    assert client.get("/admin/health/targethealth/add/").status_code == 403

@@ -13,6 +13,7 @@ from dataplane.proxy import ProxyApp
 from dataplane.runtime import Runtime
 from dataplane.settings import Settings
 from dataplane.snapshot import compile_document
+from dataplane.transport import HttpxTransport
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -69,7 +70,7 @@ class Gateway:
         self.proxy: ProxyApp
         self.admin: AdminApp
         self.runtime, self.proxy, self.admin = build(
-            self.settings, transport_factory=lambda verify: FakeUpstream(recording)
+            self.settings, transport=HttpxTransport(lambda verify: FakeUpstream(recording))
         )
         if doc is not None:
             self.runtime.apply(compile_document(doc, mount_prefix=self.settings.mount_prefix))

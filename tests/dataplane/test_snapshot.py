@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from dataplane.runtime import Runtime
 from dataplane.settings import Settings
-from dataplane.snapshot import SnapshotError, compile_document, load_document_text, load_seed
+from dataplane.snapshot import SnapshotError, compile_document, load_document_text, load_seed, load_sync_snapshot
 from tests.dataplane.harness import document, endpoint
 
 V0_SEED = """
@@ -83,3 +84,41 @@ def test_a_bad_seed_on_reload_keeps_the_current_snapshot(tmp_path: Path) -> None
     seed.write_text("endpoints: [broken")
     assert not runtime.reload_seed()
     assert runtime.snapshot is before
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "snapshot-golden.json"
+
+
+def test_the_golden_control_plane_snapshot_compiles_into_routes() -> None:
+    snapshot = load_sync_snapshot(GOLDEN.read_bytes())
+    golden = json.loads(GOLDEN.read_bytes())
+    assert (snapshot.revision, snapshot.config_sha256) == (golden["revision"], golden["config_sha256"])
+    users = snapshot.routes.match("/users/7")
+    assert users is not None and users.value.key == "users:v1"
+    assert [t.weight for t in users.value.targets] == [100, 50]
+    assert users.value.breaker["fallback_strategy"] == "default_response"
+    orders = snapshot.routes.match("/api/orders/1")
+    assert orders is not None and orders.value.key == "orders:v2"
+
+
+def test_a_snapshot_whose_hash_does_not_match_its_document_is_rejected() -> None:
+    golden = json.loads(GOLDEN.read_bytes())
+    golden["config"]["endpoints"][0]["version"] = "v3"
+    with pytest.raises(SnapshotError, match="config_sha256"):
+        load_sync_snapshot(json.dumps(golden).encode())
+
+
+def test_a_snapshot_in_a_format_this_node_cannot_read_is_rejected() -> None:
+    golden = json.loads(GOLDEN.read_bytes())
+    golden["format_version"] = 2
+    with pytest.raises(SnapshotError, match="format_version"):
+        load_sync_snapshot(json.dumps(golden).encode())
+
+
+def test_targets_the_control_plane_reports_unhealthy_get_no_traffic() -> None:
+    golden = json.loads(GOLDEN.read_bytes())
+    golden["state"] = {"targets": {"users:v1": {"http://127.0.0.1:8010/api": "unhealthy"}}, "breakers": {}}
+    runtime = Runtime(Settings(node_id="n"))
+    runtime.apply(load_sync_snapshot(json.dumps(golden).encode()))
+    balancer = runtime.states["users:v1"].balancer
+    assert {balancer.pick().url for _ in range(5)} == {"http://127.0.0.1:8011/api"}  # type: ignore[union-attr]

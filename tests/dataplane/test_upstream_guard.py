@@ -8,6 +8,7 @@ import httpcore
 import httpx
 import pytest
 
+from dataplane.transport import HttpxTransport
 from dataplane.upstream import GuardedBackend, guarded_transport
 
 
@@ -35,7 +36,9 @@ def test_the_proxy_answers_502_when_a_target_resolves_to_a_denied_address() -> N
 
     gateway = Gateway(document(endpoint("users", "http://innocent.example:8010", default=True)), ok)
     limits = httpx.Limits()
-    gateway.proxy._transport_factory = lambda verify: guarded_transport(verify, limits, resolver("169.254.169.254"))
+    gateway.proxy.transport = HttpxTransport(
+        lambda verify: guarded_transport(verify, limits, resolver("169.254.169.254"))
+    )
 
     async def go() -> httpx.Response:
         async with gateway.client() as client:

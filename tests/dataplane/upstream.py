@@ -71,6 +71,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": part, "more_body": True})
             sent += len(part)
         await send({"type": "http.response.body", "body": b""})
+    elif last == "endless":
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while not gone.is_set():
+            await send({"type": "http.response.body", "body": b"tick\n" * 1000, "more_body": True})
+            await asyncio.sleep(0.02)
+        watcher.cancel()
     elif last == "redirect":
         await answer(302, b"", [(b"location", b"/somewhere/else")])
     else:

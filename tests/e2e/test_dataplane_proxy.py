@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.dataplane_support import DataPlane, Upstream, dataplane, raw_exchange, seed, upstream
-from tests.e2e.servers import free_port
+from tests.e2e.servers import clean_env, free_port, running
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +72,22 @@ def test_the_upstream_sees_its_own_host_and_the_forwarded_headers(gateway: DataP
     assert headers["x-forwarded-host"] == f"127.0.0.1:{gateway.port}"
     assert headers["x-forwarded-for"] == "127.0.0.1"
     assert headers["via"] == "1.1 e2e-node"
+
+
+def test_a_head_request_gets_the_head_without_a_body(gateway: DataPlane) -> None:
+    response = httpx.head(f"{gateway.url}/plain/large?bytes=5000")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+def test_two_hundred_concurrent_requests_all_succeed(gateway: DataPlane) -> None:
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=20)
+        async with httpx.AsyncClient(base_url=gateway.url, limits=limits, timeout=30) as client:
+            responses = await asyncio.gather(*(client.get(f"/users/{i}") for i in range(200)))
+        return [r.status_code for r in responses]
+
+    assert set(asyncio.run(burst())) == {200}
 
 
 def test_an_encoded_slash_reaches_the_upstream_undecoded(gateway: DataPlane) -> None:
@@ -267,6 +285,15 @@ def test_each_request_is_written_to_the_access_log(gateway: DataPlane, workdir: 
     assert "endpoint=users:v1" in line and "status=200" in line and "target=http://127.0.0.1:" in line
 
 
+def test_a_client_leaving_an_endless_stream_ends_the_upstream_request(gateway: DataPlane, workdir: Path) -> None:
+    with httpx.stream("GET", f"{gateway.url}/plain/endless", headers={"X-Request-ID": "leaves-early"}) as response:
+        assert response.status_code == 200
+        next(response.iter_raw())
+    wait_until(lambda: "request_id=leaves-early" in (workdir / "dataplane.log").read_text())
+    line = next(x for x in (workdir / "dataplane.log").read_text().splitlines() if "leaves-early" in x)
+    assert "error=client_closed_request" in line
+
+
 def test_without_a_seed_the_node_is_not_ready_and_answers_no_config(tmp_path: Path) -> None:
     with dataplane(tmp_path, None) as node:
         assert httpx.get(f"{node.admin}/-/readyz").status_code == 503
@@ -287,6 +314,18 @@ def test_sighup_reloads_the_seed_and_a_bad_seed_keeps_the_old_config(tmp_path: P
         time.sleep(0.5)
         assert httpx.get(f"{node.url}/two").status_code == 200
         assert httpx.get(f"{node.admin}/-/readyz").status_code == 200
+
+
+def test_command_line_flags_choose_the_listener_and_the_seed(tmp_path: Path, origin: Upstream) -> None:
+    flagged = tmp_path / "flagged.yaml"
+    flagged.write_text(json.dumps(seed({"name": "flagged", "version": "v1", "targets": [{"url": origin.url}]})))
+    port, admin = free_port(), free_port()
+    env = clean_env(
+        DATAPLANE_ADMIN_LISTEN=f"127.0.0.1:{admin}", DATAPLANE_LISTEN="127.0.0.1:1", DATAPLANE_DRAIN_DELAY="0.1"
+    )
+    argv = [sys.executable, "-m", "dataplane", "--listen", f"127.0.0.1:{port}", "--seed", str(flagged)]
+    with running(argv, env=env, ready_url=f"http://127.0.0.1:{admin}/-/readyz", log=tmp_path / "flags.log"):
+        assert httpx.get(f"http://127.0.0.1:{port}/flagged").status_code == 200
 
 
 def test_sigterm_turns_readyz_503_then_stops_after_in_flight_requests_finish(tmp_path: Path, origin: Upstream) -> None:

@@ -4,35 +4,47 @@ from typing import Any
 
 from rest_framework import serializers
 
-from ..models import TargetHealth
+from controlplane.routing.models import Target
+
+from ..models import HealthStatus, TargetHealth
 from ..selectors import target_health_summary
 
+HEALTH_FIELDS = (
+    "status",
+    "consecutive_successes",
+    "consecutive_failures",
+    "last_checked_at",
+    "last_error",
+    "last_latency_ms",
+    "changed_at",
+    "next_check_at",
+)
 
-class TargetHealthSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    """One target's observed health (§7), with uptime and p50/p95 over the last 100 checks and 24 h / 7 d / 30 d."""
 
-    endpoint = serializers.CharField(source="target.endpoint.key", read_only=True)
-    url = serializers.CharField(source="target.url", read_only=True)
-    target_enabled = serializers.BooleanField(source="target.enabled", read_only=True)
+class TargetHealthSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """One target's observed health (§7), with uptime and p50/p95 over the last 100 checks and
+    24 h / 7 d / 30 d. A target never checked is `unknown`."""
+
+    endpoint = serializers.CharField(source="endpoint.key", read_only=True)
+    url = serializers.CharField(read_only=True)
+    target_enabled = serializers.BooleanField(source="enabled", read_only=True)
+    status = serializers.ChoiceField(choices=HealthStatus.choices, read_only=True)
+    consecutive_successes = serializers.IntegerField(read_only=True)
+    consecutive_failures = serializers.IntegerField(read_only=True)
+    last_checked_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_error = serializers.CharField(read_only=True)
+    last_latency_ms = serializers.FloatField(read_only=True, allow_null=True)
+    changed_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    next_check_at = serializers.DateTimeField(read_only=True, allow_null=True)
     uptime = serializers.SerializerMethodField()
 
-    class Meta:
-        model = TargetHealth
-        fields = [
-            "endpoint",
-            "url",
-            "target_enabled",
-            "status",
-            "consecutive_successes",
-            "consecutive_failures",
-            "last_checked_at",
-            "last_error",
-            "last_latency_ms",
-            "changed_at",
-            "next_check_at",
-            "uptime",
-        ]
-        read_only_fields = fields
+    def to_representation(self, target: Target) -> dict[str, Any]:
+        data = super().to_representation(target)
+        health = getattr(target, "health", None) or TargetHealth(target=target, next_check_at=None)
+        for name in HEALTH_FIELDS:
+            value = getattr(health, name)
+            data[name] = self.fields[name].to_representation(value) if value is not None else None
+        return data
 
-    def get_uptime(self, health: TargetHealth) -> dict[str, Any]:
-        return target_health_summary(target_id=health.target_id)
+    def get_uptime(self, target: Target) -> dict[str, Any]:
+        return target_health_summary(target_id=target.pk)

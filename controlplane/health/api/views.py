@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
@@ -15,23 +16,30 @@ from rest_framework.views import APIView
 from controlplane.core.actors import Actor
 from controlplane.core.errors import ConflictError
 from controlplane.routing.api.views import EndpointViewSet
+from controlplane.routing.models import Target
 
 from .. import selectors, services
-from ..models import HealthStatus, TargetHealth
+from ..models import HealthStatus
 from .serializers import TargetHealthSerializer
 
 
 class TargetHealthFilter(django_filters.FilterSet):
     endpoint = django_filters.CharFilter(method="filter_endpoint", label="endpoint key, name:version")
-    status = django_filters.ChoiceFilter(choices=HealthStatus.choices)
+    status = django_filters.ChoiceFilter(choices=HealthStatus.choices, method="filter_status")
 
     class Meta:
-        model = TargetHealth
+        model = Target
         fields = ["endpoint", "status"]
 
     def filter_endpoint(self, queryset: Any, name: str, value: str) -> Any:
         endpoint_name, _, version = value.partition(":")
-        return queryset.filter(target__endpoint__name=endpoint_name, target__endpoint__version=version)
+        return queryset.filter(endpoint__name=endpoint_name, endpoint__version=version)
+
+    def filter_status(self, queryset: Any, name: str, value: str) -> Any:
+        if value == HealthStatus.UNKNOWN:
+            # A target never checked has no health row yet, and is unknown.
+            return queryset.filter(Q(health__status=value) | Q(health__isnull=True))
+        return queryset.filter(health__status=value)
 
 
 class TargetHealthViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
@@ -41,7 +49,6 @@ class TargetHealthViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):  # ty
     filterset_class = TargetHealthFilter
 
     def get_queryset(self) -> Any:
-        services.health_rows_ensure()
         return selectors.target_health_list()
 
 
@@ -58,7 +65,7 @@ class EndpointCheckApi(APIView):
             checked = services.endpoint_check_now(endpoint=endpoint, actor=Actor.from_user(request.user))
         except ValueError as exc:
             raise ConflictError(str(exc)) from None
-        health = {h.target_id: h for h in selectors.target_health_list().filter(target__endpoint=endpoint)}
+        targets = {t.pk: t for t in selectors.target_health_list().filter(endpoint=endpoint)}
         return Response(
             {
                 "endpoint": endpoint.key,
@@ -70,7 +77,7 @@ class EndpointCheckApi(APIView):
                         "latency_ms": result.latency_ms,
                         "reason": result.reason,
                         "checked_at": result.checked_at,
-                        "health": TargetHealthSerializer(health[plan.target_id]).data,
+                        "health": TargetHealthSerializer(targets[plan.target_id]).data,
                     }
                     for plan, result in checked
                 ],

@@ -73,6 +73,9 @@ class Command(BaseCommand):
                     "--http",
                     "httptools",
                     "--no-access-log",
+                    # Long-polls park for up to 60 s; don't make a stop wait for them.
+                    "--timeout-graceful-shutdown",
+                    "5",
                 ],
             ),
         ]

@@ -1,0 +1,145 @@
+"""The one small interface between the proxy and an HTTP client library (issue 5).
+
+A `Transport` takes an `UpstreamRequest` (head, and a body as bytes or a byte iterator) and returns an
+`UpstreamResponse` (status, headers, body iterator), or raises one of the typed errors of
+`errors.py`: `UpstreamUnavailable` (refused, or reset before answering), `UpstreamTimeout` (connect
+timeout, or no response head in time), `UpstreamProtocolError` (garbage). A failure while the body
+streams raises `UpstreamAborted`. So the client can be swapped (httpx today; aiohttp or a pool on
+httptools for speed) and the same wire and fault suites run against each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from .errors import UpstreamAborted, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from .types import Headers
+from .upstream import guarded_transport
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    method: str
+    url: str  # absolute; path and query exactly as they go on the wire
+    headers: Headers  # Host included
+    body: bytes | AsyncIterator[bytes]
+    head_timeout: float  # until the response head has arrived
+    connect_timeout: float
+    idle_timeout: float  # max silence while a body streams, either way
+    tls_verify: bool = True
+    ca_file: str | None = None
+    server_name: str | None = None
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Headers  # names lower-case, as received (hop-by-hop ones included)
+
+    def body(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+# --- httpx ---------------------------------------------------------------------------------------
+
+HttpxTransportFactory = Callable[[Any], httpx.AsyncBaseTransport]
+
+
+class _HttpxResponse:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Headers = [(name.lower(), value) for name, value in response.headers.raw]
+
+    async def body(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise UpstreamAborted(f"the upstream failed while sending its body: {exc!r}") from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class HttpxTransport:
+    """One shared httpx.AsyncClient per TLS setting (verify, CA file), redirects never followed,
+    no environment proxies, no default headers, bodies passed as raw bytes."""
+
+    def __init__(self, factory: HttpxTransportFactory | None = None) -> None:
+        self._factory = factory
+        self._clients: dict[tuple[bool, str | None], httpx.AsyncClient] = {}
+
+    def _client(self, request: UpstreamRequest) -> httpx.AsyncClient:
+        key = (request.tls_verify, request.ca_file)
+        client = self._clients.get(key)
+        if client is None:
+            verify: ssl.SSLContext | bool = False
+            if request.tls_verify:
+                verify = ssl.create_default_context(cafile=request.ca_file) if request.ca_file else True
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=1000, keepalive_expiry=30)
+            transport = self._factory(verify) if self._factory is not None else guarded_transport(verify, limits)
+            client = httpx.AsyncClient(follow_redirects=False, trust_env=False, transport=transport)
+            self._clients[key] = client
+        return client
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        timeout = httpx.Timeout(
+            connect=request.connect_timeout,
+            read=request.idle_timeout,
+            write=request.idle_timeout,
+            pool=request.connect_timeout,
+        )
+        extensions: dict[str, Any] = {"timeout": timeout.as_dict()}
+        if request.server_name:
+            extensions["sni_hostname"] = request.server_name
+        # Built directly, not with client.build_request, so the client adds no default headers.
+        outgoing = httpx.Request(
+            request.method, request.url, headers=request.headers, content=request.body, extensions=extensions
+        )
+        where = request.url.split("/", 3)[:3]
+        origin = "/".join(where)
+        try:
+            response = await asyncio.wait_for(
+                self._client(request).send(outgoing, stream=True), max(request.head_timeout, 0.001)
+            )
+        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            raise UpstreamTimeout(f"{origin} sent no response head in time") from exc
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            timeout_error = UpstreamTimeout(f"connecting to {origin} timed out")
+            timeout_error.retry_condition = "connect_timeout"
+            raise timeout_error from exc
+        except httpx.ConnectError as exc:
+            raise UpstreamUnavailable(f"{origin} refused the connection") from exc
+        except (httpx.ReadError, httpx.WriteError) as exc:
+            error = UpstreamUnavailable(f"{origin} reset the connection before answering")
+            error.retry_condition = "reset"
+            raise error from exc
+        except httpx.RemoteProtocolError as exc:
+            if "disconnected" in str(exc).lower() or "without sending" in str(exc):
+                error = UpstreamUnavailable(f"{origin} closed the connection before answering")
+                error.retry_condition = "reset"
+                raise error from exc
+            raise UpstreamProtocolError(f"{origin} answered with a malformed response") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamProtocolError(f"{origin}: {type(exc).__name__}") from exc
+        return _HttpxResponse(response)
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()

@@ -1,0 +1,92 @@
+"""Claiming due targets (ARCHITECTURE §7): concurrent claimers on their own database connections split
+the due targets and never get the same one twice in one interval."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+
+from controlplane.core.actors import Actor
+from controlplane.health.models import TargetHealth
+from controlplane.health.services import check_plans, health_rows_ensure, targets_claim_due
+from controlplane.routing.services import endpoint_create
+from tests.conftest import endpoint_body
+
+CLAIMERS = 4
+TARGETS = 60
+
+
+def make_targets(interval: int = 30, timeout: int = 5) -> None:
+    targets = [{"url": f"http://127.0.0.1:9/t{i}"} for i in range(TARGETS)]
+    body = endpoint_body(
+        "many", targets=targets, health_check={"path": "/health", "interval": interval, "timeout": timeout}
+    )
+    endpoint_create(data=body, actor=Actor.system("test"))
+
+
+def claim_concurrently(now: datetime, *, limit: int) -> list[list[int]]:
+    """Each claimer runs in its own thread, so on its own database connection, all released at once."""
+    plans = check_plans()
+    barrier = threading.Barrier(CLAIMERS)
+    claims: list[list[int]] = [[] for _ in range(CLAIMERS)]
+    errors: list[BaseException] = []
+
+    def claimer(index: int) -> None:
+        try:
+            barrier.wait(10)
+            # Several rounds each, so claimers overlap and also come back after the others committed.
+            for _ in range(5):
+                claims[index].extend(targets_claim_due(plans, now=now, owner=f"claimer-{index}", limit=limit))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(CLAIMERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    return claims
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claimers_never_get_the_same_target_in_one_interval() -> None:
+    make_targets()
+    now = datetime.now(UTC)
+    health_rows_ensure(now=now)
+    claims = claim_concurrently(now, limit=7)
+    claimed = [target for claim in claims for target in claim]
+    assert len(claimed) == len(set(claimed)) == TARGETS
+    assert sum(1 for claim in claims if claim) > 1, "the work should be split between claimers"
+    owners = dict(TargetHealth.objects.values_list("target_id", "lease_owner"))
+    for index, claim in enumerate(claims):
+        assert all(owners[target] == f"claimer-{index}" for target in claim)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_targets_come_back_after_the_interval_and_not_before() -> None:
+    make_targets(interval=30)
+    now = datetime.now(UTC)
+    health_rows_ensure(now=now)
+    assert len([t for c in claim_concurrently(now, limit=100) for t in c]) == TARGETS
+    assert [t for c in claim_concurrently(now + timedelta(seconds=29), limit=100) for t in c] == []
+    # The leases (timeout 5 s + margin) ran out long ago: a crashed claimer's targets are not forgotten.
+    again = [t for c in claim_concurrently(now + timedelta(seconds=30), limit=100) for t in c]
+    assert sorted(again) == sorted(check_plans())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unexpired_lease_holds_a_target_even_when_it_is_due() -> None:
+    make_targets(interval=5)
+    now = datetime.now(UTC)
+    health_rows_ensure(now=now)
+    plans = check_plans()
+    assert len(targets_claim_due(plans, now=now, owner="slow", limit=100)) == TARGETS
+    # Interval 5 s has passed but the lease (timeout 5 s + 15 s margin) still holds the targets.
+    assert targets_claim_due(plans, now=now + timedelta(seconds=6), owner="other", limit=100) == []
+    assert len(targets_claim_due(plans, now=now + timedelta(seconds=26), owner="other", limit=100)) == TARGETS

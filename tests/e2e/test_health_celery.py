@@ -1,0 +1,130 @@
+"""Health checks end to end (ARCHITECTURE §7): real Redis broker, two real Celery workers and two beats
+(a duplicate beat must be harmless), a real upstream on 127.0.0.1, the test PostgreSQL database.
+
+Asserted: a target that starts failing becomes unhealthy after exactly `unhealthy_threshold` probes and
+leaves the data planes' snapshot as unhealthy; it recovers after exactly `healthy_threshold` successes;
+no target is ever probed twice within one interval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from controlplane.core.actors import Actor
+from controlplane.dataplanes.snapshot import load_snapshot
+from controlplane.health.models import HealthResult, TargetHealth
+from controlplane.routing.services import endpoint_create
+from tests.conftest import endpoint_body
+from tests.controlplane.health_upstream import upstream
+from tests.e2e.servers import ROOT, clean_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+BROKER = "redis://127.0.0.1:6379/13"  # a Redis database of this test's own
+INTERVAL = 5  # the schema's minimum
+TARGETS = 3
+
+
+@contextmanager
+def process(argv: list[str], *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a worker or beat (from the repo root) until the block ends; show its log when the test fails."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        except BaseException:
+            sys.stderr.write(f"--- {log.name}\n" + log.read_text(errors="replace")[-3000:])
+            raise
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status_of(url: str) -> str:
+    return TargetHealth.objects.filter(target__url=url).values_list("status", flat=True).first() or "none"
+
+
+def test_workers_and_beat_turn_a_failing_target_unhealthy_after_exactly_the_threshold(tmp_path: Path) -> None:
+    database = connection.settings_dict
+    env = clean_env(
+        DATABASE_URL=f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        CELERY_BROKER_URL=BROKER,
+        GATEWAY_VAR_DIR=str(tmp_path / "var"),
+    )
+    celery = [sys.executable, "-m", "celery", "-A", "config"]
+    with upstream() as server, ExitStack() as stack:
+        urls = [f"{server.base}/t{i}" for i in range(TARGETS)]
+        check = {
+            "path": "/health",
+            "interval": INTERVAL,
+            "timeout": 1,
+            "unhealthy_threshold": 3,
+            "healthy_threshold": 2,
+        }
+        endpoint_create(
+            data=endpoint_body(targets=[{"url": url} for url in urls], health_check=check), actor=Actor.command("test")
+        )
+        watched = urls[0]
+        for i in range(2):
+            worker = [*celery, "worker", "--pool=solo", "-n", f"health{i}@%h", "--without-mingle", "--without-gossip"]
+            stack.enter_context(process(worker, env=env, log=tmp_path / f"worker{i}.log"))
+            beat = [*celery, "beat", "-s", str(tmp_path / f"beat{i}-schedule")]
+            stack.enter_context(process(beat, env=env, log=tmp_path / f"beat{i}.log"))
+
+        # Healthy first: exactly healthy_threshold probes, the first counted too.
+        wait_until(lambda: status_of(watched) == "healthy", 60, "the target to turn healthy")
+        assert [s for _, p, s in server.log if p == "/t0/health"] == [200, 200]
+
+        # Then it starts failing: unhealthy after exactly unhealthy_threshold probes, none fewer.
+        server.status = 500
+        flipped = len([e for e in server.log if e[1] == "/t0/health"])
+        # Polled every 0.1 s against a 5 s interval: the probe count when the status turns is exact.
+        wait_until(lambda: status_of(watched) == "unhealthy", 60, "the target to turn unhealthy")
+        failing = [s for _, p, s in server.log if p == "/t0/health"][flipped:]
+        assert failing == [500, 500, 500]
+        health = TargetHealth.objects.get(target__url=watched)
+        assert (health.consecutive_failures, health.last_error) == (3, "HTTP 500")
+        state = json.loads(load_snapshot().body)["state"]["targets"]
+        assert state["users:v1"][watched] == "unhealthy"
+
+        # And it recovers after exactly healthy_threshold successes.
+        server.status = 200
+        recovered_from = len([e for e in server.log if e[1] == "/t0/health"])
+        wait_until(lambda: status_of(watched) == "healthy", 60, "the target to recover")
+        assert [s for _, p, s in server.log if p == "/t0/health"][recovered_from:] == [200, 200]
+
+    # Two workers and two beats, yet every target was probed at most once per interval.
+    for url in urls:
+        path = url.removeprefix(server.base) + "/health"
+        times = [t for t, p, _ in server.log if p == path]
+        assert len(times) >= 5
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert min(gaps) > INTERVAL - 1, (path, gaps)
+    assert HealthResult.objects.filter(target__url=watched).count() == len(
+        [e for e in server.log if e[1] == "/t0/health"]
+    )
