@@ -14,7 +14,7 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
-FILESYSTEM_FOLDERS = ("data_folder_in", "data_folder_out", "processed_folder")
+FILESYSTEM_FOLDERS = ("data_folder_in", "data_folder_out", "processed_folder", "control_folder")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,6 +20,13 @@ from .types import Headers, Receive, Scope, Send
 class AdminApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        # A supervisor of `--workers N` swaps these: metrics of all workers, and whether they all live.
+        self.render_metrics: Callable[[], bytes] = self._own_metrics
+        self.workers_alive: Callable[[], bool] = lambda: True
+
+    def _own_metrics(self) -> bytes:
+        self.runtime.refresh_gauges()
+        return self.runtime.metrics.render()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -41,12 +48,12 @@ class AdminApp:
                 await self._json(send, 503, {"status": "draining"})
             elif runtime.snapshot is None:
                 await self._json(send, 503, {"status": "no_config"})
+            elif not self.workers_alive():
+                await self._json(send, 503, {"status": "worker_down"})
             else:
                 await self._json(send, 200, {"status": "ready", "config_sha256": runtime.snapshot.config_sha256})
         elif path == "/-/metrics":
-            if runtime.snapshot is not None:
-                runtime.metrics.config_age.set(time.time() - runtime.applied_at)
-            body = runtime.metrics.render()
+            body = self.render_metrics()
             await self._send(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")], body)
         elif path == "/-/routes":
             await self._routes(scope, send)
@@ -103,9 +110,11 @@ class AdminApp:
 
 
 def build(settings: Settings, *, transport: Transport | None = None) -> tuple[Runtime, ProxyApp, AdminApp]:
-    """The runtime and both apps, with the seed loaded when one is configured (a bad seed leaves the
-    node unready rather than stopping it)."""
+    """The runtime and both apps, with the first config loaded (§4): with a control plane, the verified
+    cache, else the seed; standalone, the seed. Nothing usable leaves the node unready rather than
+    stopping it."""
+    from .sync import boot  # sync imports runtime; kept local so app stays importable on its own
+
     runtime = Runtime(settings)
-    if settings.seed is not None:
-        runtime.reload_seed()
+    boot(runtime)
     return runtime, ProxyApp(runtime, transport=transport), AdminApp(runtime)

@@ -87,6 +87,12 @@ class Balancer:
         state.consecutive_failures = 0
         return True
 
+    def seconds_until_routable(self) -> float | None:
+        """When the first ejected enabled target comes back, or None if none is ejected."""
+        now = self._clock()
+        waits = [s.ejected_until - now for s in self.states if s.target.enabled and self._ejected(s, now)]
+        return min(waits) if waits else None
+
     def is_ejected(self, target: Target) -> bool:
         now = self._clock()
         return any(s.target == target and self._ejected(s, now) for s in self.states)

@@ -5,6 +5,9 @@
     HALF_OPEN ──(success_threshold consecutive probe successes)──► CLOSED
     HALF_OPEN ──(any probe failure)──► OPEN (timer restarted)
 
+An operator can force OPEN or CLOSED (optionally until a deadline) and reset the circuit; a reset
+travels as a growing `reset_generation`, acted on once.
+
 While OPEN, and for requests beyond `half_open_max_calls` probes in flight while HALF_OPEN, callers
 get the fallback. The breaker counts one outcome per client request; local rejections never count.
 """
@@ -66,6 +69,10 @@ class CircuitBreaker:
         self._probes_in_flight = 0
         self._probe_successes = 0
         self._window: deque[tuple[float, bool]] = deque()  # (time, failed)
+        # Operator overrides (§6): a forced state, until a monotonic deadline (None: until lifted).
+        self._forced: State | None = None
+        self._forced_until: float | None = None
+        self._reset_generation = 0
 
     @property
     def state(self) -> State:
@@ -76,13 +83,30 @@ class CircuitBreaker:
             self._probe_successes = 0
         return self._state
 
+    def current_state_gauge(self) -> int:
+        """`gateway_circuit_state` as the next request would find it, without making the transition."""
+        if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy["reset_timeout"]:
+            return State.HALF_OPEN.gauge
+        return self._state.gauge
+
     def retry_after(self) -> int:
         """Seconds until the circuit will next let a probe through (at least 1)."""
         remaining = self.policy["reset_timeout"] - (self._clock() - self._opened_at)
         return max(1, int(remaining + 0.999))
 
+    def forced(self) -> State | None:
+        """The forced state in effect, if any (an expired override lifts itself)."""
+        if self._forced is not None and self._forced_until is not None and self._clock() >= self._forced_until:
+            self._forced = self._forced_until = None
+        return self._forced
+
     def acquire(self) -> Permit | None:
         """A permit to call the upstream, or None: serve the fallback."""
+        forced = self.forced()
+        if forced is State.OPEN:
+            return None
+        if forced is State.CLOSED:
+            return Permit(probe=False)
         state = self.state
         if state is State.CLOSED:
             return Permit(probe=False)
@@ -115,6 +139,8 @@ class CircuitBreaker:
         while self._window and self._window[0][0] < horizon:
             self._window.popleft()
         self._consecutive_failures = self._consecutive_failures + 1 if failed else 0
+        if self._forced is State.CLOSED:
+            return  # forced closed: outcomes are kept, but the operator's word holds
         if self._consecutive_failures >= self.policy["failure_threshold"] or self._rate_exceeded():
             self._open(now)
 
@@ -123,12 +149,30 @@ class CircuitBreaker:
         if permit.probe:
             self._probes_in_flight = max(0, self._probes_in_flight - 1)
 
-    def force(self, state: State) -> None:
-        """An operator override (§6)."""
-        if state is State.OPEN:
-            self._open(self._clock())
+    def force(self, state: State | None, *, seconds: float | None = None) -> None:
+        """An operator override (§6): force OPEN or CLOSED, for `seconds` or until lifted (None)."""
+        self._forced = state
+        self._forced_until = None if state is None or seconds is None else self._clock() + seconds
+
+    def reset(self, generation: int) -> bool:
+        """Act once on a reset whose generation grew: back to CLOSED with clean counters."""
+        if generation <= self._reset_generation:
+            return False
+        self._reset_generation = generation
+        self._close()
+        return True
+
+    def apply_override(self, override: Mapping[str, Any], *, wall_now: float) -> None:
+        """The control plane's override for this endpoint (snapshot `state.breakers[key]`):
+        `{"force": "open"|"closed"|null, "until": <unix seconds>|null, "reset_generation": <int>}`."""
+        self.reset(int(override.get("reset_generation") or 0))
+        force = override.get("force")
+        until = override.get("until")
+        seconds = None if until is None else float(until) - wall_now
+        if force in ("open", "closed") and (seconds is None or seconds > 0):
+            self.force(State(force), seconds=seconds)
         else:
-            self._close()
+            self.force(None)
 
     def _rate_exceeded(self) -> bool:
         threshold = self.policy.get("failure_rate_threshold")

@@ -3,6 +3,8 @@ endpoint keys, methods, status classes, error codes and target URLs from the con
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -12,6 +14,9 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # Under `--workers N` the workers write their values to files the supervisor merges.
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self._config_sha256 = ""
         r = self.registry
         self.requests = Counter(
             "gateway_requests", "Client requests answered", ["endpoint", "method", "status_class"], registry=r
@@ -36,6 +41,16 @@ class Metrics:
         self.control_plane_connected = Gauge(
             "gateway_control_plane_connected", "1 while the last sync succeeded", registry=r
         )
+
+    def set_config(self, config_sha256: str) -> None:
+        """`gateway_config_info{config_sha256}` is 1 for the applied config only."""
+        previous, self._config_sha256 = self._config_sha256, config_sha256
+        if previous and previous != config_sha256:
+            if self.multiprocess:
+                self.config_info.labels(previous).set(0)  # multiprocess mode cannot remove a series
+            else:
+                self.config_info.remove(previous)
+        self.config_info.labels(config_sha256).set(1)
 
     def observe(self, endpoint: str, method: str, status: int, error: str | None) -> None:
         self.requests.labels(endpoint, method if method in KNOWN_METHODS else "other", f"{status // 100}xx").inc()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import re
 import time
 import uuid
@@ -296,7 +297,8 @@ class ProxyApp:
                 forwarded_host = value
             elif name == b"via":
                 via = value if via is None else via + b", " + value
-            elif name != b"x-request-id":
+            elif name not in (b"x-request-id", b"expect"):
+                # `Expect: 100-continue` was answered by our server already; the upstream gets the body.
                 out.append((name, value))
         client = scope.get("client")
         peer = (client[0] if client else "").encode()
@@ -422,8 +424,10 @@ class ProxyApp:
             attempt += 1
             target = state.balancer.pick(exclude=tried, panic=bool(endpoint.health_check["panic"]))
             if target is None:
+                wait = state.balancer.seconds_until_routable()
+                retry_after = str(max(1, math.ceil(wait))).encode() if wait is not None else NO_TARGET_RETRY_AFTER
                 raise NoHealthyTarget(
-                    "no target of this endpoint can take traffic", headers=[(b"retry-after", NO_TARGET_RETRY_AFTER)]
+                    "no target of this endpoint can take traffic", headers=[(b"retry-after", retry_after)]
                 )
             tried.append(target)
             remaining = deadline - time.perf_counter()
@@ -509,6 +513,7 @@ class ProxyApp:
         keep: list[bytes] | None = None
         if (
             cache is not None
+            and method == "GET"  # a HEAD answer has no body to serve a later GET
             and cache.request_cacheable(method, scope["headers"])
             and cache.response_cacheable(response.status, origin_headers)
         ):

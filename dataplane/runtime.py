@@ -6,6 +6,7 @@ This is the seam for the control-plane sync (§4): whatever produces a snapshot 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -82,7 +83,9 @@ class Runtime:
                 states[key] = old
             else:
                 states[key] = self._new_state(endpoint)
+        wall_now = time.time()
         for key, state in states.items():
+            state.breaker.apply_override(snapshot.breaker_overrides.get(key, {}), wall_now=wall_now)
             health = snapshot.target_health.get(key, {})
             for target_state in state.balancer.states:
                 target_state.healthy = health.get(target_state.target.url, "unknown") != "unhealthy"
@@ -93,8 +96,7 @@ class Runtime:
         self.snapshot = snapshot
         self.applied_at = time.time()
         self.metrics.config_revision.set(snapshot.revision or 0)
-        self.metrics.config_info.clear()
-        self.metrics.config_info.labels(snapshot.config_sha256).set(1)
+        self.metrics.set_config(snapshot.config_sha256)
         logger.info("applied config %s (%d endpoints)", snapshot.config_sha256[:12], len(snapshot.endpoints))
 
     def state_for(self, endpoint: Endpoint) -> EndpointState:
@@ -103,16 +105,46 @@ class Runtime:
             state = self._new_state(endpoint)
         return state
 
-    def reload_seed(self) -> bool:
-        """Re-read the seed file (SIGHUP). A bad seed keeps the current snapshot and is logged."""
+    def refresh_gauges(self) -> None:
+        """Bring the state gauges up to date before a scrape (ejections end and circuits move to
+        HALF_OPEN by the clock, not by an event). Reads state without moving it."""
+        now = self.clock()
+        for key, state in self.states.items():
+            self.metrics.circuit_state.labels(key).set(state.breaker.current_state_gauge())
+            for target_state in state.balancer.states:
+                ejected = target_state.ejected_until > now
+                self.metrics.target_ejected.labels(key, target_state.target.url).set(int(ejected))
+        if self.snapshot is not None:
+            self.metrics.config_age.set(time.time() - self.applied_at)
+
+    def _read_seed(self) -> Snapshot | None:
+        """Parse, validate and compile the seed file; thread-safe (touches no runtime state)."""
         seed = self.settings.seed
         if seed is None:
-            logger.warning("no seed file configured; nothing to reload")
-            return False
+            logger.warning("no seed file configured; nothing to load")
+            return None
         try:
-            snapshot = load_seed(seed, mount_prefix=self.settings.mount_prefix)
+            return load_seed(seed, mount_prefix=self.settings.mount_prefix)
         except (OSError, ValueError) as exc:
             logger.error("seed %s rejected, keeping the current config: %s", seed, exc)
+            return None
+
+    def reload_seed(self) -> bool:
+        """Read the seed file and apply it (at boot). A bad seed keeps the current snapshot and is logged."""
+        snapshot = self._read_seed()
+        if snapshot is None:
+            return False
+        self.apply(snapshot)
+        return True
+
+    async def reload_seed_off_loop(self) -> bool:
+        """SIGHUP: the same, with parsing and validation in a thread so traffic keeps flowing; only the
+        swap happens on the event loop. With a control plane the seed is only a boot fallback: ignored."""
+        if self.settings.control_plane_url:
+            logger.info("SIGHUP ignored: the config comes from the control plane")
+            return False
+        snapshot = await asyncio.to_thread(self._read_seed)
+        if snapshot is None:
             return False
         self.apply(snapshot)
         return True

@@ -6,6 +6,8 @@ Command-line flags (`--listen`, `--seed`, `--workers`) override the variables; s
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -25,6 +27,37 @@ def parse_listen(value: str, name: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+_NODE_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+def kept_node_id(cache_dir: Path) -> str:
+    """The node id generated on first boot and kept in the cache dir (§4), so a restarted node
+    reports as the same node."""
+    path = cache_dir / "node_id"
+    try:
+        kept = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        kept = ""
+    except OSError as exc:
+        raise SettingsError(f"DATAPLANE_CACHE_DIR: cannot read {path}: {exc}") from None
+    if kept:
+        return kept
+    node_id = f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:12]}"
+    node_id = re.sub(r"[^A-Za-z0-9._-]", "-", node_id)[:100]
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        temporary = cache_dir / f".node_id.{os.getpid()}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(node_id + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise SettingsError(f"DATAPLANE_CACHE_DIR: cannot write {path}: {exc}") from None
+    return node_id
+
+
 def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -42,6 +75,15 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _control_plane_url(environ: Mapping[str, str]) -> str | None:
+    raw = environ.get("DATAPLANE_CONTROL_PLANE_URL", "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", raw):
+        raise SettingsError(f"DATAPLANE_CONTROL_PLANE_URL must be an http(s) URL, not {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: tuple[str, int] = ("127.0.0.1", 8080)
@@ -54,8 +96,10 @@ class Settings:
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     hide_response_time: bool = False
     drain_delay: float = 5.0
-    # Where a control-plane sync would plug in (§4); unused while standalone.
+    # The control-plane sync (§4, sync.py); unset URL → standalone on the seed, cache unused.
     control_plane_url: str | None = None
+    cache_dir: Path | None = None
+    token: str | None = field(default=None, repr=False)  # never in a log line
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -83,10 +127,19 @@ class Settings:
             "header_timeout": _number(environ, "DATAPLANE_HEADER_TIMEOUT", 10.0, minimum=0.1),
             "hide_response_time": _flag(environ, "DATAPLANE_HIDE_RESPONSE_TIME"),
             "drain_delay": _number(environ, "DATAPLANE_DRAIN_DELAY", 5.0),
-            "control_plane_url": environ.get("DATAPLANE_CONTROL_PLANE_URL", "").strip() or None,
+            "control_plane_url": _control_plane_url(environ),
+            "token": environ.get("DATAPLANE_TOKEN", "").strip() or None,
         }
+        if values["control_plane_url"] and not values["token"]:
+            raise SettingsError("DATAPLANE_TOKEN is required when DATAPLANE_CONTROL_PLANE_URL is set")
+        cache_dir = environ.get("DATAPLANE_CACHE_DIR", "").strip()
+        values["cache_dir"] = Path(cache_dir) if cache_dir else None
         node_id = environ.get("DATAPLANE_NODE_ID", "").strip()
+        if not node_id and cache_dir:
+            node_id = kept_node_id(Path(cache_dir))
         if node_id:
+            if not _NODE_ID.match(node_id):
+                raise SettingsError(f"DATAPLANE_NODE_ID must be letters, digits and ._- (at most 100), not {node_id!r}")
             values["node_id"] = node_id
         return cls(**values)  # type: ignore[arg-type]
 

@@ -71,3 +71,22 @@ def target_health_summary(*, target_id: int, now: datetime | None = None) -> dic
             "p95_ms": bucket_percentile(buckets, 0.95),
         }
     return summary
+
+
+def target_health_brief(target_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each target's `health` as the endpoint representation carries it (ARCHITECTURE §8): status,
+    counters, last check, last error, uptime. Targets never checked are `unknown`."""
+    rows = {row.target_id: row for row in TargetHealth.objects.filter(target_id__in=target_ids)}
+    brief: dict[int, dict[str, Any]] = {}
+    for target_id in target_ids:
+        row = rows.get(target_id) or TargetHealth(target_id=target_id)
+        summary = target_health_summary(target_id=target_id)
+        brief[target_id] = {
+            "status": row.status,
+            "consecutive_successes": row.consecutive_successes,
+            "consecutive_failures": row.consecutive_failures,
+            "last_checked_at": row.last_checked_at,
+            "last_error": row.last_error,
+            "uptime": {"last_100": summary["last_100"]["uptime"], "24h": summary["24h"]["uptime"]},
+        }
+    return brief

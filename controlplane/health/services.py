@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +33,8 @@ RETENTION_DAYS = 35  # §7: hourly roll-ups kept ~35 days
 # A claim's lease outlives the probe's own timeout by this much, so a slow write never lets a second
 # worker claim a target still being recorded; a crashed worker's targets come back after it.
 LEASE_MARGIN_SECONDS = 15
+# When a new target is due: long ago, so it is claimed first and whichever clock is used.
+DUE_AT_ONCE = datetime(2000, 1, 1, tzinfo=UTC)
 DISPATCH_LIMIT = 1000  # targets claimed per dispatcher run at most; the rest wait for the next tick
 
 
@@ -92,10 +94,10 @@ def check_plans(*, endpoint_ids: Iterable[int] | None = None) -> dict[int, Check
 
 
 def health_rows_ensure(*, now: datetime | None = None) -> int:
-    """Create the missing TargetHealth rows (new targets start `unknown`, due at `now`); returns how many."""
+    """Create the missing TargetHealth rows (new targets start `unknown`, due at `now`, else at once
+    whatever the clocks say); returns how many."""
     missing = Target.objects.filter(health__isnull=True).values_list("pk", flat=True)
-    now = now or timezone.now()
-    rows = [TargetHealth(target_id=pk, next_check_at=now) for pk in missing]
+    rows = [TargetHealth(target_id=pk, next_check_at=now or DUE_AT_ONCE) for pk in missing]
     TargetHealth.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
 
@@ -105,7 +107,7 @@ def lease_owner() -> str:
 
 
 def targets_claim_due(
-    plans: dict[int, CheckPlan], *, now: datetime, owner: str, limit: int = DISPATCH_LIMIT
+    plans: dict[int, CheckPlan], *, now: datetime | None = None, owner: str, limit: int = DISPATCH_LIMIT
 ) -> list[int]:
     """Claim the due targets among `plans` and return their ids.
 
@@ -113,6 +115,8 @@ def targets_claim_due(
     statement locks the due rows (FOR UPDATE SKIP LOCKED, so concurrent claimers split them instead of
     waiting) and sets `lease_until` and `next_check_at = now + interval`: a target is handed to one
     claimer per interval, and one whose worker crashed comes back when its lease and interval pass.
+    Without `now` (tests pass one) PostgreSQL's clock is used, so workers on hosts whose clocks
+    disagree still agree on what is due.
     """
     if not plans:
         return []
@@ -122,27 +126,30 @@ def targets_claim_due(
     if connection.vendor == "postgresql":
         table = TargetHealth._meta.db_table
         sql = f"""
-            WITH plan AS (
+            WITH clock AS (
+                SELECT COALESCE(%s::timestamptz, statement_timestamp()) AS now
+            ), plan AS (
                 SELECT * FROM unnest(%s::bigint[], %s::double precision[], %s::double precision[])
                     AS p(target_id, interval_s, lease_s)
             ), due AS (
-                SELECT h.id FROM {table} h JOIN plan ON plan.target_id = h.target_id
-                WHERE h.next_check_at <= %s AND (h.lease_until IS NULL OR h.lease_until <= %s)
+                SELECT h.id FROM {table} h JOIN plan ON plan.target_id = h.target_id, clock
+                WHERE h.next_check_at <= clock.now AND (h.lease_until IS NULL OR h.lease_until <= clock.now)
                 ORDER BY h.next_check_at, h.id
                 LIMIT %s
                 FOR UPDATE OF h SKIP LOCKED
             )
             UPDATE {table} h
-            SET lease_until = %s + make_interval(secs => plan.lease_s),
-                next_check_at = %s + make_interval(secs => plan.interval_s),
+            SET lease_until = clock.now + make_interval(secs => plan.lease_s),
+                next_check_at = clock.now + make_interval(secs => plan.interval_s),
                 lease_owner = %s
-            FROM due, plan
+            FROM due, plan, clock
             WHERE h.id = due.id AND plan.target_id = h.target_id
             RETURNING h.target_id
         """  # noqa: S608 - the table name is ours; every value is a parameter
         with connection.cursor() as cursor:
-            cursor.execute(sql, [ids, intervals, leases, now, now, limit, now, now, owner])
+            cursor.execute(sql, [now, ids, intervals, leases, limit, owner])
             return [row[0] for row in cursor.fetchall()]
+    now = now or timezone.now()
     # SQLite (the embedded setup): its transactions here are IMMEDIATE, which locks the whole
     # database for writing, so a plain read-then-write transaction cannot interleave with another.
     with transaction.atomic():
@@ -184,6 +191,8 @@ def health_results_record(
     # Lock in id order, so two writers of overlapping batches cannot deadlock; the lock also serializes
     # the roll-up upserts below per target.
     rows = list(TargetHealth.objects.select_for_update().filter(target_id__in=list(by_target)).order_by("pk"))
+    # A target deleted while it was being probed has no row any more: its result is dropped.
+    by_target = {row.target_id: by_target[row.target_id] for row in rows}
     changed: list[tuple[TargetHealth, str]] = []
     for row in rows:
         result = by_target[row.target_id]
@@ -283,7 +292,6 @@ def _rollups_add(results: Iterable[ProbeResult]) -> None:
 
 def health_checks_run_due(*, limit: int = DISPATCH_LIMIT, now: datetime | None = None) -> int:
     """The dispatcher: claim due targets, probe them concurrently, record the results. Returns how many."""
-    now = now or timezone.now()
     health_rows_ensure(now=now)
     plans = check_plans()
     claimed = targets_claim_due(plans, now=now, owner=lease_owner(), limit=limit)

@@ -19,7 +19,7 @@ class Upstream:
         self.location = ""
         self.paths: list[str] = []
         self.hosts: list[str] = []
-        # (monotonic time, path, status answered) for every request, in arrival order.
+        # (monotonic arrival time, path, status answered) for every request, in arrival order.
         self.log: list[tuple[float, str, int]] = []
         self.port = 0
 
@@ -36,10 +36,10 @@ def upstream() -> Iterator[Upstream]:
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             state.paths.append(self.path)
             state.hosts.append(self.headers.get("Host", ""))
-            if state.delay:
-                time.sleep(state.delay)
             status = state.status
             state.log.append((time.monotonic(), self.path, status))
+            if state.delay:
+                time.sleep(state.delay)
             body = b"ok" if status < 400 else b"failing"
             try:
                 self.send_response(status)

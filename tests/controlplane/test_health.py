@@ -333,3 +333,33 @@ def test_the_admin_shows_health_read_only_with_badges(make_user: Any) -> None:
     detail = client.get(f"/admin/health/targethealth/{pk}/change/")
     assert detail.status_code == 200 and b"p95" in detail.content
     assert client.get("/admin/health/targethealth/add/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_brief_health_of_a_target_carries_status_counters_and_uptime() -> None:
+    from controlplane.health.selectors import target_health_brief
+
+    with upstream() as server:
+        endpoint = make_endpoint(server.base, healthy_threshold=1)
+        health_checks_run_due()
+    fresh = endpoint_create(data=endpoint_body("fresh"), actor=ACTOR).targets.get()
+    target = endpoint.targets.get()
+    brief = target_health_brief([target.pk, fresh.pk])
+    assert brief[target.pk]["status"] == "healthy" and brief[target.pk]["uptime"]["last_100"] == 1.0
+    assert brief[fresh.pk] == {
+        "status": "unknown", "consecutive_successes": 0, "consecutive_failures": 0,
+        "last_checked_at": None, "last_error": "", "uptime": {"last_100": None, "24h": None},
+    }  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_result_for_a_target_deleted_during_its_probe_is_dropped_and_the_rest_recorded() -> None:
+    with upstream() as server:
+        kept = make_endpoint(server.base).targets.get()
+        gone = make_endpoint(server.base, name="gone").targets.get()
+    plans = check_plans()
+    now = datetime.now(UTC)
+    gone.delete()
+    results = [ProbeResult(kept.pk, True, now, 200, 1.0), ProbeResult(gone.pk, True, now, 200, 1.0)]
+    health_results_record(results=results, plans=plans, actor=ACTOR)
+    assert list(HealthResult.objects.values_list("target_id", flat=True)) == [kept.pk]

@@ -90,3 +90,12 @@ def test_an_unexpired_lease_holds_a_target_even_when_it_is_due() -> None:
     # Interval 5 s has passed but the lease (timeout 5 s + 15 s margin) still holds the targets.
     assert targets_claim_due(plans, now=now + timedelta(seconds=6), owner="other", limit=100) == []
     assert len(targets_claim_due(plans, now=now + timedelta(seconds=26), owner="other", limit=100)) == TARGETS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_given_time_the_databases_clock_decides_and_new_targets_are_due_at_once() -> None:
+    make_targets()
+    health_rows_ensure()
+    plans = check_plans()
+    assert len(targets_claim_due(plans, owner="a", limit=100)) == TARGETS
+    assert targets_claim_due(plans, owner="b", limit=100) == []

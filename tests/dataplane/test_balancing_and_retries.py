@@ -123,3 +123,16 @@ def test_the_budget_caps_retries_at_a_fifth_of_requests_in_ten_seconds() -> None
     clock.now += 10.1
     budget.record_request()
     assert budget.try_spend()
+
+
+def test_the_balancer_says_when_the_first_ejected_target_returns() -> None:
+    clock = Clock()
+    ts = targets(1, 1)
+    b = Balancer(ts, {**OUTLIER, "max_ejection_percent": 100}, clock=clock)
+    assert b.seconds_until_routable() is None
+    for target in ts:
+        b.record(target, failed=True)
+        b.record(target, failed=True)
+    clock.now += 10
+    assert b.pick() is None
+    assert b.seconds_until_routable() == 20

@@ -131,11 +131,44 @@ def test_a_failed_probe_reopens_the_circuit_and_restarts_the_timer() -> None:
     assert b.state is State.HALF_OPEN
 
 
-def test_an_operator_can_force_the_circuit_open_and_closed() -> None:
-    b, _ = breaker(Clock())
-    b.force(State.OPEN)
+def test_an_operator_can_force_the_circuit_open_until_a_deadline() -> None:
+    clock = Clock()
+    b, _ = breaker(clock)
+    b.force(State.OPEN, seconds=30)
     assert b.acquire() is None
+    clock.now += 30
+    assert b.acquire() is not None
+
+
+def test_a_circuit_forced_closed_keeps_traffic_flowing_through_failures() -> None:
+    b, _ = breaker(Clock(), failure_threshold=1)
     b.force(State.CLOSED)
+    for _ in range(5):
+        assert call(b, failed=True)
+    b.force(None)
+    call(b, failed=True)
+    assert b.acquire() is None
+
+
+def test_a_reset_is_acted_on_once_per_generation() -> None:
+    b, transitions = breaker(Clock(), failure_threshold=1)
+    call(b, failed=True)
+    assert b.reset(1)
+    assert b.state is State.CLOSED
+    call(b, failed=True)
+    assert not b.reset(1)
+    assert b.state is State.OPEN
+    assert transitions == [("closed", "open"), ("open", "closed"), ("closed", "open")]
+
+
+def test_a_control_plane_override_forces_the_circuit_until_its_expiry() -> None:
+    clock = Clock()
+    b, _ = breaker(clock)
+    b.apply_override({"force": "open", "until": 1_000_060.0, "reset_generation": 0}, wall_now=1_000_000.0)
+    assert b.acquire() is None
+    clock.now += 60
+    assert b.acquire() is not None
+    b.apply_override({"force": "open", "until": 999_999.0}, wall_now=1_000_000.0)  # already expired
     assert b.acquire() is not None
 
 

@@ -217,3 +217,33 @@ def test_an_upstream_failing_mid_body_leaves_the_response_incomplete() -> None:
     assert messages[0]["status"] == 200
     assert all(m.get("more_body", False) for m in messages[1:])  # never completed: uvicorn drops the connection
     assert b"error" not in b"".join(m.get("body", b"") for m in messages[1:])
+
+
+def test_metrics_show_an_ejection_ending_and_an_open_circuit_ready_to_probe() -> None:
+    gateway = Gateway(document(endpoint("users", default=True, breaker_policy="strict"), policies=[POLICY]), failing)
+    get(gateway, "/users")
+    get(gateway, "/users")
+    state = gateway.runtime.states["users:v1"]
+    gateway.runtime.refresh_gauges()
+    assert 'gateway_circuit_state{endpoint="users:v1"} 1.0' in gateway.runtime.metrics.render().decode()
+    state.breaker._opened_at -= 60
+    gateway.runtime.refresh_gauges()
+    assert 'gateway_circuit_state{endpoint="users:v1"} 2.0' in gateway.runtime.metrics.render().decode()
+    assert state.breaker._state is State.OPEN  # a scrape never moves the circuit
+
+
+def test_a_head_answer_is_never_cached_for_a_later_get() -> None:
+    answers = iter([httpx.Response(200, text=""), httpx.Response(500), httpx.Response(500)])
+    policy = {**POLICY, "fallback_strategy": "cached_response"}
+    gateway = Gateway(
+        document(endpoint("users", default=True, breaker_policy="strict"), policies=[policy]), lambda r: next(answers)
+    )
+
+    async def head() -> None:
+        async with gateway.client() as client:
+            await client.head("/users")
+
+    asyncio.run(head())
+    get(gateway, "/users")
+    get(gateway, "/users")
+    assert get(gateway, "/users").json()["error"] == "circuit_open"

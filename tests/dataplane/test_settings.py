@@ -64,3 +64,20 @@ def test_a_bad_setting_is_refused_with_its_name(variable: str, value: str) -> No
 
 def test_a_generated_node_id_differs_between_nodes() -> None:
     assert Settings.from_env({}).node_id != Settings.from_env({}).node_id
+
+
+def test_a_generated_node_id_is_kept_in_the_cache_dir_across_restarts(tmp_path: Path) -> None:
+    first = Settings.from_env({"DATAPLANE_CACHE_DIR": str(tmp_path / "cache")}).node_id
+    again = Settings.from_env({"DATAPLANE_CACHE_DIR": str(tmp_path / "cache")}).node_id
+    assert first == again
+    assert (tmp_path / "cache" / "node_id").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_explicit_node_id_wins_over_the_kept_one(tmp_path: Path) -> None:
+    Settings.from_env({"DATAPLANE_CACHE_DIR": str(tmp_path)})
+    assert Settings.from_env({"DATAPLANE_CACHE_DIR": str(tmp_path), "DATAPLANE_NODE_ID": "edge-7"}).node_id == "edge-7"
+
+
+def test_a_node_id_that_could_break_the_via_header_is_refused() -> None:
+    with pytest.raises(SettingsError, match="DATAPLANE_NODE_ID"):
+        Settings.from_env({"DATAPLANE_NODE_ID": "edge 1, 1.1 other"})

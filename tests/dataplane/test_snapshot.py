@@ -122,3 +122,13 @@ def test_targets_the_control_plane_reports_unhealthy_get_no_traffic() -> None:
     runtime.apply(load_sync_snapshot(json.dumps(golden).encode()))
     balancer = runtime.states["users:v1"].balancer
     assert {balancer.pick().url for _ in range(5)} == {"http://127.0.0.1:8011/api"}  # type: ignore[union-attr]
+
+
+def test_config_info_names_only_the_applied_config() -> None:
+    runtime = Runtime(Settings(node_id="n"))
+    first, second = compile_document(document(endpoint("a"))), compile_document(document(endpoint("b")))
+    runtime.apply(first)
+    runtime.apply(second)
+    text = runtime.metrics.render().decode()
+    assert f'gateway_config_info{{config_sha256="{second.config_sha256}"}} 1.0' in text
+    assert first.config_sha256 not in text

@@ -1,4 +1,5 @@
-"""A small upstream for end-to-end tests: `python -m tests.dataplane.upstream PORT [NAME]`.
+"""A small upstream for end-to-end tests: `python -m tests.dataplane.upstream PORT [NAME [CERT KEY]]`
+(with CERT and KEY it serves HTTPS).
 
 Paths (after any base path): `/echo...` answers what it received as JSON; `/status/N` answers N;
 `/slow?seconds=S`; `/reset-mid-body` promises 100000 bytes and dies after some; `/gzip`;
@@ -102,4 +103,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 if __name__ == "__main__":
     NAME = sys.argv[2] if len(sys.argv) > 2 else NAME
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http="httptools", log_level="warning", lifespan="off")
+    tls = {"ssl_certfile": sys.argv[3], "ssl_keyfile": sys.argv[4]} if len(sys.argv) > 4 else {}
+    uvicorn.run(
+        app, host="127.0.0.1", port=int(sys.argv[1]), http="httptools", log_level="warning", lifespan="off", **tls
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.dataplane_support import DataPlane, Upstream, dataplane, raw_exchange, seed, upstream
+from tests.dataplane.processes import DataPlane, Upstream, dataplane, raw_exchange, seed, upstream
 from tests.e2e.servers import clean_env, free_port, running
 
 pytestmark = pytest.mark.e2e
@@ -326,6 +326,28 @@ def test_command_line_flags_choose_the_listener_and_the_seed(tmp_path: Path, ori
     argv = [sys.executable, "-m", "dataplane", "--listen", f"127.0.0.1:{port}", "--seed", str(flagged)]
     with running(argv, env=env, ready_url=f"http://127.0.0.1:{admin}/-/readyz", log=tmp_path / "flags.log"):
         assert httpx.get(f"http://127.0.0.1:{port}/flagged").status_code == 200
+
+
+def test_twenty_reloads_under_load_make_no_proxy_errors(tmp_path: Path, origin: Upstream) -> None:
+    def document(generation: int) -> dict[str, object]:
+        return seed(
+            {"name": "steady", "version": "v1", "targets": [{"url": origin.url}], "timeout": 10 + generation},
+            {"name": f"extra{generation}", "version": "v1", "targets": [{"url": origin.url}]},
+        )
+
+    with dataplane(tmp_path, document(0)) as node, ThreadPoolExecutor(4) as pool:
+
+        def traffic() -> set[int]:
+            with httpx.Client(base_url=node.url) as client:
+                return {client.get("/steady/x").status_code for _ in range(150)}
+
+        load = [pool.submit(traffic) for _ in range(3)]
+        for generation in range(1, 21):
+            node.seed.write_text(json.dumps(document(generation)))
+            node.process.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+        assert set().union(*(future.result() for future in load)) == {200}
+        wait_until(lambda: httpx.get(f"{node.url}/extra20").status_code == 200)
 
 
 def test_sigterm_turns_readyz_503_then_stops_after_in_flight_requests_finish(tmp_path: Path, origin: Upstream) -> None:

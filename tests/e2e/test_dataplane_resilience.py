@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dataplane.server import DeadlineHttpToolsProtocol
-from tests.e2e.dataplane_support import DataPlane, Upstream, dataplane, seed, upstream
+from tests.dataplane.processes import DataPlane, Upstream, dataplane, seed, upstream
 from tests.e2e.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -35,10 +36,52 @@ def beta(workdir: Path) -> Iterator[Upstream]:
         yield server
 
 
+class RawServer:
+    """A TCP server on 127.0.0.1 that answers every connection with fixed bytes, then closes it."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.reply = reply
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    if self.reply:
+                        conn.sendall(self.reply)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @pytest.fixture(scope="module")
-def gateway(workdir: Path, alpha: Upstream, beta: Upstream) -> Iterator[DataPlane]:
+def raw_servers() -> Iterator[tuple[RawServer, RawServer]]:
+    garbage, hangup = RawServer(b"this is not HTTP at all\r\n\r\n"), RawServer(b"")
+    yield garbage, hangup
+    garbage.close()
+    hangup.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    workdir: Path, alpha: Upstream, beta: Upstream, raw_servers: tuple[RawServer, RawServer]
+) -> Iterator[DataPlane]:
     dead = f"http://127.0.0.1:{free_port()}"
+    garbage, hangup = raw_servers
     document = seed(
+        {"name": "garbage", "version": "v1", "targets": [{"url": f"http://127.0.0.1:{garbage.port}"}]},
+        {"name": "hangup", "version": "v1", "targets": [{"url": f"http://127.0.0.1:{hangup.port}"}]},
         {"name": "flaky", "version": "v1", "targets": [{"url": alpha.url}], "breaker_policy": "quick"},
         {
             "name": "fallback",
@@ -53,7 +96,16 @@ def gateway(workdir: Path, alpha: Upstream, beta: Upstream) -> Iterator[DataPlan
             "targets": [{"url": alpha.url}, {"url": beta.url}],
             "retries": {"attempts": 2, "on": ["5xx"]},
         },
+        {
+            "name": "storm",
+            "version": "v1",
+            "targets": [{"url": alpha.url}, {"url": beta.url}],
+            "retries": {"attempts": 3, "on": ["5xx"]},
+            "breaker_policy": "lenient",
+            "outlier": {"consecutive_failures": 1000},
+        },
         policies=[
+            {"name": "lenient", "failure_threshold": 1000},
             {
                 "name": "quick",
                 "failure_threshold": 2,
@@ -115,6 +167,28 @@ def test_a_5xx_is_retried_on_another_target(gateway: DataPlane, alpha: Upstream,
     after = {u.port: len(httpx.get(f"{u.url}/_seen").json()) for u in (alpha, beta)}
     assert [after[p] - before[p] for p in before] == [1, 1]
     assert "gateway_upstream_retries_total" in httpx.get(f"{gateway.admin}/-/metrics").text
+
+
+def test_a_503_storm_with_retries_stays_within_the_retry_budget(
+    gateway: DataPlane, alpha: Upstream, beta: Upstream
+) -> None:
+    with httpx.Client(base_url=gateway.url) as client:
+        statuses = {client.get("/v1/storm/status/503", params={"storm": i}).status_code for i in range(60)}
+    assert statuses == {503}
+    upstream_hits = sum(1 for u in (alpha, beta) for path in httpx.get(f"{u.url}/_seen").json() if "storm=" in path)
+    assert 60 < upstream_hits <= 72  # at most 1.2x the client's requests
+
+
+def test_an_upstream_answering_garbage_gives_502_upstream_protocol_error(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/v1/garbage")
+    assert response.status_code == 502
+    assert response.json()["error"] == "upstream_protocol_error"
+
+
+def test_an_upstream_closing_before_answering_gives_502_upstream_unavailable(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/v1/hangup")
+    assert response.status_code == 502
+    assert response.json()["error"] == "upstream_unavailable"
 
 
 def test_request_headers_not_received_in_time_get_408_and_a_closed_connection(gateway: DataPlane) -> None:

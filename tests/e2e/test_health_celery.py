@@ -3,7 +3,8 @@
 
 Asserted: a target that starts failing becomes unhealthy after exactly `unhealthy_threshold` probes and
 leaves the data planes' snapshot as unhealthy; it recovers after exactly `healthy_threshold` successes;
-no target is ever probed twice within one interval.
+no target is ever probed twice within one interval; a worker killed mid-probe loses nothing and the
+checks resume by themselves once its lease runs out.
 """
 
 from __future__ import annotations
@@ -69,14 +70,24 @@ def status_of(url: str) -> str:
     return TargetHealth.objects.filter(target__url=url).values_list("status", flat=True).first() or "none"
 
 
-def test_workers_and_beat_turn_a_failing_target_unhealthy_after_exactly_the_threshold(tmp_path: Path) -> None:
+def celery_env(tmp_path: Path) -> dict[str, str]:
     database = connection.settings_dict
-    env = clean_env(
+    return clean_env(
         DATABASE_URL=f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
         CELERY_BROKER_URL=BROKER,
         GATEWAY_VAR_DIR=str(tmp_path / "var"),
     )
-    celery = [sys.executable, "-m", "celery", "-A", "config"]
+
+
+CELERY = [sys.executable, "-m", "celery", "-A", "config"]
+
+
+def worker_argv(name: str) -> list[str]:
+    return [*CELERY, "worker", "--pool=solo", "-n", f"{name}@%h", "--without-mingle", "--without-gossip"]
+
+
+def test_workers_and_beat_turn_a_failing_target_unhealthy_after_exactly_the_threshold(tmp_path: Path) -> None:
+    env = celery_env(tmp_path)
     with upstream() as server, ExitStack() as stack:
         urls = [f"{server.base}/t{i}" for i in range(TARGETS)]
         check = {
@@ -91,9 +102,8 @@ def test_workers_and_beat_turn_a_failing_target_unhealthy_after_exactly_the_thre
         )
         watched = urls[0]
         for i in range(2):
-            worker = [*celery, "worker", "--pool=solo", "-n", f"health{i}@%h", "--without-mingle", "--without-gossip"]
-            stack.enter_context(process(worker, env=env, log=tmp_path / f"worker{i}.log"))
-            beat = [*celery, "beat", "-s", str(tmp_path / f"beat{i}-schedule")]
+            stack.enter_context(process(worker_argv(f"health{i}"), env=env, log=tmp_path / f"worker{i}.log"))
+            beat = [*CELERY, "beat", "-s", str(tmp_path / f"beat{i}-schedule")]
             stack.enter_context(process(beat, env=env, log=tmp_path / f"beat{i}.log"))
 
         # Healthy first: exactly healthy_threshold probes, the first counted too.
@@ -128,3 +138,33 @@ def test_workers_and_beat_turn_a_failing_target_unhealthy_after_exactly_the_thre
     assert HealthResult.objects.filter(target__url=watched).count() == len(
         [e for e in server.log if e[1] == "/t0/health"]
     )
+
+
+def test_a_worker_killed_mid_probe_loses_nothing_and_its_target_is_checked_again(tmp_path: Path) -> None:
+    env = celery_env(tmp_path)
+    with upstream() as server, ExitStack() as stack:
+        server.delay = 2.0
+        check = {"path": "/health", "interval": INTERVAL, "timeout": 4, "healthy_threshold": 1}
+        endpoint_create(
+            data=endpoint_body(targets=[{"url": server.base}], health_check=check), actor=Actor.command("test")
+        )
+        stack.enter_context(
+            process([*CELERY, "beat", "-s", str(tmp_path / "beat")], env=env, log=tmp_path / "beat.log")
+        )
+        with process(worker_argv("doomed"), env=env, log=tmp_path / "doomed.log") as doomed:
+            wait_until(lambda: len(server.log) == 1, 60, "the first probe to arrive")
+            os.killpg(doomed.pid, signal.SIGKILL)  # mid-probe: its result is never written
+            doomed.wait()
+        killed_at = time.monotonic()
+        held = TargetHealth.objects.get()
+        assert held.lease_owner and held.lease_until is not None and held.last_checked_at is None
+        server.delay = 0.0
+        stack.enter_context(process(worker_argv("heir"), env=env, log=tmp_path / "heir.log"))
+        # The lease (timeout 4 s + 15 s) keeps the target from a second probe while the first may still
+        # be running; once it runs out, the checks resume by themselves.
+        wait_until(lambda: TargetHealth.objects.get().status == "healthy", 60, "the checks to resume")
+        assert len(server.log) == 2
+        assert server.log[1][0] - server.log[0][0] > 15
+        assert time.monotonic() - killed_at < 40
+        health = TargetHealth.objects.get()
+        assert (health.lease_owner, health.lease_until) == ("", None)

@@ -1,7 +1,17 @@
-"""Run the whole gateway on one machine: migrate, make the first admin, start the processes.
+"""Run the whole gateway on one machine: migrate, make the first admin, start every process.
 
-Every process is a child of this one; Ctrl-C or SIGTERM stops them all, and if one dies the others
-are stopped too, so nothing is left half running.
+Processes (ARCHITECTURE §10), each a child of this one:
+
+    web        uvicorn config.asgi:application (httptools)        the API, the admin, the sync API
+    worker     celery -A config worker                              health checks
+    beat       celery -A config beat                                the schedule
+    dataplane  python -m dataplane                                  the proxy, pulling from `web`
+    demo       uvicorn demo.upstream:app on 127.0.0.1:8010 and :8011 (embedded demo only)
+
+On the embedded defaults (no DATABASE_URL) the first start also imports config/examples/gateway.yaml,
+whose endpoints point at the demo upstream, so a new user can send traffic at once. Ctrl-C or SIGTERM
+stops everything; if an essential process dies the others are stopped too, so nothing is left half
+running.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from django.conf import settings
@@ -23,16 +34,29 @@ from controlplane.accounts.services import admin_create
 from controlplane.core.actors import Actor
 from controlplane.core.errors import ConfigValidationError
 
+EXAMPLE = Path(settings.BASE_DIR) / "config" / "examples" / "gateway.yaml"
+DEMO_PORTS = (8010, 8011)
+DATAPLANE_TOKEN_NAME = "rungateway-local"  # noqa: S105 - a name, not a secret
+
 
 @dataclass
 class Child:
     name: str
     argv: list[str]
+    essential: bool = True
+    extra_env: dict[str, str] | None = None
     process: subprocess.Popen[bytes] | None = None
 
 
+def _host_port(value: str, option: str) -> tuple[str, str]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise CommandError(f"{option} must be HOST:PORT, not {value!r}")
+    return host, port
+
+
 class Command(BaseCommand):
-    help = "Migrate, create the first admin from GATEWAY_ADMIN_PASSWORD, and run the gateway's processes."
+    help = "Migrate, create the first admin, and run the control plane, worker, beat and data plane."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -45,24 +69,35 @@ class Command(BaseCommand):
             default=os.environ.get("GATEWAY_ADMIN_USERNAME", "admin"),
             help="the first admin's username, created when GATEWAY_ADMIN_PASSWORD is set (default admin)",
         )
+        parser.add_argument(
+            "--demo",
+            action=argparse_bool(),
+            default=os.environ.get("GATEWAY_DEMO", "1" if not os.environ.get("DATABASE_URL") else "0") == "1",
+            help="start the demo upstream and import the example config on first start "
+            "(default GATEWAY_DEMO, on for the embedded default database)",
+        )
+        parser.add_argument("--no-dataplane", action="store_true", help="run the control plane, worker and beat only")
 
-    def handle(self, *args: object, **options: str) -> None:
-        host, _, port = options["listen"].rpartition(":")
-        if not host or not port.isdigit():
-            raise CommandError(f"--listen must be HOST:PORT, not {options['listen']!r}")
+    def handle(self, *args: object, **options: object) -> None:
+        host, port = _host_port(str(options["listen"]), "--listen")
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("database migrated")
-        self._ensure_admin(options["admin_username"])
+        self._ensure_admin(str(options["admin_username"]))
+        demo = bool(options["demo"])
+        if demo:
+            self._import_example()
 
+        var = Path(settings.VAR_DIR)
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", settings.SETTINGS_MODULE),
         }
+        python = sys.executable
         children = [
             Child(
                 "web",
                 [
-                    sys.executable,
+                    python,
                     "-m",
                     "uvicorn",
                     "config.asgi:application",
@@ -77,8 +112,50 @@ class Command(BaseCommand):
                     "--timeout-graceful-shutdown",
                     "5",
                 ],
-            ),
+            ),  # fmt: skip
+            Child(
+                "worker",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    "4",
+                    "--loglevel",
+                    "WARNING",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--without-heartbeat",
+                ],
+            ),  # fmt: skip
+            Child("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING"]),
         ]
+        if demo:
+            for demo_port in DEMO_PORTS:
+                children.append(
+                    Child(
+                        f"demo:{demo_port}",
+                        [python, "-m", "uvicorn", "demo.upstream:app", "--host", "127.0.0.1", "--port",
+                         str(demo_port), "--no-access-log", "--log-level", "warning"],
+                        essential=False,
+                    )
+                )  # fmt: skip
+        if not options["no_dataplane"]:
+            token = self._dataplane_token()
+            dataplane_env = {
+                "DATAPLANE_CONTROL_PLANE_URL": f"http://{host}:{port}",
+                "DATAPLANE_TOKEN": token,
+                "DATAPLANE_CACHE_DIR": os.environ.get("DATAPLANE_CACHE_DIR", str(var / "dataplane")),
+                "DATAPLANE_NODE_ID": os.environ.get("DATAPLANE_NODE_ID", "local"),
+            }
+            if demo and "DATAPLANE_SEED" not in os.environ:
+                dataplane_env["DATAPLANE_SEED"] = str(EXAMPLE)
+            children.append(Child("dataplane", [python, "-m", "dataplane"], extra_env=dataplane_env))
         self._supervise(children, env)
 
     def _ensure_admin(self, username: str) -> None:
@@ -94,6 +171,27 @@ class Command(BaseCommand):
             raise CommandError("GATEWAY_ADMIN_PASSWORD refused: " + " ".join(p.message for p in exc.problems)) from None
         self.stdout.write(f"admin {username} created")
 
+    def _import_example(self) -> None:
+        """The example document, once: only while the config is still the empty first revision."""
+        from controlplane.core.revisions import latest_revision
+        from controlplane.routing.models import Endpoint
+
+        revision = latest_revision()
+        if Endpoint.objects.exists() or (revision is not None and revision.number > 1):
+            return
+        call_command("import_config", str(EXAMPLE), stdout=self.stdout, stderr=self.stderr)
+
+    def _dataplane_token(self) -> str:
+        """A fresh token for the local data plane each start (a secret is never stored to reuse)."""
+        from controlplane.dataplanes.models import DataPlaneToken
+        from controlplane.dataplanes.services import dataplane_token_issue, dataplane_token_revoke
+
+        actor = Actor.command("rungateway")
+        if DataPlaneToken.objects.filter(name=DATAPLANE_TOKEN_NAME).exists():
+            dataplane_token_revoke(name=DATAPLANE_TOKEN_NAME, actor=actor)
+        _, secret = dataplane_token_issue(name=DATAPLANE_TOKEN_NAME, actor=actor)
+        return secret
+
     def _supervise(self, children: list[Child], env: dict[str, str]) -> None:
         stopping = False
 
@@ -104,17 +202,24 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         for child in children:
-            child.process = subprocess.Popen(child.argv, env=env)  # noqa: S603 - our own argv
+            child_env = {**env, **(child.extra_env or {})}
+            child.process = subprocess.Popen(child.argv, env=child_env)  # noqa: S603 - our own argv
             self.stdout.write(f"started {child.name} (pid {child.process.pid}): {' '.join(child.argv[1:])}")
         self.stdout.flush()
+        reported: set[str] = set()
         try:
             while not stopping:
                 for child in children:
                     assert child.process is not None
                     code = child.process.poll()
-                    if code is not None:
+                    if code is None or child.name in reported:
+                        continue
+                    reported.add(child.name)
+                    if child.essential:
                         self.stderr.write(f"{child.name} exited with {code}; stopping the others")
                         stopping = True
+                    else:
+                        self.stderr.write(f"{child.name} exited with {code} (is its port taken?); going on without it")
                 time.sleep(0.2)
         finally:
             for child in children:
@@ -129,3 +234,9 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     child.process.kill()
             self.stdout.write("stopped")
+
+
+def argparse_bool() -> type:
+    import argparse
+
+    return argparse.BooleanOptionalAction

@@ -1,0 +1,115 @@
+"""Running the data plane in a process: uvicorn with the httptools parser (pinned: h11 lets a
+Content-Length + Transfer-Encoding request smuggle a second one), both listeners in one process,
+SIGHUP re-reading the seed off the event loop, SIGTERM draining (readyz 503 for the drain delay) and
+then stopping the listeners while in-flight requests finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import logging.handlers
+import queue
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from .app import build
+from .server import protocol_class
+from .settings import Settings
+
+logger = logging.getLogger("dataplane")
+
+GRACEFUL_SHUTDOWN = 30
+
+
+class Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to us: two servers share one process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        # httptools (llhttp), with the request-header deadline added; never h11.
+        http=protocol_class(settings.header_timeout),
+        ws="none",
+        lifespan="off",
+        loop="asyncio",
+        access_log=False,
+        # uvicorn would otherwise rewrite the client address from X-Forwarded-For sent by 127.0.0.1;
+        # which proxies are trusted is DATAPLANE_TRUSTED_PROXIES's call, made in proxy.py.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        log_config=None,
+        timeout_keep_alive=max(5, int(settings.header_timeout)),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def serve(settings: Settings, *, sockets: list[socket.socket] | None = None, admin_listener: bool = True) -> None:
+    """One process: the proxy (on `sockets` when a supervisor bound them) and, unless a supervisor
+    owns it, the admin listener."""
+    runtime, proxy, admin = build(settings)
+    proxy_server = Server(uvicorn_config(proxy, *settings.listen, settings))
+    servers = [proxy_server]
+    if admin_listener:
+        servers.append(Server(uvicorn_config(admin, *settings.admin_listen, settings)))
+    loop = asyncio.get_running_loop()
+
+    async def drain() -> None:
+        if runtime.draining:
+            return
+        runtime.draining = True
+        logger.info("draining for %.1fs before stopping", settings.drain_delay)
+        await asyncio.sleep(settings.drain_delay)
+        for server in servers:
+            server.should_exit = True
+
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(coroutine: Any) -> None:
+        task = loop.create_task(coroutine)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    if settings.control_plane_url:
+        from .sync import Sync
+
+        spawn(Sync(runtime).run())
+    loop.add_signal_handler(signal.SIGTERM, lambda: spawn(drain()))
+    loop.add_signal_handler(signal.SIGINT, lambda: spawn(drain()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: spawn(runtime.reload_seed_off_loop()))
+    try:
+        await asyncio.gather(proxy_server.serve(sockets=sockets), *(server.serve() for server in servers[1:]))
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        await proxy.aclose()
+
+
+def configure_logging(level: str) -> logging.handlers.QueueListener:
+    """Log records go onto a queue and a thread writes them out, so the event loop never blocks on
+    stderr (the access log writes one line per request)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.setLevel(level)
+    # httpx logs every request at INFO; the access log already says it, once.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
+    return listener

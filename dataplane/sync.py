@@ -1,0 +1,326 @@
+"""The control-plane sync (ARCHITECTURE §4, docs/sync-api.md): boot from the verified cache, then
+long-poll `GET /api/v1/dataplane/config` and apply each snapshot through `Runtime.apply`, reporting
+to `POST /api/v1/dataplane/status` after every apply or reject and every 30 s.
+
+- Boot (control plane configured): the on-disk cache when it verifies (sha256 of the body bytes, and
+  the control-plane URL it came from matches) → the seed file → nothing (readyz 503).
+- A snapshot is parsed and validated whole in a thread; only the swap runs on the event loop. A bad
+  one is rejected and reported, the old one stays, and its ETag is remembered so the next poll waits
+  for a change rather than fetching it again at once.
+- The cache is written atomically (temp file, fsync, rename, mode 0600).
+- Control plane down or answering errors: keep serving, retry with capped jittered exponential
+  back-off, `gateway_control_plane_connected` 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import __version__
+from .breaker import State
+from .runtime import Runtime
+from .settings import Settings
+from .snapshot import Snapshot, load_sync_snapshot
+
+logger = logging.getLogger("dataplane.sync")
+
+CONFIG_PATH = "/api/v1/dataplane/config"
+STATUS_PATH = "/api/v1/dataplane/status"
+FORMAT = "1"  # the highest snapshot format this node reads
+WAIT = 30.0  # long-poll wait asked of the control plane; plus up to WAIT_JITTER
+WAIT_JITTER = 3.0
+BACKOFF_FIRST = 0.5
+BACKOFF_CAP = 30.0
+REPORT_EVERY = 30.0
+CACHE_FORMAT = 1
+
+# Random per process start: the control plane tells a restart from a long-running node by it.
+BOOT_ID = uuid.uuid4().hex[:16]
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def etag_of(snapshot: Snapshot) -> str:
+    return f'"{snapshot.config_sha256}.{snapshot.state_seq}"'
+
+
+# --- cache -------------------------------------------------------------------------------------------
+
+
+def cache_path(settings: Settings) -> Path | None:
+    """One cache file per node (a `--workers N` worker is its own node)."""
+    if settings.cache_dir is None:
+        return None
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", settings.node_id)
+    return settings.cache_dir / f"snapshot-{name}.json"
+
+
+def _same_url(a: str | None, b: str | None) -> bool:
+    return bool(a) and bool(b) and a.rstrip("/") == b.rstrip("/")  # type: ignore[union-attr]
+
+
+def write_cache(path: Path, body: bytes, control_plane_url: str) -> None:
+    """Atomically replace the cache: temp file in the same directory, fsync, rename, mode 0600."""
+    record = {
+        "cache_format": CACHE_FORMAT,
+        "control_plane_url": control_plane_url,
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "body": body.decode("utf-8"),
+    }
+    data = json.dumps(record, separators=(",", ":")).encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def read_cache(path: Path, control_plane_url: str, *, mount_prefix: str = "") -> Snapshot | None:
+    """The cached snapshot, or None when there is none, it came from another control plane, its bytes
+    do not match their recorded sha256, or it does not parse and validate (each logged)."""
+    try:
+        record = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("cache %s unreadable, ignored: %s", path, exc)
+        return None
+    if not isinstance(record, dict) or record.get("cache_format") != CACHE_FORMAT:
+        logger.warning("cache %s has an unknown format, ignored", path)
+        return None
+    if not _same_url(record.get("control_plane_url"), control_plane_url):
+        logger.warning("cache %s came from another control plane (%r), ignored", path, record.get("control_plane_url"))
+        return None
+    body = record.get("body")
+    if not isinstance(body, str):
+        logger.warning("cache %s has no body, ignored", path)
+        return None
+    raw = body.encode("utf-8")
+    if hashlib.sha256(raw).hexdigest() != record.get("sha256"):
+        logger.warning("cache %s does not verify (sha256 mismatch), ignored", path)
+        return None
+    try:
+        return load_sync_snapshot(raw, mount_prefix=mount_prefix)
+    except ValueError as exc:
+        logger.warning("cache %s holds a snapshot this node rejects, ignored: %s", path, exc)
+        return None
+
+
+def boot(runtime: Runtime) -> str:
+    """Load the first config at boot (§4) and say where it came from: `cache`, `seed` or `none`."""
+    settings = runtime.settings
+    if settings.control_plane_url:
+        path = cache_path(settings)
+        if path is not None:
+            snapshot = read_cache(path, settings.control_plane_url, mount_prefix=settings.mount_prefix)
+            if snapshot is not None:
+                runtime.apply(snapshot)
+                logger.info("booted from the cache %s (revision %s)", path, snapshot.revision)
+                return "cache"
+    if settings.seed is not None and runtime.reload_seed():
+        return "seed"
+    if settings.control_plane_url:
+        logger.warning("no verified cache and no seed: not ready until the control plane answers")
+    return "none"
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+
+
+class Sync:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        report: bool = True,
+        wait: float = WAIT,
+        report_every: float = REPORT_EVERY,
+    ) -> None:
+        settings = runtime.settings
+        if not settings.control_plane_url:
+            raise ValueError("the sync needs a control-plane URL")
+        self.runtime = runtime
+        self.settings = settings
+        self.url: str = settings.control_plane_url
+        self.cache = cache_path(settings)
+        self.transport = transport
+        self.sleep = sleep
+        self.reporting = report
+        self.wait = wait
+        self.report_every = report_every
+        # A snapshot from the control plane (the cache) is what we run: ask only for changes to it.
+        # A seed (revision None) is not: the first poll fetches at once.
+        current = runtime.snapshot
+        self.etag: str | None = etag_of(current) if current is not None and current.revision is not None else None
+        self.failures = 0
+        self.result = "applied"
+        self.error: str | None = None
+        self.hostname = socket.gethostname()
+        self.client: httpx.AsyncClient | None = None
+        self._report_now = asyncio.Event()
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url,
+            transport=self.transport,
+            trust_env=False,
+            headers={
+                "Authorization": f"Bearer {self.settings.token or ''}",
+                "User-Agent": f"gateway-dataplane/{__version__}",
+            },
+            timeout=httpx.Timeout(10.0, read=self.wait + WAIT_JITTER + 15.0),
+        )
+
+    async def run(self) -> None:
+        """Poll until cancelled; never raises for a control-plane problem."""
+        async with self._client() as client:
+            self.client = client
+            reporter = asyncio.create_task(self._reporter()) if self.reporting else None
+            try:
+                while True:
+                    # Always through the event loop, even for 0: a control plane answering at once must
+                    # not starve the reporter (or anything else on the loop).
+                    await self.sleep(await self.poll_once())
+            finally:
+                if reporter is not None:
+                    reporter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reporter
+                self.client = None
+
+    def backoff(self) -> float:
+        """Capped, jittered exponential back-off for the current run of failures (0.5 s doubling to 30 s)."""
+        ceiling = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** max(0, self.failures - 1))
+        return ceiling / 2 + random.random() * ceiling / 2
+
+    def _failed(self, message: str) -> float:
+        self.failures += 1
+        self.runtime.metrics.control_plane_connected.set(0)
+        delay = self.backoff()
+        log = logger.warning if self.failures == 1 or self.failures % 10 == 0 else logger.debug
+        log("control plane unavailable (%s); keeping the current config, retrying in %.1fs", message, delay)
+        return delay
+
+    async def poll_once(self) -> float:
+        """One GET of the config; returns how long to sleep before the next one."""
+        assert self.client is not None, "poll_once runs inside run() or with .client set"
+        headers = {"X-Gateway-Format": FORMAT, "Accept-Encoding": "gzip"}
+        params: dict[str, str] = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+            params["wait"] = f"{self.wait + random.random() * WAIT_JITTER:.1f}"
+        try:
+            response = await self.client.get(CONFIG_PATH, headers=headers, params=params)
+        except httpx.HTTPError as exc:
+            return self._failed(f"{type(exc).__name__}: {exc}")
+        if response.status_code == 304:
+            self._connected()
+            return 0.0
+        if response.status_code != 200:
+            return self._failed(f"HTTP {response.status_code}: {response.text[:200]}")
+        self._connected()
+        await self._received(response.content, response.headers.get("etag"))
+        return 0.0
+
+    def _connected(self) -> None:
+        if self.failures:
+            logger.info("control plane reachable again")
+        self.failures = 0
+        self.runtime.metrics.control_plane_connected.set(1)
+
+    async def _received(self, body: bytes, etag: str | None) -> None:
+        settings = self.settings
+        try:
+            snapshot = await asyncio.to_thread(load_sync_snapshot, body, mount_prefix=settings.mount_prefix)
+        except ValueError as exc:
+            # Remember its ETag: the next poll then waits for a change instead of fetching it again.
+            self.etag = etag or self.etag
+            self.result, self.error = "rejected", str(exc)[:4000]
+            logger.error("snapshot %s rejected, keeping the current config: %s", etag, exc)
+            self._report_now.set()
+            return
+        self.runtime.apply(snapshot)  # one reference swap
+        self.etag = etag or etag_of(snapshot)
+        self.result, self.error = "applied", None
+        if self.cache is not None:
+            try:
+                await asyncio.to_thread(write_cache, self.cache, body, self.url)
+            except OSError as exc:
+                logger.error("could not write the cache %s: %s", self.cache, exc)
+        self._report_now.set()
+
+    # --- status reports --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        snapshot = self.runtime.snapshot
+        breakers: dict[str, dict[str, Any]] = {}
+        for key, state in self.runtime.states.items():
+            breaker = state.breaker
+            forced = breaker.forced()
+            current = forced if forced is not None else breaker.state  # an override wins (§6)
+            if current is not State.CLOSED or forced is not None:
+                breakers[key] = {"state": current.value, "forced": forced.value if forced is not None else None}
+        return {
+            "node_id": self.settings.node_id,
+            "boot_id": BOOT_ID,
+            "hostname": self.hostname[:255],
+            "version": __version__,
+            "revision": snapshot.revision if snapshot else None,
+            "config_sha256": snapshot.config_sha256 if snapshot else None,
+            "state_seq": snapshot.state_seq if snapshot else None,
+            "result": self.result,
+            "error": self.error,
+            "breakers": breakers,
+            "counters": {},
+        }
+
+    async def report(self) -> bool:
+        """Send one status report; False (logged) when the control plane did not store it."""
+        if self.client is None:
+            return False
+        try:
+            response = await self.client.post(STATUS_PATH, json=self.status())
+        except httpx.HTTPError as exc:
+            logger.debug("status report failed: %s", exc)
+            return False
+        if response.status_code != 204:
+            logger.warning("status report refused: HTTP %s %s", response.status_code, response.text[:300])
+            return False
+        return True
+
+    async def _reporter(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), self.report_every)
+            self._report_now.clear()
+            await self.report()

@@ -1,0 +1,43 @@
+"""Upstream TLS is verified unless the endpoint says otherwise (ARCHITECTURE §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.dataplane.processes import DataPlane, dataplane, seed, self_signed_certificate, tls_upstream
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
+    workdir = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed_certificate(workdir)
+    with tls_upstream(workdir, cert, key) as secure:
+        url = f"https://127.0.0.1:{secure.port}"
+        document = seed(
+            {"name": "verified", "version": "v1", "targets": [{"url": url}]},
+            {"name": "pinned", "version": "v1", "targets": [{"url": url}], "tls": {"ca_file": str(cert)}},
+            {"name": "unverified", "version": "v1", "targets": [{"url": url}], "tls": {"verify": False}},
+        )
+        with dataplane(workdir, document) as node:
+            yield node
+
+
+def test_an_upstream_with_an_untrusted_certificate_is_refused(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/v1/verified/x")
+    assert response.status_code == 502
+    assert response.json()["error"] == "upstream_unavailable"
+
+
+def test_an_upstream_certificate_signed_by_the_endpoints_ca_file_is_trusted(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/v1/pinned/x")
+    assert response.status_code == 200
+    assert response.json()["name"] == "secure"
+
+
+def test_an_endpoint_can_turn_verification_off(gateway: DataPlane) -> None:
+    assert httpx.get(f"{gateway.url}/v1/unverified/x").status_code == 200
