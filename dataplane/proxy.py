@@ -1,6 +1,6 @@
 """The proxy ASGI app (ARCHITECTURE §5): framing → route → method → enabled → body size → overload →
 breaker → target selection → upstream, streaming both ways through a `Transport` (transport.py:
-httpx, one shared client per TLS setting, by default)."""
+`DATAPLANE_TRANSPORT`, aiohttp by default, one shared client per TLS setting)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from .errors import (
 from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout
 from .runtime import EndpointState, Runtime
 from .snapshot import Endpoint, Target
-from .transport import HttpxTransport, Transport, UpstreamRequest, UpstreamResponse
+from .transport import Transport, UpstreamRequest, UpstreamResponse, create_transport
 from .types import Headers, Receive, Scope, Send
 
 logger = logging.getLogger("dataplane.proxy")
@@ -100,7 +100,7 @@ class ProxyApp:
         self.runtime = runtime
         self.settings = runtime.settings
         self.node_token = runtime.settings.node_id.encode()
-        self.transport: Transport = transport or HttpxTransport()
+        self.transport: Transport = transport or create_transport(runtime.settings.transport)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

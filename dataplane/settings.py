@@ -100,6 +100,7 @@ class Settings:
     control_plane_url: str | None = None
     cache_dir: Path | None = None
     token: str | None = field(default=None, repr=False)  # never in a log line
+    transport: str = "aiohttp"  # the upstream client (transport.py): aiohttp or httpx
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -130,6 +131,10 @@ class Settings:
             "control_plane_url": _control_plane_url(environ),
             "token": environ.get("DATAPLANE_TOKEN", "").strip() or None,
         }
+        transport = environ.get("DATAPLANE_TRANSPORT", "").strip().lower() or "aiohttp"
+        if transport not in ("aiohttp", "httpx"):
+            raise SettingsError(f"DATAPLANE_TRANSPORT must be aiohttp or httpx, not {transport!r}")
+        values["transport"] = transport
         if values["control_plane_url"] and not values["token"]:
             raise SettingsError("DATAPLANE_TOKEN is required when DATAPLANE_CONTROL_PLANE_URL is set")
         cache_dir = environ.get("DATAPLANE_CACHE_DIR", "").strip()

@@ -4,8 +4,8 @@ A `Transport` takes an `UpstreamRequest` (head, and a body as bytes or a byte it
 `UpstreamResponse` (status, headers, body iterator), or raises one of the typed errors of
 `errors.py`: `UpstreamUnavailable` (refused, or reset before answering), `UpstreamTimeout` (connect
 timeout, or no response head in time), `UpstreamProtocolError` (garbage). A failure while the body
-streams raises `UpstreamAborted`. So the client can be swapped (httpx today; aiohttp or a pool on
-httptools for speed) and the same wire and fault suites run against each.
+streams raises `UpstreamAborted`. So the client can be swapped (`DATAPLANE_TRANSPORT`: aiohttp, the
+default, in transport_aiohttp.py; or httpx, below) and the same wire and fault suites run against each.
 """
 
 from __future__ import annotations
@@ -143,3 +143,17 @@ class HttpxTransport:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+
+TRANSPORTS = ("aiohttp", "httpx")
+
+
+def create_transport(name: str = "aiohttp") -> Transport:
+    """The upstream client named by `DATAPLANE_TRANSPORT`."""
+    if name == "httpx":
+        return HttpxTransport()
+    if name == "aiohttp":
+        from .transport_aiohttp import AiohttpTransport
+
+        return AiohttpTransport()
+    raise ValueError(f"unknown transport {name!r} (one of {', '.join(TRANSPORTS)})")

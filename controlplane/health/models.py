@@ -23,6 +23,14 @@ class HealthStatus(models.TextChoices):
     UNHEALTHY = "unhealthy"
 
 
+# Badge colours of the admin, by status.
+BADGE_COLOURS_BY_STATUS = {
+    HealthStatus.HEALTHY: "#2e7d32",
+    HealthStatus.UNHEALTHY: "#c62828",
+    HealthStatus.UNKNOWN: "#757575",
+}
+
+
 class TargetHealth(models.Model):
     """One target's current health, its hysteresis counters and its place in the check schedule.
 

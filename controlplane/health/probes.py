@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
+import os
 import socket
 import ssl
 import time
@@ -103,10 +105,23 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
+@functools.lru_cache(maxsize=64)
+def _ssl_context(ca_file: str | None, ca_file_version: int) -> ssl.SSLContext:
+    """One context per CA file (and version of it on disk), reused by every probe: building one loads
+    the CA bundle, tens of ms of CPU on the event loop, which under hundreds of concurrent probes
+    pushed every probe past its timeout (bench/health_scale.py)."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
 def _verify(tls: dict[str, Any]) -> ssl.SSLContext | bool:
     if not tls.get("verify", True):
         return False
-    return ssl.create_default_context(cafile=tls.get("ca_file") or None)
+    ca_file = tls.get("ca_file") or None
+    try:
+        version = os.stat(ca_file).st_mtime_ns if ca_file else 0
+    except OSError:
+        version = -1  # let create_default_context report the missing file as the probe's failure
+    return _ssl_context(ca_file, version)
 
 
 async def probe_one(spec: ProbeSpec, *, allow_link_local: bool = False) -> ProbeResult:
@@ -124,7 +139,8 @@ async def probe_one(spec: ProbeSpec, *, allow_link_local: bool = False) -> Probe
             connect_url = url.copy_with(host=address)
             headers = {"Host": url.netloc.decode("ascii"), "User-Agent": "gateway-health-check/1"}
             async with httpx.AsyncClient(
-                verify=_verify(spec.tls) if url.scheme == "https" else True,
+                # Plain HTTP never uses the context; passing the shared one keeps httpx from building one.
+                verify=_verify(spec.tls) if url.scheme == "https" else _ssl_context(None, 0),
                 follow_redirects=False,
                 timeout=httpx.Timeout(spec.timeout),
                 trust_env=False,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from controlplane.routing.models import Target
@@ -73,20 +74,92 @@ def target_health_summary(*, target_id: int, now: datetime | None = None) -> dic
     return summary
 
 
-def target_health_brief(target_ids: list[int]) -> dict[int, dict[str, Any]]:
+def _brief_queryset(targets: QuerySet[Target], now: datetime) -> QuerySet[Target]:
+    """Targets with their health row and the counts behind `uptime`, annotated in the one statement:
+    the last 100 results (ids at or above the 100th newest) and the roll-ups of the last 24 h."""
+    results = HealthResult.objects.filter(target_id=OuterRef("pk"))
+    hundredth = HealthResult.objects.filter(target_id=OuterRef(OuterRef("pk"))).order_by("-id").values("id")[99:100]
+    recent = results.filter(id__gte=Coalesce(Subquery(hundredth), Value(0)))
+    rollups = HealthRollup.objects.filter(target_id=OuterRef("pk"), hour__gt=now - WINDOWS["24h"])
+
+    def total(queryset: QuerySet[Any], expression: Any) -> Subquery:
+        annotated = queryset.order_by().annotate(_group=Value(1)).values("_group").annotate(_total=expression)
+        return Subquery(annotated.values("_total")[:1], output_field=IntegerField())
+
+    return targets.select_related("health").annotate(
+        recent_checks=Coalesce(total(recent, Count("id")), 0),
+        recent_failures=Coalesce(total(recent.filter(ok=False), Count("id")), 0),
+        day_checks=Coalesce(total(rollups, Sum("checks")), 0),
+        day_failures=Coalesce(total(rollups, Sum("failures")), 0),
+    )
+
+
+def _brief_of(target: Target) -> dict[str, Any]:
+    row = getattr(target, "health", None) or TargetHealth(target_id=target.pk)
+    return {
+        "status": row.status,
+        "consecutive_successes": row.consecutive_successes,
+        "consecutive_failures": row.consecutive_failures,
+        "last_checked_at": row.last_checked_at,
+        "last_error": row.last_error,
+        "uptime": {
+            "last_100": uptime(target.recent_checks, target.recent_failures),  # type: ignore[attr-defined]
+            "24h": uptime(target.day_checks, target.day_failures),  # type: ignore[attr-defined]
+        },
+    }
+
+
+def target_health_brief(target_ids: list[int], *, now: datetime | None = None) -> dict[int, dict[str, Any]]:
     """Each target's `health` as the endpoint representation carries it (ARCHITECTURE §8): status,
-    counters, last check, last error, uptime. Targets never checked are `unknown`."""
-    rows = {row.target_id: row for row in TargetHealth.objects.filter(target_id__in=target_ids)}
-    brief: dict[int, dict[str, Any]] = {}
-    for target_id in target_ids:
-        row = rows.get(target_id) or TargetHealth(target_id=target_id)
-        summary = target_health_summary(target_id=target_id)
-        brief[target_id] = {
-            "status": row.status,
-            "consecutive_successes": row.consecutive_successes,
-            "consecutive_failures": row.consecutive_failures,
-            "last_checked_at": row.last_checked_at,
-            "last_error": row.last_error,
-            "uptime": {"last_100": summary["last_100"]["uptime"], "24h": summary["24h"]["uptime"]},
-        }
-    return brief
+    counters, last check, last error, uptime (last 100 results, 24 h). Targets never checked are
+    `unknown`. One query however many targets."""
+    targets = _brief_queryset(Target.objects.filter(pk__in=list(target_ids)), now or timezone.now())
+    found = {target.pk: _brief_of(target) for target in targets}
+    return {target_id: found.get(target_id) or unknown_health() for target_id in target_ids}
+
+
+def unknown_health() -> dict[str, Any]:
+    """The `health` of a target never checked (or not stored yet)."""
+    return {
+        "status": HealthStatus.UNKNOWN.value, "consecutive_successes": 0, "consecutive_failures": 0,
+        "last_checked_at": None, "last_error": "", "uptime": {"last_100": None, "24h": None},
+    }  # fmt: skip
+
+
+def endpoint_targets_health(endpoint_ids: list[int], *, now: datetime | None = None) -> dict[tuple[int, str], Any]:
+    """`health` of every target of these endpoints, keyed `(endpoint id, url)`: one query for a page."""
+    targets = _brief_queryset(Target.objects.filter(endpoint_id__in=list(endpoint_ids)), now or timezone.now())
+    return {(target.endpoint_id, target.url): _brief_of(target) for target in targets}
+
+
+def endpoint_health_report(*, endpoint_id: int, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The admin's per-endpoint health page: per target, its health row, uptime and p50/p95 for the
+    last 100 results and 24 h / 7 d / 30 d, and the points of its response-time charts (last results
+    in minutes before now; hourly p50/p95 of the last 7 days in hours before now)."""
+    now = now or timezone.now()
+    report = []
+    for target in Target.objects.filter(endpoint_id=endpoint_id).select_related("health").order_by("url"):
+        results = list(
+            HealthResult.objects.filter(target_id=target.pk)
+            .order_by("-id")
+            .values_list("checked_at", "ok", "latency_ms")[:100]
+        )
+        rollups = HealthRollup.objects.filter(target_id=target.pk, hour__gt=now - WINDOWS["7d"]).order_by("hour")
+        report.append(
+            {
+                "target": target,
+                "health": getattr(target, "health", None) or TargetHealth(target_id=target.pk),
+                "summary": target_health_summary(target_id=target.pk, now=now),
+                "recent_points": [
+                    ((checked_at - now).total_seconds() / 60, latency if ok else None)
+                    for checked_at, ok, latency in reversed(results)
+                ],
+                "hourly_p95_points": [
+                    ((r.hour - now).total_seconds() / 3600, bucket_percentile(r.latency_buckets, 0.95)) for r in rollups
+                ],
+                "hourly_p50_points": [
+                    ((r.hour - now).total_seconds() / 3600, bucket_percentile(r.latency_buckets, 0.50)) for r in rollups
+                ],
+            }
+        )
+    return report

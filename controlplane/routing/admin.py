@@ -10,8 +10,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
 
 from configdoc import effective_endpoint
 from configdoc.schema import ENDPOINT_FIELDS
@@ -19,6 +23,10 @@ from configdoc.validate import normalize_target_url
 from controlplane.core.admin_forms import JsonObjectFieldsMixin, document_from, form_fields, initial_from
 from controlplane.core.admin_site import ServiceAdmin, describe
 from controlplane.core.errors import GatewayError
+from controlplane.health.charts import Series, latency_chart
+from controlplane.health.models import BADGE_COLOURS_BY_STATUS, HealthStatus
+from controlplane.health.selectors import endpoint_health_report
+from controlplane.health.services import check_plans
 
 from . import services
 from .models import Endpoint, Target
@@ -29,6 +37,27 @@ FORM_FIELDS = (
     "retries", "outlier", "tls", "health_check",
 )  # fmt: skip
 JSON_FIELDS = ("retries", "outlier", "tls", "health_check")
+
+
+HEALTH_WINDOWS = (("last_100", "last 100 checks"), ("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d"))
+
+
+def status_badge(status: str) -> str:
+    return format_html(
+        '<span class="health-badge health-{}" style="background:{};color:#fff;padding:1px 6px;border-radius:8px">'
+        "{}</span>",
+        status,
+        BADGE_COLOURS_BY_STATUS[HealthStatus(status)],
+        status,
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.2f} %"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:g} ms"
 
 
 class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type-arg]
@@ -101,7 +130,9 @@ class TargetInline(admin.TabularInline):  # type: ignore[type-arg]
 class EndpointAdmin(ServiceAdmin):
     form = EndpointForm
     inlines = [TargetInline]
-    list_display = ["key", "is_default", "enabled", "target_count", "breaker_policy", "tag_list", "updated_at"]
+    list_display = [
+        "key", "is_default", "enabled", "target_count", "health_badges", "breaker_policy", "tag_list", "updated_at",
+    ]  # fmt: skip
     list_filter = ["enabled", "is_default", "breaker_policy"]
     search_fields = ["name", "version", "description"]
     ordering = ["name", "version"]
@@ -114,7 +145,97 @@ class EndpointAdmin(ServiceAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:
-        return super().get_queryset(request).select_related("breaker_policy").prefetch_related("targets")
+        # The health counts are annotated here, so the list's badges cost no query per row.
+        counts = {
+            f"targets_{status}": Count("targets", filter=Q(targets__health__status=status), distinct=True)
+            for status in (HealthStatus.HEALTHY, HealthStatus.UNHEALTHY)
+        }
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("breaker_policy")
+            .prefetch_related("targets")
+            .annotate(**counts)
+        )
+
+    @admin.display(description="health")
+    def health_badges(self, endpoint: Endpoint) -> str:
+        """Healthy / unhealthy / unknown target counts (never checked counts as unknown), linked to the
+        endpoint's health page."""
+        healthy = getattr(endpoint, "targets_healthy", 0)
+        unhealthy = getattr(endpoint, "targets_unhealthy", 0)
+        counts = {
+            HealthStatus.HEALTHY: healthy,
+            HealthStatus.UNHEALTHY: unhealthy,
+            HealthStatus.UNKNOWN: len(endpoint.targets.all()) - healthy - unhealthy,
+        }
+        badges = format_html_join(
+            " ",
+            '<span class="health-badge health-{}" title="{} {}" '
+            'style="background:{};color:#fff;padding:1px 6px;border-radius:8px">{}</span>',
+            (
+                (status.value, count, status.value, BADGE_COLOURS_BY_STATUS[status] if count else "#bdbdbd", count)
+                for status, count in counts.items()
+            ),
+        )
+        url = reverse("admin:routing_endpoint_health", args=[endpoint.pk])
+        return format_html('<a href="{}">{}</a>', url, badges)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.health_view)
+        return [path("<int:object_id>/health/", view, name="routing_endpoint_health"), *super().get_urls()]
+
+    def health_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Per-target status, uptime, p50/p95 and response-time charts of one endpoint (config:read)."""
+        endpoint = Endpoint.objects.filter(pk=object_id).first()
+        if endpoint is None:
+            raise Http404("no such endpoint")
+        if not self.has_view_permission(request, endpoint):
+            raise PermissionDenied
+        report = endpoint_health_report(endpoint_id=endpoint.pk)
+        recent = latency_chart(
+            [Series(row["target"].url, row["recent_points"]) for row in report],
+            title="Response time, last 100 checks (failures on the baseline)",
+            x_label="minutes before now",
+        )
+        hourly = latency_chart(
+            [Series(f"{row['target'].url} p95", row["hourly_p95_points"]) for row in report]
+            + [Series(f"{row['target'].url} p50", row["hourly_p50_points"]) for row in report],
+            title="Response time per hour, last 7 days (p95 and p50 from the hourly roll-ups)",
+            x_label="hours before now",
+        )
+        checked = check_plans()
+        rows = [
+            {
+                "url": row["target"].url,
+                "enabled": row["target"].enabled,
+                "badge": status_badge(row["health"].status),
+                "health": row["health"],
+                "checked": row["target"].pk in checked,
+                "windows": [
+                    {
+                        "label": label,
+                        "checks": row["summary"][window]["checks"],
+                        "uptime": _percent(row["summary"][window]["uptime"]),
+                        "p50": _ms(row["summary"][window]["p50_ms"]),
+                        "p95": _ms(row["summary"][window]["p95_ms"]),
+                    }
+                    for window, label in HEALTH_WINDOWS
+                ],
+            }
+            for row in report
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Health of {endpoint.key}",
+            "opts": self.model._meta,
+            "endpoint": endpoint,
+            "rows": rows,
+            "recent_chart": recent,
+            "hourly_chart": hourly,
+            "has_active_checks": any(row["checked"] for row in rows),
+        }
+        return TemplateResponse(request, "admin/routing/endpoint/health.html", context)
 
     @admin.display(description="key", ordering="name")
     def key(self, endpoint: Endpoint) -> str:

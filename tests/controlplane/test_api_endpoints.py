@@ -10,6 +10,10 @@ from tests.conftest import endpoint_body
 
 pytestmark = pytest.mark.django_db
 API = "/api/v1"
+UNKNOWN_HEALTH = {
+    "status": "unknown", "consecutive_successes": 0, "consecutive_failures": 0,
+    "last_checked_at": None, "last_error": "", "uptime": {"last_100": None, "24h": None},
+}  # fmt: skip
 
 
 def revisions() -> int:
@@ -31,7 +35,9 @@ def test_creating_an_endpoint_answers_201_with_its_key_and_every_default(operato
         "per_try_timeout": None,
         "retry_non_idempotent": False,
     }
-    assert body["targets"] == [{"url": "http://127.0.0.1:8010/api", "weight": 100, "enabled": True}]
+    assert body["targets"] == [
+        {"url": "http://127.0.0.1:8010/api", "weight": 100, "enabled": True, "health": UNKNOWN_HEALTH}
+    ]
     assert body["breaker_policy"] == "default"
     assert {"id", "created_at", "updated_at"} <= set(body)
 

@@ -95,3 +95,47 @@ def test_each_role_gets_exactly_its_answer_for_each_method_on_each_resource(
     assert response.status_code == expected[method_index], response.content
     if response.status_code >= 400:
         assert response.json()["error"] in {"not_authenticated", "permission_denied", "method_not_allowed"}
+
+
+# --- health routes (ARCHITECTURE §8: `health/` is config:read, `endpoints/{key}/check/` config:write) ----
+# Neither has detail URLs, so each is its own row of (method, path): the list answers only GET; the
+# check answers only POST (409 for an endpoint without active checks, 200 with its probe results). A GET
+# is a read, so config:read passes the permission check and meets the 405; a POST needs config:write.
+HEALTH_ROUTES = (
+    ("GET", "health/"),
+    ("POST", "health/"),
+    ("GET", "endpoints/checked:v1/check/"),
+    ("POST", "endpoints/checked:v1/check/"),
+    ("POST", "endpoints/users:v1/check/"),
+)
+#            role          GET health/  POST health/  GET check/  POST check/  POST check/ (no health path)
+HEALTH_EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
+    "admin":     (200,         405,          405,        200,         409),
+    "operator":  (200,         405,          405,        200,         409),
+    "readonly":  (200,         403,          405,        403,         403),
+    "dataplane": (403,         403,          403,        403,         403),
+    "anonymous": (401,         401,          401,        401,         401),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("route_index", range(len(HEALTH_ROUTES)), ids=[f"{m} {p}" for m, p in HEALTH_ROUTES])
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_gets_exactly_its_answer_on_the_health_routes(
+    role: str, route_index: int, make_user: Callable[..., Any]
+) -> None:
+    from .health_upstream import upstream
+
+    world(make_user)
+    client = client_in(role, make_user)
+    method, path = HEALTH_ROUTES[route_index]
+    with upstream() as server:
+        check = {"path": "/health", "timeout": 2}
+        body = endpoint_body("checked", targets=[{"url": f"{server.base}/api"}], health_check=check)
+        endpoint_create(data=body, actor=Actor.system("test"))
+        response = client.get(f"{API}/{path}") if method == "GET" else client.post(f"{API}/{path}")
+    expected = HEALTH_EXPECTED[role][route_index]
+    assert response.status_code == expected, response.content
+    if response.status_code in (401, 403, 405):
+        assert response.json()["error"] in {"not_authenticated", "permission_denied", "method_not_allowed"}
+    # Only a permitted check probes the target.
+    assert len(server.paths) == (1 if expected == 200 and path == "endpoints/checked:v1/check/" else 0)

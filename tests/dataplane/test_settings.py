@@ -55,6 +55,7 @@ def test_command_line_flags_override_the_environment() -> None:
         ("DATAPLANE_MAX_CONCURRENCY", "many"),
         ("DATAPLANE_TRUSTED_PROXIES", "not-an-ip"),
         ("DATAPLANE_MOUNT_PREFIX", "orchestrator"),
+        ("DATAPLANE_TRANSPORT", "curl"),
     ],
 )
 def test_a_bad_setting_is_refused_with_its_name(variable: str, value: str) -> None:
@@ -81,3 +82,8 @@ def test_an_explicit_node_id_wins_over_the_kept_one(tmp_path: Path) -> None:
 def test_a_node_id_that_could_break_the_via_header_is_refused() -> None:
     with pytest.raises(SettingsError, match="DATAPLANE_NODE_ID"):
         Settings.from_env({"DATAPLANE_NODE_ID": "edge 1, 1.1 other"})
+
+
+def test_the_upstream_client_is_aiohttp_by_default_and_httpx_on_request() -> None:
+    assert Settings.from_env({}).transport == "aiohttp"
+    assert Settings.from_env({"DATAPLANE_TRANSPORT": "httpx"}).transport == "httpx"

@@ -47,3 +47,36 @@ def test_the_proxy_answers_502_when_a_target_resolves_to_a_denied_address() -> N
     response = asyncio.run(go())
     assert response.status_code == 502
     assert response.json()["error"] == "upstream_unavailable"
+
+
+def test_the_aiohttp_resolver_refuses_a_name_with_a_denied_address() -> None:
+    from dataplane.transport_aiohttp import GuardedResolver
+
+    with pytest.raises(OSError, match="denied address"):
+        asyncio.run(GuardedResolver(resolver("127.0.0.1", "169.254.169.254")).resolve("mixed.example", 80))
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_each_transport_refuses_a_target_resolving_to_a_denied_address(transport: str) -> None:
+    from dataplane.transport_aiohttp import AiohttpTransport
+    from tests.dataplane.harness import Gateway, document, endpoint, ok
+
+    gateway = Gateway(document(endpoint("users", "http://innocent.example:8010", default=True)), ok)
+    metadata = resolver("169.254.169.254")
+    if transport == "aiohttp":
+        gateway.proxy.transport = AiohttpTransport(metadata)
+    else:
+        limits = httpx.Limits()
+        gateway.proxy.transport = HttpxTransport(lambda verify: guarded_transport(verify, limits, metadata))
+
+    async def go() -> httpx.Response:
+        try:
+            async with gateway.client() as client:
+                return await client.get("/users")
+        finally:
+            await gateway.proxy.aclose()
+
+    response = asyncio.run(go())
+    assert response.status_code == 502
+    assert response.json()["error"] == "upstream_unavailable"
+    assert gateway.seen == []

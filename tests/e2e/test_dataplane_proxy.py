@@ -21,6 +21,12 @@ from tests.e2e.servers import clean_env, free_port, running
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The wire suite runs against each upstream client (DATAPLANE_TRANSPORT)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("dataplane")
@@ -33,7 +39,7 @@ def origin(workdir: Path) -> Iterator[Upstream]:
 
 
 @pytest.fixture(scope="module")
-def gateway(workdir: Path, origin: Upstream) -> Iterator[DataPlane]:
+def gateway(workdir: Path, origin: Upstream, transport: str) -> Iterator[DataPlane]:
     document = seed(
         {
             "name": "users",
@@ -48,7 +54,7 @@ def gateway(workdir: Path, origin: Upstream) -> Iterator[DataPlane]:
         {"name": "refused", "version": "v1", "targets": [{"url": f"http://127.0.0.1:{free_port()}"}]},
         {"name": "off", "version": "v1", "enabled": False, "targets": [{"url": origin.url}]},
     )
-    with dataplane(workdir, document) as node:
+    with dataplane(workdir, document, DATAPLANE_TRANSPORT=transport) as node:
         yield node
 
 

@@ -19,6 +19,12 @@ from tests.e2e.servers import free_port
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The fault suite runs against each upstream client (DATAPLANE_TRANSPORT)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("resilience")
@@ -75,7 +81,7 @@ def raw_servers() -> Iterator[tuple[RawServer, RawServer]]:
 
 @pytest.fixture(scope="module")
 def gateway(
-    workdir: Path, alpha: Upstream, beta: Upstream, raw_servers: tuple[RawServer, RawServer]
+    workdir: Path, alpha: Upstream, beta: Upstream, raw_servers: tuple[RawServer, RawServer], transport: str
 ) -> Iterator[DataPlane]:
     dead = f"http://127.0.0.1:{free_port()}"
     garbage, hangup = raw_servers
@@ -122,7 +128,7 @@ def gateway(
             },
         ],
     )
-    with dataplane(workdir, document, DATAPLANE_HEADER_TIMEOUT="1") as node:
+    with dataplane(workdir, document, DATAPLANE_HEADER_TIMEOUT="1", DATAPLANE_TRANSPORT=transport) as node:
         yield node
 
 
@@ -170,12 +176,16 @@ def test_a_5xx_is_retried_on_another_target(gateway: DataPlane, alpha: Upstream,
 
 
 def test_a_503_storm_with_retries_stays_within_the_retry_budget(
-    gateway: DataPlane, alpha: Upstream, beta: Upstream
+    gateway: DataPlane, alpha: Upstream, beta: Upstream, transport: str
 ) -> None:
     with httpx.Client(base_url=gateway.url) as client:
-        statuses = {client.get("/v1/storm/status/503", params={"storm": i}).status_code for i in range(60)}
+        statuses = {
+            client.get("/v1/storm/status/503", params={"storm": f"{transport}-{i}"}).status_code for i in range(60)
+        }
     assert statuses == {503}
-    upstream_hits = sum(1 for u in (alpha, beta) for path in httpx.get(f"{u.url}/_seen").json() if "storm=" in path)
+    upstream_hits = sum(
+        1 for u in (alpha, beta) for path in httpx.get(f"{u.url}/_seen").json() if f"storm={transport}-" in path
+    )
     assert 60 < upstream_hits <= 72  # at most 1.2x the client's requests
 
 

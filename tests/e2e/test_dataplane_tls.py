@@ -12,9 +12,15 @@ from tests.dataplane.processes import DataPlane, dataplane, seed, self_signed_ce
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The wire suite runs against each upstream client (DATAPLANE_TRANSPORT)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
-    workdir = tmp_path_factory.mktemp("tls")
+def gateway(tmp_path_factory: pytest.TempPathFactory, transport: str) -> Iterator[DataPlane]:
+    workdir = tmp_path_factory.mktemp(f"tls-{transport}")
     cert, key = self_signed_certificate(workdir)
     with tls_upstream(workdir, cert, key) as secure:
         url = f"https://127.0.0.1:{secure.port}"
@@ -23,7 +29,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
             {"name": "pinned", "version": "v1", "targets": [{"url": url}], "tls": {"ca_file": str(cert)}},
             {"name": "unverified", "version": "v1", "targets": [{"url": url}], "tls": {"verify": False}},
         )
-        with dataplane(workdir, document) as node:
+        with dataplane(workdir, document, DATAPLANE_TRANSPORT=transport) as node:
             yield node
 
 

@@ -7,14 +7,58 @@ from rest_framework import serializers
 
 from configdoc import effective_endpoint
 from controlplane.core.api.serializers import DocumentObjectSerializer
+from controlplane.health.selectors import endpoint_targets_health, unknown_health
 
 from ..models import Endpoint
+
+
+class TargetUptimeSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    last_100 = serializers.FloatField(allow_null=True, help_text="0..1 over the last 100 probes")
+    _24h = serializers.FloatField(allow_null=True, help_text="0..1 over the last 24 h")
+
+    def get_fields(self) -> dict[str, Any]:
+        fields = super().get_fields()
+        fields["24h"] = fields.pop("_24h")
+        return fields
+
+
+class TargetHealthBriefSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    status = serializers.ChoiceField(choices=["unknown", "healthy", "unhealthy"])
+    consecutive_successes = serializers.IntegerField()
+    consecutive_failures = serializers.IntegerField()
+    last_checked_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(allow_blank=True)
+    uptime = TargetUptimeSerializer()
 
 
 class TargetSerializer(serializers.Serializer):  # type: ignore[type-arg]
     url = serializers.URLField()
     weight = serializers.IntegerField(min_value=1, max_value=1000, required=False)
     enabled = serializers.BooleanField(required=False)
+    health = TargetHealthBriefSerializer(read_only=True, help_text="observed health (read-only, §7)")
+
+
+# Read-only keys of a target in the representation, dropped from input so a GET body can be PUT back.
+TARGET_READ_ONLY_KEYS = frozenset({"health"})
+
+
+def _health_representation(health: dict[str, Any]) -> dict[str, Any]:
+    checked = health["last_checked_at"]
+    return {
+        **health,
+        "last_checked_at": serializers.DateTimeField().to_representation(checked) if checked else None,
+        "uptime": dict(health["uptime"]),
+    }
+
+
+class EndpointListSerializer(serializers.ListSerializer):  # type: ignore[type-arg]
+    """A page of endpoints: their targets' health read in one query for the whole page."""
+
+    def to_representation(self, data: Any) -> list[Any]:
+        endpoints = list(data.all() if hasattr(data, "all") else data)
+        ids = [endpoint.pk for endpoint in endpoints]
+        self.child.health_page = (set(ids), endpoint_targets_health(ids))  # type: ignore[union-attr]
+        return [self.child.to_representation(endpoint) for endpoint in endpoints]  # type: ignore[union-attr]
 
 
 class RetriesSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -79,12 +123,39 @@ class EndpointSerializer(DocumentObjectSerializer):
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
+    class Meta:
+        list_serializer_class = EndpointListSerializer
+
+    # Set by EndpointListSerializer: (the page's endpoint ids, their targets' health by (id, url)).
+    health_page: tuple[set[int], dict[tuple[int, str], Any]] | None = None
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        document = super().to_internal_value(data)
+        targets = document.get("targets")
+        if isinstance(targets, list):
+            document["targets"] = [
+                {k: v for k, v in target.items() if k not in TARGET_READ_ONLY_KEYS}
+                if isinstance(target, dict)
+                else target
+                for target in targets
+            ]
+        return document
+
     def to_representation(self, instance: Endpoint) -> dict[str, Any]:
         document = instance.document
+        if self.health_page is not None and instance.pk in self.health_page[0]:
+            health = self.health_page[1]
+        else:
+            health = endpoint_targets_health([instance.pk])
+        effective = effective_endpoint(document)
+        effective["targets"] = [
+            {**target, "health": _health_representation(health.get((instance.pk, target["url"])) or unknown_health())}
+            for target in effective["targets"]
+        ]
         return {
             "id": instance.pk,
             "key": instance.key,
-            **effective_endpoint(document),
+            **effective,
             "health_check": document.get("health_check", {}),
             "created_at": serializers.DateTimeField().to_representation(instance.created_at),
             "updated_at": serializers.DateTimeField().to_representation(instance.updated_at),
