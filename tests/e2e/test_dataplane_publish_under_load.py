@@ -23,7 +23,7 @@ from controlplane.routing.models import Endpoint
 from controlplane.routing.services import endpoint_create, endpoint_update
 from tests.conftest import endpoint_body
 from tests.dataplane.processes import dataplane, upstream
-from tests.e2e.test_dataplane_sync import eventually
+from tests.e2e.servers import eventually
 from tests.e2e.test_sync_longpoll import control_plane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

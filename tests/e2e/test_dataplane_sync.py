@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -27,24 +26,12 @@ from controlplane.dataplanes.services import dataplane_token_issue
 from controlplane.routing.services import endpoint_create
 from tests.conftest import endpoint_body
 from tests.dataplane.processes import dataplane, upstream
-from tests.e2e.servers import clean_env, free_port, running
+from tests.e2e.servers import clean_env, eventually, free_port, running
 from tests.e2e.test_sync_longpoll import control_plane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 ACTOR = Actor.command("test")
-
-
-def eventually(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def test_the_data_plane_follows_the_control_plane_and_survives_it_going_away(tmp_path: Path) -> None:

@@ -9,12 +9,10 @@ assertions: every wait is bounded polling for a condition.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from controlplane.health.models import TargetHealth
 from controlplane.routing.services import endpoint_create
 from tests.conftest import endpoint_body
 from tests.dataplane.processes import dataplane
+from tests.e2e import servers
 from tests.e2e.test_health_celery import CELERY, celery_env, process, worker_argv
 from tests.e2e.test_sync_longpoll import control_plane
 
@@ -72,29 +71,13 @@ def target(name: str) -> Iterator[Target]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with servers.http_server(Handler) as port:
+        state.port = port
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def eventually(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what}")
+    servers.eventually(condition, what, timeout)
 
 
 def answered_by(node_url: str, requests: int = 30) -> set[str]:
