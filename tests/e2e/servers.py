@@ -41,15 +41,19 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 6
 
 @contextmanager
 def running(
-    argv: list[str], *, env: Mapping[str, str], ready_url: str, log: Path, timeout: float = 60.0
+    argv: list[str], *, env: Mapping[str, str], ready_url: str | None, log: Path, timeout: float = 60.0
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `argv` (from the repo root) until the block ends; its output goes to `log`."""
+    """Run `argv` (from the repo root) until the block ends; its output goes to `log`.
+
+    With `ready_url`, the block starts once that URL answers; without (a worker, beat), at once.
+    """
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own argv
             argv, cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            wait_for_http(ready_url, process, timeout)
+            if ready_url is not None:
+                wait_for_http(ready_url, process, timeout)
             yield process
         except BaseException:
             sys.stderr.write(log.read_text(errors="replace")[-4000:])

@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.dataplane.processes import DataPlane, Upstream, dataplane, raw_exchange, seed, upstream
-from tests.e2e.servers import clean_env, free_port, running
+from tests.e2e.servers import clean_env, eventually, free_port, running
 
 pytestmark = pytest.mark.e2e
 
@@ -368,13 +368,5 @@ def test_sigterm_turns_readyz_503_then_stops_after_in_flight_requests_finish(tmp
         assert node.process.wait(timeout=30) == 0
 
 
-def wait_until(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():  # type: ignore[operator]
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    eventually(condition, "the condition", timeout)

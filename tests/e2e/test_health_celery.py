@@ -15,8 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from controlplane.health.models import HealthResult, TargetHealth
 from controlplane.routing.services import endpoint_create
 from tests.conftest import endpoint_body
 from tests.controlplane.health_upstream import upstream
-from tests.e2e.servers import ROOT, clean_env
+from tests.e2e.servers import clean_env, eventually, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -37,33 +37,13 @@ INTERVAL = 5  # the schema's minimum
 TARGETS = 3
 
 
-@contextmanager
-def process(argv: list[str], *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(argv: list[str], *, env: dict[str, str], log: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """Run a worker or beat (from the repo root) until the block ends; show its log when the test fails."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            yield proc
-        except BaseException:
-            sys.stderr.write(f"--- {log.name}\n" + log.read_text(errors="replace")[-3000:])
-            raise
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+    return running(argv, env=env, ready_url=None, log=log)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    eventually(condition, what, timeout)
 
 
 def status_of(url: str) -> str:
