@@ -5,11 +5,14 @@ from rest_framework.routers import DefaultRouter
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
 from controlplane.accounts.api.views import PasswordChangeApi, RoleViewSet, UserViewSet
-from controlplane.breakers.api.views import BreakerPolicyViewSet
+from controlplane.breakers.api.views import BreakerPolicyViewSet, BreakerViewSet
 from controlplane.core.api.history import AuditEventViewSet, ConfigRevisionViewSet
+from controlplane.dataplanes.api.views import DataPlaneNodeViewSet
 from controlplane.health.api.views import EndpointCheckApi, TargetHealthViewSet
+from controlplane.routing.api.resolve import RouteResolveApi
 from controlplane.routing.api.views import EndpointViewSet
 from controlplane.snapshots.api.views import ConfigExportApi, ConfigImportApi
+from controlplane.stats.api.views import EndpointStatsApi, StatsApi, StatsSummaryApi
 
 router = DefaultRouter()
 
@@ -28,6 +31,12 @@ router.register("audit", AuditEventViewSet, basename="audit")
 # --- health -------------------------------------------------------------------------------------
 router.register("health", TargetHealthViewSet, basename="target-health")
 
+# --- breakers: the fleet's states, force / reset overrides (operational state, §6) -----------------
+router.register("breakers", BreakerViewSet, basename="breaker")
+
+# --- data-plane nodes: what each runs, when it last reported (revisions/{n}/wait/ is in config/asgi.py) ---
+router.register("dataplanes", DataPlaneNodeViewSet, basename="dataplane-node")
+
 urlpatterns = [
     # --- JWT (simplejwt): obtain, rotating refresh, verify, logout (blacklists the refresh token) -----
     path("auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
@@ -38,7 +47,13 @@ urlpatterns = [
     # --- the config document (snapshots): export and import as a whole ------------------------------
     path("config/export/", ConfigExportApi.as_view(), name="config-export"),
     path("config/import/", ConfigImportApi.as_view(), name="config-import"),
+    # --- operator tools: where would the data plane send this path (configdoc's matcher) -------------
+    path("routes/resolve/", RouteResolveApi.as_view(), name="routes-resolve"),
     # --- health: probe an endpoint's targets now ----------------------------------------------------
     path("endpoints/<str:key>/check/", EndpointCheckApi.as_view(), name="endpoint-check"),
+    # --- traffic statistics from the data planes' reports ---------------------------------------------
+    path("stats/", StatsApi.as_view(), name="stats"),
+    path("stats/summary/", StatsSummaryApi.as_view(), name="stats-summary"),
+    path("stats/endpoints/<str:key>/", EndpointStatsApi.as_view(), name="stats-endpoint"),
     *router.urls,
 ]

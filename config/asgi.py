@@ -10,6 +10,8 @@ django_application = get_asgi_application()
 
 # The data-plane sync API (GET /api/v1/dataplane/config, POST /api/v1/dataplane/status) is answered
 # before Django, so a waiting long-poll holds no thread and no database connection (ARCHITECTURE §4).
+# So is `GET /api/v1/revisions/{n}/wait/` (issue 7), which waits for the nodes to apply a revision.
+from controlplane.dataplanes.rollout import RolloutWaitApp  # noqa: E402 - needs the apps loaded
 from controlplane.dataplanes.sync import DataPlaneSyncApp  # noqa: E402 - needs the apps loaded
 
-application = DataPlaneSyncApp(django_application)
+application = DataPlaneSyncApp(RolloutWaitApp(django_application))

@@ -5,6 +5,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from controlplane.core.views import healthz, readyz
+from controlplane.dataplanes import metrics as gateway_metrics
+
+# gateway_cp_* gauges on /metrics, computed at scrape time (ARCHITECTURE §9); registered once per process.
+gateway_metrics.register()
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -48,8 +47,7 @@ def is_dot_segment(segment: str) -> bool:
     return bool(_DOT_SEGMENT.match(segment))
 
 
-@dataclass(frozen=True)
-class Match(Generic[T]):
+class Match(NamedTuple, Generic[T]):
     """`key` is the route key that matched; `rest` the raw path after it (`""` or starting with `/`)."""
 
     key: str
@@ -58,10 +56,19 @@ class Match(Generic[T]):
 
 
 class RouteTable(Generic[T]):
-    """Longest whole-segment prefix match over route keys, O(path depth) per lookup whatever the size."""
+    """Longest whole-segment prefix match over route keys.
+
+    The keys are grouped by depth (number of `/`): a lookup tries only the prefixes of the request path
+    whose depth some key has, longest first, so it costs one dict probe per distinct key depth at most
+    (usually one or two), whatever the number of endpoints and however deep the request path is.
+    """
 
     def __init__(self, entries: Mapping[str, T] | Iterable[tuple[str, T]]) -> None:
         self._entries: dict[str, T] = dict(entries.items() if isinstance(entries, Mapping) else entries)
+        # The depths keys have, deepest first ("/" itself counts as depth 0).
+        self._depths: tuple[int, ...] = tuple(
+            sorted({0 if key == "/" else key.count("/") for key in self._entries}, reverse=True)
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -73,12 +80,25 @@ class RouteTable(Generic[T]):
         """
         if not raw_path.startswith("/"):
             raise UnsafePath("the path must start with '/'")
-        segments = raw_path.split("/")
-        if any(is_dot_segment(segment) for segment in segments):
+        if ("." in raw_path or "%" in raw_path) and any(is_dot_segment(s) for s in raw_path.split("/")):
             raise UnsafePath("the path has a '.' or '..' segment")
         entries = self._entries
-        for count in range(len(segments), 0, -1):
-            prefix = "/".join(segments[:count]) or "/"
+        depth = raw_path.count("/")
+        slashes: list[int] | None = None
+        for wanted in self._depths:
+            if wanted >= depth:
+                if wanted > depth:
+                    continue
+                prefix = raw_path
+            elif wanted == 0:
+                prefix = "/"
+            else:
+                if slashes is None:  # where each "/" is: a prefix of n segments ends before the n-th
+                    slashes = [0]
+                    find = raw_path.find
+                    for _ in range(depth - 1):
+                        slashes.append(find("/", slashes[-1] + 1))
+                prefix = raw_path[: slashes[wanted]]
             value = entries.get(prefix)
             if value is not None:
                 rest = raw_path[len(prefix) :] if prefix != "/" else raw_path

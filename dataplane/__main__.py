@@ -6,12 +6,11 @@ listener (workers.py)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 
-from .process import configure_logging, serve
+from .process import configure_logging, run, serve
 from .settings import Settings, SettingsError
 
 
@@ -32,11 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.workers == 1:
-            asyncio.run(serve(settings))
+            run(serve(settings))
         else:
             from .workers import supervise
 
-            asyncio.run(supervise(settings, args.workers))
+            run(supervise(settings, args.workers))
     finally:
         listener.stop()
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from configdoc import UnsafePath
+from configdoc.forwarding import upstream_url
 
 from .proxy import ProxyApp
 from .runtime import Runtime
@@ -83,7 +84,7 @@ class AdminApp:
         if match.key in endpoint.extra_paths and not endpoint.strip_path:
             rest = match.key[len(self.runtime.settings.mount_prefix) :] + rest
         targets = [
-            {"url": t.url, "upstream_url": t.origin + t.base_path + (rest or ("" if t.base_path else "/"))}
+            {"url": t.url, "upstream_url": upstream_url(t.url, rest)}
             for t in endpoint.targets
             if t.enabled
         ]

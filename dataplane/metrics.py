@@ -4,10 +4,12 @@ endpoint keys, methods, status classes, error codes and target URLs from the con
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+from configdoc.reports import LATENCY_BUCKETS as BUCKETS
+
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -17,6 +19,11 @@ class Metrics:
         # Under `--workers N` the workers write their values to files the supervisor merges.
         self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         self._config_sha256 = ""
+        # Label children cached per label values (prometheus_client's `.labels()` costs a lock and a
+        # tuple build on every call); these series are never removed, so the cache never goes stale.
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+        self._duration_children: dict[str, Any] = {}
+        self._upstream_children: dict[str, Any] = {}
         r = self.registry
         self.requests = Counter(
             "gateway_requests", "Client requests answered", ["endpoint", "method", "status_class"], registry=r
@@ -53,9 +60,28 @@ class Metrics:
         self.config_info.labels(config_sha256).set(1)
 
     def observe(self, endpoint: str, method: str, status: int, error: str | None) -> None:
-        self.requests.labels(endpoint, method if method in KNOWN_METHODS else "other", f"{status // 100}xx").inc()
+        key = (endpoint, method, status // 100)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(endpoint, method if method in KNOWN_METHODS else "other", f"{status // 100}xx")
+            self._request_children[key] = child
+        child.inc()
         if error:
             self.errors.labels(endpoint, error).inc()
+
+    def observe_request(self, endpoint: str, method: str, status: int, error: str | None, seconds: float) -> None:
+        """One answered client request: its count by status class, its error code, its time to the head."""
+        self.observe(endpoint, method, status, error)
+        child = self._duration_children.get(endpoint)
+        if child is None:
+            child = self._duration_children[endpoint] = self.request_duration.labels(endpoint)
+        child.observe(seconds)
+
+    def observe_upstream(self, endpoint: str, seconds: float) -> None:
+        child = self._upstream_children.get(endpoint)
+        if child is None:
+            child = self._upstream_children[endpoint] = self.upstream_duration.labels(endpoint)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,6 @@
 """The proxy ASGI app (ARCHITECTURE §5): framing → route → method → enabled → body size → overload →
 breaker → target selection → upstream, streaming both ways through a `Transport` (transport.py:
-`DATAPLANE_TRANSPORT`, aiohttp by default, one shared client per TLS setting)."""
+`DATAPLANE_TRANSPORT`, the native client by default)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import asyncio
 import ipaddress
 import logging
 import math
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,7 +44,7 @@ from .transport import Transport, UpstreamRequest, UpstreamResponse, create_tran
 from .types import Headers, Receive, Scope, Send
 
 logger = logging.getLogger("dataplane.proxy")
-access_log = logging.getLogger("dataplane.access")
+
 
 HOP_BY_HOP = frozenset(
     {
@@ -66,10 +66,83 @@ NO_TARGET_RETRY_AFTER = b"5"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,200}$")
 
 
+class _RequestIds:
+    """32 random hex digits per id (the form of a uuid4's hex, without the version bits), cut from
+    4 KiB of `os.urandom` at a time rather than one system call per request."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at + 16 > len(self._pool):
+            self._pool, at = os.urandom(4096), 0
+        self._at = at + 16
+        return self._pool[at : at + 16].hex()
+
+
+new_request_id = _RequestIds()
+
+
+class AccessLog:
+    """One line per request on the `dataplane.access` logger, batched: each line is formatted whole
+    (time, level, logger, fields: the format of `process.configure_logging`) when the request ends, and
+    the lines go out as one log record at most every `interval` seconds (or every `batch` lines). So
+    the per-request cost is one f-string instead of a LogRecord, a queue put and a format, and the log
+    writer thread only writes (it never holds the interpreter long enough to delay the event loop)."""
+
+    interval = 0.2
+    batch = 2048
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("dataplane.access")
+        self._prefix = f" INFO {self.logger.name} "
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, exchange: Exchange, elapsed: float) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        lines = self._lines
+        lines.append(
+            f"{self._stamp},{int((now - second) * 1000):03d}{self._prefix}request_id={exchange.request_id}"
+            f" method={exchange.method} endpoint={exchange.endpoint or '-'} target={exchange.target or '-'}"
+            f" status={exchange.status or '-'} duration_ms={elapsed * 1000:.1f}"
+            f" upstream_ms={exchange.upstream_seconds * 1000:.1f} error={exchange.error or '-'}"
+        )
+        if len(lines) >= self.batch:
+            self.flush()
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._lines = self._lines, []
+        if lines:
+            record = self.logger.makeRecord(self.logger.name, logging.INFO, __file__, 0, "\n".join(lines), (), None)
+            record.preformatted = True  # process.LogFormatter writes it as is
+            self.logger.handle(record)
+
+
 def strip_hop_by_hop(headers: Headers) -> Headers:
     """Drop hop-by-hop headers and the names `Connection` lists (RFC 9110 §7.6.1)."""
+    kept = [(name, value) for name, value in headers if name not in HOP_BY_HOP]
+    if len(kept) == len(headers):
+        return kept  # no Connection header among them, so nothing it lists either
     listed = {token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")}
-    return [(name, value) for name, value in headers if name not in HOP_BY_HOP and name not in listed]
+    return [(name, value) for name, value in kept if name not in listed] if listed else kept
 
 
 def cache_key(scope: Scope) -> bytes:
@@ -101,21 +174,21 @@ class ProxyApp:
         self.settings = runtime.settings
         self.node_token = runtime.settings.node_id.encode()
         self.transport: Transport = transport or create_transport(runtime.settings.transport)
+        self.access_log = AccessLog()
 
     async def aclose(self) -> None:
+        self.access_log.flush()
         await self.transport.aclose()
 
     # --- ASGI ----------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
             return
-        headers: Headers = scope["headers"]
-        exchange = Exchange(self._request_id(headers), scope["method"])
         started_at = time.perf_counter()
+        exchange = Exchange("", scope["method"])
         try:
             await self._handle(scope, receive, send, exchange, started_at)
         except ClientGone:
@@ -123,25 +196,16 @@ class ProxyApp:
         except GatewayError as error:
             if exchange.started:
                 return  # the head is out: leaving the response incomplete makes uvicorn drop the connection
+            if not exchange.request_id:
+                exchange.request_id = self._request_id(scope["headers"])
             await self._send_error(send, exchange, error)
         finally:
             elapsed = time.perf_counter() - started_at
-            endpoint = exchange.endpoint or ""
             if exchange.status:
-                self.runtime.metrics.observe(endpoint, exchange.method, exchange.status, exchange.error)
-                self.runtime.metrics.request_duration.labels(endpoint).observe(elapsed)
-            # The access log goes through a queue (see __main__), so this never waits on a terminal or disk.
-            access_log.info(
-                "request_id=%s method=%s endpoint=%s target=%s status=%s duration_ms=%.1f upstream_ms=%.1f error=%s",
-                exchange.request_id,
-                exchange.method,
-                endpoint or "-",
-                exchange.target or "-",
-                exchange.status or "-",
-                elapsed * 1000,
-                exchange.upstream_seconds * 1000,
-                exchange.error or "-",
-            )
+                self.runtime.metrics.observe_request(
+                    exchange.endpoint or "", exchange.method, exchange.status, exchange.error, elapsed
+                )
+            self.access_log.write(exchange, elapsed)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -157,7 +221,7 @@ class ProxyApp:
         for name, value in headers:
             if name == b"x-request-id" and _REQUEST_ID.match(value):
                 return value.decode()
-        return uuid.uuid4().hex
+        return new_request_id()
 
     async def _send_error(self, send: Send, exchange: Exchange, error: GatewayError) -> None:
         status, headers, body = error_response(error, exchange.request_id, exchange.endpoint)
@@ -168,10 +232,17 @@ class ProxyApp:
 
     # --- the checks of §5, in order ------------------------------------------------------------
 
-    def _check_framing(self, scope: Scope) -> None:
+    def _check_head(self, scope: Scope, exchange: Exchange) -> tuple[int | None, bool]:
+        """Framing, loop and upgrade checks in one pass over the request headers; sets the request id.
+        Returns the Content-Length (None without one) and whether the body is chunked."""
         headers: Headers = scope["headers"]
-        hosts = lengths = encodings = 0
+        hosts = lengths = 0
+        encodings = 0
+        content_length: int | None = None
         size = 0
+        request_id = ""
+        bad_length = False
+        problem: GatewayError | None = None  # a loop or an upgrade: checked after the framing
         for name, value in headers:
             size += len(name) + len(value) + 4
             if name == b"host":
@@ -179,9 +250,24 @@ class ProxyApp:
             elif name == b"content-length":
                 lengths += 1
                 if not value.isdigit():
-                    raise BadRequest("the Content-Length header is not a number")
+                    bad_length = True
+                elif content_length is None:
+                    content_length = int(value)
             elif name == b"transfer-encoding":
                 encodings += 1
+            elif name == b"x-request-id":
+                if not request_id and _REQUEST_ID.match(value):
+                    request_id = value.decode()
+            elif name == b"via":
+                for hop in value.split(b","):
+                    parts = hop.split()
+                    if len(parts) >= 2 and parts[1] == self.node_token:
+                        problem = problem or LoopDetected("this request has already passed through this gateway node")
+            elif name == b"upgrade":
+                problem = problem or UpgradeNotSupported("protocol upgrades (WebSocket) are not supported")
+        exchange.request_id = request_id or new_request_id()
+        if bad_length:
+            raise BadRequest("the Content-Length header is not a number")
         if lengths and encodings:
             # A request framed two ways is how request smuggling starts (RFC 9112 §6.3).
             raise BadRequest("the request has both Content-Length and Transfer-Encoding")
@@ -193,21 +279,12 @@ class ProxyApp:
             raise UriTooLong("the request URI is over 8 KiB")
         if size > MAX_HEADER_BLOCK:
             raise HeadersTooLarge("the request header block is over 32 KiB")
-
-    def _check_loop_and_upgrade(self, headers: Headers) -> None:
-        for name, value in headers:
-            if name == b"via":
-                for hop in value.split(b","):
-                    parts = hop.split()
-                    if len(parts) >= 2 and parts[1] == self.node_token:
-                        raise LoopDetected("this request has already passed through this gateway node")
-            elif name == b"upgrade":
-                raise UpgradeNotSupported("protocol upgrades (WebSocket) are not supported")
+        if problem is not None:
+            raise problem
+        return content_length, bool(encodings)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, started_at: float) -> None:
-        self._check_framing(scope)
-        headers: Headers = scope["headers"]
-        self._check_loop_and_upgrade(headers)
+        content_length, chunked = self._check_head(scope, exchange)
         snapshot = self.runtime.snapshot
         if snapshot is None:
             raise NoConfig("no configuration has been loaded yet")
@@ -228,7 +305,6 @@ class ProxyApp:
             )
         if not endpoint.enabled:
             raise EndpointDisabled("this endpoint is disabled")
-        content_length = next((int(v) for n, v in headers if n == b"content-length"), None)
         if content_length is not None and content_length > endpoint.max_body_bytes:
             raise BodyTooLarge(f"the request body is over {endpoint.max_body_bytes} bytes")
         runtime = self.runtime
@@ -240,7 +316,7 @@ class ProxyApp:
             rest = match.rest
             if match.key in endpoint.extra_paths and not endpoint.strip_path:
                 rest = match.key[len(self.settings.mount_prefix) :] + rest
-            await self._proxy(scope, receive, send, exchange, state, rest, content_length, started_at)
+            await self._proxy(scope, receive, send, exchange, state, rest, content_length, chunked, started_at)
         finally:
             runtime.in_flight -= 1
 
@@ -353,11 +429,11 @@ class ProxyApp:
         state: EndpointState,
         rest: str,
         content_length: int | None,
+        chunked: bool,
         started_at: float,
     ) -> None:
         endpoint = state.endpoint
         method = scope["method"]
-        chunked = any(name == b"transfer-encoding" for name, _ in scope["headers"])
         body: bytes | AsyncIterator[bytes]
         streamed = {"started": False}
         if not chunked and (content_length or 0) <= REPLAY_LIMIT:
@@ -442,7 +518,7 @@ class ProxyApp:
                     spent = time.perf_counter() - try_started
                     exchange.target = target.url
                     exchange.upstream_seconds += spent
-                    self.runtime.metrics.upstream_duration.labels(endpoint.key).observe(spent)
+                    self.runtime.metrics.observe_upstream(endpoint.key, spent)
             except UpstreamError as error:
                 self._record_target(state, target, failed=True)
                 condition = error.retry_condition
@@ -525,19 +601,29 @@ class ProxyApp:
         gone: list[bool] = []
         watcher = None
         relay = asyncio.current_task()
-        if watch is not None and relay is not None:
+        # A body already all here (the native transport says so) cannot stream forever: no watcher,
+        # and it goes out in one piece with the end of the response.
+        whole = getattr(response, "body_complete", False)
+        if watch is not None and relay is not None and not whole:
             watcher = asyncio.create_task(self._watch_disconnect(watch, relay, gone))
         try:
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
-            size = 0
-            async for chunk in response.body():
+            if whole:
+                chunks = [chunk async for chunk in response.body()]
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 if keep is not None and cache is not None:
-                    size += len(chunk)
-                    if size > cache.max_bytes:
-                        keep = None
-                    else:
-                        keep.append(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    keep = [body] if len(body) <= cache.max_bytes else None
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+            else:
+                size = 0
+                async for chunk in response.body():
+                    if keep is not None and cache is not None:
+                        size += len(chunk)
+                        if size > cache.max_bytes:
+                            keep = None
+                        else:
+                            keep.append(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamAborted as exc:
             # Never glue an error onto a partial response: leave it incomplete so the connection drops.
             logger.warning("upstream %s failed mid-body for %s: %s", target.url, state.endpoint.key, exc)
@@ -557,7 +643,8 @@ class ProxyApp:
             if watcher is not None:
                 watcher.cancel()
             await response.aclose()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not whole:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         if keep is not None and cache is not None:
             path_and_query = cache_key(scope)
             cache.store(path_and_query, scope["headers"], response.status, origin_headers, b"".join(keep))

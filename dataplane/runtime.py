@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .balancer import Balancer
 from .breaker import CircuitBreaker, ResponseCache, State
@@ -22,6 +24,7 @@ from .snapshot import Endpoint, Snapshot, load_seed
 logger = logging.getLogger("dataplane")
 
 Clock = Callable[[], float]
+TRANSITION_HISTORY = 20  # configdoc.reports.MAX_TRANSITIONS
 
 
 @dataclass
@@ -44,6 +47,9 @@ class Runtime:
         self.applied_at = 0.0
         self.draining = False
         self.in_flight = 0
+        # The last TRANSITION_HISTORY breaker transitions per endpoint key this boot, oldest first, with
+        # wall-clock time: the status report's `breakers[key].transitions` (dataplane/report.py).
+        self.transitions: dict[str, deque[dict[str, Any]]] = {}
 
     @property
     def ready(self) -> bool:
@@ -54,6 +60,8 @@ class Runtime:
 
         def transition(old: State, new: State) -> None:
             self.metrics.circuit_transitions.labels(key, old.value, new.value).inc()
+            history = self.transitions.setdefault(key, deque(maxlen=TRANSITION_HISTORY))
+            history.append({"from": old.value, "to": new.value, "at": time.time()})
             self.metrics.circuit_state.labels(key).set(new.gauge)
             logger.warning("circuit of %s: %s -> %s", key, old.value, new.value)
 

@@ -100,7 +100,8 @@ class Settings:
     control_plane_url: str | None = None
     cache_dir: Path | None = None
     token: str | None = field(default=None, repr=False)  # never in a log line
-    transport: str = "aiohttp"  # the upstream client (transport.py): aiohttp or httpx
+    transport: str = "native"  # the upstream client (transport.py): native, aiohttp or httpx
+    report_interval: float = 10.0  # seconds between status reports to the control plane (§4)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -130,10 +131,11 @@ class Settings:
             "drain_delay": _number(environ, "DATAPLANE_DRAIN_DELAY", 5.0),
             "control_plane_url": _control_plane_url(environ),
             "token": environ.get("DATAPLANE_TOKEN", "").strip() or None,
+            "report_interval": _number(environ, "DATAPLANE_REPORT_INTERVAL", 10.0, minimum=0.1),
         }
-        transport = environ.get("DATAPLANE_TRANSPORT", "").strip().lower() or "aiohttp"
-        if transport not in ("aiohttp", "httpx"):
-            raise SettingsError(f"DATAPLANE_TRANSPORT must be aiohttp or httpx, not {transport!r}")
+        transport = environ.get("DATAPLANE_TRANSPORT", "").strip().lower() or "native"
+        if transport not in ("native", "aiohttp", "httpx"):
+            raise SettingsError(f"DATAPLANE_TRANSPORT must be native, aiohttp or httpx, not {transport!r}")
         values["transport"] = transport
         if values["control_plane_url"] and not values["token"]:
             raise SettingsError("DATAPLANE_TOKEN is required when DATAPLANE_CONTROL_PLANE_URL is set")

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from . import __version__
-from .breaker import State
+from .report import build_breakers, build_counters
 from .runtime import Runtime
 from .settings import Settings
 from .snapshot import Snapshot, load_sync_snapshot
@@ -45,7 +45,7 @@ WAIT = 30.0  # long-poll wait asked of the control plane; plus up to WAIT_JITTER
 WAIT_JITTER = 3.0
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
-REPORT_EVERY = 30.0
+REPORT_EVERY = 10.0  # the default of DATAPLANE_REPORT_INTERVAL (settings.report_interval)
 CACHE_FORMAT = 1
 
 # Random per process start: the control plane tells a restart from a long-running node by it.
@@ -164,7 +164,7 @@ class Sync:
         sleep: Sleep = asyncio.sleep,
         report: bool = True,
         wait: float = WAIT,
-        report_every: float = REPORT_EVERY,
+        report_every: float | None = None,
     ) -> None:
         settings = runtime.settings
         if not settings.control_plane_url:
@@ -177,7 +177,7 @@ class Sync:
         self.sleep = sleep
         self.reporting = report
         self.wait = wait
-        self.report_every = report_every
+        self.report_every = report_every if report_every is not None else settings.report_interval
         # A snapshot from the control plane (the cache) is what we run: ask only for changes to it.
         # A seed (revision None) is not: the first poll fetches at once.
         current = runtime.snapshot
@@ -282,14 +282,8 @@ class Sync:
     # --- status reports --------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """The status report (§4); `breakers` and `counters` are built from the runtime (report.py)."""
         snapshot = self.runtime.snapshot
-        breakers: dict[str, dict[str, Any]] = {}
-        for key, state in self.runtime.states.items():
-            breaker = state.breaker
-            forced = breaker.forced()
-            current = forced if forced is not None else breaker.state  # an override wins (§6)
-            if current is not State.CLOSED or forced is not None:
-                breakers[key] = {"state": current.value, "forced": forced.value if forced is not None else None}
         return {
             "node_id": self.settings.node_id,
             "boot_id": BOOT_ID,
@@ -300,8 +294,8 @@ class Sync:
             "state_seq": snapshot.state_seq if snapshot else None,
             "result": self.result,
             "error": self.error,
-            "breakers": breakers,
-            "counters": {},
+            "breakers": build_breakers(self.runtime),
+            "counters": build_counters(self.runtime.metrics),
         }
 
     async def report(self) -> bool:

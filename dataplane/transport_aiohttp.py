@@ -1,4 +1,5 @@
-"""The aiohttp-based `Transport` (issue 5, "Speed"): the default upstream client on the hot path.
+"""The aiohttp-based `Transport` (`DATAPLANE_TRANSPORT=aiohttp`; the default is the native client,
+transport_native.py).
 
 One `aiohttp.ClientSession` per TLS setting (verify, CA file), per event loop: `auto_decompress=False`
 (encoded bodies pass as bytes), no default headers added (`skip_auto_headers`), `trust_env=False` (no

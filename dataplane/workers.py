@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .app import build
-from .process import Server, configure_logging, serve, uvicorn_config
+from .process import Server, configure_logging, run, serve, uvicorn_config
 from .settings import Settings
 
 logger = logging.getLogger("dataplane")
@@ -31,9 +31,7 @@ logger = logging.getLogger("dataplane")
 def _worker(settings: Settings, sock: socket.socket, index: int) -> None:
     listener = configure_logging(os.environ.get("DATAPLANE_LOG_LEVEL", "INFO").upper())
     try:
-        asyncio.run(
-            serve(replace(settings, node_id=f"{settings.node_id}-w{index}"), sockets=[sock], admin_listener=False)
-        )
+        run(serve(replace(settings, node_id=f"{settings.node_id}-w{index}"), sockets=[sock], admin_listener=False))
     finally:
         listener.stop()
 

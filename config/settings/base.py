@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "controlplane.dataplanes",
     "controlplane.snapshots",
     "controlplane.health",
+    "controlplane.stats",
 ]
 
 MIDDLEWARE = [
@@ -213,6 +214,10 @@ SPECTACULAR_SETTINGS = {
 GATEWAY_ALLOW_LINK_LOCAL_TARGETS = env_bool("GATEWAY_ALLOW_LINK_LOCAL_TARGETS", False)
 # A full copy of the document is stored every this many revisions; the others store only changes.
 GATEWAY_REVISION_CHECKPOINT_EVERY = env_int("GATEWAY_REVISION_CHECKPOINT_EVERY", 50)
+# A data-plane node that has not reported for this long is "stale" (not counted as live); after
+# GATEWAY_NODE_PURGE_SECONDS without a report it is deleted (ARCHITECTURE §4; nodes report every 10 s).
+GATEWAY_NODE_STALE_SECONDS = env_int("GATEWAY_NODE_STALE_SECONDS", 60)
+GATEWAY_NODE_PURGE_SECONDS = env_int("GATEWAY_NODE_PURGE_SECONDS", 7 * 24 * 3600)
 
 # --- Celery ------------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html (the app: config/celery.py).
@@ -239,7 +244,15 @@ CELERY_TIMEZONE = "UTC"
 # A task lost with a worker crash is simply claimed again once its lease runs out (§7), so late acks
 # are not needed; prefetch one so a busy worker does not sit on ticks another could run.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A broker restart must not need a worker or beat restart (issue 6): retry the broker connection at
+# start-up and after a loss, forever (None; Celery's default gives up after 100 tries, ~50 min).
+# tests/e2e/test_health_broker_restart.py kills and restarts Redis under a running worker and beat.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# No task uses late acks, so this changes nothing but Celery 6's default, and silences the pending
+# deprecation warning a worker logs at each broker connection loss.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
 # --- Logging -----------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO")

@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.apps import AdminConfig
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 
 from controlplane.accounts.roles import CONFIG_READ, CONFIG_WRITE, DATAPLANE, USERS_MANAGE, has_gateway_perm
 from controlplane.core.actors import Actor
@@ -32,6 +33,12 @@ class GatewayAdminSite(admin.AdminSite):
         if user.groups.filter(name=DATAPLANE).exists():
             return False
         return has_gateway_perm(user, CONFIG_READ) or has_gateway_perm(user, USERS_MANAGE)
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
+        """The landing page opens on the fleet at a glance (templates/admin/index.html, core.dashboards)."""
+        from controlplane.core.dashboards import fleet_context
+
+        return super().index(request, {**fleet_context(request), **(extra_context or {})})
 
 
 class GatewayAdminConfig(AdminConfig):

@@ -1,5 +1,7 @@
 """Data-plane tokens and nodes in the admin.
 
+Nodes are read-only for everyone (config:read to see them): their rows are the nodes' own reports.
+
 Tokens are credentials, so they need `users:manage`: "Add" issues one (the secret is shown once, on
 the page that answers the form, and never stored), "Delete" revokes it with its service user. Both
 go through the same services as `manage.py issue_dataplane_token`, and both are audited.
@@ -11,15 +13,19 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from controlplane.accounts.roles import CONFIG_READ, USERS_MANAGE
 from controlplane.core.actors import Actor
 from controlplane.core.admin_site import RoleAdmin
+from controlplane.core.models import ConfigRevision
 
 from . import services
+from .api.serializers import LIVE, STALE, node_lag, node_state, open_breakers
 from .models import DataPlaneNode, DataPlaneToken
+from .selectors import stale_before
 
 
 class IssueTokenForm(forms.Form):
@@ -73,13 +79,77 @@ class DataPlaneTokenAdmin(RoleAdmin):
         messages.info(request, f"Token {obj.name} revoked; its data plane can no longer sync.")
 
 
+class NodeStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(LIVE, "live"), (STALE, "stale")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[DataPlaneNode]) -> QuerySet[DataPlaneNode]:
+        threshold = stale_before()
+        if self.value() == LIVE:
+            return queryset.filter(last_seen__gte=threshold)
+        if self.value() == STALE:
+            return queryset.filter(last_seen__lt=threshold)
+        return queryset
+
+
 @admin.register(DataPlaneNode)
 class DataPlaneNodeAdmin(RoleAdmin):
+    """The nodes' last reports, read-only for everyone: only the nodes themselves write them (§4)."""
+
     view_permission = CONFIG_READ
     write_permission = None
-    list_display = ("node_id", "hostname", "version", "revision", "state_seq", "result", "last_seen")
-    list_filter = ("result",)
+    list_display = ("node_id", "hostname", "revision", "lag", "state", "last_seen", "result", "short_error")
+    list_filter = (NodeStateFilter, "result")
     search_fields = ("node_id", "hostname")
+    fields = (
+        "node_id",
+        "boot_id",
+        "hostname",
+        "version",
+        "revision",
+        "lag",
+        "config_sha256",
+        "state_seq",
+        "state",
+        "last_seen",
+        "result",
+        "error",
+        "open_breakers",
+        "breakers",
+    )
+    readonly_fields = fields
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         return {}
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        self._latest = ConfigRevision.objects.order_by("-number").values_list("number", flat=True).first()
+        self._stale_before = stale_before()
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        self._latest = ConfigRevision.objects.order_by("-number").values_list("number", flat=True).first()
+        self._stale_before = stale_before()
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="lag")
+    def lag(self, node: DataPlaneNode) -> str:
+        lag = node_lag(node, getattr(self, "_latest", None))
+        return "-" if lag is None else f"{lag} behind" if lag else "current"
+
+    @admin.display(description="state")
+    def state(self, node: DataPlaneNode) -> str:
+        return node_state(node, getattr(self, "_stale_before", None) or stale_before())
+
+    @admin.display(description="error")
+    def short_error(self, node: DataPlaneNode) -> str:
+        return node.error if len(node.error) <= 80 else node.error[:79] + "…"
+
+    @admin.display(description="open breakers")
+    def open_breakers(self, node: DataPlaneNode) -> int:
+        return open_breakers(node)

@@ -96,6 +96,9 @@ def bump_state_seq() -> int:
 
 def node_status_record(*, report: Mapping[str, Any]) -> DataPlaneNode:
     """Store a validated status report (see status.validate_status_report) as the node's latest status."""
+    from controlplane.stats.services import stats_ingest
+
+    stats_ingest(report=report)  # traffic deltas against this boot's previous counters, before the row changes
     node, _ = DataPlaneNode.objects.update_or_create(
         node_id=report["node_id"],
         defaults={
@@ -112,7 +115,23 @@ def node_status_record(*, report: Mapping[str, Any]) -> DataPlaneNode:
             "last_seen": timezone.now(),
         },
     )
+    # The breakers app keeps the reported transitions as history (deduplicated, bounded).
+    from controlplane.breakers.services import breaker_transitions_record
+
+    breaker_transitions_record(node_id=node.node_id, boot_id=node.boot_id, breakers=report["breakers"])
     return node
+
+
+def nodes_purge_silent() -> int:
+    """Delete the nodes silent for GATEWAY_NODE_PURGE_SECONDS; returns how many. A purged node that reports
+    again simply reappears."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    cutoff = timezone.now() - timedelta(seconds=settings.GATEWAY_NODE_PURGE_SECONDS)
+    deleted, _ = DataPlaneNode.objects.filter(last_seen__lt=cutoff).delete()
+    return deleted
 
 
 # A token used within this many seconds is not written again: a fleet polling every few seconds

@@ -91,7 +91,7 @@ def load_snapshot(now: datetime | None = None) -> Snapshot:
     view, and on SQLite our transactions are IMMEDIATE, i.e. they would take the write lock). So the
     document's hash must equal the revision's, or we read again.
     """
-    from controlplane.core.revisions import current_document_bytes, latest_revision
+    from controlplane.core.revisions import current_document_bytes, latest_revision, remembered_document
 
     from .models import StateCounter
 
@@ -102,7 +102,9 @@ def load_snapshot(now: datetime | None = None) -> Snapshot:
         counter = StateCounter.objects.filter(pk=1).values_list("state_seq", flat=True).first()
         state = read_state()
         revision = latest_revision()
-        document = current_document_bytes()
+        # The document this process last wrote or read, when it is that revision's: no re-read of every row.
+        remembered = remembered_document(revision.config_sha256) if revision is not None else None
+        document = remembered if remembered is not None else current_document_bytes()
         sha = sha256(document).hexdigest()
         if revision is not None and revision.config_sha256 == sha:
             break
@@ -121,7 +123,8 @@ def load_snapshot(now: datetime | None = None) -> Snapshot:
 
 
 def read_state() -> dict[str, Any]:
-    """The snapshot's operational state: target health from the health app, breaker overrides (none yet)."""
+    """The snapshot's operational state: target health from the health app, breaker overrides (§6)."""
+    from controlplane.breakers.services import override_state
     from controlplane.health.selectors import target_health_state
 
-    return {"breakers": {}, "targets": target_health_state()}
+    return {"breakers": override_state(), "targets": target_health_state()}

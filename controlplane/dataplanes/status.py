@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from configdoc.reports import validate_breakers, validate_counters
+
 _IDENT = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 RESULTS = ("applied", "rejected")
@@ -111,6 +113,11 @@ def validate_status_report(body: bytes) -> dict[str, Any]:
         if message:
             problems[key] = [message]
         clean[key] = report[key]
+    # The shapes of `breakers` and `counters` (configdoc.reports), problems named by path, e.g.
+    # counters["users:v1"].requests.2xx.
+    for key, check_shape in (("breakers", validate_breakers), ("counters", validate_counters)):
+        if key not in problems:
+            problems.update(check_shape(clean[key]))
     if problems:
         raise StatusReportError(problems)
     return clean

@@ -16,6 +16,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, Subquery, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from configdoc import effective_endpoint
@@ -36,6 +38,11 @@ LEASE_MARGIN_SECONDS = 15
 # When a new target is due: long ago, so it is claimed first and whichever clock is used.
 DUE_AT_ONCE = datetime(2000, 1, 1, tzinfo=UTC)
 DISPATCH_LIMIT = 1000  # targets claimed per dispatcher run at most; the rest wait for the next tick
+# A claim schedules the next check one interval after the due time it served, not after the claim, so
+# the dispatcher's tick and a busy worker do not stretch every cycle. Two checks of a target are still
+# never closer than (1 - SCHEDULE_SLACK) x interval: a claim later than that fraction of the interval
+# (a worker behind, or an outage) schedules from the claim instead, so there is never a catch-up burst.
+SCHEDULE_SLACK = 0.1
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ def targets_claim_due(
 
     A target is due when `next_check_at` has passed and no unexpired lease holds it. On PostgreSQL one
     statement locks the due rows (FOR UPDATE SKIP LOCKED, so concurrent claimers split them instead of
-    waiting) and sets `lease_until` and `next_check_at = now + interval`: a target is handed to one
+    waiting) and sets `lease_until` and `next_check_at` (next_due below): a target is handed to one
     claimer per interval, and one whose worker crashed comes back when its lease and interval pass.
     Without `now` (tests pass one) PostgreSQL's clock is used, so workers on hosts whose clocks
     disagree still agree on what is due.
@@ -140,14 +147,17 @@ def targets_claim_due(
             )
             UPDATE {table} h
             SET lease_until = clock.now + make_interval(secs => plan.lease_s),
-                next_check_at = clock.now + make_interval(secs => plan.interval_s),
+                next_check_at = GREATEST(
+                    h.next_check_at + make_interval(secs => plan.interval_s),
+                    clock.now + make_interval(secs => plan.interval_s * (1 - %s::double precision))
+                ),
                 lease_owner = %s
             FROM due, plan, clock
             WHERE h.id = due.id AND plan.target_id = h.target_id
             RETURNING h.target_id
         """  # noqa: S608 - the table name is ours; every value is a parameter
         with connection.cursor() as cursor:
-            cursor.execute(sql, [now, ids, intervals, leases, limit, owner])
+            cursor.execute(sql, [now, ids, intervals, leases, limit, SCHEDULE_SLACK, owner])
             return [row[0] for row in cursor.fetchall()]
     now = now or timezone.now()
     # SQLite (the embedded setup): its transactions here are IMMEDIATE, which locks the whole
@@ -157,16 +167,24 @@ def targets_claim_due(
             TargetHealth.objects.filter(target_id__in=ids, next_check_at__lte=now)
             .exclude(lease_until__gt=now)
             .order_by("next_check_at", "pk")
-            .values_list("pk", "target_id")[:limit]
+            .values_list("pk", "target_id", "next_check_at")[:limit]
         )
-        for pk, target_id in due:
+        for pk, target_id, due_at in due:
             plan = plans[target_id]
             TargetHealth.objects.filter(pk=pk).update(
                 lease_until=now + timedelta(seconds=plan.spec.timeout + LEASE_MARGIN_SECONDS),
-                next_check_at=now + timedelta(seconds=plan.interval),
+                next_check_at=next_due(due_at, now=now, interval=plan.interval),
                 lease_owner=owner,
             )
-        return [target_id for _, target_id in due]
+        return [target_id for _, target_id, _ in due]
+
+
+def next_due(due_at: datetime, *, now: datetime, interval: float) -> datetime:
+    """When a target claimed at `now` for its check due at `due_at` is due next: one interval after
+    `due_at`, so the cycle stays the interval however late within it the claim came; but never sooner
+    than (1 - SCHEDULE_SLACK) x interval after the claim, so a late claim (a busy worker, an outage)
+    never makes a burst of catch-up checks. The PostgreSQL statement of targets_claim_due says the same."""
+    return max(due_at + timedelta(seconds=interval), now + timedelta(seconds=interval * (1 - SCHEDULE_SLACK)))
 
 
 def run_probes(specs: Sequence[ProbeSpec]) -> list[ProbeResult]:
@@ -259,27 +277,41 @@ def health_results_record(
 
 
 def _trim_results(target_ids: Iterable[int]) -> None:
-    for target_id in target_ids:
-        cutoff = (
-            HealthResult.objects.filter(target_id=target_id)
-            .order_by("-id")
-            .values_list("id", flat=True)[RESULTS_KEPT : RESULTS_KEPT + 1]
-        )
-        last = list(cutoff)
-        if last:
-            HealthResult.objects.filter(target_id=target_id, id__lte=last[0]).delete()
+    """Keep the last RESULTS_KEPT results of each of these targets: one statement for the whole batch."""
+    ranked = (
+        HealthResult.objects.filter(target_id__in=list(target_ids))
+        .annotate(rank=Window(RowNumber(), partition_by=[F("target_id")], order_by=F("id").desc()))
+        .filter(rank__gt=RESULTS_KEPT)
+        .values("id")
+    )
+    HealthResult.objects.filter(id__in=Subquery(ranked)).delete()
 
 
 def _rollups_add(results: Iterable[ProbeResult]) -> None:
+    """Add a batch to the hourly roll-ups: one read, one insert, one update for the whole batch. The
+    caller holds the targets' TargetHealth row locks, so no other writer touches these roll-ups meanwhile."""
     grouped: dict[tuple[int, datetime], list[ProbeResult]] = {}
     for result in results:
         hour = result.checked_at.replace(minute=0, second=0, microsecond=0)
         grouped.setdefault((result.target_id, hour), []).append(result)
-    for (target_id, hour), batch in grouped.items():
-        rollup, _ = HealthRollup.objects.get_or_create(
-            target_id=target_id, hour=hour, defaults={"latency_buckets": empty_buckets()}
+    if not grouped:
+        return
+    existing = {
+        (rollup.target_id, rollup.hour): rollup
+        for rollup in HealthRollup.objects.filter(
+            target_id__in={target_id for target_id, _ in grouped}, hour__in={hour for _, hour in grouped}
         )
-        buckets = list(rollup.latency_buckets) or empty_buckets()
+    }
+    created: list[HealthRollup] = []
+    updated: list[HealthRollup] = []
+    for (target_id, hour), batch in grouped.items():
+        rollup = existing.get((target_id, hour))
+        if rollup is None:
+            rollup = HealthRollup(target_id=target_id, hour=hour, checks=0, failures=0)
+            created.append(rollup)
+        else:
+            updated.append(rollup)
+        buckets = list(rollup.latency_buckets or []) or empty_buckets()
         for result in batch:
             rollup.checks += 1
             rollup.failures += 0 if result.ok else 1
@@ -287,7 +319,8 @@ def _rollups_add(results: Iterable[ProbeResult]) -> None:
             if result.latency_ms is not None:
                 buckets[bucket_index(result.latency_ms)] += 1
         rollup.latency_buckets = buckets
-        rollup.save(update_fields=["checks", "failures", "latency_buckets"])
+    HealthRollup.objects.bulk_create(created, batch_size=500)
+    HealthRollup.objects.bulk_update(updated, ["checks", "failures", "latency_buckets"], batch_size=500)
 
 
 def health_checks_run_due(*, limit: int = DISPATCH_LIMIT, now: datetime | None = None) -> int:

@@ -6,6 +6,7 @@ so one revision; a bulk action is one `endpoints_set_enabled` call.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -22,6 +23,7 @@ from configdoc.schema import ENDPOINT_FIELDS
 from configdoc.validate import normalize_target_url
 from controlplane.core.admin_forms import JsonObjectFieldsMixin, document_from, form_fields, initial_from
 from controlplane.core.admin_site import ServiceAdmin, describe
+from controlplane.core.dashboards import endpoint_dashboard_view
 from controlplane.core.errors import GatewayError
 from controlplane.health.charts import Series, latency_chart
 from controlplane.health.models import BADGE_COLOURS_BY_STATUS, HealthStatus
@@ -131,7 +133,8 @@ class EndpointAdmin(ServiceAdmin):
     form = EndpointForm
     inlines = [TargetInline]
     list_display = [
-        "key", "is_default", "enabled", "target_count", "health_badges", "breaker_policy", "tag_list", "updated_at",
+        "key", "is_default", "enabled", "target_count", "health_badges", "dashboard_link", "breaker_policy", "tag_list",
+        "updated_at",
     ]  # fmt: skip
     list_filter = ["enabled", "is_default", "breaker_policy"]
     search_fields = ["name", "version", "description"]
@@ -183,7 +186,12 @@ class EndpointAdmin(ServiceAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.health_view)
-        return [path("<int:object_id>/health/", view, name="routing_endpoint_health"), *super().get_urls()]
+        dashboard = self.admin_site.admin_view(partial(endpoint_dashboard_view, self))
+        return [
+            path("<int:object_id>/health/", view, name="routing_endpoint_health"),
+            path("<int:object_id>/dashboard/", dashboard, name="routing_endpoint_dashboard"),
+            *super().get_urls(),
+        ]
 
     def health_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """Per-target status, uptime, p50/p95 and response-time charts of one endpoint (config:read)."""
@@ -236,6 +244,11 @@ class EndpointAdmin(ServiceAdmin):
             "has_active_checks": any(row["checked"] for row in rows),
         }
         return TemplateResponse(request, "admin/routing/endpoint/health.html", context)
+
+    @admin.display(description="dashboard")
+    def dashboard_link(self, endpoint: Endpoint) -> str:
+        url = reverse("admin:routing_endpoint_dashboard", args=[endpoint.pk])
+        return format_html('<a href="{}" class="dashboard-link">traffic</a>', url)
 
     @admin.display(description="key", ordering="name")
     def key(self, endpoint: Endpoint) -> str:

@@ -84,8 +84,8 @@ def report(**fields: Any) -> dict[str, Any]:
         "state_seq": 0,
         "result": "applied",
         "error": None,
-        "breakers": {"users:v1": {"state": "open"}},
-        "counters": {"users:v1": {"requests": 10}},
+        "breakers": {"users:v1": {"state": "open", "forced": None, "reset_generation": 0, "transitions": []}},
+        "counters": {},
     }
     body.update(fields)
     return body
@@ -352,7 +352,7 @@ def post_status(secret: str, body: Any) -> httpx.Response:
 def test_a_status_report_is_stored_and_updated_by_the_next_one(secret: str) -> None:
     assert post_status(secret, report()).status_code == 204
     node = DataPlaneNode.objects.get(node_id="edge-1-w0")
-    assert (node.result, node.revision, node.breakers) == ("applied", 1, {"users:v1": {"state": "open"}})
+    assert (node.result, node.revision, node.breakers["users:v1"]["state"]) == ("applied", 1, "open")
     rejected = report(result="rejected", error="endpoints[0].url: bad", revision=2)
     assert post_status(secret, rejected).status_code == 204
     node.refresh_from_db()
@@ -430,9 +430,12 @@ def test_the_asgi_entry_point_puts_the_sync_app_in_front_of_django() -> None:
     from django.core.handlers.asgi import ASGIHandler
 
     from config.asgi import application
+    from controlplane.dataplanes.rollout import RolloutWaitApp
 
     assert isinstance(application, DataPlaneSyncApp)
-    assert isinstance(application.fallback, ASGIHandler)
+    # Between them, the rollout wait (revisions/{n}/wait/), which also waits without a thread (issue 7).
+    assert isinstance(application.fallback, RolloutWaitApp)
+    assert isinstance(application.fallback.fallback, ASGIHandler)
 
 
 def test_the_snapshot_state_carries_target_health_from_the_health_app(monkeypatch: pytest.MonkeyPatch) -> None:

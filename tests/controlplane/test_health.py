@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from controlplane.core.actors import Actor
 from controlplane.core.models import AuditEvent, ConfigRevision
@@ -281,6 +283,40 @@ def test_the_health_list_filters_by_endpoint_and_status(readonly_client: Any) ->
     assert row["uptime"]["last_100"]["checks"] == 1
     statuses = readonly_client.get("/api/v1/health/", {"status": "unknown"}).json()["results"]
     assert [r["endpoint"] for r in statuses] == ["orders:v1"]
+
+
+@pytest.mark.django_db
+def test_the_health_list_reads_a_page_in_a_fixed_number_of_queries(readonly_client: Any) -> None:
+    targets = [{"url": f"http://127.0.0.1:9/t{i:02}"} for i in range(12)]
+    check = {"path": "/health", "interval": 5, "timeout": 2, "unhealthy_threshold": 3, "healthy_threshold": 2}
+    endpoint_create(data=endpoint_body("many", targets=targets, health_check=check), actor=ACTOR)
+    plans = check_plans()
+    now = datetime.now(UTC)
+    # Target i has i + 1 results, its last one failing: every row's uptime is its own.
+    for index, target_id in enumerate(sorted(plans, key=lambda pk: plans[pk].url)):
+        results = [ProbeResult(target_id, True, now, 200, 3.0) for _ in range(index)]
+        results.append(ProbeResult(target_id, False, now, 500, 7.0, "HTTP 500"))
+        for result in results:
+            health_results_record(results=[result], plans=plans, actor=ACTOR)
+
+    def page(limit: int) -> tuple[int, list[dict[str, Any]]]:
+        with CaptureQueriesContext(connection) as queries:
+            response = readonly_client.get("/api/v1/health/", {"endpoint": "many:v1", "limit": limit})
+        assert response.status_code == 200
+        return len(queries), response.json()["results"]
+
+    small_count, small = page(2)
+    large_count, large = page(12)
+    assert (len(small), len(large)) == (2, 12)
+    assert small_count == large_count <= 7
+    for index, row in enumerate(large):
+        assert row["url"] == f"http://127.0.0.1:9/t{index:02}"
+        assert row["uptime"]["last_100"]["checks"] == row["uptime"]["24h"]["checks"] == index + 1
+        assert row["uptime"]["last_100"]["uptime"] == index / (index + 1)
+        assert row["uptime"]["last_100"]["p95_ms"] == 7.0
+    # The same figures as the one-target summary gives, in every window.
+    by_url = {plan.url: target_id for target_id, plan in plans.items()}
+    assert large[5]["uptime"] == target_health_summary(target_id=by_url[large[5]["url"]])
 
 
 @pytest.mark.django_db

@@ -99,3 +99,79 @@ def test_without_a_given_time_the_databases_clock_decides_and_new_targets_are_du
     plans = check_plans()
     assert len(targets_claim_due(plans, owner="a", limit=100)) == TARGETS
     assert targets_claim_due(plans, owner="b", limit=100) == []
+
+
+def release_leases() -> None:
+    """What recording a batch's results does to the schedule: the leases go, next_check_at stays."""
+    TargetHealth.objects.update(lease_until=None, lease_owner="")
+
+
+def next_checks() -> set[datetime]:
+    return set(TargetHealth.objects.values_list("next_check_at", flat=True))
+
+
+@pytest.mark.django_db
+def test_the_next_check_is_one_interval_after_the_due_time_not_after_a_late_claim() -> None:
+    make_targets(interval=10, timeout=2)
+    due = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    health_rows_ensure(now=due)
+    plans = check_plans()
+    # Claimed 0.6 s late (a dispatcher tick, a busy worker): still due again at due + 10 s.
+    assert len(targets_claim_due(plans, now=due + timedelta(seconds=0.6), owner="w", limit=100)) == TARGETS
+    assert next_checks() == {due + timedelta(seconds=10)}
+    release_leases()
+    assert targets_claim_due(plans, now=due + timedelta(seconds=9.9), owner="w", limit=100) == []
+    assert len(targets_claim_due(plans, now=due + timedelta(seconds=10), owner="w", limit=100)) == TARGETS
+    assert next_checks() == {due + timedelta(seconds=20)}
+
+
+@pytest.mark.django_db
+def test_a_claim_later_than_the_slack_schedules_from_the_claim_so_checks_never_crowd() -> None:
+    make_targets(interval=10, timeout=2)
+    due = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    health_rows_ensure(now=due)
+    plans = check_plans()
+    claimed_at = due + timedelta(seconds=4)
+    targets_claim_due(plans, now=claimed_at, owner="w", limit=100)
+    # due + 10 s would be only 6 s after this probe: the next is 9 s (0.9 x interval) after it instead.
+    assert next_checks() == {claimed_at + timedelta(seconds=9)}
+
+
+@pytest.mark.django_db
+def test_after_an_outage_overdue_targets_are_checked_once_not_in_a_burst() -> None:
+    make_targets(interval=10, timeout=2)
+    due = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    health_rows_ensure(now=due)
+    plans = check_plans()
+    targets_claim_due(plans, now=due, owner="w", limit=100)
+    release_leases()
+    # The workers were down for an hour: 360 intervals missed. One check each, then the normal cycle.
+    back = due + timedelta(hours=1)
+    assert len(targets_claim_due(plans, now=back, owner="w", limit=100)) == TARGETS
+    release_leases()
+    for seconds in (0, 2, 4, 6, 8):
+        assert targets_claim_due(plans, now=back + timedelta(seconds=seconds), owner="w", limit=100) == []
+    assert len(targets_claim_due(plans, now=back + timedelta(seconds=9), owner="w", limit=100)) == TARGETS
+
+
+@pytest.mark.django_db
+def test_a_dispatcher_ticking_every_two_seconds_with_late_claims_keeps_the_interval_on_average() -> None:
+    make_targets(interval=10, timeout=2)
+    start = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    health_rows_ensure(now=start)
+    plans = check_plans()
+    # Ticks every 2 s, each claim late by a known 0..0.9 s (the worker still busy with its last batch).
+    delays = [0.3, 0.9, 0.1, 0.6, 0.8, 0.0, 0.5, 0.7, 0.2, 0.4]
+    claims: dict[int, list[datetime]] = {}
+    for tick in range(100):  # 200 s
+        now = start + timedelta(seconds=2 * tick + delays[tick % len(delays)])
+        for target_id in targets_claim_due(plans, now=now, owner="w", limit=100):
+            claims.setdefault(target_id, []).append(now)
+        release_leases()
+    assert sorted(claims) == sorted(plans)
+    for times in claims.values():
+        # Claiming from the claim time would have made this 18 (each cycle 10 s + the delay, up to the
+        # next tick); from the due time every one of the 20 intervals in 200 s gets its check.
+        assert len(times) == 20
+        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        assert min(gaps) >= 9

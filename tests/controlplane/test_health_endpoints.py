@@ -177,7 +177,7 @@ def test_the_health_page_renders_for_readonly_with_uptime_and_an_svg_chart(make_
     assert page.status_code == 200
     html = page.content.decode()
     charts = html.split('<div class="health-charts">')[1].split("</div>")[0]
-    assert charts.count("<svg") == 2 and "<polyline" in charts and "<script" not in charts
+    assert charts.count("<svg") == 2 and '<path class="gw-series"' in charts and "<script" not in charts
     assert "http://127.0.0.1:8010/api" in html and "http://127.0.0.1:8011/api" in html
     # The known sequence: 8 of 10 probes succeeded; p50 5 ms and p95 10 ms (exact and from the buckets).
     assert html.count('<td class="uptime">80.00 %</td>') == 4  # last 100, 24 h, 7 d, 30 d
@@ -202,7 +202,8 @@ def test_the_chart_escapes_labels_and_draws_gaps_for_failures() -> None:
     )
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert "<b>" not in svg and "&lt;b&gt;" in svg and "t &amp; u" in svg
-    assert svg.count("<polyline") == 1  # the point before the failure is a dot, the two after a line
+    # One path for the series: the point before the failure a dot ("h0"), the two after it a line.
+    assert svg.count("<path") == 1 and svg.split(' d="')[1].split('"')[0].count("M") == 2 and " h0 M" in svg
     assert 'fill="#c62828"' in svg
     assert "no data yet" in latency_chart([], title="empty", x_label="minutes")
 

@@ -74,6 +74,18 @@ def client_in(role: str, make_user: Callable[..., Any]) -> APIClient:
     return client_for(make_user(f"{role}-user", role))
 
 
+REFUSALS = {"not_authenticated", "permission_denied", "method_not_allowed"}
+
+
+def answer(role: str, make_user: Callable[..., Any], method: str, path: str, expected: int, body: str = "{}") -> Any:
+    """`method path` as `role`, asserting the expected status and, for a refusal, its error code."""
+    response = client_in(role, make_user).generic(method, f"{API}/{path}", body, content_type="application/json")
+    assert response.status_code == expected, response.content
+    if expected in (401, 403, 405):
+        assert response.json()["error"] in REFUSALS
+    return response
+
+
 @pytest.mark.parametrize("method_index", range(4), ids=METHODS)
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("resource", list(EXPECTED))
@@ -94,7 +106,7 @@ def test_each_role_gets_exactly_its_answer_for_each_method_on_each_resource(
     expected = ANONYMOUS if role == "anonymous" else EXPECTED[resource][role]
     assert response.status_code == expected[method_index], response.content
     if response.status_code >= 400:
-        assert response.json()["error"] in {"not_authenticated", "permission_denied", "method_not_allowed"}
+        assert response.json()["error"] in REFUSALS
 
 
 # --- health routes (ARCHITECTURE §8: `health/` is config:read, `endpoints/{key}/check/` config:write) ----
@@ -136,6 +148,182 @@ def test_each_role_gets_exactly_its_answer_on_the_health_routes(
     expected = HEALTH_EXPECTED[role][route_index]
     assert response.status_code == expected, response.content
     if response.status_code in (401, 403, 405):
-        assert response.json()["error"] in {"not_authenticated", "permission_denied", "method_not_allowed"}
+        assert response.json()["error"] in REFUSALS
     # Only a permitted check probes the target.
     assert len(server.paths) == (1 if expected == 200 and path == "endpoints/checked:v1/check/" else 0)
+
+
+# --- stats routes (issue 7: config:read; read-only, so a write by anyone allowed to read meets the 405) -----
+STATS_ROUTES = (
+    ("GET", "stats/"),
+    ("POST", "stats/"),
+    ("GET", "stats/endpoints/users:v1/"),
+    ("GET", "stats/summary/"),
+    ("DELETE", "stats/summary/"),
+)
+#            role          GET stats/  POST stats/  GET endpoint  GET summary  DELETE summary
+STATS_EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
+    "admin":     (200,        405,         200,          200,         405),
+    "operator":  (200,        405,         200,          200,         405),
+    "readonly":  (200,        403,         200,          200,         403),
+    "dataplane": (403,        403,         403,          403,         403),
+    "anonymous": (401,        401,         401,          401,         401),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("route_index", range(len(STATS_ROUTES)), ids=[f"{m} {p}" for m, p in STATS_ROUTES])
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_gets_exactly_its_answer_on_the_stats_routes(
+    role: str, route_index: int, make_user: Callable[..., Any]
+) -> None:
+    world(make_user)
+    method, path = STATS_ROUTES[route_index]
+    response = answer(role, make_user, method, path, STATS_EXPECTED[role][route_index])
+    if response.status_code == 200:
+        assert "status" in response.json() if path == "stats/summary/" else "totals" in response.json()
+
+
+# --- operator tools: `routes/resolve/` is config:read and answers only GET ------------------------------
+RESOLVE_ROUTES = (("GET", "routes/resolve/?path=/users/1"), ("POST", "routes/resolve/?path=/users/1"))
+#            role          GET resolve  POST resolve
+RESOLVE_EXPECTED: dict[str, tuple[int, int]] = {
+    "admin":     (200,         405),
+    "operator":  (200,         405),
+    "readonly":  (200,         403),
+    "dataplane": (403,         403),
+    "anonymous": (401,         401),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("route_index", range(len(RESOLVE_ROUTES)), ids=[m for m, _ in RESOLVE_ROUTES])
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_gets_exactly_its_answer_on_routes_resolve(
+    role: str, route_index: int, make_user: Callable[..., Any]
+) -> None:
+    world(make_user)
+    method, path = RESOLVE_ROUTES[route_index]
+    response = answer(role, make_user, method, path, RESOLVE_EXPECTED[role][route_index])
+    if response.status_code == 200:
+        assert response.json()["endpoint"]["key"] == "users:v1"
+
+
+# --- breakers: `breakers/` and its detail are config:read; force and reset are config:write POSTs ---------
+BREAKER_ROUTES = (
+    ("GET", "breakers/"),
+    ("POST", "breakers/"),
+    ("GET", "breakers/users:v1/"),
+    ("DELETE", "breakers/users:v1/"),
+    ("GET", "breakers/users:v1/force/"),
+    ("POST", "breakers/users:v1/force/"),
+    ("POST", "breakers/users:v1/reset/"),
+)
+#            role          GET list  POST list  GET detail  DELETE detail  GET force  POST force  POST reset
+BREAKER_EXPECTED: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "admin":     (200,      405,       200,        405,           405,       200,        200),
+    "operator":  (200,      405,       200,        405,           405,       200,        200),
+    "readonly":  (200,      403,       200,        403,           405,       403,        403),
+    "dataplane": (403,      403,       403,        403,           403,       403,        403),
+    "anonymous": (401,      401,       401,        401,           401,       401,        401),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("route_index", range(len(BREAKER_ROUTES)), ids=[f"{m} {p}" for m, p in BREAKER_ROUTES])
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_gets_exactly_its_answer_on_the_breaker_routes(
+    role: str, route_index: int, make_user: Callable[..., Any]
+) -> None:
+    from controlplane.breakers.models import BreakerOverride
+
+    world(make_user)
+    method, path = BREAKER_ROUTES[route_index]
+    expected = BREAKER_EXPECTED[role][route_index]
+    answer(role, make_user, method, path, expected, '{"state": "open"}')
+    # Only a permitted force or reset leaves an override behind.
+    assert BreakerOverride.objects.exists() == (method == "POST" and expected == 200)
+
+
+# --- data-plane nodes (issue 7): `dataplanes/` and its detail are config:read and read-only ----------------
+NODE_ROUTES = (
+    ("GET", "dataplanes/"),
+    ("POST", "dataplanes/"),
+    ("GET", "dataplanes/edge-1/"),
+    ("PATCH", "dataplanes/edge-1/"),
+    ("DELETE", "dataplanes/edge-1/"),
+)
+#            role          GET list  POST list  GET detail  PATCH detail  DELETE detail
+NODE_EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
+    "admin":     (200,      405,       200,        405,          405),
+    "operator":  (200,      405,       200,        405,          405),
+    "readonly":  (200,      403,       200,        403,          403),
+    "dataplane": (403,      403,       403,        403,          403),
+    "anonymous": (401,      401,       401,        401,          401),
+}  # fmt: skip
+
+
+def _node() -> Any:
+    from controlplane.dataplanes.models import DataPlaneNode
+
+    return DataPlaneNode.objects.create(
+        node_id="edge-1", boot_id="b", hostname="edge", version="0.1.0", revision=1, result="applied"
+    )
+
+
+@pytest.mark.parametrize("route_index", range(len(NODE_ROUTES)), ids=[f"{m} {p}" for m, p in NODE_ROUTES])
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_gets_exactly_its_answer_on_the_node_routes(
+    role: str, route_index: int, make_user: Callable[..., Any]
+) -> None:
+    from controlplane.dataplanes.models import DataPlaneNode
+
+    world(make_user)
+    _node()
+    method, path = NODE_ROUTES[route_index]
+    answer(role, make_user, method, path, NODE_EXPECTED[role][route_index])
+    assert DataPlaneNode.objects.filter(node_id="edge-1").exists()
+
+
+# --- `revisions/{n}/wait/` (config:read, GET only) is an ASGI app in front of Django: driven in process ----
+#            role          GET wait  POST wait
+WAIT_EXPECTED: dict[str, tuple[int, int]] = {
+    "admin":     (200,      405),
+    "operator":  (200,      405),
+    "readonly":  (200,      403),
+    "dataplane": (403,      403),
+    "anonymous": (401,      401),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method_index", range(2), ids=["GET", "POST"])
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_gets_exactly_its_answer_on_revision_wait(
+    role: str, method_index: int, make_user: Callable[..., Any]
+) -> None:
+    import httpx
+    from asgiref.sync import async_to_sync
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    from controlplane.dataplanes.rollout import RolloutWaitApp
+
+    world(make_user)
+    _node()
+    headers = {}
+    if role != "anonymous":
+        headers["Authorization"] = f"Bearer {RefreshToken.for_user(make_user(f'{role}-user', role)).access_token}"
+
+    async def django(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the wait must not reach Django")
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=RolloutWaitApp(django))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            return await http.request(
+                ("GET", "POST")[method_index], f"{API}/revisions/1/wait/?timeout=1", headers=headers
+            )
+
+    response = async_to_sync(call)()
+    expected = WAIT_EXPECTED[role][method_index]
+    assert response.status_code == expected, response.content
+    if response.status_code in (401, 403, 405):
+        assert response.json()["error"] in REFUSALS
+    else:
+        assert response.json()["done"] is True

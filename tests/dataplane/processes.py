@@ -113,7 +113,8 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 @contextmanager
-def dataplane(tmp_path: Path, seed: dict[str, Any] | None, **env: str) -> Iterator[DataPlane]:
+def dataplane(tmp_path: Path, seed: dict[str, Any] | None, *, workers: int = 1, **env: str) -> Iterator[DataPlane]:
+    """`python -m dataplane [--workers N]` on free ports, on `seed` (or none: then ready once it is live)."""
     port, admin_port = free_port(), free_port()
     seed_path = tmp_path / "seed.yaml"
     variables = {
@@ -127,7 +128,7 @@ def dataplane(tmp_path: Path, seed: dict[str, Any] | None, **env: str) -> Iterat
         seed_path.write_text(yaml.safe_dump(seed))
         variables["DATAPLANE_SEED"] = str(seed_path)
     with running(
-        [sys.executable, "-m", "dataplane"],
+        [sys.executable, "-m", "dataplane", *(["--workers", str(workers)] if workers > 1 else [])],
         env=clean_env(**variables),
         ready_url=f"http://127.0.0.1:{admin_port}/-/{'readyz' if seed is not None else 'livez'}",
         log=tmp_path / "dataplane.log",

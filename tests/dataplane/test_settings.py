@@ -84,6 +84,7 @@ def test_a_node_id_that_could_break_the_via_header_is_refused() -> None:
         Settings.from_env({"DATAPLANE_NODE_ID": "edge 1, 1.1 other"})
 
 
-def test_the_upstream_client_is_aiohttp_by_default_and_httpx_on_request() -> None:
-    assert Settings.from_env({}).transport == "aiohttp"
+def test_the_upstream_client_is_native_by_default_and_aiohttp_or_httpx_on_request() -> None:
+    assert Settings.from_env({}).transport == "native"
+    assert Settings.from_env({"DATAPLANE_TRANSPORT": "aiohttp"}).transport == "aiohttp"
     assert Settings.from_env({"DATAPLANE_TRANSPORT": "httpx"}).transport == "httpx"

@@ -265,7 +265,9 @@ def test_a_non_closed_breaker_is_in_the_report(tmp_path: Path) -> None:
     runtime, sync = make(tmp_path, recorder)
     asyncio.run(polls(sync, recorder, 1))
     runtime.states["orders:v1"].breaker.force(State.OPEN)
-    assert sync.status()["breakers"] == {"orders:v1": {"state": "open", "forced": "open"}}
+    assert sync.status()["breakers"] == {
+        "orders:v1": {"state": "open", "forced": "open", "reset_generation": 0, "transitions": []}
+    }
 
 
 # --- boot and cache ----------------------------------------------------------------------------------

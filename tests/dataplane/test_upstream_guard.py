@@ -56,14 +56,17 @@ def test_the_aiohttp_resolver_refuses_a_name_with_a_denied_address() -> None:
         asyncio.run(GuardedResolver(resolver("127.0.0.1", "169.254.169.254")).resolve("mixed.example", 80))
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
 def test_each_transport_refuses_a_target_resolving_to_a_denied_address(transport: str) -> None:
     from dataplane.transport_aiohttp import AiohttpTransport
+    from dataplane.transport_native import NativeTransport
     from tests.dataplane.harness import Gateway, document, endpoint, ok
 
     gateway = Gateway(document(endpoint("users", "http://innocent.example:8010", default=True)), ok)
     metadata = resolver("169.254.169.254")
-    if transport == "aiohttp":
+    if transport == "native":
+        gateway.proxy.transport = NativeTransport(metadata)
+    elif transport == "aiohttp":
         gateway.proxy.transport = AiohttpTransport(metadata)
     else:
         limits = httpx.Limits()

@@ -21,7 +21,7 @@ from tests.e2e.servers import clean_env, eventually, free_port, running
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+@pytest.fixture(scope="module", params=["native", "aiohttp", "httpx"])
 def transport(request: pytest.FixtureRequest) -> str:
     """The wire suite runs against each upstream client (DATAPLANE_TRANSPORT)."""
     return str(request.param)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -26,7 +25,7 @@ from controlplane.dataplanes.services import dataplane_token_issue
 from controlplane.routing.services import endpoint_create
 from tests.conftest import endpoint_body
 from tests.dataplane.processes import dataplane, upstream
-from tests.e2e.servers import clean_env, eventually, free_port, running
+from tests.e2e.servers import eventually
 from tests.e2e.test_sync_longpoll import control_plane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -106,23 +105,20 @@ def test_each_worker_follows_the_control_plane_as_its_own_node(tmp_path: Path) -
     _, secret = dataplane_token_issue(name="edge-1", actor=ACTOR)
     with upstream(tmp_path, "origin") as origin, control_plane(tmp_path) as (base, _):
         endpoint_create(data=endpoint_body(targets=[{"url": f"{origin.url}/api"}]), actor=ACTOR)
-        port, admin = free_port(), free_port()
-        env = clean_env(
-            DATAPLANE_LISTEN=f"127.0.0.1:{port}",
-            DATAPLANE_ADMIN_LISTEN=f"127.0.0.1:{admin}",
+        with dataplane(
+            tmp_path,
+            None,
+            workers=2,
             DATAPLANE_NODE_ID="edge",
-            DATAPLANE_DRAIN_DELAY="0.2",
             DATAPLANE_CONTROL_PLANE_URL=base,
             DATAPLANE_TOKEN=secret,
             DATAPLANE_CACHE_DIR=str(tmp_path / "cache"),
-        )
-        argv = [sys.executable, "-m", "dataplane", "--workers", "2"]
-        with running(argv, env=env, ready_url=f"http://127.0.0.1:{admin}/-/livez", log=tmp_path / "workers.log"):
-            eventually(lambda: httpx.get(f"http://127.0.0.1:{admin}/-/readyz").status_code == 200, "readyz")
+        ) as node:
+            eventually(lambda: httpx.get(f"{node.admin}/-/readyz").status_code == 200, "readyz")
             eventually(
                 lambda: set(DataPlaneNode.objects.filter(result="applied").values_list("node_id", flat=True))
                 == {"edge-w0", "edge-w1"},
                 "both workers' status reports",
             )
             with httpx.Client() as client:
-                assert client.get(f"http://127.0.0.1:{port}/users/1").status_code == 200
+                assert client.get(f"{node.url}/users/1").status_code == 200

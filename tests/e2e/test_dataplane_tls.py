@@ -12,7 +12,7 @@ from tests.dataplane.processes import DataPlane, dataplane, seed, self_signed_ce
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+@pytest.fixture(scope="module", params=["native", "aiohttp", "httpx"])
 def transport(request: pytest.FixtureRequest) -> str:
     """The wire suite runs against each upstream client (DATAPLANE_TRANSPORT)."""
     return str(request.param)

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
-from controlplane.core.api.views import DocumentObjectViewSet
+from typing import Any
 
-from .. import services
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from controlplane.core.api.views import DocumentObjectViewSet, service_context
+from controlplane.routing.models import Endpoint
+
+from .. import fleet, services
+from ..fleet import AGGREGATES
 from ..models import BreakerPolicy
-from .serializers import BreakerPolicySerializer
+from .serializers import BreakerDetailSerializer, BreakerForceSerializer, BreakerPolicySerializer, BreakerSerializer
 
 
 class BreakerPolicyViewSet(DocumentObjectViewSet):
@@ -21,3 +32,68 @@ class BreakerPolicyViewSet(DocumentObjectViewSet):
         "delete": services.breaker_policy_delete,
     }
     service_object = "policy"
+
+
+class BreakerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """The fleet's breakers by endpoint key (§6): each live node's state, an aggregate, the override.
+
+    Reads need config:read; force and reset need config:write (the one permission class's defaults).
+    """
+
+    serializer_class = BreakerSerializer
+    lookup_field = "key"
+    lookup_value_regex = r"[^/]+"
+    filter_backends: list[Any] = []
+
+    def get_queryset(self) -> Any:
+        return fleet.endpoints()
+
+    def _endpoint(self, key: str) -> Endpoint:
+        endpoint = fleet.endpoint_by_key(key)
+        if endpoint is None:
+            raise NotFound(f"no endpoint {key}")
+        return endpoint
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "state",
+                str,
+                enum=list(AGGREGATES),
+                description="only endpoints with this aggregate, or with a live node in this state",
+            )
+        ]
+    )
+    def list(self, request: Request) -> Response:
+        state = request.query_params.get("state") or None
+        if state is not None and state not in AGGREGATES:
+            raise ValidationError({"state": [f"must be one of {', '.join(AGGREGATES)}"]})
+        rows = fleet.fleet_breakers(state=state)
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(BreakerSerializer(page, many=True).data)
+
+    @extend_schema(responses=BreakerDetailSerializer)
+    def retrieve(self, request: Request, key: str) -> Response:
+        return Response(BreakerDetailSerializer(fleet.endpoint_breaker(self._endpoint(key))).data)
+
+    @extend_schema(request=BreakerForceSerializer, responses=BreakerDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def force(self, request: Request, key: str) -> Response:
+        """Force the breaker open or closed on every node, optionally for `seconds`; `state: null` lifts it."""
+        endpoint = self._endpoint(key)
+        body = BreakerForceSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.breaker_force(
+            endpoint=endpoint,
+            state=body.validated_data["state"],
+            seconds=body.validated_data.get("seconds"),
+            **service_context(request),
+        )
+        return self.retrieve(request, key)
+
+    @extend_schema(request=None, responses=BreakerDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def reset(self, request: Request, key: str) -> Response:
+        """Close the breaker once on every node (its reset generation grows); a force stays in effect."""
+        services.breaker_reset(endpoint=self._endpoint(key), **service_context(request))
+        return self.retrieve(request, key)

@@ -1,4 +1,9 @@
-"""Read-only history: config revisions (config:read) and the audit log (audit:read)."""
+"""Read-only history: config revisions (config:read) and the audit log (audit:read).
+
+Each revision carries `nodes`: how many live data-plane nodes applied and rejected it (the rules are in
+controlplane/dataplanes/rollout.py). `revisions/{n}/wait/` is answered before Django, by
+`controlplane.dataplanes.rollout.RolloutWaitApp` (config/asgi.py), because it waits.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from typing import Any
 
 import django_filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -24,11 +29,30 @@ from ..models import AuditEvent, ConfigRevision
 class ConfigRevisionSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     actor = serializers.CharField(source="actor_label", read_only=True)
     changes = serializers.SerializerMethodField()
+    nodes = serializers.SerializerMethodField()
 
     class Meta:
         model = ConfigRevision
-        fields = ["number", "config_sha256", "actor", "summary", "request_id", "created_at", "changes"]
+        fields = ["number", "config_sha256", "actor", "summary", "request_id", "created_at", "changes", "nodes"]
         read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {k: {"type": "integer"} for k in ("applied", "rejected", "live")},
+            "description": "live data-plane nodes that applied / rejected this revision (docs/api.md)",
+        }
+    )
+    def get_nodes(self, revision: ConfigRevision) -> dict[str, int]:
+        from controlplane.dataplanes.rollout import rollout_counts
+
+        # The live nodes are read once per request (the view puts them in the context), not per revision.
+        nodes = self.context.get("live_nodes")
+        if nodes is None:
+            from controlplane.dataplanes.rollout import live_node_rows
+
+            nodes = live_node_rows()
+        return rollout_counts(number=revision.number, created_at=revision.created_at, nodes=nodes).as_dict()
 
     def get_changes(self, revision: ConfigRevision) -> list[dict[str, Any]]:
         return [
@@ -54,6 +78,14 @@ class ConfigRevisionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type
 
     def get_serializer_class(self) -> type[serializers.Serializer]:  # type: ignore[type-arg]
         return ConfigRevisionDetailSerializer if self.action == "retrieve" else ConfigRevisionSerializer
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        if self.action in ("list", "retrieve") and not getattr(self, "swagger_fake_view", False):
+            from controlplane.dataplanes.rollout import live_node_rows
+
+            context["live_nodes"] = live_node_rows()
+        return context
 
     @extend_schema(
         parameters=[OpenApiParameter("from", int, required=True), OpenApiParameter("to", int, required=True)],

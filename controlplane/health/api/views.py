@@ -54,6 +54,19 @@ class TargetHealthViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):  # ty
             return Target.objects.none()
         return selectors.target_health_list()
 
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """A page in a fixed number of queries: the targets with their health rows, then the uptime of
+        the whole page at once (selectors.target_health_summaries), never per row."""
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        targets = list(page if page is not None else queryset)
+        summaries = selectors.target_health_summaries([target.pk for target in targets])
+        context = {**self.get_serializer_context(), "health_summaries": summaries}
+        serializer = self.get_serializer(targets, many=True, context=context)
+        if page is not None:
+            return self.get_paginated_response(serializer.data)
+        return Response(serializer.data)
+
 
 class EndpointCheckApi(APIView):
     """Probe an endpoint's targets now; the results count like any scheduled probe and are answered."""
@@ -69,6 +82,7 @@ class EndpointCheckApi(APIView):
         except ValueError as exc:
             raise ConflictError(str(exc)) from None
         targets = {t.pk: t for t in selectors.target_health_list().filter(endpoint=endpoint)}
+        context = {"health_summaries": selectors.target_health_summaries(list(targets))}
         return Response(
             {
                 "endpoint": endpoint.key,
@@ -80,7 +94,7 @@ class EndpointCheckApi(APIView):
                         "latency_ms": result.latency_ms,
                         "reason": result.reason,
                         "checked_at": result.checked_at,
-                        "health": TargetHealthSerializer(targets[plan.target_id]).data,
+                        "health": TargetHealthSerializer(targets[plan.target_id], context=context).data,
                     }
                     for plan, result in checked
                 ],

@@ -77,6 +77,13 @@ class Command(BaseCommand):
             "(default GATEWAY_DEMO, on for the embedded default database)",
         )
         parser.add_argument("--no-dataplane", action="store_true", help="run the control plane, worker and beat only")
+        parser.add_argument(
+            "--dataplanes",
+            type=int,
+            default=int(os.environ.get("GATEWAY_DATAPLANES", "1")),
+            help="how many data planes to start (default GATEWAY_DATAPLANES or 1); the i-th listens on the "
+            "proxy and admin ports of DATAPLANE_LISTEN / DATAPLANE_ADMIN_LISTEN plus i-1",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         host, port = _host_port(str(options["listen"]), "--listen")
@@ -145,17 +152,33 @@ class Command(BaseCommand):
                         essential=False,
                     )
                 )  # fmt: skip
-        if not options["no_dataplane"]:
+        count = int(options["dataplanes"])  # type: ignore[call-overload]
+        if count < 0 or count > 16:
+            raise CommandError(f"--dataplanes must be 0-16, not {count}")
+        if not options["no_dataplane"] and count:
             token = self._dataplane_token()
-            dataplane_env = {
-                "DATAPLANE_CONTROL_PLANE_URL": f"http://{host}:{port}",
-                "DATAPLANE_TOKEN": token,
-                "DATAPLANE_CACHE_DIR": os.environ.get("DATAPLANE_CACHE_DIR", str(var / "dataplane")),
-                "DATAPLANE_NODE_ID": os.environ.get("DATAPLANE_NODE_ID", "local"),
-            }
-            if demo and "DATAPLANE_SEED" not in os.environ:
-                dataplane_env["DATAPLANE_SEED"] = str(EXAMPLE)
-            children.append(Child("dataplane", [python, "-m", "dataplane"], extra_env=dataplane_env))
+            proxy_host, proxy_port = _host_port(
+                os.environ.get("DATAPLANE_LISTEN", "127.0.0.1:8080"), "DATAPLANE_LISTEN"
+            )
+            admin_host, admin_port = _host_port(
+                os.environ.get("DATAPLANE_ADMIN_LISTEN", "127.0.0.1:9901"), "DATAPLANE_ADMIN_LISTEN"
+            )
+            node = os.environ.get("DATAPLANE_NODE_ID", "local")
+            cache = Path(os.environ.get("DATAPLANE_CACHE_DIR", str(var / "dataplane")))
+            for index in range(count):
+                # The first node keeps the plain names; the others get "-<n>" and the next ports.
+                suffix = "" if index == 0 else f"-{index + 1}"
+                dataplane_env = {
+                    "DATAPLANE_CONTROL_PLANE_URL": f"http://{host}:{port}",
+                    "DATAPLANE_TOKEN": token,
+                    "DATAPLANE_CACHE_DIR": str(cache.with_name(cache.name + suffix)),
+                    "DATAPLANE_NODE_ID": node + suffix,
+                    "DATAPLANE_LISTEN": f"{proxy_host}:{int(proxy_port) + index}",
+                    "DATAPLANE_ADMIN_LISTEN": f"{admin_host}:{int(admin_port) + index}",
+                }
+                if demo and "DATAPLANE_SEED" not in os.environ:
+                    dataplane_env["DATAPLANE_SEED"] = str(EXAMPLE)
+                children.append(Child(f"dataplane{suffix}", [python, "-m", "dataplane"], extra_env=dataplane_env))
         self._supervise(children, env)
 
     def _ensure_admin(self, username: str) -> None:

@@ -1,0 +1,223 @@
+"""The shapes of a status report's `breakers` and `counters` (ARCHITECTURE §4) and histogram helpers.
+
+Pure Python, shared by both planes: the data plane builds reports in these shapes
+(dataplane/report.py), the control plane validates them (controlplane/dataplanes/status.py) and
+aggregates them (controlplane/stats).
+
+    counters: {"<endpoint key>": {
+        "requests": {"2xx": int, "3xx": int, "4xx": int, "5xx": int},
+        "errors": {"<gateway error code>": int},
+        "retries": int, "breaker_trips": int,
+        "duration": {"buckets": [int x 16], "sum": float seconds},
+        "upstream_duration": {"buckets": [int x 16], "sum": float seconds}}}
+    breakers: {"<endpoint key>": {
+        "state": "closed"|"open"|"half_open", "forced": "open"|"closed"|null, "reset_generation": int,
+        "transitions": [{"from": state, "to": state, "at": unix seconds}, ...]  (oldest first, at most 20)}}
+
+Histograms have one count per bucket of LATENCY_BUCKETS plus a last +Inf bucket (16 counts), each
+the number of observations in that bucket alone: NOT cumulative like Prometheus' `le` buckets.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .schema import NAME_RE, VERSION_RE
+
+# Upper bounds in seconds; the same as the data plane's /-/metrics histograms (dataplane/metrics.py).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+BUCKET_COUNT = len(LATENCY_BUCKETS) + 1  # the last one is +Inf
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+BREAKER_STATES = ("closed", "open", "half_open")
+FORCED_STATES = ("open", "closed")
+MAX_TRANSITIONS = 20
+MAX_ENDPOINTS = 10_000
+
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+Problems = dict[str, list[str]]
+
+
+def is_endpoint_key(value: Any) -> bool:
+    """True for an endpoint key `name:version` as the config allows it (configdoc.schema's patterns)."""
+    if not isinstance(value, str) or value.count(":") != 1:
+        return False
+    name, version = value.split(":")
+    return (
+        len(name) <= 100
+        and len(version) <= 32
+        and NAME_RE.fullmatch(name) is not None
+        and VERSION_RE.fullmatch(version) is not None
+    )
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _add(problems: Problems, path: str, message: str) -> None:
+    problems.setdefault(path, []).append(message)
+
+
+def _exact_keys(problems: Problems, path: str, value: dict[str, Any], allowed: Sequence[str]) -> None:
+    for key in sorted(set(value) - set(allowed)):
+        _add(problems, f"{path}.{key}", "unknown field")
+    for key in allowed:
+        if key not in value:
+            _add(problems, f"{path}.{key}", "this field is required")
+
+
+def _histogram(problems: Problems, path: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        _add(problems, path, "must be an object with buckets and sum")
+        return
+    _exact_keys(problems, path, value, ("buckets", "sum"))
+    buckets = value.get("buckets")
+    if "buckets" in value and (
+        not isinstance(buckets, list) or len(buckets) != BUCKET_COUNT or not all(_count(b) for b in buckets)
+    ):
+        _add(problems, f"{path}.buckets", f"must be a list of {BUCKET_COUNT} whole numbers >= 0")
+    if "sum" in value and not _number(value["sum"]):
+        _add(problems, f"{path}.sum", "must be a number of seconds >= 0")
+
+
+def _endpoint_map(problems: Problems, name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        _add(problems, name, "must be an object mapping endpoint keys to objects")
+        return {}
+    if len(value) > MAX_ENDPOINTS:
+        _add(problems, name, f"must have at most {MAX_ENDPOINTS} endpoints")
+        return {}
+    checked = {}
+    for key, entry in value.items():
+        path = f'{name}["{key}"]'
+        if not is_endpoint_key(key):
+            _add(problems, path, "the key must be an endpoint key name:version")
+        elif not isinstance(entry, dict):
+            _add(problems, path, "must be an object")
+        else:
+            checked[key] = entry
+    return checked
+
+
+def validate_counters(value: Any) -> Problems:
+    """Problems of a report's `counters` by field path (e.g. `counters["users:v1"].requests.2xx`); {} if fine."""
+    problems: Problems = {}
+    for key, entry in _endpoint_map(problems, "counters", value).items():
+        path = f'counters["{key}"]'
+        _exact_keys(problems, path, entry, ("requests", "errors", "retries", "breaker_trips", "duration",
+                                             "upstream_duration"))  # fmt: skip
+        requests = entry.get("requests")
+        if "requests" in entry:
+            if not isinstance(requests, dict):
+                _add(problems, f"{path}.requests", "must be an object with 2xx, 3xx, 4xx and 5xx")
+            else:
+                _exact_keys(problems, f"{path}.requests", requests, STATUS_CLASSES)
+                for status_class in STATUS_CLASSES:
+                    if status_class in requests and not _count(requests[status_class]):
+                        _add(problems, f"{path}.requests.{status_class}", "must be a whole number >= 0")
+        errors = entry.get("errors")
+        if "errors" in entry:
+            if not isinstance(errors, dict):
+                _add(problems, f"{path}.errors", "must be an object mapping error codes to counts")
+            else:
+                for code, count in errors.items():
+                    if not _ERROR_CODE.fullmatch(code):
+                        _add(problems, f"{path}.errors.{code}", "the key must be an error code like upstream_timeout")
+                    elif not _count(count):
+                        _add(problems, f"{path}.errors.{code}", "must be a whole number >= 0")
+        for field in ("retries", "breaker_trips"):
+            if field in entry and not _count(entry[field]):
+                _add(problems, f"{path}.{field}", "must be a whole number >= 0")
+        for field in ("duration", "upstream_duration"):
+            if field in entry:
+                _histogram(problems, f"{path}.{field}", entry[field])
+    return problems
+
+
+def validate_breakers(value: Any) -> Problems:
+    """Problems of a report's `breakers` by field path (e.g. `breakers["users:v1"].state`); {} if fine."""
+    problems: Problems = {}
+    for key, entry in _endpoint_map(problems, "breakers", value).items():
+        path = f'breakers["{key}"]'
+        _exact_keys(problems, path, entry, ("state", "forced", "reset_generation", "transitions"))
+        if "state" in entry and entry["state"] not in BREAKER_STATES:
+            _add(problems, f"{path}.state", f"must be one of {', '.join(BREAKER_STATES)}")
+        if "forced" in entry and entry["forced"] is not None and entry["forced"] not in FORCED_STATES:
+            _add(problems, f"{path}.forced", "must be open, closed or null")
+        if "reset_generation" in entry and not _count(entry["reset_generation"]):
+            _add(problems, f"{path}.reset_generation", "must be a whole number >= 0")
+        transitions = entry.get("transitions")
+        if "transitions" not in entry:
+            continue
+        if not isinstance(transitions, list) or len(transitions) > MAX_TRANSITIONS:
+            _add(problems, f"{path}.transitions", f"must be a list of at most {MAX_TRANSITIONS} transitions")
+            continue
+        for index, transition in enumerate(transitions):
+            item = f"{path}.transitions[{index}]"
+            if not isinstance(transition, dict):
+                _add(problems, item, "must be an object with from, to and at")
+                continue
+            _exact_keys(problems, item, transition, ("from", "to", "at"))
+            for field in ("from", "to"):
+                if field in transition and transition[field] not in BREAKER_STATES:
+                    _add(problems, f"{item}.{field}", f"must be one of {', '.join(BREAKER_STATES)}")
+            if "at" in transition and not _number(transition["at"]):
+                _add(problems, f"{item}.at", "must be unix seconds")
+    return problems
+
+
+# --- histograms ------------------------------------------------------------------------------------------
+
+
+def empty_histogram() -> list[int]:
+    return [0] * BUCKET_COUNT
+
+
+def merge_histograms(histograms: Iterable[Sequence[int]]) -> list[int]:
+    """The bucket-wise sum of histograms (lists of BUCKET_COUNT counts; shorter lists count as zeros)."""
+    merged = empty_histogram()
+    for histogram in histograms:
+        for index, count in enumerate(list(histogram)[:BUCKET_COUNT]):
+            merged[index] += count
+    return merged
+
+
+def histogram_percentile(buckets: Sequence[int], q: float) -> float | None:
+    """The q-quantile (0..1) in seconds from per-bucket counts, None without observations.
+
+    Like Prometheus' histogram_quantile: find the bucket holding rank q*total, then interpolate
+    linearly within it, assuming its observations are spread evenly between its lower bound (the
+    previous bound, 0 for the first bucket) and its upper bound. A rank in the open +Inf bucket
+    answers the last finite bound (60 s), meaning "at least this".
+    """
+    total = sum(buckets)
+    if total <= 0:
+        return None
+    q = min(max(q, 0.0), 1.0)
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(buckets):
+        if count and seen + count >= rank:
+            if index >= len(LATENCY_BUCKETS):
+                return LATENCY_BUCKETS[-1]
+            lower = LATENCY_BUCKETS[index - 1] if index else 0.0
+            upper = LATENCY_BUCKETS[index]
+            return lower + (upper - lower) * max(rank - seen, 0) / count
+        seen += count
+    return LATENCY_BUCKETS[-1]
+
+
+def cumulative_to_buckets(cumulative: Sequence[float]) -> list[int]:
+    """Per-bucket counts from Prometheus' cumulative `le` counts (LATENCY_BUCKETS then +Inf)."""
+    counts = [int(round(v)) for v in cumulative]
+    return [max(0, count - (counts[index - 1] if index else 0)) for index, count in enumerate(counts)]

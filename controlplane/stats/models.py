@@ -1,0 +1,71 @@
+"""Traffic statistics aggregated from the data planes' status reports (ARCHITECTURE §4, issue 7).
+
+Each report carries counters cumulative since the node's boot; `services.stats_ingest` turns them
+into deltas against the node's previous report for the same boot (NodeCounterBaseline) and adds
+them to the endpoint's current minute and hour rows. Minute rows are kept 24 h, hour rows 30 days
+(`tasks.stats_prune`). The overall figures are sums over the endpoints' rows, made by the selectors.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from configdoc.reports import empty_histogram
+
+
+class TrafficBucket(models.Model):
+    """One endpoint's traffic in one period (a minute or an hour starting at `start`), as deltas."""
+
+    endpoint_key = models.CharField(max_length=140, help_text="name:version")
+    start = models.DateTimeField(help_text="start of the period (UTC, whole minute or hour)")
+    requests_2xx = models.PositiveBigIntegerField(default=0)
+    requests_3xx = models.PositiveBigIntegerField(default=0)
+    requests_4xx = models.PositiveBigIntegerField(default=0)
+    requests_5xx = models.PositiveBigIntegerField(default=0)
+    errors = models.JSONField(default=dict, blank=True, help_text="gateway-made answers by error code")
+    retries = models.PositiveBigIntegerField(default=0)
+    breaker_trips = models.PositiveBigIntegerField(default=0)
+    duration_buckets = models.JSONField(default=empty_histogram, help_text="16 counts, configdoc.reports buckets")
+    duration_sum = models.FloatField(default=0.0, help_text="seconds")
+    upstream_buckets = models.JSONField(default=empty_histogram, help_text="16 counts, per upstream try")
+    upstream_sum = models.FloatField(default=0.0, help_text="seconds")
+
+    class Meta:
+        abstract = True
+        ordering = ["start", "endpoint_key"]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_key} at {self.start:%Y-%m-%d %H:%M}"
+
+    @property
+    def requests(self) -> int:
+        return self.requests_2xx + self.requests_3xx + self.requests_4xx + self.requests_5xx
+
+
+class TrafficMinute(TrafficBucket):
+    class Meta(TrafficBucket.Meta):
+        constraints = [models.UniqueConstraint(fields=["endpoint_key", "start"], name="stats_minute_unique")]
+        indexes = [models.Index(fields=["start"], name="stats_minute_start")]
+
+
+class TrafficHour(TrafficBucket):
+    class Meta(TrafficBucket.Meta):
+        constraints = [models.UniqueConstraint(fields=["endpoint_key", "start"], name="stats_hour_unique")]
+        indexes = [models.Index(fields=["start"], name="stats_hour_start")]
+
+
+class NodeCounterBaseline(models.Model):
+    """The highest cumulative counters seen from one boot of one node: what the next report's deltas
+    are taken against. Pruned with the minute rows once the boot has not reported for a day."""
+
+    node_id = models.CharField(max_length=128)
+    boot_id = models.CharField(max_length=128)
+    counters = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["node_id", "boot_id"], name="stats_baseline_unique")]
+
+    def __str__(self) -> str:
+        return f"counters of {self.node_id} boot {self.boot_id}"

@@ -1,0 +1,231 @@
+"""Reads of the stats app: traffic totals and series per endpoint or overall, and the system summary.
+
+The dashboards and the `stats/` API build on these three functions; keep their signatures.
+
+Granularity: a window that starts within the last 24 h reads the minute rows, an older start the
+hour rows (minute rows are kept 24 h, hour rows 30 days). A period belongs to a window when it
+starts at or after the window's start truncated to the period, so the current, partial period counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from configdoc.reports import STATUS_CLASSES, histogram_percentile, merge_histograms
+
+from .models import TrafficHour, TrafficMinute
+
+MINUTE_WINDOW = timedelta(hours=24)
+STEPS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
+# The summary's "degraded" threshold: share of 5xx answers over the last 5 minutes.
+DEGRADED_ERROR_RATE = 0.05
+SUMMARY_WINDOW = timedelta(minutes=5)
+
+_FIELDS = (
+    "endpoint_key", "start", "requests_2xx", "requests_3xx", "requests_4xx", "requests_5xx", "errors", "retries",
+    "breaker_trips", "duration_buckets", "upstream_buckets",
+)  # fmt: skip
+
+
+def truncate(moment: datetime, step: str) -> datetime:
+    """The start of the minute or hour holding `moment`."""
+    moment = moment.replace(second=0, microsecond=0)
+    return moment.replace(minute=0) if step == "hour" else moment
+
+
+def step_for(since: datetime, now: datetime | None = None) -> str:
+    """ "minute" for a window starting within the last 24 h, "hour" beyond."""
+    return "minute" if since >= (now or timezone.now()) - MINUTE_WINDOW else "hour"
+
+
+def _rows(since: datetime, endpoint_key: str | None, step: str) -> QuerySet[Any]:
+    model = TrafficMinute if step == "minute" else TrafficHour
+    rows = model.objects.filter(start__gte=truncate(since, step))
+    if endpoint_key is not None:
+        rows = rows.filter(endpoint_key=endpoint_key)
+    return rows.order_by().values(*_FIELDS)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _percentiles(buckets: list[int]) -> dict[str, float | None]:
+    return {name: _ms(histogram_percentile(buckets, q)) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
+
+
+def _totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    by_class = dict.fromkeys(STATUS_CLASSES, 0)
+    errors: dict[str, int] = {}
+    retries = trips = 0
+    durations: list[list[int]] = []
+    upstream: list[list[int]] = []
+    for row in rows:
+        for status_class in STATUS_CLASSES:
+            by_class[status_class] += row[f"requests_{status_class}"]
+        for code, count in (row["errors"] or {}).items():
+            errors[code] = errors.get(code, 0) + count
+        retries += row["retries"]
+        trips += row["breaker_trips"]
+        durations.append(row["duration_buckets"])
+        upstream.append(row["upstream_buckets"])
+    requests = sum(by_class.values())
+    return {
+        "requests": requests,
+        "by_class": by_class,
+        "errors": dict(sorted(errors.items())),
+        "gateway_errors": sum(errors.values()),
+        "error_rate": by_class["5xx"] / requests if requests else 0.0,
+        "retries": retries,
+        "breaker_trips": trips,
+        "latency_ms": _percentiles(merge_histograms(durations)),
+        "upstream_latency_ms": _percentiles(merge_histograms(upstream)),
+    }
+
+
+def traffic_totals(*, since: datetime, endpoint_key: str | None = None) -> dict:
+    """Traffic since `since` for one endpoint (`name:version`) or all together.
+
+    {"requests", "by_class": {"2xx", "3xx", "4xx", "5xx"}, "errors": {code: n}, "gateway_errors",
+     "error_rate" (5xx share 0..1, 0.0 without traffic), "retries", "breaker_trips",
+     "latency_ms": {"p50", "p95", "p99"}, "upstream_latency_ms": {...}} — percentiles None without data.
+    """
+    return _totals(_rows(since, endpoint_key, step_for(since)))
+
+
+def traffic_totals_by_endpoint(*, since: datetime) -> dict[str, dict]:
+    """traffic_totals for every endpoint with rows in the window, by endpoint key (sorted)."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in _rows(since, None, step_for(since)):
+        grouped.setdefault(row["endpoint_key"], []).append(row)
+    return {key: _totals(grouped[key]) for key in sorted(grouped)}
+
+
+def traffic_series(*, since: datetime, endpoint_key: str | None = None, step: str = "minute") -> list[dict]:
+    """One point per minute or hour from `since` (truncated) to now, oldest first, empty steps as zeros:
+    {"at", "requests", "rate_per_s", "errors_5xx", "error_rate", "p50_ms", "p95_ms", "p99_ms"}.
+    Use step "minute" for windows up to 24 h (minute rows are kept a day), "hour" beyond."""
+    if step not in STEPS:
+        raise ValueError(f"step must be one of {', '.join(STEPS)}")
+    width = STEPS[step]
+    grouped: dict[datetime, list[dict[str, Any]]] = {}
+    for row in _rows(since, endpoint_key, step):
+        grouped.setdefault(row["start"], []).append(row)
+    at = truncate(since, step)
+    last = truncate(timezone.now(), step)
+    series = []
+    while at <= last:
+        rows = grouped.get(at, [])
+        requests = sum(row[f"requests_{c}"] for row in rows for c in STATUS_CLASSES)
+        errors_5xx = sum(row["requests_5xx"] for row in rows)
+        percentiles = _percentiles(merge_histograms(row["duration_buckets"] for row in rows))
+        series.append(
+            {
+                "at": at,
+                "requests": requests,
+                "rate_per_s": requests / width.total_seconds(),
+                "errors_5xx": errors_5xx,
+                "error_rate": errors_5xx / requests if requests else 0.0,
+                "p50_ms": percentiles["p50"],
+                "p95_ms": percentiles["p95"],
+                "p99_ms": percentiles["p99"],
+            }
+        )
+        at += width
+    return series
+
+
+def system_summary() -> dict:
+    """The fleet at a glance (the seed gateway's registry stats, health summary, open breakers and
+    unhealthy endpoints) and a status with the rule documented in docs/api.md:
+
+    - "unhealthy": nodes exist but none is live, or an enabled endpoint has no routable target;
+    - "degraded": otherwise, any open or half-open breaker on a live node, any unhealthy target of an
+      enabled endpoint, any stale node, or a 5xx share above 5 % over the last 5 minutes;
+    - "healthy": otherwise.
+    """
+    from controlplane.dataplanes.models import DataPlaneNode
+    from controlplane.dataplanes.selectors import live_nodes
+    from controlplane.health.models import HealthStatus
+    from controlplane.health.selectors import target_health_list
+    from controlplane.routing.models import Endpoint
+
+    endpoints = list(Endpoint.objects.order_by("name", "version").values_list("id", "name", "version", "enabled"))
+    enabled_ids = {pk for pk, _, _, enabled in endpoints if enabled}
+    health = {HealthStatus.HEALTHY.value: 0, HealthStatus.UNHEALTHY.value: 0, HealthStatus.UNKNOWN.value: 0}
+    routable: set[int] = set()
+    targets_total = targets_enabled = 0
+    for target in target_health_list():
+        targets_total += 1
+        if not target.enabled:
+            continue
+        targets_enabled += 1
+        row = getattr(target, "health", None)
+        status = row.status if row is not None else HealthStatus.UNKNOWN.value
+        if target.endpoint_id in enabled_ids:
+            health[status] = health.get(status, 0) + 1
+        if status != HealthStatus.UNHEALTHY.value:  # unknown is routable
+            routable.add(target.endpoint_id)
+    unhealthy_endpoints = [
+        f"{name}:{version}" for pk, name, version, _ in endpoints if pk in enabled_ids and pk not in routable
+    ]
+
+    live = list(live_nodes().values_list("breakers", flat=True))
+    nodes_total = DataPlaneNode.objects.count()
+    open_breakers = sorted(
+        {
+            key
+            for breakers in live
+            if isinstance(breakers, dict)
+            for key, entry in breakers.items()
+            if isinstance(entry, dict) and entry.get("state") in ("open", "half_open")
+        }
+    )
+    recent = traffic_totals(since=timezone.now() - SUMMARY_WINDOW)
+    nodes = {"live": len(live), "stale": nodes_total - len(live)}
+
+    reasons: list[str] = []
+    status = "healthy"
+    if nodes_total and not live:
+        reasons.append("no live data-plane node")
+    if unhealthy_endpoints:
+        reasons.append(f"{len(unhealthy_endpoints)} enabled endpoint(s) without a routable target")
+    if reasons:
+        status = "unhealthy"
+    else:
+        if open_breakers:
+            reasons.append(f"{len(open_breakers)} endpoint(s) with an open breaker")
+        if health[HealthStatus.UNHEALTHY.value]:
+            reasons.append(f"{health[HealthStatus.UNHEALTHY.value]} unhealthy target(s)")
+        if nodes["stale"]:
+            reasons.append(f"{nodes['stale']} stale node(s)")
+        if recent["error_rate"] > DEGRADED_ERROR_RATE:
+            reasons.append(f"5xx rate {recent['error_rate']:.1%} over the last 5 minutes")
+        if reasons:
+            status = "degraded"
+    return {
+        "status": status,
+        "reasons": reasons,
+        "registry": {
+            "endpoints": {
+                "total": len(endpoints),
+                "enabled": len(enabled_ids),
+                "disabled": len(endpoints) - len(enabled_ids),
+            },
+            "targets": {"total": targets_total, "enabled": targets_enabled},
+        },
+        "health": health,
+        "open_breakers": open_breakers,
+        "unhealthy_endpoints": unhealthy_endpoints,
+        "nodes": nodes,
+        "traffic_5m": {
+            "requests": recent["requests"],
+            "errors_5xx": recent["by_class"]["5xx"],
+            "error_rate": recent["error_rate"],
+        },
+    }

@@ -1,0 +1,178 @@
+"""Writes of the stats app: turn a node's cumulative counters into deltas and add them to the
+endpoint's minute and hour rows; prune old rows.
+
+Delta rules, per (node_id, boot_id) against the highest counters seen from that boot
+(NodeCounterBaseline):
+
+- a boot never seen before (a new node, or a node that restarted and so has a new boot_id): the
+  counters are the delta, as they count from zero at boot;
+- the same boot: each counter's growth is its delta; a counter that went down was reset (treated as a
+  restart of that counter: its value is the delta);
+- a report in which no counter grew but some went down is an older report delivered late
+  (out of order): it adds nothing and the baseline stays;
+- reports of an older boot arriving after a newer boot's are taken against that older boot's own
+  baseline, so nothing is counted twice.
+
+Race safety: the baseline row and every traffic row touched are locked (SELECT … FOR UPDATE) in one
+transaction, in a fixed order (baseline, then minute rows, then hour rows, each by endpoint key), so
+two web processes ingesting at once add both deltas and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from configdoc.reports import BUCKET_COUNT, STATUS_CLASSES, merge_histograms
+
+from .models import NodeCounterBaseline, TrafficHour, TrafficMinute
+from .selectors import truncate
+
+MINUTE_RETENTION = timedelta(hours=24)
+HOUR_RETENTION = timedelta(days=30)
+BASELINE_RETENTION = timedelta(hours=24)
+PRUNE_BATCH = 5000
+
+
+def _flatten(counters: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
+    """Every scalar counter of a report's `counters`, by path (endpoint key, field, ...)."""
+    flat: dict[tuple[str, ...], float] = {}
+    for key, entry in counters.items():
+        for status_class, count in entry.get("requests", {}).items():
+            flat[(key, "requests", status_class)] = count
+        for code, count in entry.get("errors", {}).items():
+            flat[(key, "errors", code)] = count
+        for field in ("retries", "breaker_trips"):
+            flat[(key, field)] = entry.get(field, 0)
+        for field in ("duration", "upstream_duration"):
+            histogram = entry.get(field) or {}
+            for index, count in enumerate(histogram.get("buckets", [])):
+                flat[(key, field, str(index))] = count
+            flat[(key, field, "sum")] = histogram.get("sum", 0.0)
+    return flat
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], float]) -> dict[str, dict[str, Any]]:
+    """Deltas back in the counters shape, for the endpoints with any non-zero delta."""
+    result: dict[str, dict[str, Any]] = {}
+    for path, value in flat.items():
+        if not value:
+            continue
+        key = path[0]
+        entry = result.setdefault(
+            key,
+            {
+                "requests": dict.fromkeys(STATUS_CLASSES, 0),
+                "errors": {},
+                "retries": 0,
+                "breaker_trips": 0,
+                "duration": {"buckets": [0] * BUCKET_COUNT, "sum": 0.0},
+                "upstream_duration": {"buckets": [0] * BUCKET_COUNT, "sum": 0.0},
+            },
+        )
+        field = path[1]
+        if field in ("requests", "errors"):
+            entry[field][path[2]] = entry[field].get(path[2], 0) + int(value)
+        elif field in ("retries", "breaker_trips"):
+            entry[field] += int(value)
+        elif path[2] == "sum":
+            entry[field]["sum"] += float(value)
+        else:
+            entry[field]["buckets"][int(path[2])] += int(value)
+    return result
+
+
+def counter_deltas(
+    previous: Mapping[str, Any] | None, current: Mapping[str, Any]
+) -> tuple[dict[str, dict[str, Any]], bool]:
+    """(deltas in the counters shape, whether `current` becomes the new baseline).
+
+    `previous` is the baseline of the same boot, None for a boot never seen. See the module docstring."""
+    now = _flatten(current)
+    if previous is None:
+        return _unflatten(now), True
+    before = _flatten(previous)
+    grew = any(value > before.get(path, 0) for path, value in now.items())
+    shrank = any(value < before.get(path, 0) for path, value in now.items()) or any(
+        path not in now and value for path, value in before.items()
+    )
+    if shrank and not grew:
+        return {}, False  # a late, older report of this boot
+    deltas = {}
+    for path, value in now.items():
+        old = before.get(path, 0)
+        deltas[path] = value - old if value >= old else value
+    return _unflatten(deltas), True
+
+
+def _add_to(model: type[TrafficMinute] | type[TrafficHour], start: datetime, deltas: dict[str, dict[str, Any]]) -> None:
+    for key in sorted(deltas):
+        delta = deltas[key]
+        try:
+            with transaction.atomic():
+                row, _ = model.objects.select_for_update().get_or_create(endpoint_key=key, start=start)
+        except IntegrityError:  # created by a concurrent ingest between our get and create
+            row = model.objects.select_for_update().get(endpoint_key=key, start=start)
+        for status_class in STATUS_CLASSES:
+            field = f"requests_{status_class}"
+            setattr(row, field, getattr(row, field) + delta["requests"].get(status_class, 0))
+        errors = dict(row.errors or {})
+        for code, count in delta["errors"].items():
+            errors[code] = errors.get(code, 0) + count
+        row.errors = errors
+        row.retries += delta["retries"]
+        row.breaker_trips += delta["breaker_trips"]
+        row.duration_buckets = merge_histograms([row.duration_buckets, delta["duration"]["buckets"]])
+        row.duration_sum += delta["duration"]["sum"]
+        row.upstream_buckets = merge_histograms([row.upstream_buckets, delta["upstream_duration"]["buckets"]])
+        row.upstream_sum += delta["upstream_duration"]["sum"]
+        row.save()
+
+
+def _baseline_for_update(node_id: str, boot_id: str) -> tuple[NodeCounterBaseline, bool]:
+    try:
+        with transaction.atomic():
+            return NodeCounterBaseline.objects.select_for_update().get_or_create(node_id=node_id, boot_id=boot_id)
+    except IntegrityError:
+        return NodeCounterBaseline.objects.select_for_update().get(node_id=node_id, boot_id=boot_id), False
+
+
+@transaction.atomic
+def stats_ingest(*, report: Mapping[str, Any], now: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Add a validated status report's counter deltas to the current minute and hour rows; returns the
+    deltas. Call before the node's row is overwritten with this report."""
+    now = now or timezone.now()
+    baseline, created = _baseline_for_update(report["node_id"], report["boot_id"])
+    deltas, advance = counter_deltas(None if created else baseline.counters, report.get("counters") or {})
+    if advance:
+        baseline.counters = report.get("counters") or {}
+        baseline.updated_at = now
+        baseline.save(update_fields=["counters", "updated_at"])
+    if deltas:
+        _add_to(TrafficMinute, truncate(now, "minute"), deltas)
+        _add_to(TrafficHour, truncate(now, "hour"), deltas)
+    return deltas
+
+
+def _delete_before(queryset_model: Any, field: str, cutoff: datetime) -> int:
+    """Delete rows older than `cutoff` in batches of PRUNE_BATCH, so one run never holds a long lock."""
+    deleted = 0
+    while True:
+        ids = list(queryset_model.objects.filter(**{f"{field}__lt": cutoff}).values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            return deleted
+        deleted += queryset_model.objects.filter(pk__in=ids).delete()[0]
+
+
+def stats_prune(*, now: datetime | None = None) -> dict[str, int]:
+    """Delete minute rows older than 24 h, hour rows older than 30 days and baselines of boots silent for a day."""
+    now = now or timezone.now()
+    return {
+        "minutes": _delete_before(TrafficMinute, "start", now - MINUTE_RETENTION),
+        "hours": _delete_before(TrafficHour, "start", now - HOUR_RETENTION),
+        "baselines": _delete_before(NodeCounterBaseline, "updated_at", now - BASELINE_RETENTION),
+    }
