@@ -14,4 +14,5 @@ django_application = get_asgi_application()
 from controlplane.dataplanes.rollout import RolloutWaitApp  # noqa: E402 - needs the apps loaded
 from controlplane.dataplanes.sync import DataPlaneSyncApp  # noqa: E402 - needs the apps loaded
 
-application = DataPlaneSyncApp(RolloutWaitApp(django_application))
+# The ETag watcher and snapshot builds on a thread of their own, so status reports cannot delay a change.
+application = DataPlaneSyncApp(RolloutWaitApp(django_application), own_watcher_thread=True)

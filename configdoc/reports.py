@@ -215,9 +215,3 @@ def histogram_percentile(buckets: Sequence[int], q: float) -> float | None:
             return lower + (upper - lower) * max(rank - seen, 0) / count
         seen += count
     return LATENCY_BUCKETS[-1]
-
-
-def cumulative_to_buckets(cumulative: Sequence[float]) -> list[int]:
-    """Per-bucket counts from Prometheus' cumulative `le` counts (LATENCY_BUCKETS then +Inf)."""
-    counts = [int(round(v)) for v in cumulative]
-    return [max(0, count - (counts[index - 1] if index else 0)) for index, count in enumerate(counts)]

@@ -58,17 +58,22 @@ class Match(NamedTuple, Generic[T]):
 class RouteTable(Generic[T]):
     """Longest whole-segment prefix match over route keys.
 
-    The keys are grouped by depth (number of `/`): a lookup tries only the prefixes of the request path
-    whose depth some key has, longest first, so it costs one dict probe per distinct key depth at most
-    (usually one or two), whatever the number of endpoints and however deep the request path is.
+    The keys are split by depth (number of `/`) into one dict per depth: a lookup tries only the
+    prefixes of the request path whose depth some key has, longest first, each in the dict of that
+    depth alone, so it costs one dict probe per distinct key depth at most (usually one or two),
+    whatever the number of endpoints and however deep the request path is. One dict per depth rather
+    than one for all keys keeps what a probe touches small: with 10,000 endpoints claiming `/v1/name`
+    and `/name`, a probe for `/v1/...` searches 10,000 keys, not 20,000, and its dict's table and the
+    key strings it compares against are half the memory (fewer cache misses per lookup).
     """
 
     def __init__(self, entries: Mapping[str, T] | Iterable[tuple[str, T]]) -> None:
         self._entries: dict[str, T] = dict(entries.items() if isinstance(entries, Mapping) else entries)
-        # The depths keys have, deepest first ("/" itself counts as depth 0).
-        self._depths: tuple[int, ...] = tuple(
-            sorted({0 if key == "/" else key.count("/") for key in self._entries}, reverse=True)
-        )
+        by_depth: dict[int, dict[str, T]] = {}
+        for key, value in self._entries.items():
+            by_depth.setdefault(0 if key == "/" else key.count("/"), {})[key] = value
+        # (depth, the keys of that depth), deepest first ("/" itself counts as depth 0).
+        self._levels: tuple[tuple[int, dict[str, T]], ...] = tuple(sorted(by_depth.items(), reverse=True))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -82,10 +87,9 @@ class RouteTable(Generic[T]):
             raise UnsafePath("the path must start with '/'")
         if ("." in raw_path or "%" in raw_path) and any(is_dot_segment(s) for s in raw_path.split("/")):
             raise UnsafePath("the path has a '.' or '..' segment")
-        entries = self._entries
         depth = raw_path.count("/")
         slashes: list[int] | None = None
-        for wanted in self._depths:
+        for wanted, entries in self._levels:
             if wanted >= depth:
                 if wanted > depth:
                     continue

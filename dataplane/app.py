@@ -83,11 +83,7 @@ class AdminApp:
         rest = match.rest
         if match.key in endpoint.extra_paths and not endpoint.strip_path:
             rest = match.key[len(self.runtime.settings.mount_prefix) :] + rest
-        targets = [
-            {"url": t.url, "upstream_url": upstream_url(t.url, rest)}
-            for t in endpoint.targets
-            if t.enabled
-        ]
+        targets = [{"url": t.url, "upstream_url": upstream_url(t.url, rest)} for t in endpoint.targets if t.enabled]
         await self._json(
             send,
             200,

@@ -41,5 +41,7 @@ X_FRAME_OPTIONS = "DENY"
 # The browsable API is for people on local setups; production speaks JSON.
 REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"] = ["rest_framework.renderers.JSONRenderer"]  # noqa: F405
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["controlplane.core.permissions.RolePermission"]  # noqa: F405
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)  # noqa: F405
+# 0: under ASGI each request runs in its own thread context, so a kept connection is never reused and
+# only lingers (Django's docs: disable persistent connections in async mode; docs/deployment.md).
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)  # noqa: F405
 LOG_LEVEL = env("LOG_LEVEL", "INFO")

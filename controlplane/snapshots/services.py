@@ -36,7 +36,7 @@ from controlplane.core.revisions import (
     revision_document_bytes,
 )
 from controlplane.routing import services as routing_services
-from controlplane.routing.models import Endpoint
+from controlplane.routing.models import Endpoint, Target
 
 from .diff import ObjectChange, diff_objects, document_objects, field_changes
 from .models import DocumentDefaults
@@ -44,6 +44,8 @@ from .models import DocumentDefaults
 DEFAULT_POLICY = "default"
 # How often (in endpoints written) a long import reports progress.
 PROGRESS_EVERY = 500
+# Rows per INSERT when an import creates endpoints and targets in bulk.
+BULK_BATCH = 1000
 
 Progress = Callable[[int, int], None]
 
@@ -177,6 +179,9 @@ def _apply_document(wanted: dict[str, Any], changes: ChangeSet, *, prune: bool, 
         changes.record(BREAKER_POLICY, name, before=before, after=spec)
 
     # 4. Endpoints, then their route keys all at once (a default moving between versions swaps keys).
+    #    New endpoints and their targets are inserted in bulk: a few statements for any number of them
+    #    rather than four per endpoint (issue 8: bench/api_scale.py imports 10,000).
+    created: list[Endpoint] = []
     for done, (key, spec) in enumerate(endpoints.items(), start=1):
         if progress is not None and done % PROGRESS_EVERY == 0:
             progress(done, len(endpoints))
@@ -184,12 +189,26 @@ def _apply_document(wanted: dict[str, Any], changes: ChangeSet, *, prune: bool, 
         if endpoint is not None and endpoint.document == spec:
             continue
         before = endpoint.document if endpoint is not None else None
-        endpoint = endpoint or Endpoint()
-        routing_services._apply(endpoint, dict(spec), existing_policies[spec.get("breaker_policy", DEFAULT_POLICY)])
+        policy = existing_policies[spec.get("breaker_policy", DEFAULT_POLICY)]
+        changes.record(ENDPOINT, key, before=before, after=spec)
+        if endpoint is None:
+            endpoint = Endpoint()
+            routing_services._apply(endpoint, dict(spec), policy)
+            created.append(endpoint)
+            continue
+        routing_services._apply(endpoint, dict(spec), policy)
         endpoint.save()
         routing_services._sync_targets(endpoint, spec)
         touched[endpoint.pk] = endpoint
-        changes.record(ENDPOINT, key, before=before, after=spec)
+    if created:
+        Endpoint.objects.bulk_create(created, batch_size=BULK_BATCH)
+        targets = [
+            Target(endpoint=endpoint, url=t["url"], weight=t.get("weight", 100), enabled=t.get("enabled", True))
+            for endpoint in created
+            for t in endpoint.document["targets"]
+        ]
+        Target.objects.bulk_create(targets, batch_size=BULK_BATCH)
+        touched.update((endpoint.pk, endpoint) for endpoint in created)
     if touched:
         routing_services._sync_route_keys(touched.values())
 

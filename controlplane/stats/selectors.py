@@ -116,8 +116,9 @@ def traffic_series(*, since: datetime, endpoint_key: str | None = None, step: st
     grouped: dict[datetime, list[dict[str, Any]]] = {}
     for row in _rows(since, endpoint_key, step):
         grouped.setdefault(row["start"], []).append(row)
+    now = timezone.now()
     at = truncate(since, step)
-    last = truncate(timezone.now(), step)
+    last = truncate(now, step)
     series = []
     while at <= last:
         rows = grouped.get(at, [])
@@ -128,7 +129,9 @@ def traffic_series(*, since: datetime, endpoint_key: str | None = None, step: st
             {
                 "at": at,
                 "requests": requests,
-                "rate_per_s": requests / width.total_seconds(),
+                # The step in progress is divided by the seconds it has run, so the line does not
+                # drop towards zero at its right end while the minute is still filling up.
+                "rate_per_s": requests / (width.total_seconds() if at < last else max(1.0, (now - at).total_seconds())),
                 "errors_5xx": errors_5xx,
                 "error_rate": errors_5xx / requests if requests else 0.0,
                 "p50_ms": percentiles["p50"],

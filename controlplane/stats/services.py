@@ -109,14 +109,34 @@ def counter_deltas(
     return _unflatten(deltas), True
 
 
+# Traffic rows written per statement: one report adds to as many rows as endpoints with traffic.
+ROW_BATCH = 500
+_ROW_FIELDS = [
+    *(f"requests_{status_class}" for status_class in STATUS_CLASSES),
+    "errors",
+    "retries",
+    "breaker_trips",
+    "duration_buckets",
+    "duration_sum",
+    "upstream_buckets",
+    "upstream_sum",
+]
+
+
 def _add_to(model: type[TrafficMinute] | type[TrafficHour], start: datetime, deltas: dict[str, dict[str, Any]]) -> None:
-    for key in sorted(deltas):
-        delta = deltas[key]
-        try:
-            with transaction.atomic():
-                row, _ = model.objects.select_for_update().get_or_create(endpoint_key=key, start=start)
-        except IntegrityError:  # created by a concurrent ingest between our get and create
-            row = model.objects.select_for_update().get(endpoint_key=key, start=start)
+    """Add `deltas` to the endpoints' rows of the period at `start`, in a few statements per ROW_BATCH
+    endpoints rather than a few per endpoint (issue 8: a node reporting traffic on 10,000 endpoints)."""
+    keys = sorted(deltas)
+    if not keys:
+        return
+    # Missing rows first (a concurrent ingest creating the same ones is ignored), then every row locked
+    # in endpoint-key order (the module's lock order), added to in Python and written back.
+    model.objects.bulk_create(
+        [model(endpoint_key=key, start=start) for key in keys], ignore_conflicts=True, batch_size=ROW_BATCH
+    )
+    rows = list(model.objects.select_for_update().filter(endpoint_key__in=keys, start=start).order_by("endpoint_key"))
+    for row in rows:
+        delta = deltas[row.endpoint_key]
         for status_class in STATUS_CLASSES:
             field = f"requests_{status_class}"
             setattr(row, field, getattr(row, field) + delta["requests"].get(status_class, 0))
@@ -130,7 +150,7 @@ def _add_to(model: type[TrafficMinute] | type[TrafficHour], start: datetime, del
         row.duration_sum += delta["duration"]["sum"]
         row.upstream_buckets = merge_histograms([row.upstream_buckets, delta["upstream_duration"]["buckets"]])
         row.upstream_sum += delta["upstream_duration"]["sum"]
-        row.save()
+    model.objects.bulk_update(rows, _ROW_FIELDS, batch_size=ROW_BATCH)
 
 
 def _baseline_for_update(node_id: str, boot_id: str) -> tuple[NodeCounterBaseline, bool]:

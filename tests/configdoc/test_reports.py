@@ -11,7 +11,6 @@ import pytest
 from configdoc.reports import (
     BUCKET_COUNT,
     LATENCY_BUCKETS,
-    cumulative_to_buckets,
     histogram_percentile,
     merge_histograms,
     validate_breakers,
@@ -153,12 +152,6 @@ def test_merge_adds_bucket_by_bucket() -> None:
     merged = merge_histograms([first, second])
     assert merged == histogram_of([0.002, 0.3, 0.002, 100.0])
     assert merge_histograms([]) == [0] * BUCKET_COUNT
-
-
-def test_prometheus_cumulative_counts_become_per_bucket_counts() -> None:
-    observations = [0.0005, 0.002, 0.002, 0.7, 99.0]
-    cumulative = [sum(1 for v in observations if v <= bound) for bound in LATENCY_BUCKETS] + [len(observations)]
-    assert cumulative_to_buckets(cumulative) == histogram_of(observations)
 
 
 def test_the_data_planes_metrics_use_these_buckets() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -195,6 +196,16 @@ def test_the_series_has_every_step_with_zeros_oldest_first() -> None:
     assert busy["p50_ms"] is not None and series[0]["p50_ms"] is None
     hourly = traffic_series(since=now - timedelta(hours=5), step="hour")
     assert len(hourly) == 6 and sum(point["requests"] for point in hourly) == 120
+
+
+def test_the_step_in_progress_is_a_rate_over_the_seconds_it_has_run() -> None:
+    # 20 s into a minute, 40 requests: 2/s, not 40/60 (the chart's last point would otherwise dip).
+    start = timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
+    stats_ingest(report=report(users_v1=entry(20, server=20)), now=start + timedelta(seconds=5))
+    with mock.patch("django.utils.timezone.now", return_value=start + timedelta(seconds=20)):
+        series = traffic_series(since=start - timedelta(minutes=1), endpoint_key="users:v1")
+    assert [point["requests"] for point in series] == [0, 40]
+    assert series[-1]["rate_per_s"] == 2.0
 
 
 # --- system summary ---------------------------------------------------------------------------------

@@ -128,6 +128,21 @@ def drawn_charts(driver: Any) -> dict[str, list[str]]:
     return charts
 
 
+def click_through(driver: Any, element: Any, expect_id: str) -> None:
+    """Click a link or button and wait until the next page has loaded and shows `expect_id` (a click,
+    unlike `driver.get`, returns before the navigation it starts has finished)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old_page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(driver, 30)
+    wait.until(expected_conditions.staleness_of(old_page))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    wait.until(expected_conditions.presence_of_element_located((By.ID, expect_id)))
+
+
 def test_an_admin_sees_the_fleet_and_an_endpoints_charts_in_chromium(tmp_path: Path) -> None:
     require_browser()
     from selenium.webdriver.common.by import By
@@ -141,8 +156,7 @@ def test_an_admin_sees_the_fleet_and_an_endpoints_charts_in_chromium(tmp_path: P
         driver.get(f"{base}/admin/login/?next=/admin/")
         driver.find_element(By.NAME, "username").send_keys("admin")
         driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-        driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-        assert driver.find_elements(By.ID, "fleet-dashboard"), f"no dashboard after login at {driver.current_url}"
+        click_through(driver, driver.find_element(By.CSS_SELECTOR, "input[type=submit]"), "fleet-dashboard")
 
         # The landing page: both nodes live, the open breaker on one of two nodes, traffic drawn.
         charts = drawn_charts(driver)
@@ -159,7 +173,9 @@ def test_an_admin_sees_the_fleet_and_an_endpoints_charts_in_chromium(tmp_path: P
         assert driver.find_element(By.ID, "system-status").text == "degraded"
 
         # Follow the breaker's link to the endpoint's dashboard.
-        driver.find_element(By.CSS_SELECTOR, "#fleet-breakers td.breaker-endpoint a").click()
+        click_through(
+            driver, driver.find_element(By.CSS_SELECTOR, "#fleet-breakers td.breaker-endpoint a"), "card-requests"
+        )
         assert "/dashboard/" in driver.current_url
         charts = drawn_charts(driver)
         assert set(charts) == {"request-rate", "error-rate", "latency"}, charts
@@ -173,6 +189,6 @@ def test_an_admin_sees_the_fleet_and_an_endpoints_charts_in_chromium(tmp_path: P
         assert driver.find_element(By.ID, "card-requests").text.startswith("111\n"), "60+20 and 30+1 requests"
 
         # The window switch.
-        driver.find_element(By.LINK_TEXT, "24h").click()
+        click_through(driver, driver.find_element(By.LINK_TEXT, "24h"), "card-requests")
         assert driver.current_url.endswith("?window=24h")
         assert set(drawn_charts(driver)) == {"request-rate", "error-rate", "latency"}
