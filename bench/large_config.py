@@ -44,7 +44,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from typing import Any
 
 import httpx
 import yaml
+from common import free_port, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_PREFIX = "gateway_bench_big"
@@ -69,17 +69,6 @@ TICK = 0.002  # the ticker's sleep
 
 
 # --- helpers --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
 def ms(seconds: float) -> str:

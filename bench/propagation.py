@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,28 +25,11 @@ import time
 from pathlib import Path
 
 import httpx
+from common import free_port, manage, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "gateway_bench"
 PASSWORD = "bench-admin-password-0123"  # noqa: S105 - a throwaway bench database
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def manage(*args: str, env: dict[str, str]) -> str:
-    result = subprocess.run(  # noqa: S603 - our own argv
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    )
-    return result.stdout
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
 async def wait_for_change(

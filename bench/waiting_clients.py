@@ -39,7 +39,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,24 +49,12 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from common import free_port, manage
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "gateway_bench_fleet_wait"
 PASSWORD = "bench-admin-password-0123"  # noqa: S105 - a throwaway bench database
 CONFIG = "/api/v1/dataplane/config"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def manage(*args: str, env: dict[str, str]) -> str:
-    result = subprocess.run(  # noqa: S603 - our own argv
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    )
-    return result.stdout
 
 
 def raise_nofile(wanted: int) -> int:
