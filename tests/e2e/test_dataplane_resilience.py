@@ -19,12 +19,6 @@ from tests.e2e.servers import free_port
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["native", "aiohttp", "httpx"])
-def transport(request: pytest.FixtureRequest) -> str:
-    """The fault suite runs against each upstream client (DATAPLANE_TRANSPORT)."""
-    return str(request.param)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("resilience")

@@ -12,12 +12,6 @@ from tests.dataplane.processes import DataPlane, dataplane, seed, self_signed_ce
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["native", "aiohttp", "httpx"])
-def transport(request: pytest.FixtureRequest) -> str:
-    """The wire suite runs against each upstream client (DATAPLANE_TRANSPORT)."""
-    return str(request.param)
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, transport: str) -> Iterator[DataPlane]:
     workdir = tmp_path_factory.mktemp(f"tls-{transport}")
