@@ -12,8 +12,10 @@ plane. Every figure is printed beside the same figure at 10 endpoints, measured 
                 process that made the last write (it reuses the document it wrote) and in one that must
                 read the document from the database; raw and gzip size
   parse/apply   dataplane.snapshot.load_sync_snapshot (parse, check the hash, validate, compile: what the
-                sync client runs in a thread) and Runtime.apply (the swap, on the event loop), first apply
-                and a re-apply after one endpoint changed, median of 5, in-process
+                sync client runs in a thread; after one endpoint changed, compiled against the previous
+                snapshot as the sync client does), Runtime.prepare (the rest of the apply, in the same
+                thread) and Runtime.commit (the swap, on the event loop), for the first apply and for a
+                re-apply after one endpoint changed, median of 5, in-process
   stall         the longest event-loop stall in the real data-plane process while it receives and
                 applies a snapshot from its control plane under light traffic (wrk, 10 connections): a
                 ticker coroutine (sleep 2 ms, record the lateness) runs inside the data plane; the process
@@ -382,26 +384,27 @@ def inprocess(database: str, access: str) -> dict[str, Any]:
     out["snapshot_raw_bytes"] = len(snapshot.body)
     out["snapshot_gzip_bytes"] = len(snapshot.gzipped)
 
-    # The data plane's side, as dataplane/sync.py runs it: load_sync_snapshot (in a thread there), apply.
+    # The data plane's side, as dataplane/sync.py runs it: load_sync_snapshot and prepare (in a thread there), commit.
     client.patch("/api/v1/endpoints/svc-00005:v1/", {"description": "one change"}, content_type=JSON)
     changed = load_snapshot().body
-    parses, firsts, reapplies = [], [], []
+    timings: dict[str, list[float]] = {}
+
+    def timed(name: str, step: Any, *args: Any, **kwargs: Any) -> Any:
+        started_at = time.perf_counter()
+        result = step(*args, **kwargs)
+        timings.setdefault(name, []).append(time.perf_counter() - started_at)
+        return result
+
     settings = Settings.from_env({"DATAPLANE_LISTEN": "127.0.0.1:1", "DATAPLANE_ADMIN_LISTEN": "127.0.0.1:2"})
     for _ in range(5):
-        started_at = time.perf_counter()
-        compiled = load_sync_snapshot(snapshot.body)
-        parses.append(time.perf_counter() - started_at)
         runtime = Runtime(settings)
-        started_at = time.perf_counter()
-        runtime.apply(compiled)
-        firsts.append(time.perf_counter() - started_at)
-        second = load_sync_snapshot(changed)
-        started_at = time.perf_counter()
-        runtime.apply(second)
-        reapplies.append(time.perf_counter() - started_at)
-    out["parse_validate_compile_seconds"] = statistics.median(parses)
-    out["apply_first_seconds"] = statistics.median(firsts)
-    out["apply_again_seconds"] = statistics.median(reapplies)
+        compiled = timed("parse_validate_compile_seconds", load_sync_snapshot, snapshot.body)
+        prepared = timed("prepare_first_seconds", runtime.prepare, compiled)
+        timed("apply_first_seconds", runtime.commit, prepared)
+        second = timed("parse_again_seconds", load_sync_snapshot, changed, previous=compiled)
+        prepared = timed("prepare_again_seconds", runtime.prepare, second)
+        timed("apply_again_seconds", runtime.commit, prepared)
+    out.update({name: statistics.median(values) for name, values in timings.items()})
     # The status report the sync client sends after every apply and every DATAPLANE_REPORT_INTERVAL: its
     # counters are built on the event loop, per endpoint with traffic. One request on every endpoint:
     from dataplane.report import build_counters
@@ -668,8 +671,11 @@ def report(
     row("snapshot: raw size", s["snapshot_raw_bytes"], b["snapshot_raw_bytes"], size_text)
     row("snapshot: gzip size", s["snapshot_gzip_bytes"], b["snapshot_gzip_bytes"], size_text)
     row("data plane: parse+validate+compile", s["parse_validate_compile_seconds"], b["parse_validate_compile_seconds"])
-    row("data plane: apply (swap), first", s["apply_first_seconds"], b["apply_first_seconds"])
-    row("data plane: apply (swap), one change", s["apply_again_seconds"], b["apply_again_seconds"])
+    row("data plane: prepare (thread), first", s["prepare_first_seconds"], b["prepare_first_seconds"])
+    row("data plane: commit (event loop), first", s["apply_first_seconds"], b["apply_first_seconds"])
+    row("data plane: parse+compile, one change", s["parse_again_seconds"], b["parse_again_seconds"])
+    row("data plane: prepare (thread), one change", s["prepare_again_seconds"], b["prepare_again_seconds"])
+    row("data plane: commit (event loop), one change", s["apply_again_seconds"], b["apply_again_seconds"])
     row("data plane RSS, config applied", s["rss_kib"], b["rss_kib"], kib)
     row("data plane RSS, after the wrk rounds", s["rss_after_traffic_kib"], b["rss_after_traffic_kib"], kib)
     print("\none endpoint changed (API PATCH) under wrk -c10 traffic, the data plane's longest event-loop stall:")

@@ -68,9 +68,15 @@ class Balancer:
 
     def record(self, target: Target, *, failed: bool) -> bool:
         """One try's outcome against `target`; True when it got the target ejected."""
-        state = next((s for s in self.states if s.target == target), None)
-        if state is None:
-            return False
+        # `pick` hands out the balancer's own Target objects, so identity finds them without comparing
+        # every field; equality is the fallback for a Target from elsewhere.
+        for state in self.states:
+            if state.target is target:
+                break
+        else:
+            state = next((s for s in self.states if s.target == target), None)  # type: ignore[assignment]
+            if state is None:
+                return False
         if not failed:
             state.consecutive_failures = 0
             return False

@@ -35,15 +35,20 @@ class State(enum.Enum):
         return {State.CLOSED: 0, State.OPEN: 1, State.HALF_OPEN: 2}[self]
 
 
-def status_matches(status: int, patterns: list[Any] | tuple[Any, ...]) -> bool:
-    """True when `status` is in a list of numbers and classes like "5xx"."""
-    for pattern in patterns:
-        if isinstance(pattern, int):
-            if status == pattern:
-                return True
-        elif str(pattern)[0] == str(status)[0] and str(pattern).endswith("xx"):
-            return True
-    return False
+class StatusSet:
+    """A list of statuses and classes like "5xx" (`failure_statuses`), asked once per request: set
+    lookups."""
+
+    __slots__ = ("_classes", "_codes")
+
+    def __init__(self, patterns: list[Any] | tuple[Any, ...]) -> None:
+        self._codes = frozenset(pattern for pattern in patterns if isinstance(pattern, int))
+        self._classes = frozenset(
+            int(str(pattern)[0]) for pattern in patterns if not isinstance(pattern, int) and str(pattern).endswith("xx")
+        )
+
+    def __contains__(self, status: int) -> bool:
+        return status in self._codes or status // 100 in self._classes
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class Permit:
 
     probe: bool
 
+
+NORMAL = Permit(probe=False)
+PROBE = Permit(probe=True)
 
 Transition = Callable[[State, State], None]
 
@@ -68,7 +76,12 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._probes_in_flight = 0
         self._probe_successes = 0
-        self._window: deque[tuple[float, bool]] = deque()  # (time, failed)
+        # The rate rule's window: when each call and each failed call ended, oldest first. Two deques
+        # of times rather than one of (time, failed) pairs, so the rule reads the counts as lengths:
+        # O(1) per call however many calls the window holds.
+        self._calls: deque[float] = deque()
+        self._failures: deque[float] = deque()
+        self._failure_statuses = StatusSet(policy["failure_statuses"])
         # Operator overrides (§6): a forced state, until a monotonic deadline (None: until lifted).
         self._forced: State | None = None
         self._forced_until: float | None = None
@@ -106,17 +119,17 @@ class CircuitBreaker:
         if forced is State.OPEN:
             return None
         if forced is State.CLOSED:
-            return Permit(probe=False)
+            return NORMAL
         state = self.state
         if state is State.CLOSED:
-            return Permit(probe=False)
+            return NORMAL
         if state is State.HALF_OPEN and self._probes_in_flight < self.policy["half_open_max_calls"]:
             self._probes_in_flight += 1
-            return Permit(probe=True)
+            return PROBE
         return None
 
     def is_failure_status(self, status: int) -> bool:
-        return status_matches(status, self.policy["failure_statuses"])
+        return status in self._failure_statuses
 
     def record(self, permit: Permit, *, failed: bool) -> None:
         """One client request's outcome."""
@@ -134,10 +147,15 @@ class CircuitBreaker:
             return
         if self._state is not State.CLOSED:
             return  # a call let through while CLOSED that finished after the circuit opened
-        self._window.append((now, failed))
+        calls, failures = self._calls, self._failures
+        calls.append(now)
+        if failed:
+            failures.append(now)
         horizon = now - self.policy["window_seconds"]
-        while self._window and self._window[0][0] < horizon:
-            self._window.popleft()
+        while calls[0] < horizon:
+            calls.popleft()
+        while failures and failures[0] < horizon:
+            failures.popleft()
         self._consecutive_failures = self._consecutive_failures + 1 if failed else 0
         if self._forced is State.CLOSED:
             return  # forced closed: outcomes are kept, but the operator's word holds
@@ -176,10 +194,10 @@ class CircuitBreaker:
 
     def _rate_exceeded(self) -> bool:
         threshold = self.policy.get("failure_rate_threshold")
-        if threshold is None or len(self._window) < self.policy["minimum_calls"]:
+        calls = len(self._calls)
+        if threshold is None or calls < self.policy["minimum_calls"]:
             return False
-        failures = sum(1 for _, failed in self._window if failed)
-        return bool(failures * 100 >= threshold * len(self._window))
+        return bool(len(self._failures) * 100 >= threshold * calls)
 
     def _open(self, now: float) -> None:
         self._opened_at = now
@@ -189,7 +207,8 @@ class CircuitBreaker:
 
     def _close(self) -> None:
         self._consecutive_failures = 0
-        self._window.clear()
+        self._calls.clear()
+        self._failures.clear()
         self._move(State.CLOSED)
 
     def _move(self, new: State) -> None:

@@ -600,17 +600,18 @@ class ProxyApp:
         # endless upstream stream (SSE, a long download) would be pulled forever for nobody.
         gone: list[bool] = []
         watcher = None
-        relay = asyncio.current_task()
-        # A body already all here (the native transport says so) cannot stream forever: no watcher,
-        # and it goes out in one piece with the end of the response.
-        whole = getattr(response, "body_complete", False)
-        if watch is not None and relay is not None and not whole:
-            watcher = asyncio.create_task(self._watch_disconnect(watch, relay, gone))
+        relay = None
+        # A body already all here (the native transport hands it over whole) cannot stream forever:
+        # no watcher, and it goes out in one piece with the end of the response.
+        complete_body = getattr(response, "complete_body", None)
+        body = complete_body() if complete_body is not None else None
+        if watch is not None and body is None:
+            relay = asyncio.current_task()
+            if relay is not None:
+                watcher = asyncio.create_task(self._watch_disconnect(watch, relay, gone))
         try:
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
-            if whole:
-                chunks = [chunk async for chunk in response.body()]
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if body is not None:
                 if keep is not None and cache is not None:
                     keep = [body] if len(body) <= cache.max_bytes else None
                 await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -643,7 +644,7 @@ class ProxyApp:
             if watcher is not None:
                 watcher.cancel()
             await response.aclose()
-        if not whole:
+        if body is None:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         if keep is not None and cache is not None:
             path_and_query = cache_key(scope)

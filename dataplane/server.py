@@ -1,5 +1,6 @@
-"""uvicorn's httptools protocol with the request-header deadline of §5, writing each response in
-one system call (`CorkedTransport`).
+"""The data plane's HTTP/1.1 server protocol: uvicorn's httptools protocol (llhttp; never h11) with
+the request-header deadline of §5, each response written in one system call (`CorkedTransport`),
+and a leaner per-request ASGI cycle (`LeanCycle`, `LeanHttpToolsProtocol`).
 
 uvicorn has no deadline for the request head: a client sending a byte a second holds a connection
 forever (slowloris). Here the head must be complete within `header_timeout` seconds of the
@@ -11,9 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
+import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+logger = logging.getLogger("uvicorn.error")
 
 
 class CorkedTransport:
@@ -123,5 +132,319 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class(header_timeout: float) -> type[DeadlineHttpToolsProtocol]:
-    return type("DataPlaneHttpProtocol", (DeadlineHttpToolsProtocol,), {"header_timeout": header_timeout})
+# uvicorn's checks, made once per response over all names and all values joined (each pattern is
+# one byte class, so a match in the join is a match in one of the parts) instead of twice per header.
+_BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_DISCONNECT = {"type": "http.disconnect"}
+
+
+class LeanCycle:
+    """One request's ASGI `receive` and `send`, with uvicorn's RequestResponseCycle's behaviour (body
+    flow control, `Expect: 100-continue`, Content-Length or chunked framing, keep-alive, HEAD, 500 for an
+    app that fails before its head) and less work per request: no `asyncio.Event` (a future only
+    while `receive` actually waits), header checks over the joined names and values, slots."""
+
+    __slots__ = (
+        "body",
+        "body_ended",
+        "buffered",
+        "chunked",
+        "disconnected",
+        "expected_length",
+        "flow",
+        "keep_alive",
+        "method",
+        "more_body",
+        "on_response",
+        "protocol",
+        "response_complete",
+        "response_started",
+        "scope",
+        "transport",
+        "waiter",
+        "waiting_for_100_continue",
+    )
+
+    def __init__(
+        self, protocol: LeanHttpToolsProtocol, scope: dict[str, Any], *, keep_alive: bool, expect_100_continue: bool
+    ) -> None:
+        self.protocol = protocol
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.transport = protocol.transport
+        self.flow = protocol.flow
+        self.on_response: Callable[[], None] = protocol.on_response_complete
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = expect_100_continue
+        self.disconnected = False
+        self.body: list[bytes] = []
+        self.buffered = 0  # bytes in `body`
+        self.more_body = True
+        self.body_ended = False  # the message with more_body False went to the app
+        self.response_started = False
+        self.response_complete = False
+        self.chunked: bool | None = None
+        self.expected_length = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        """Body arrived, the body ended, the response completed or the client left."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def run_asgi(self, app: Any) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not self.response_started:
+                await self._send_500()
+            else:
+                self.transport.close()
+        else:
+            if result is not None:
+                logger.error("ASGI callable should return None, but returned '%s'.", result)
+                self.transport.close()
+            elif not self.response_started and not self.disconnected:
+                logger.error("ASGI callable returned without starting response.")
+                await self._send_500()
+            elif not self.response_complete and not self.disconnected:
+                logger.error("ASGI callable returned without completing response.")
+                self.transport.close()
+        finally:
+            self.on_response = _nothing
+
+    async def _send_500(self) -> None:
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]
+        headers.append((b"connection", b"close"))
+        await self.send({"type": "http.response.start", "status": 500, "headers": headers})
+        await self.send({"type": "http.response.body", "body": b"Internal Server Error", "more_body": False})
+
+    async def receive(self) -> dict[str, Any]:
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+        while not (self.disconnected or self.response_complete):
+            if self.body or (not self.more_body and not self.body_ended):
+                break
+            self.flow.resume_reading()
+            waiter = self.waiter = self.protocol.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        if self.disconnected or self.response_complete:
+            return _DISCONNECT
+        chunks, self.body, self.buffered = self.body, [], 0
+        if not self.more_body:
+            self.body_ended = True
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return {"type": "http.request", "body": body, "more_body": self.more_body}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.response_started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{kind}'.")
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            self.transport.write(self._head(message["status"], message.get("headers", ())))
+        elif not self.response_complete:
+            if kind != "http.response.body":
+                raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if self.method == "HEAD":
+                self.expected_length = 0
+            elif self.chunked:
+                data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+                self.transport.write(data if more_body else data + b"0\r\n\r\n")
+            else:
+                if len(body) > self.expected_length:
+                    raise RuntimeError("Response content longer than Content-Length")
+                self.expected_length -= len(body)
+                if body:
+                    self.transport.write(body)
+            if not more_body:
+                if self.expected_length != 0:
+                    raise RuntimeError("Response content shorter than Content-Length")
+                self.response_complete = True
+                self.wake()
+                if not self.keep_alive:
+                    self.transport.close()
+                self.on_response()
+        else:
+            raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
+
+    def _head(self, status: int, headers: Any) -> bytes:
+        lines = [STATUS_LINE[status]]
+        names: list[bytes] = []
+        values: list[bytes] = []
+        close = False
+        for name, value in headers:
+            name = name.lower()
+            names.append(name)
+            values.append(value)
+            if name == b"content-length" and self.chunked is None:
+                self.expected_length = int(value.decode())
+                self.chunked = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_length = 0
+                self.chunked = True
+            elif name == b"connection" and b"close" in [token.lower().strip() for token in value.split(b",")]:
+                self.keep_alive = False
+                close = True
+            lines += (name, b": ", value, b"\r\n")
+        if _BAD_NAME.search(b"".join(names)):
+            raise RuntimeError("Invalid HTTP header name.")
+        if _BAD_VALUE.search(b"".join(values)):
+            raise RuntimeError("Invalid HTTP header value.")
+        if not self.keep_alive and not close:
+            lines.append(b"connection: close\r\n")
+        if self.chunked is None and self.method != "HEAD" and status not in (204, 304):
+            self.chunked = True
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+
+def _nothing() -> None:
+    return None
+
+
+class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
+    """uvicorn's httptools protocol, per request: the scope built in one step when the head is complete,
+    a `LeanCycle`, and one keep-alive timer per connection (like the header deadline's) instead of one
+    armed and cancelled per request. Connection handling, parse errors (400 + close), pipelining and
+    graceful shutdown are uvicorn's. WebSocket upgrades are never served (ws="none"): the app answers
+    501."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._idle_since: float | None = None  # when the connection last went idle between requests
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_since = self._idle_since = None
+        for timer in (self._head_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._idle_timer = None
+        self.connections.discard(self)
+        cycle = self.cycle
+        if cycle is not None:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.wake()
+        if self.flow is not None:
+            self.flow.resume_writing()
+        if exc is None:
+            self.transport.close()
+        self.parser = None  # type: ignore[assignment]
+
+    def _unset_keepalive_if_required(self) -> None:
+        # Data arrived: the connection is no longer idle. The timer, if armed, lapses when it fires.
+        self._idle_since = None
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        if self._head_since is None:
+            self._head_began()
+
+    def on_headers_complete(self) -> None:
+        self._head_since = None
+        parser = self.parser
+        http_version = parser.get_http_version()
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root = self.root_path
+        scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": parser.get_method().decode("ascii"),
+            "root_path": root,
+            "path": root + path if root else path,
+            "raw_path": root.encode("ascii") + raw_path if root else raw_path,
+            "query_string": parsed.query or b"",
+            "headers": self.headers,
+        }
+        self.scope = scope  # type: ignore[assignment]
+        existing = self.cycle
+        cycle = self.cycle = LeanCycle(  # type: ignore[assignment]
+            self,
+            scope,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            expect_100_continue=self.expect_100_continue,
+        )
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+        else:
+            # A pipelined request waits for the one before it.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def on_body(self, body: bytes) -> None:
+        cycle: LeanCycle = self.cycle  # type: ignore[assignment]
+        if cycle.response_complete:
+            return
+        cycle.body.append(body)
+        cycle.buffered += len(body)
+        if cycle.buffered > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        cycle: LeanCycle = self.cycle  # type: ignore[assignment]
+        if cycle.response_complete:
+            return
+        cycle.more_body = False
+        cycle.wake()
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_deadline)
+
+    def _idle_deadline(self) -> None:
+        self._idle_timer = None
+        since = self._idle_since
+        if since is None:
+            return  # busy with a request; the next idle period re-arms the timer
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._idle_deadline)
+        elif not self.transport.is_closing():
+            self.transport.close()
+
+
+def protocol_class(header_timeout: float) -> type[LeanHttpToolsProtocol]:
+    return type("DataPlaneHttpProtocol", (LeanHttpToolsProtocol,), {"header_timeout": header_timeout})

@@ -72,6 +72,10 @@ class _Connection(asyncio.Protocol):
         self.paused_reading = False
         self.paused_writing = False
         self.drain_waiter: asyncio.Future[None] | None = None
+        # The head deadline of the exchange in progress: one timer per connection, re-armed when it
+        # fires early, rather than one armed and cancelled per request (see `await_head`).
+        self.head_deadline: float | None = None
+        self.head_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -98,6 +102,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         self.pool.forget(self)
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
@@ -134,6 +141,29 @@ class _Connection(asyncio.Protocol):
             self.exchange.on_message_complete(self.parser)
 
     # --- helpers -----------------------------------------------------------------------------
+
+    async def await_head(self, exchange: _Exchange, deadline: float) -> None:
+        """Wait for the exchange's response head until `deadline` (loop time), then TimeoutError."""
+        self.head_deadline = deadline
+        timer = self.head_timer
+        if timer is None or timer.when() > deadline:  # none armed, or armed for a later deadline
+            if timer is not None:
+                timer.cancel()
+            self.head_timer = self.loop.call_at(deadline, self._head_timer_fired)
+        try:
+            await exchange.head
+        finally:
+            self.head_deadline = None
+
+    def _head_timer_fired(self) -> None:
+        self.head_timer = None
+        deadline, exchange = self.head_deadline, self.exchange
+        if deadline is None or exchange is None:
+            return  # no head awaited now; the next exchange arms the timer again
+        if self.loop.time() >= deadline:
+            _expire(exchange.head)
+        else:
+            self.head_timer = self.loop.call_at(deadline, self._head_timer_fired)
 
     def _wake_drain(self, exc: BaseException | None) -> None:
         waiter, self.drain_waiter = self.drain_waiter, None
@@ -244,7 +274,9 @@ class _Exchange:
             self.head.set_result(None)
         if self.head_only:
             # llhttp does not know this answered a HEAD; the connection's next exchange gets a new parser.
-            self.connection.finished(self, parser.should_keep_alive())
+            keep_alive = parser.should_keep_alive()
+            self.connection.parser = None
+            self.connection.finished(self, keep_alive)
 
     def on_body(self, body: bytes) -> None:
         if self.complete:  # a body after a HEAD answer's head, or after the end
@@ -290,10 +322,13 @@ class _Exchange:
 
     # --- UpstreamResponse --------------------------------------------------------------------
 
-    @property
-    def body_complete(self) -> bool:
-        """The whole body is here (nothing more to wait for from the upstream)."""
-        return self.complete
+    def complete_body(self) -> bytes | None:
+        """The whole body when all of it is here (nothing more to wait for from the upstream), taken
+        in one piece without the async iterator; else None, and `body()` streams it."""
+        if not self.complete or self.error is not None:
+            return None
+        chunks, self.chunks, self.buffered = self.chunks, [], 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def body(self) -> AsyncIterator[bytes]:
         loop = self.connection.loop
@@ -567,7 +602,10 @@ class NativeTransport:
         transport = connection.transport
         assert transport is not None
         connection.exchange = exchange
-        connection.parser = httptools.HttpResponseParser(connection)
+        if connection.parser is None:
+            # llhttp parses one response after another on a kept-alive connection; only an answer to
+            # HEAD (whose head announces a body that never comes) leaves it unusable (see below).
+            connection.parser = httptools.HttpResponseParser(connection)
         if isinstance(body, bytes):
             transport.write(head + body if body else head)
             exchange.request_sent = True
@@ -575,14 +613,10 @@ class NativeTransport:
             transport.write(head)
             exchange.writer = loop.create_task(self._write_body(connection, exchange, body, chunked, idle_timeout))
         # The head must come within the head deadline, and no silence may last over the idle timeout.
-        waited = exchange.head
-        timer = loop.call_at(min(head_deadline, loop.time() + idle_timeout), _expire, waited)
         try:
-            await waited
+            await connection.await_head(exchange, min(head_deadline, loop.time() + idle_timeout))
         except TimeoutError:
             raise UpstreamTimeout(f"{connection.pool.origin} sent no response head in time") from None
-        finally:
-            timer.cancel()
 
     async def _write_body(
         self,

@@ -207,6 +207,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Public on local setups; production.py requires config:read.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # The routes config/asgi.py answers before Django (sync long-poll, status, rollout wait).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "controlplane.core.openapi.add_asgi_routes",
+    ],
 }
 
 # --- Gateway -----------------------------------------------------------------------------------

@@ -84,6 +84,21 @@ def test_the_openapi_schema_describes_the_resources(operator_client: APIClient) 
     assert "Endpoint" in schema["components"]["schemas"]
 
 
+def test_the_schema_describes_the_routes_answered_before_django(operator_client: APIClient) -> None:
+    """The sync long-poll, the status report and the rollout wait are async handlers in front of
+    Django; a client generated from the schema still finds them, with their parameters and errors."""
+    schema = operator_client.get(f"{API}/schema/?format=json").json()
+    wait = schema["paths"]["/api/v1/revisions/{number}/wait/"]["get"]
+    assert {p["name"] for p in wait["parameters"]} == {"number", "share", "timeout"}
+    assert {"200", "404", "409"} <= set(wait["responses"])
+    assert wait["security"] == [{"jwtAuth": []}]
+    config = schema["paths"]["/api/v1/dataplane/config"]["get"]
+    assert {"200", "304", "409"} <= set(config["responses"])
+    status = schema["paths"]["/api/v1/dataplane/status"]["post"]
+    assert status["requestBody"]["content"]["application/json"]["schema"]["additionalProperties"] is False
+    assert config["security"] == status["security"] == [{"dataPlaneToken": []}]
+
+
 def test_probes_and_prometheus_metrics_answer_without_a_token(operator_client: APIClient) -> None:
     client = APIClient()
     assert client.get("/healthz").json() == {"status": "ok"}

@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from configdoc import canonical_json
+from configdoc.reports import BUCKET_COUNT
 from controlplane.breakers.services import breaker_policy_create
 from controlplane.core.actors import Actor
 from controlplane.core.models import AuditEvent, ConfigRevision
@@ -28,8 +29,16 @@ from controlplane.core.revisions import latest_revision
 from controlplane.dataplanes.models import DataPlaneNode, DataPlaneToken, StateCounter
 from controlplane.dataplanes.services import bump_state_seq, dataplane_token_issue, hash_secret
 from controlplane.dataplanes.snapshot import build_snapshot_bytes, load_snapshot, make_etag
-from controlplane.dataplanes.sync import CONFIG_PATH, STATUS_PATH, DataPlaneSyncApp, normalize_etag
+from controlplane.dataplanes.sync import (
+    CONFIG_PATH,
+    MAX_STATUS_BYTES,
+    MAX_STATUS_DECODED_BYTES,
+    STATUS_PATH,
+    DataPlaneSyncApp,
+    normalize_etag,
+)
 from controlplane.routing.services import endpoint_create
+from dataplane.sync import encode_report
 from tests.conftest import client_for
 
 ACTOR = Actor.command("test")
@@ -382,6 +391,61 @@ def test_a_malformed_status_report_is_400_naming_the_field_and_nothing_is_stored
     assert response.status_code == 400
     assert response.json()["error"] == "validation_error"
     assert field in response.json()["fields"]
+    assert not DataPlaneNode.objects.exists()
+
+
+def post_encoded(secret: str, content: bytes, encoding: str) -> httpx.Response:
+    headers = {**bearer(secret), "Content-Type": "application/json", "Content-Encoding": encoding}
+    return with_app(lambda client, _: client.post(STATUS_PATH, content=content, headers=headers))
+
+
+def test_a_node_with_traffic_on_10000_endpoints_sends_its_report_gzipped_and_it_is_stored(secret: str) -> None:
+    """~2.8 MB of counters: the data plane's own encoder gzips them to a fraction, and the control
+    plane decodes them and stores every endpoint's counters."""
+    counters = {
+        f"svc-{index:05d}:v1": {
+            "requests": {"2xx": 100 + index, "3xx": 0, "4xx": 1, "5xx": 2},
+            "errors": {"upstream_timeout": 2},
+            "retries": 1,
+            "breaker_trips": 0,
+            "duration": {"buckets": [index % 7] * BUCKET_COUNT, "sum": 1.25},
+            "upstream_duration": {"buckets": [index % 5] * BUCKET_COUNT, "sum": 1.0},
+        }
+        for index in range(10_000)
+    }
+    body, headers = encode_report(report(breakers={}, counters=counters))
+    assert headers["Content-Encoding"] == "gzip"
+    decoded = len(gzip.decompress(body))
+    assert decoded > 2_000_000 and len(body) * 5 < decoded
+    assert post_encoded(secret, body, "gzip").status_code == 204
+    node = DataPlaneNode.objects.get(node_id="edge-1-w0")
+    assert len(node.counters) == 10_000
+    assert node.counters["svc-09999:v1"]["requests"]["2xx"] == 10_099
+
+
+def test_a_small_report_goes_plain_json(secret: str) -> None:
+    body, headers = encode_report(report())
+    assert "Content-Encoding" not in headers
+    assert json.loads(body) == report()
+    assert post_encoded(secret, body, "identity").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding", "status", "code"),
+    [
+        (b" " * (MAX_STATUS_BYTES + 1), "identity", 413, "body_too_large"),
+        (gzip.compress(b" " * (MAX_STATUS_DECODED_BYTES + 1)), "gzip", 413, "body_too_large"),
+        (b"\x1f\x8b not really gzip", "gzip", 400, "bad_request"),
+        (gzip.compress(json.dumps(report()).encode())[:-12], "gzip", 400, "bad_request"),
+        (json.dumps(report()).encode(), "br", 415, "unsupported_media_type"),
+    ],
+    ids=["too-large", "bomb", "garbage", "truncated", "brotli"],
+)
+def test_a_report_that_does_not_decode_is_refused_and_nothing_is_stored(
+    secret: str, content: bytes, encoding: str, status: int, code: str
+) -> None:
+    response = post_encoded(secret, content, encoding)
+    assert (response.status_code, response.json()["error"]) == (status, code)
     assert not DataPlaneNode.objects.exists()
 
 

@@ -75,6 +75,30 @@ def test_the_rate_rule_forgets_calls_older_than_the_window() -> None:
     assert b.state is State.CLOSED
 
 
+def test_the_rate_rule_opens_exactly_when_a_recount_of_the_window_says_so() -> None:
+    """The window keeps running counts; a recount of every call in the last window_seconds, done
+    here from the outcomes the test itself sent, must agree on every call of a random walk."""
+    rng = random.Random(11)
+    for walk in range(30):
+        clock = Clock()
+        policy = {"failure_rate_threshold": rng.choice([10, 35, 50, 90]), "minimum_calls": rng.choice([1, 5, 20])}
+        b, transitions = breaker(clock, failure_threshold=100_000, window_seconds=10, **policy)
+        sent: list[tuple[float, bool]] = []
+        for _ in range(300):
+            clock.now += rng.random() * rng.choice([0.05, 2.0])
+            failed = rng.random() < 0.3
+            assert call(b, failed=failed), f"walk {walk}: the circuit opened earlier than the recount says"
+            sent.append((clock.now, failed))
+            recent = [f for at, f in sent if at >= clock.now - 10]
+            should_open = len(recent) >= policy["minimum_calls"] and (
+                sum(recent) * 100 >= policy["failure_rate_threshold"] * len(recent)
+            )
+            assert (b.state is State.OPEN) == should_open, f"walk {walk}, call {len(sent)}"
+            if should_open:
+                assert transitions == [("closed", "open")]
+                break
+
+
 def test_an_open_circuit_lets_nothing_through_until_the_reset_timeout() -> None:
     clock = Clock()
     b, _ = breaker(clock, failure_threshold=1, reset_timeout=60)

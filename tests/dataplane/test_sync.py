@@ -212,6 +212,28 @@ def test_errors_back_off_exponentially_capped_and_jittered_while_the_node_keeps_
     assert max(sleeps) <= BACKOFF_CAP and sleeps[-1] >= BACKOFF_CAP / 2
 
 
+def test_a_control_plane_serving_no_format_this_node_reads_is_reported_as_rejected(tmp_path: Path) -> None:
+    body = snapshot_body(endpoint("users"), revision=1)
+    unsupported = httpx.Response(409, json={"error": "format_unsupported", "message": "it serves format 2"})
+    recorder = Recorder(ok(body), unsupported, unsupported, unsupported)
+    runtime, sync = make(tmp_path, recorder)
+
+    async def go() -> list[float]:
+        async with sync._client() as client:
+            sync.client = client
+            await sync.poll_once()
+            delays = [await sync.poll_once() for _ in range(3)]
+            assert await sync.report()
+            return delays
+
+    delays = asyncio.run(go())
+    assert runtime.snapshot is not None and runtime.snapshot.revision == 1  # still serving what it had
+    report = recorder.reports[-1]
+    assert report["result"] == "rejected" and report["error"] == "format_unsupported: it serves format 2"
+    assert runtime.metrics.control_plane_connected._value.get() == 1  # it answered: not an outage
+    assert 0 < delays[0] < delays[1] < delays[2]  # backs off, growing (0.25-0.5 s, 0.5-1 s, 1-2 s)
+
+
 def test_a_success_after_errors_resets_the_back_off(tmp_path: Path) -> None:
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 
-from dataplane.errors import UpstreamAborted, UpstreamProtocolError, UpstreamUnavailable
+from dataplane.errors import UpstreamAborted, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
 from dataplane.transport import UpstreamRequest
 from dataplane.transport_native import NativeTransport
 
@@ -93,6 +93,38 @@ def test_keep_alive_requests_share_one_connection_and_send_exactly_the_given_hea
 
     assert asyncio.run(go()) == 1
     assert heads[0] == b"GET /a%2Fb?q=0 HTTP/1.1\r\nhost: upstream.test\r\n\r\n"
+
+
+def test_a_short_head_timeout_after_a_long_one_on_the_same_connection_still_times_out_in_time() -> None:
+    """The head deadline is one timer per connection: a request with a 0.3 s timeout that follows one
+    with a 30 s timeout on the same pooled connection must not wait for the earlier, later deadline."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_head(reader)
+        await asyncio.sleep(10)  # the second request is never answered
+
+    async def go() -> tuple[type[BaseException], float, int]:
+        transport = NativeTransport()
+        async with Server(handler) as server:
+            first = request(server.url + "/")
+            first.head_timeout = first.idle_timeout = 30
+            assert await read_all(transport, first) == (200, b"ok")
+            second = request(server.url + "/")
+            second.head_timeout = 0.3
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamTimeout) as raised:
+                await transport.send(second)
+            waited = asyncio.get_running_loop().time() - started
+            await transport.aclose()
+            return raised.type, waited, server.connections
+
+    error, waited, connections = asyncio.run(go())
+    assert error is UpstreamTimeout
+    assert connections == 1  # the second request really went out on the first one's connection
+    assert waited < 5  # 0.3 s asked; 30 s would mean the first request's deadline held
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])

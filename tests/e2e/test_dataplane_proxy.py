@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -236,6 +237,41 @@ def test_two_content_length_headers_are_refused_with_400(gateway: DataPlane) -> 
         gateway.port, b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"
     )
     assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<<still open>>" not in answer
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection(gateway: DataPlane) -> None:
+    answer = raw_exchange(
+        gateway.port,
+        b"GET /users/first HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /users/second HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /users/third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.count(b"HTTP/1.1 200 ") == 3
+    positions = [answer.index(f'"raw_path": "/api/{name}"'.encode()) for name in ("first", "second", "third")]
+    assert positions == sorted(positions)
+    assert b'"body": "hello"' in answer
+    assert b"<<still open>>" not in answer  # closed after the third, as it asked
+
+
+def test_expect_100_continue_gets_the_interim_answer_then_the_upstreams(gateway: DataPlane) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(b"POST /users/e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        interim = sock.recv(65536)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"ping")
+        answer = b""
+        while b'"body": "ping"' not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_http_1_0_request_is_answered_and_the_connection_closed(gateway: DataPlane) -> None:
+    answer = raw_exchange(gateway.port, b"GET /users/old HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in answer.lower()
     assert b"<<still open>>" not in answer
 
 

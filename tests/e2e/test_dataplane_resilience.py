@@ -12,7 +12,8 @@ import httpx
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from dataplane.server import DeadlineHttpToolsProtocol
+from dataplane.process import uvicorn_config
+from dataplane.settings import Settings
 from tests.dataplane.processes import DataPlane, Upstream, dataplane, seed, upstream
 from tests.e2e.servers import free_port
 
@@ -127,7 +128,9 @@ def gateway(
 
 
 def test_the_data_plane_speaks_http_through_httptools_never_h11() -> None:
-    assert issubclass(DeadlineHttpToolsProtocol, HttpToolsProtocol)
+    config = uvicorn_config(object(), "127.0.0.1", 0, Settings.from_env({}))
+    assert issubclass(config.http, HttpToolsProtocol)  # type: ignore[arg-type]
+    assert config.http.header_timeout == Settings.from_env({}).header_timeout  # type: ignore[union-attr]
 
 
 def test_the_breaker_opens_probes_after_the_reset_timeout_and_closes(gateway: DataPlane) -> None:
@@ -203,3 +206,39 @@ def test_request_headers_not_received_in_time_get_408_and_a_closed_connection(ga
             received += chunk
     assert received.startswith(b"HTTP/1.1 408 ")
     assert b'"error":"request_timeout"' in received
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length (head and body may come in separate segments)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_kept_alive_connection_idle_past_the_keep_alive_timeout_is_closed_and_a_busy_one_is_not(
+    gateway: DataPlane,
+) -> None:
+    """One keep-alive timer per connection: requests keep re-using the connection past the timeout
+    (5 s here: the larger of 5 and DATAPLANE_HEADER_TIMEOUT), and silence after a response closes it."""
+    request = b"GET /v1/flaky/kept HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+        started = time.monotonic()
+        answers = 0
+        while time.monotonic() - started < 7:  # busy for longer than the timeout
+            sock.sendall(request)
+            answer = read_response(sock)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            answers += 1
+            time.sleep(1)
+        idle_from = time.monotonic()
+        assert sock.recv(65536) == b""  # then closed by the node, without another answer
+        idle = time.monotonic() - idle_from
+    assert answers >= 7
+    assert 3 < idle < 12, idle

@@ -1,0 +1,201 @@
+"""The routes answered before Django, added to the OpenAPI schema (drf-spectacular postprocessing hook).
+
+`config/asgi.py` sends three paths to async handlers so waiting holds no thread (ARCHITECTURE §4):
+the data-plane sync (`dataplane/config`, `dataplane/status`, `controlplane/dataplanes/sync.py`) and the
+rollout wait (`revisions/{number}/wait/`, `controlplane/dataplanes/rollout.py`). DRF never sees them,
+so drf-spectacular cannot; this hook describes them, from the same facts as docs/sync-api.md and
+docs/api.md, so a client generated from the schema can call them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+API = "/api/v1"
+
+_ERROR = {
+    "type": "object",
+    "required": ["error", "message", "request_id"],
+    "properties": {
+        "error": {"type": "string", "description": "A stable error code, e.g. `rollout_failed`."},
+        "message": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+}
+_ROLLOUT = {
+    "type": "object",
+    "required": ["revision", "share", "applied", "rejected", "live"],
+    "properties": {
+        "revision": {"type": "integer"},
+        "share": {"type": "number"},
+        "applied": {"type": "integer", "description": "Live nodes on this revision or a later one."},
+        "rejected": {"type": "integer", "description": "Live nodes that refused it."},
+        "live": {"type": "integer"},
+        "done": {"type": "boolean"},
+    },
+}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(description, {"$ref": "#/components/schemas/GatewayError"})
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"in": "query", "name": name, "required": False, "description": description, "schema": schema}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {"in": "header", "name": name, "required": False, "description": description, "schema": {"type": "string"}}
+
+
+def _rollout_wait(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "revisions_wait",
+            "summary": "Wait until a share of the live data-plane nodes applied a revision",
+            "description": (
+                "Answered by an async handler before Django (it holds no thread); re-reads the nodes every "
+                "200 ms. Role: config:read. JWT only (not the session cookie). See docs/api.md."
+            ),
+            "tags": ["revisions"],
+            "security": security,
+            "parameters": [
+                {"in": "path", "name": "number", "required": True, "schema": {"type": "integer"}},
+                _query("share", "Share of the live nodes, in (0, 1]; default 1.", {"type": "number", "default": 1.0}),
+                _query(
+                    "timeout",
+                    "Seconds to wait, 1-60; default 30.",
+                    {"type": "integer", "minimum": 1, "maximum": 60, "default": 30},
+                ),
+            ],
+            "responses": {
+                "200": _json("The share was reached (at once if it already was).", _ROLLOUT),
+                "400": _error("`validation_error`: a bad `share` or `timeout`, named in `fields`."),
+                "401": _error("No valid token."),
+                "403": _error("The role lacks config:read."),
+                "404": _error("`not_found`: no such revision."),
+                "409": _error(
+                    "`rollout_failed` (a live node rejected it), `rollout_incomplete` (the timeout passed) or "
+                    "`no_live_nodes`; the counts are included."
+                ),
+            },
+        }
+    }
+
+
+def _dataplane_config() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "dataplane_config",
+            "summary": "A data plane's snapshot, long-polled by ETag",
+            "description": "Data-plane token (`Authorization: Bearer`). See docs/sync-api.md.",
+            "tags": ["dataplane"],
+            "security": [{"dataPlaneToken": []}],
+            "parameters": [
+                _header("If-None-Match", "The ETag the node runs."),
+                _header("X-Gateway-Format", "The highest snapshot format the node reads (default 1)."),
+                _query("wait", "With If-None-Match: seconds to wait for a change, 1-60.", {"type": "integer"}),
+            ],
+            "responses": {
+                "200": _json(
+                    "The snapshot (canonical JSON), with its ETag.",
+                    {
+                        "type": "object",
+                        "required": ["format_version", "revision", "config_sha256", "state_seq", "config", "state"],
+                        "properties": {
+                            "format_version": {"type": "integer"},
+                            "revision": {"type": "integer"},
+                            "config_sha256": {"type": "string"},
+                            "state_seq": {"type": "integer"},
+                            "generated_at": {"type": "string", "format": "date-time"},
+                            "config": {"type": "object", "description": "The config document."},
+                            "state": {"type": "object", "description": "Target health and breaker overrides."},
+                        },
+                    },
+                ),
+                "304": {"description": "No change within `wait`."},
+                "401": _error("`not_authenticated`: no valid data-plane token."),
+                "409": _error("`format_unsupported`."),
+                "503": _error("`unavailable`: the database cannot be read."),
+            },
+        }
+    }
+
+
+def _dataplane_status() -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": "dataplane_status",
+            "summary": "A data plane's status report (applied or rejected, breakers, counters)",
+            "description": (
+                "Data-plane token. Unknown fields are refused. At most 4 MiB; may be sent gzipped "
+                "(Content-Encoding: gzip). See docs/sync-api.md."
+            ),
+            "tags": ["dataplane"],
+            "security": [{"dataPlaneToken": []}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": [
+                                "node_id",
+                                "boot_id",
+                                "hostname",
+                                "version",
+                                "revision",
+                                "config_sha256",
+                                "state_seq",
+                                "result",
+                            ],
+                            "properties": {
+                                "node_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                                "boot_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                                "hostname": {"type": "string", "maxLength": 255},
+                                "version": {"type": "string", "maxLength": 64},
+                                "revision": {"type": "integer", "minimum": 0, "nullable": True},
+                                "config_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "nullable": True},
+                                "state_seq": {"type": "integer", "minimum": 0, "nullable": True},
+                                "result": {"type": "string", "enum": ["applied", "rejected"]},
+                                "error": {"type": "string", "maxLength": 4000, "nullable": True},
+                                "breakers": {"type": "object"},
+                                "counters": {"type": "object"},
+                            },
+                            "additionalProperties": False,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "204": {"description": "Stored."},
+                "400": _error("`validation_error`, with `fields` naming every bad field; nothing stored."),
+                "401": _error("`not_authenticated`."),
+                "413": _error("`body_too_large`: over 4 MiB sent, or over 32 MiB decompressed."),
+                "415": _error("`unsupported_media_type`: a Content-Encoding other than gzip."),
+            },
+        }
+    }
+
+
+def add_asgi_routes(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular POSTPROCESSING_HOOKS entry: add the paths `config/asgi.py` answers itself."""
+    components = result.setdefault("components", {})
+    components.setdefault("schemas", {})["GatewayError"] = _ERROR
+    schemes = components.setdefault("securitySchemes", {})
+    schemes["dataPlaneToken"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A data-plane token (`manage.py issue_dataplane_token`), not a user's JWT.",
+    }
+    # The wait takes the JWT only, not the session cookie (docs/api.md).
+    jwt_only = [{"jwtAuth": []}] if "jwtAuth" in schemes else []
+    paths = result.setdefault("paths", {})
+    paths[f"{API}/revisions/{{number}}/wait/"] = _rollout_wait(jwt_only)
+    paths[f"{API}/dataplane/config"] = _dataplane_config()
+    paths[f"{API}/dataplane/status"] = _dataplane_status()
+    return result
