@@ -406,13 +406,12 @@ def inprocess(database: str, access: str) -> dict[str, Any]:
         timed("apply_again_seconds", runtime.commit, prepared)
     out.update({name: statistics.median(values) for name, values in timings.items()})
     # The status report the sync client sends after every apply and every DATAPLANE_REPORT_INTERVAL: its
-    # counters are built on the event loop, per endpoint with traffic. One request on every endpoint:
+    # counters are built in a thread, per endpoint with traffic. One request on every endpoint:
     from dataplane.report import build_counters
 
     for key in compiled.endpoints:
-        runtime.metrics.observe(key, "GET", 200, None)
-        runtime.metrics.request_duration.labels(key).observe(0.001)
-        runtime.metrics.upstream_duration.labels(key).observe(0.001)
+        runtime.metrics.observe_request(key, "GET", 200, None, 0.001)
+        runtime.metrics.observe_upstream(key, 0.001)
     started_at = time.perf_counter()
     build_counters(runtime.metrics)
     out["report_build_seconds"] = time.perf_counter() - started_at

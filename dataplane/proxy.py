@@ -576,7 +576,8 @@ class ProxyApp:
         started_at: float,
     ) -> None:
         headers = strip_hop_by_hop(response.headers)
-        origin_headers = list(headers)
+        cache = state.cache
+        origin_headers = list(headers) if cache is not None else headers  # the cache keeps the upstream's own
         headers.append((b"x-request-id", exchange.request_id.encode()))
         headers.append((b"x-endpoint-id", state.endpoint.key.encode()))
         if not self.settings.hide_response_time:
@@ -584,7 +585,6 @@ class ProxyApp:
             headers.append((b"x-response-time", f"{elapsed:.1f}ms".encode()))
         if panic:
             headers.append((b"x-gateway-panic", b"1"))
-        cache = state.cache
         method = scope["method"]
         keep: list[bytes] | None = None
         if (

@@ -344,6 +344,8 @@ class Sync:
         """The status report (§4); `breakers` and `counters` are built from the runtime (report.py),
         the counters here unless given (`report()` builds them off the event loop)."""
         snapshot = self.runtime.snapshot
+        if counters is None:
+            self.runtime.metrics.flush()
         return {
             "node_id": self.settings.node_id,
             "boot_id": BOOT_ID,
@@ -365,6 +367,7 @@ class Sync:
         # Counters and encoding grow with the endpoints that had traffic (~50 ms per 1,000): off the
         # event loop, so a report never stalls the proxy (bench/large_config.py). Breakers stay on the
         # loop: they read runtime state the loop changes, and only non-closed ones are listed.
+        self.runtime.metrics.flush()  # what this loop turn observed, before the thread reads it
         counters = await asyncio.to_thread(build_counters, self.runtime.metrics)
         body, headers = await asyncio.to_thread(encode_report, self.status(counters))
         try:

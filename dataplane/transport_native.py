@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -364,6 +365,9 @@ class _Exchange:
             self.connection.close()  # an unread body: the connection cannot be reused (nor was it pooled)
 
 
+_UNSAFE_IN_REQUEST_LINE = re.compile(r"[ \r\n]")
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -523,7 +527,7 @@ class NativeTransport:
         loop = pool.loop
         head_deadline = loop.time() + max(request.head_timeout, 0.001)
         method = request.method.encode("latin-1")
-        if any(c in target for c in " \r\n") or any(c in request.method for c in " \r\n"):
+        if _UNSAFE_IN_REQUEST_LINE.search(target) or _UNSAFE_IN_REQUEST_LINE.search(request.method):
             raise UpstreamProtocolError(f"{origin}: the request line cannot be sent as is")
         body = request.body
         lines = [method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]

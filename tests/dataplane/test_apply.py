@@ -9,13 +9,15 @@ before another apply is never committed over it.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dataplane.breaker import State
-from dataplane.runtime import Runtime, StalePreparation
+from dataplane.runtime import FREEZE_AT_ENDPOINTS, Runtime, StalePreparation
 from dataplane.settings import Settings
 from dataplane.snapshot import Snapshot, compile_document
 from tests.dataplane.harness import document, endpoint
@@ -222,3 +224,24 @@ def test_the_sync_client_keeps_unchanged_endpoints_and_applies_a_health_change_t
     assert a_state.breaker.forced() is State.OPEN
     assert [t.healthy for t in a_state.balancer.states] == [False]
     assert rt.states["b:v1"] is not b_state and rt.states["b:v1"].endpoint.timeout == 5.0
+
+
+def test_a_large_config_is_frozen_out_of_the_collector_and_still_freed_when_replaced() -> None:
+    """At FREEZE_AT_ENDPOINTS endpoints the applied config leaves the cyclic collector's walk (no full
+    collection stalls the loop over it); a later config still frees it, by reference counting alone."""
+    rt = runtime()
+    many = [endpoint(f"svc{index:04d}") for index in range(FREEZE_AT_ENDPOINTS)]
+    frozen_before = gc.get_freeze_count()
+    gc.disable()  # nothing but reference counting may free the first config below
+    try:
+        first = compiled(*many)
+        asyncio.run(rt.apply_off_loop(first))
+        assert gc.get_freeze_count() > frozen_before + 50 * FREEZE_AT_ENDPOINTS
+        gone = weakref.ref(first)
+        del first
+        asyncio.run(rt.apply_off_loop(compiled(endpoint("only"))))
+        assert gone() is None
+        assert list(rt.snapshot.endpoints) == ["only:v1"]  # type: ignore[union-attr]
+    finally:
+        gc.enable()
+        gc.unfreeze()
