@@ -62,58 +62,82 @@ class CorkedTransport:
         return getattr(self._transport, name)
 
 
+class RestartingDeadline:
+    """A deadline restarted often (each request head, each idle period) on one timer per connection
+    instead of one armed and cancelled each time: `start` only records the time (arming the timer
+    if none is armed), `stop` forgets it; the timer, when it fires, calls `expired` (started
+    `timeout` ago and not stopped), re-arms for the time left (restarted since), or lapses (stopped;
+    the next `start` arms it again)."""
+
+    __slots__ = ("_expired", "_loop", "_since", "_timer", "timeout")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, expired: Callable[[], None]) -> None:
+        self._loop = loop
+        self.timeout = timeout
+        self._expired = expired
+        self._since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._since is not None
+
+    def start(self) -> None:
+        self._since = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.timeout, self._fire)
+
+    def stop(self) -> None:
+        self._since = None
+
+    def cancel(self) -> None:
+        self._since = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        since = self._since
+        if since is None:
+            return
+        left = since + self.timeout - self._loop.time()
+        if left > 0:
+            self._timer = self._loop.call_later(left, self._fire)
+        else:
+            self._since = None
+            self._expired()
+
+
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):
-    """One timer per connection, not one per request: a head starting only records the time, and the
-    timer, when it fires, either answers 408 (a head has been arriving for `header_timeout`), re-arms
-    for the time left (a later head is arriving), or lapses (no head is arriving; the next one re-arms
-    it)."""
+    """uvicorn's protocol with the request-head deadline: a head must be complete within
+    `header_timeout` of the connection opening or of its first byte (408 and close otherwise)."""
 
     header_timeout = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._head_since: float | None = None  # when the head being received began, None between heads
+        self._head = RestartingDeadline(self.loop, self.header_timeout, self._head_timed_out)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
-        self._head_began()
+        self._head.start()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._head_since is None:
-            self._head_began()
+        if not self._head.running:
+            self._head.start()
 
     def on_headers_complete(self) -> None:
-        self._head_since = None
+        self._head.stop()
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_since = None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head.cancel()
         super().connection_lost(exc)
 
-    def _head_began(self) -> None:
-        self._head_since = self.loop.time()
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_deadline)
-
-    def _head_deadline(self) -> None:
-        self._head_timer = None
-        since = self._head_since
-        if since is None:
-            return
-        left = since + self.header_timeout - self.loop.time()
-        if left > 0:
-            self._head_timer = self.loop.call_later(left, self._head_deadline)
-        else:
-            self._head_timed_out()
-
     def _head_timed_out(self) -> None:
-        self._head_timer = None
         if self.transport is None or self.transport.is_closing():
             return
         body = json.dumps(
@@ -328,15 +352,11 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._idle_since: float | None = None  # when the connection last went idle between requests
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle = RestartingDeadline(self.loop, self.timeout_keep_alive, self._idle_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_since = self._idle_since = None
-        for timer in (self._head_timer, self._idle_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._idle_timer = None
+        self._head.cancel()
+        self._idle.cancel()
         self.connections.discard(self)
         cycle = self.cycle
         if cycle is not None:
@@ -350,18 +370,17 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self.parser = None  # type: ignore[assignment]
 
     def _unset_keepalive_if_required(self) -> None:
-        # Data arrived: the connection is no longer idle. The timer, if armed, lapses when it fires.
-        self._idle_since = None
+        self._idle.stop()  # data arrived: the connection is no longer idle
 
     def on_message_begin(self) -> None:
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
-        if self._head_since is None:
-            self._head_began()
+        if not self._head.running:
+            self._head.start()
 
     def on_headers_complete(self) -> None:
-        self._head_since = None
+        self._head.stop()
         parser = self.parser
         http_version = parser.get_http_version()
         parsed = httptools.parse_url(self.url)
@@ -430,19 +449,10 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
             return
-        self._idle_since = self.loop.time()
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_deadline)
+        self._idle.start()
 
-    def _idle_deadline(self) -> None:
-        self._idle_timer = None
-        since = self._idle_since
-        if since is None:
-            return  # busy with a request; the next idle period re-arms the timer
-        left = since + self.timeout_keep_alive - self.loop.time()
-        if left > 0:
-            self._idle_timer = self.loop.call_later(left, self._idle_deadline)
-        elif not self.transport.is_closing():
+    def _idle_expired(self) -> None:
+        if not self.transport.is_closing():
             self.transport.close()
 
 

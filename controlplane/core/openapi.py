@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from controlplane.dataplanes.status import FIELDS, IDENTIFIER, MAX_ERROR_CHARS, OPTIONAL, RESULTS
+
 API = "/api/v1"
 
 _ERROR = {
@@ -143,26 +145,18 @@ def _dataplane_status() -> dict[str, Any]:
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "required": [
-                                "node_id",
-                                "boot_id",
-                                "hostname",
-                                "version",
-                                "revision",
-                                "config_sha256",
-                                "state_seq",
-                                "result",
-                            ],
+                            # The fields and rules of controlplane/dataplanes/status.py, which checks them.
+                            "required": [name for name in FIELDS if name not in OPTIONAL],
                             "properties": {
-                                "node_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
-                                "boot_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                                "node_id": {"type": "string", "pattern": IDENTIFIER.pattern},
+                                "boot_id": {"type": "string", "pattern": IDENTIFIER.pattern},
                                 "hostname": {"type": "string", "maxLength": 255},
                                 "version": {"type": "string", "maxLength": 64},
                                 "revision": {"type": "integer", "minimum": 0, "nullable": True},
                                 "config_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "nullable": True},
                                 "state_seq": {"type": "integer", "minimum": 0, "nullable": True},
-                                "result": {"type": "string", "enum": ["applied", "rejected"]},
-                                "error": {"type": "string", "maxLength": 4000, "nullable": True},
+                                "result": {"type": "string", "enum": list(RESULTS)},
+                                "error": {"type": "string", "maxLength": MAX_ERROR_CHARS, "nullable": True},
                                 "breakers": {"type": "object"},
                                 "counters": {"type": "object"},
                             },

@@ -15,7 +15,7 @@ from typing import Any
 
 from configdoc.reports import validate_breakers, validate_counters
 
-_IDENT = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+IDENTIFIER = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 RESULTS = ("applied", "rejected")
 MAX_ERROR_CHARS = 4000
@@ -30,7 +30,7 @@ class StatusReportError(ValueError):
 
 
 def _identifier(value: Any) -> str | None:
-    if not isinstance(value, str) or not _IDENT.match(value):
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
         return "must be 1-128 characters: letters, digits, '.', '_', ':' or '-'"
     return None
 
