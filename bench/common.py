@@ -3,10 +3,18 @@ folder is on `sys.path` and `from common import …` finds this file."""
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +37,99 @@ def percentile(values: list[float], share: float) -> float:
     """Nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until `url` answers 200; RuntimeError when `process` exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+@contextmanager
+def started(argv: list[str], log: Path, ready: str, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """A process (output to `log`) once `ready` answers 200; SIGTERM (then SIGKILL after 15 s) on exit."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        try:
+            wait_ready(ready, process)
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# --- nginx (the fast local upstream, and the reference reverse proxy) and wrk ------------------------
+
+BODY = "hello from the bench upstream\n"
+
+
+def nginx_conf(work: Path, name: str, port: int, body: str) -> Path:
+    """An nginx.conf in `work/name` (one worker, in the foreground, no access log) around `body`, the
+    server blocks; `port` is the one the caller's blocks listen on."""
+    prefix = work / name
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+{body}
+}}
+"""
+    )
+    return conf
+
+
+def upstream_block(port: int) -> str:
+    """A server answering every request with BODY."""
+    return f"""
+    server {{
+        listen 127.0.0.1:{port};
+        default_type text/plain;
+        location / {{ return 200 "{BODY.strip()}\\n"; }}
+    }}"""
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int]:
+    """Requests/s, p50 ms, p99 ms, errors (non-2xx/3xx answers + socket errors incl. wrk's 2 s timeouts)
+    of a `wrk --latency` run."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        assert match, output
+        return float(match.group(1)) * _UNITS[match.group(2)]
+
+    errors = 0
+    if found := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
+        errors += int(found.group(1))
+    if found := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        errors += sum(int(x) for x in found.groups())
+    return rps, percentile("50"), percentile("99"), errors

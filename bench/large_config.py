@@ -31,7 +31,7 @@ plane. Every figure is printed beside the same figure at 10 endpoints, measured 
                 of N endpoints in use); both data planes pinned to core 0, nginx and wrk on core 1, one
                 upstream
   report        dataplane.report.build_counters with every endpoint having traffic (the status report's
-                counters, built on the event loop after each apply and every DATAPLANE_REPORT_INTERVAL)
+                counters, built in a thread after each apply and every DATAPLANE_REPORT_INTERVAL)
 
     .venv/bin/python bench/large_config.py [--endpoints 10000] [--writes 20] [--rounds 5] [--duration 5]
 
@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -58,7 +57,7 @@ from typing import Any
 
 import httpx
 import yaml
-from common import free_port, percentile
+from common import free_port, nginx_conf, parse_wrk, percentile, started, upstream_block
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_PREFIX = "gateway_bench_big"
@@ -112,36 +111,6 @@ def write_document(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready after {timeout} s")
-
-
-@contextmanager
-def started(argv: list[str], log: Path, ready: str, env: dict[str, str] | None = None) -> Iterator[Any]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
-        try:
-            wait_ready(ready, process)
-            yield process
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     """Run a child to completion: wall seconds, its own peak RSS (KiB, from wait4), its stdout."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -166,24 +135,6 @@ def proc_status(pid: int, field: str) -> int:
 
 # --- wrk and nginx ---------------------------------------------------------------------------------------
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-
-def parse_wrk(output: str) -> tuple[float, float, float, int]:
-    """Requests/s, p50 ms, p99 ms, errors (non-2xx/3xx + socket errors)."""
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-
-    def pct(p: str) -> float:
-        match = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-        return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
-
-    errors = 0
-    if found := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
-        errors += int(found.group(1))
-    if found := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
-        errors += sum(int(x) for x in found.groups())
-    return rps, pct("50"), pct("99"), errors
-
 
 def wrk_script(work: Path, count: int) -> Path:
     """A wrk script sending each request to a random one of `count` endpoints."""
@@ -202,36 +153,6 @@ end
 def wrk_argv(url: str, connections: int, duration: float, script: Path | None = None) -> list[str]:
     argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     return argv + (["-s", str(script)] if script else []) + [url]
-
-
-def nginx_upstream(work: Path, port: int) -> Path:
-    prefix = work / "nginx"
-    prefix.mkdir()
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        f"""
-worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port};
-        default_type text/plain;
-        location / {{ return 200 "hello from the bench upstream\\n"; }}
-    }}
-}}
-"""
-    )
-    return conf
 
 
 # --- the control plane --------------------------------------------------------------------------------------
@@ -567,7 +488,7 @@ def main() -> int:
         work = Path(tmp)
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
-        conf = nginx_upstream(work, upstream_port)
+        conf = nginx_conf(work, "nginx", upstream_port, upstream_block(upstream_port))
         nginx = shutil.which("nginx") or "nginx"
         stack.enter_context(started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "up.log", upstream))
         files = {size: write_document(work / f"config-{size}.yaml", bench_document(size, upstream)) for size in sizes}
@@ -696,8 +617,8 @@ def report(
         )
     report_s, report_b = s["report_build_seconds"], b["report_build_seconds"]
     print(
-        f"status report counters (dataplane/report.py build_counters, every endpoint with traffic, on the event"
-        f" loop): {ms(report_s)} at {small}, {ms(report_b)} at {big} ({ratio(report_b, report_s)})"
+        f"status report counters (dataplane/report.py build_counters, every endpoint with traffic, in a thread):"
+        f" {ms(report_s)} at {small}, {ms(report_b)} at {big} ({ratio(report_b, report_s)})"
     )
     print(
         f"growing 10 -> {big} while serving: import_config {imported[0]:.1f} s (peak RSS {imported[1] / 1024:.0f} MiB),"
