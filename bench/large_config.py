@@ -57,11 +57,10 @@ from typing import Any
 
 import httpx
 import yaml
-from common import free_port, nginx_conf, parse_wrk, percentile, started, upstream_block
+from common import PASSWORD, bench_database, free_port, nginx_conf, parse_wrk, percentile, started, upstream_block
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_PREFIX = "gateway_bench_big"
-PASSWORD = "bench-admin-password-0123"  # noqa: S105 - a throwaway bench database
 PROXY_CORE = "0"
 LOAD_CORE = "1"
 SMALL = 10
@@ -78,11 +77,6 @@ def ms(seconds: float) -> str:
 
 def ratio(big: float, small: float) -> str:
     return f"{big / small:.2f}x" if small else "-"
-
-
-def psql_db(action: str, name: str) -> None:
-    argv = [action, "-h", "127.0.0.1", "-U", "postgres"] + (["--if-exists"] if action == "dropdb" else []) + [name]
-    subprocess.run(argv, check=action == "createdb")  # noqa: S603
 
 
 def bench_document(count: int, upstream: str) -> dict[str, Any]:
@@ -164,13 +158,7 @@ class ControlPlane:
     def __init__(self, database: str, work: Path) -> None:
         self.database = database
         self.work = work
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database}",
-            "DJANGO_SETTINGS_MODULE": "config.settings.local",
-            "DJANGO_DEBUG": "false",
-            "JWT_ACCESS_TOKEN_SECONDS": "7200",
-        }
+        self.env: dict[str, str] = {}  # set by running()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = ""
@@ -181,11 +169,7 @@ class ControlPlane:
 
     @contextmanager
     def running(self) -> Iterator[ControlPlane]:
-        psql_db("dropdb", self.database)
-        psql_db("createdb", self.database)
-        try:
-            self.manage("migrate", "-v", "0")
-            self.manage("createadmin", "bench", "--password", PASSWORD)
+        with bench_database(self.database, {"JWT_ACCESS_TOKEN_SECONDS": "7200"}) as self.env:
             self.token = self.manage("issue_dataplane_token", f"node-{self.database}")[2].strip().splitlines()[-1]
             argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--http", "httptools"]
             argv += ["--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
@@ -194,8 +178,6 @@ class ControlPlane:
                 answer = httpx.post(f"{self.base}/api/v1/auth/token/", json={"username": "bench", "password": PASSWORD})
                 self.access = answer.raise_for_status().json()["access"]
                 yield self
-        finally:
-            psql_db("dropdb", self.database)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.access}"}, timeout=300)

@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from common import free_port, manage, percentile
+from common import PASSWORD, bench_database, free_port, manage, percentile, started
 
-ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "gateway_bench"
-PASSWORD = "bench-admin-password-0123"  # noqa: S105 - a throwaway bench database
 
 
 async def wait_for_change(
@@ -88,57 +84,19 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="waiting long-poll clients (default 50)")
     parser.add_argument("--changes", type=int, default=20, help="API changes to propagate (default 20)")
     options = parser.parse_args()
-    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", DATABASE], check=True)  # noqa: S603, S607
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)  # noqa: S603, S607
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DJANGO_DEBUG": "false",
-    }
-    manage("migrate", "-v", "0", env=env)
-    manage("createadmin", "bench", "--password", PASSWORD, env=env)
-    token = manage("issue_dataplane_token", "bench-node", env=env).strip().splitlines()[-1]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--http",
-            "httptools",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        access = httpx.post(f"{base}/api/v1/auth/token/", json={"username": "bench", "password": PASSWORD}).json()
-        body = {"name": "bench", "version": "v1", "targets": [{"url": "http://127.0.0.1:9/"}]}
-        httpx.post(
-            f"{base}/api/v1/endpoints/", json=body, headers={"Authorization": f"Bearer {access['access']}"}
-        ).raise_for_status()
-        asyncio.run(run(base, token, access["access"], options.clients, options.changes))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", DATABASE], check=False)  # noqa: S603, S607
+    with tempfile.TemporaryDirectory(prefix="gw-propagation-bench-") as work, bench_database(DATABASE) as env:
+        token = manage("issue_dataplane_token", "bench-node", env=env).strip().splitlines()[-1]
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--http", "httptools"]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "1"]
+        with started(argv, Path(work) / "control-plane.log", f"{base}/healthz", env=env):
+            access = httpx.post(f"{base}/api/v1/auth/token/", json={"username": "bench", "password": PASSWORD}).json()
+            body = {"name": "bench", "version": "v1", "targets": [{"url": "http://127.0.0.1:9/"}]}
+            httpx.post(
+                f"{base}/api/v1/endpoints/", json=body, headers={"Authorization": f"Bearer {access['access']}"}
+            ).raise_for_status()
+            asyncio.run(run(base, token, access["access"], options.clients, options.changes))
 
 
 if __name__ == "__main__":

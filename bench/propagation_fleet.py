@@ -38,15 +38,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from common import free_port, manage, percentile
+from common import PASSWORD, bench_database, free_port, manage, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "gateway_bench_fleet"
-PASSWORD = "bench-admin-password-0123"  # noqa: S105 - a throwaway bench database
 ENDPOINT = "/api/v1/endpoints/bench:v1/"
 
 
@@ -241,17 +241,8 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=20, help="API changes per fleet size (default 20)")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="readyz poll of the real data planes (default 5)")
     options = parser.parse_args()
-    dropdb = ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", DATABASE]
-    subprocess.run(dropdb, check=True)  # noqa: S603
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)  # noqa: S603, S607
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATAPLANE_", "GATEWAY_"))},
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DJANGO_DEBUG": "false",
-    }
-    manage("migrate", "-v", "0", env=env)
-    manage("createadmin", "bench", "--password", PASSWORD, env=env)
+    cleanup = ExitStack()  # the database, dropped when the bench ends
+    env = cleanup.enter_context(bench_database(DATABASE))
     most = min(options.real, max(options.fleets))
     tokens = [manage("issue_dataplane_token", f"bench-{i}", env=env).strip().splitlines()[-1] for i in range(most + 1)]
     port = free_port()
@@ -317,7 +308,7 @@ def main() -> None:
             stop(plane.process)
         stop(server)
         shutil.rmtree(work, ignore_errors=True)
-        subprocess.run(dropdb, check=False)  # noqa: S603
+        cleanup.close()
 
 
 if __name__ == "__main__":

@@ -45,15 +45,15 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import psycopg
-from common import free_port, manage
+from common import PASSWORD, bench_database, free_port, manage
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "gateway_bench_fleet_wait"
-PASSWORD = "bench-admin-password-0123"  # noqa: S105 - a throwaway bench database
 CONFIG = "/api/v1/dataplane/config"
 
 
@@ -354,17 +354,8 @@ def main() -> None:
     was = resource.getrlimit(resource.RLIMIT_NOFILE)
     now = raise_nofile(options.nofile)
     print(f"bench RLIMIT_NOFILE: soft {was[0]}, hard {was[1]}; soft now {now} (resource.setrlimit when below --nofile)")
-    dropdb = ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", DATABASE]
-    subprocess.run(dropdb, check=True)  # noqa: S603
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)  # noqa: S603, S607
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATAPLANE_", "GATEWAY_"))},
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DJANGO_DEBUG": "false",
-    }
-    manage("migrate", "-v", "0", env=env)
-    manage("createadmin", "bench", "--password", PASSWORD, env=env)
+    cleanup = ExitStack()  # the database, dropped when the bench ends
+    env = cleanup.enter_context(bench_database(DATABASE))
     token = manage("issue_dataplane_token", "bench", env=env).strip().splitlines()[-1]
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="gw-waiting-bench-"))
@@ -406,7 +397,7 @@ def main() -> None:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
         shutil.rmtree(work, ignore_errors=True)
-        subprocess.run(dropdb, check=False)  # noqa: S603
+        cleanup.close()
 
 
 if __name__ == "__main__":
