@@ -11,7 +11,6 @@ client gets 408 `request_timeout` and the connection is closed.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import urllib.parse
@@ -21,6 +20,9 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from .errors import BadRequest, GatewayError, RequestTimeout, error_response
+from .proxy import new_request_id
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -137,22 +139,42 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self._head.cancel()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, with llhttp's reason kept: a request the parser refuses (Content-Length with
+        Transfer-Encoding, a bad or repeated Content-Length, a bad chunk size, bytes not allowed in the
+        head) gets the JSON 400 `bad_request` of §5 and the connection is closed, not uvicorn's text."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            reason = str(exc) or "the request is not valid HTTP/1.1"
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
+            logger.warning("malformed request from %s refused: %s", client, reason)
+            self._malformed(BadRequest(f"malformed request: {reason}"))
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(BadRequest(msg))
+
+    def _malformed(self, error: GatewayError) -> None:
+        self._refuse(error)
+
     def _head_timed_out(self) -> None:
+        self._refuse(RequestTimeout(f"the request headers did not arrive within {self.header_timeout:g}s"))
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer a request the app never saw with the gateway's JSON error (each of these errors says
+        `connection: close`), then close."""
         if self.transport is None or self.transport.is_closing():
             return
-        body = json.dumps(
-            {
-                "error": "request_timeout",
-                "message": f"the request headers did not arrive within {self.header_timeout:g}s",
-                "request_id": None,
-                "endpoint": None,
-            },
-            separators=(",", ":"),
-        ).encode()
-        self.transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-        )
+        status, headers, body = error_response(error, new_request_id(), None)
+        head = [STATUS_LINE[status]]
+        head.extend(b"%s: %s\r\n" % pair for pair in headers)
+        self.transport.write(b"".join(head) + b"\r\n" + body)
         self.transport.close()
 
 
@@ -353,6 +375,34 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._idle = RestartingDeadline(self.loop, self.timeout_keep_alive, self._idle_expired)
+        self._refusal: GatewayError | None = None  # a malformed request's 400, sent once those before it are answered
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is None:  # after a parse error the parser is spent: what follows is ignored
+            super().data_received(data)
+
+    def _malformed(self, error: GatewayError) -> None:
+        """A parse error belongs to the request being parsed: if that is the last cycle, its body broken,
+        that request is dropped (and answered now, unless its response began: then the connection is
+        just closed); otherwise it is a request with no cycle yet, and the 400 waits until the requests
+        before it are answered, in order (an answer written now would be read as theirs)."""
+        self._refusal = error
+        self._head.cancel()
+        cycle: LeanCycle | None = self.cycle  # type: ignore[assignment]
+        if cycle is not None and cycle.more_body and not cycle.response_complete:
+            if self.pipeline and self.pipeline[0][0] is cycle:
+                self.pipeline.popleft()  # queued behind another: it never ran
+            else:
+                cycle.disconnected = True
+                cycle.wake()
+                if cycle.response_started:
+                    self.transport.close()
+                else:
+                    self._refuse(error)
+                return
+        running = self.cycle is not None and not self.cycle.response_complete
+        if not running and not self.pipeline:
+            self._refuse(error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head.cancel()
@@ -448,6 +498,9 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
+            return
+        if self._refusal is not None:
+            self._refuse(self._refusal)
             return
         self._idle.start()
 

@@ -198,6 +198,20 @@ def test_a_request_looping_back_through_the_node_answers_508(gateway: DataPlane)
 # --- framing, on raw sockets ---------------------------------------------------------------------
 
 
+def refusal(answer: bytes) -> dict[str, object]:
+    """The one answer in `answer`: a 400 with `connection: close` and the gateway's JSON error body,
+    after which the server closed the connection."""
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert not answer.endswith(b"<<still open>>"), answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\nconnection: close" in head.lower() and b"\r\ncontent-type: application/json" in head.lower()
+    error = json.loads(body)
+    assert set(error) == {"error", "message", "request_id", "endpoint"} and error["error"] == "bad_request"
+    assert f"x-request-id: {error['request_id']}".encode() in head.lower()
+    return error
+
+
 def test_content_length_with_transfer_encoding_is_refused_and_nothing_is_smuggled(
     gateway: DataPlane, origin: Upstream
 ) -> None:
@@ -207,37 +221,50 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_is_smuggle
         b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"0\r\n\r\nGET /users/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
     )
-    assert answer.startswith(b"HTTP/1.1 400 ")
-    assert answer.count(b"HTTP/1.1 ") == 1
-    assert b"<<still open>>" not in answer
+    assert "Content-Length" in str(refusal(answer)["message"])
     assert not any("smuggled" in path for path in seen(origin)[len(before) :])
 
 
 def test_a_duplicate_host_header_is_refused_with_400_and_close(gateway: DataPlane) -> None:
     answer = raw_exchange(gateway.port, b"GET /users HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 400 ")
-    assert b"connection: close" in answer.lower()
-    assert b"<<still open>>" not in answer
+    assert "Host" in str(refusal(answer)["message"])
 
 
 def test_a_missing_host_header_is_refused_with_400(gateway: DataPlane) -> None:
     answer = raw_exchange(gateway.port, b"GET /users HTTP/1.1\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 400 ")
-    assert b"bad_request" in answer
+    assert "Host" in str(refusal(answer)["message"])
 
 
 def test_a_non_numeric_content_length_is_refused_with_400(gateway: DataPlane) -> None:
     answer = raw_exchange(gateway.port, b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 4x\r\n\r\nabcd")
-    assert answer.startswith(b"HTTP/1.1 400 ")
-    assert b"<<still open>>" not in answer
+    refusal(answer)
 
 
 def test_two_content_length_headers_are_refused_with_400(gateway: DataPlane) -> None:
     answer = raw_exchange(
         gateway.port, b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"
     )
-    assert answer.startswith(b"HTTP/1.1 400 ")
-    assert b"<<still open>>" not in answer
+    refusal(answer)
+
+
+def test_a_bad_chunk_size_is_refused_with_400(gateway: DataPlane) -> None:
+    answer = raw_exchange(
+        gateway.port, b"POST /users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n"
+    )
+    refusal(answer)
+
+
+def test_a_malformed_request_behind_a_slow_one_is_refused_after_the_slow_ones_answer(gateway: DataPlane) -> None:
+    """Pipelined: the 400 for the second request must not be read as the first one's answer."""
+    answer = raw_exchange(
+        gateway.port,
+        b"GET /plain/slow?seconds=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    first_body_end = answer.index(b"HTTP/1.1 400 ")
+    assert b"x-endpoint-id: plain:v1" in answer[:first_body_end].lower()
+    refusal(answer[first_body_end:])
 
 
 def test_pipelined_requests_are_answered_in_order_on_one_connection(gateway: DataPlane) -> None:
