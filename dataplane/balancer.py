@@ -85,7 +85,9 @@ class Balancer:
             return False
         now = self._clock()
         already = sum(1 for s in self.states if self._ejected(s, now))
-        allowed = len(self.states) * int(self.outlier["max_ejection_percent"]) // 100
+        count = len(self.states)
+        # A lone target is never ejected, even at max_ejection_percent 100: its breaker protects it.
+        allowed = count * int(self.outlier["max_ejection_percent"]) // 100 if count > 1 else 0
         if self._ejected(state, now) or already >= allowed:
             return False
         state.times_ejected += 1

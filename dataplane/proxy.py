@@ -37,7 +37,7 @@ from .errors import (
     UriTooLong,
     error_response,
 )
-from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout
+from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout, replays_after_sending
 from .runtime import EndpointState, Runtime
 from .snapshot import Endpoint, Target
 from .transport import Transport, UpstreamRequest, UpstreamResponse, create_transport
@@ -136,13 +136,23 @@ class AccessLog:
             self.logger.handle(record)
 
 
-def strip_hop_by_hop(headers: Headers) -> Headers:
-    """Drop hop-by-hop headers and the names `Connection` lists (RFC 9110 §7.6.1)."""
-    kept = [(name, value) for name, value in headers if name not in HOP_BY_HOP]
+def strip_hop_by_hop(headers: Headers, drop: frozenset[bytes] = HOP_BY_HOP) -> Headers:
+    """Drop hop-by-hop headers (`Proxy-*` among them), the names `Connection` lists (RFC 9110 §7.6.1)
+    and any other name in `drop` (a superset of HOP_BY_HOP)."""
+    kept = [(name, value) for name, value in headers if name not in drop and not name.startswith(b"proxy-")]
     if len(kept) == len(headers):
         return kept  # no Connection header among them, so nothing it lists either
     listed = {token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")}
     return [(name, value) for name, value in kept if name not in listed] if listed else kept
+
+
+def _asks_upgrade(connection: bytes, upgrade: bytes) -> bool:
+    """An upgrade request (RFC 9110 §7.8): `Upgrade` named in `Connection`, to a protocol other than
+    h2c. An h2c offer is optional for the server: it is answered over HTTP/1.1 (the server closes the
+    connection after it), and `Upgrade` without `Connection: upgrade` is only a hop-by-hop header."""
+    if b"upgrade" not in {token.strip().lower() for token in connection.split(b",")}:
+        return False
+    return any(protocol.strip().lower().split(b"/")[0] != b"h2c" for protocol in upgrade.split(b","))
 
 
 def cache_key(scope: Scope) -> bytes:
@@ -153,11 +163,22 @@ def cache_key(scope: Scope) -> bytes:
 class Exchange:
     """What one client request has accumulated so far: ids, the endpoint, whether the head was sent."""
 
-    __slots__ = ("endpoint", "error", "method", "request_id", "started", "status", "target", "upstream_seconds")
+    __slots__ = (
+        "began",
+        "endpoint",
+        "error",
+        "method",
+        "request_id",
+        "started",
+        "status",
+        "target",
+        "upstream_seconds",
+    )
 
-    def __init__(self, request_id: str, method: str) -> None:
+    def __init__(self, request_id: str, method: str, began: float) -> None:
         self.request_id = request_id
         self.method = method
+        self.began = began  # time.perf_counter() when the request reached the app
         self.endpoint: str | None = None
         self.started = False
         self.status = 0
@@ -175,6 +196,10 @@ class ProxyApp:
         self.node_token = runtime.settings.node_id.encode()
         self.transport: Transport = transport or create_transport(runtime.settings.transport)
         self.access_log = AccessLog()
+        # What the upstream may not set on the client's answer: the gateway's own headers replace them.
+        self.response_drop = HOP_BY_HOP | {b"x-request-id", b"x-endpoint-id", b"x-gateway-panic", b"x-gateway-fallback"}
+        if not self.settings.hide_response_time:
+            self.response_drop |= {b"x-response-time"}
 
     async def aclose(self) -> None:
         self.access_log.flush()
@@ -188,7 +213,7 @@ class ProxyApp:
                 await self._lifespan(receive, send)
             return
         started_at = time.perf_counter()
-        exchange = Exchange("", scope["method"])
+        exchange = Exchange("", scope["method"], started_at)
         try:
             await self._handle(scope, receive, send, exchange, started_at)
         except ClientGone:
@@ -223,8 +248,14 @@ class ProxyApp:
                 return value.decode()
         return new_request_id()
 
+    def _response_time(self, exchange: Exchange) -> Headers:
+        if self.settings.hide_response_time:
+            return []
+        return [(b"x-response-time", f"{(time.perf_counter() - exchange.began) * 1000:.1f}ms".encode())]
+
     async def _send_error(self, send: Send, exchange: Exchange, error: GatewayError) -> None:
         status, headers, body = error_response(error, exchange.request_id, exchange.endpoint)
+        headers += self._response_time(exchange)
         exchange.status, exchange.error = status, error.code
         exchange.started = True
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -242,7 +273,9 @@ class ProxyApp:
         size = 0
         request_id = ""
         bad_length = False
-        problem: GatewayError | None = None  # a loop or an upgrade: checked after the framing
+        problem: GatewayError | None = None  # a loop: checked after the framing
+        upgrade: bytes | None = None
+        connection = b""
         for name, value in headers:
             size += len(name) + len(value) + 4
             if name == b"host":
@@ -264,7 +297,9 @@ class ProxyApp:
                     if len(parts) >= 2 and parts[1] == self.node_token:
                         problem = problem or LoopDetected("this request has already passed through this gateway node")
             elif name == b"upgrade":
-                problem = problem or UpgradeNotSupported("protocol upgrades (WebSocket) are not supported")
+                upgrade = value
+            elif name == b"connection":
+                connection += b"," + value
         exchange.request_id = request_id or new_request_id()
         if bad_length:
             raise BadRequest("the Content-Length header is not a number")
@@ -281,6 +316,8 @@ class ProxyApp:
             raise HeadersTooLarge("the request header block is over 32 KiB")
         if problem is not None:
             raise problem
+        if upgrade is not None and _asks_upgrade(connection, upgrade):
+            raise UpgradeNotSupported("protocol upgrades (WebSocket) are not supported")
         return content_length, bool(encodings)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, started_at: float) -> None:
@@ -331,6 +368,25 @@ class ProxyApp:
             raise ClientGone
         return message.get("body", b""), bool(message.get("more_body", False))
 
+    async def _read_ahead(
+        self, receive: Receive, limit: int, streamed: dict[str, bool]
+    ) -> tuple[bytes | AsyncIterator[bytes], bool]:
+        """Up to REPLAY_LIMIT bytes of a body of unknown length: (the whole body, True) if it ends by then,
+        else (a stream of what was read and the rest, False)."""
+        parts: list[bytes] = []
+        total = 0
+        more = True
+        while more and total <= REPLAY_LIMIT:
+            chunk, more = await self._receive_chunk(receive)
+            total += len(chunk)
+            if total > limit:
+                raise BodyTooLarge(f"the request body is over {limit} bytes")
+            if chunk:
+                parts.append(chunk)
+        if not more:
+            return b"".join(parts), True
+        return self._stream_body(receive, limit, streamed, parts), False
+
     async def _read_small_body(self, receive: Receive, limit: int) -> bytes:
         parts: list[bytes] = []
         total = 0
@@ -373,6 +429,9 @@ class ProxyApp:
                 forwarded_host = value
             elif name == b"via":
                 via = value if via is None else via + b", " + value
+            elif name.startswith(b"x-forwarded-"):
+                if trusted:  # X-Forwarded-Port, -Prefix, ...: a client's own say-so only through a trusted proxy
+                    out.append((name, value))
             elif name not in (b"x-request-id", b"expect"):
                 # `Expect: 100-continue` was answered by our server already; the upstream gets the body.
                 out.append((name, value))
@@ -439,6 +498,10 @@ class ProxyApp:
         if not chunked and (content_length or 0) <= REPLAY_LIMIT:
             body = await self._read_small_body(receive, endpoint.max_body_bytes) if content_length else b""
             replayable = True
+        elif chunked and replays_after_sending(endpoint.retries, method):
+            # A chunked body that a retry could send again: read up to the replay limit first, and if it
+            # ends by then, it goes as one piece (with a Content-Length) and can be replayed.
+            body, replayable = await self._read_ahead(receive, endpoint.max_body_bytes, streamed)
         else:
             body = self._stream_body(receive, endpoint.max_body_bytes, streamed)
             replayable = False
@@ -462,8 +525,15 @@ class ProxyApp:
         watch = receive if isinstance(body, bytes) else None
         await self._relay(scope, send, watch, exchange, state, response, target, panic, started_at)
 
-    async def _stream_body(self, receive: Receive, limit: int, streamed: dict[str, bool]) -> AsyncIterator[bytes]:
+    async def _stream_body(
+        self, receive: Receive, limit: int, streamed: dict[str, bool], first: list[bytes] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The request body as it arrives, after `first` (what was read ahead, still to be sent)."""
         total = 0
+        for chunk in first or ():
+            streamed["started"] = True
+            total += len(chunk)
+            yield chunk
         more = True
         while more:
             chunk, more = await self._receive_chunk(receive)
@@ -531,8 +601,8 @@ class ProxyApp:
                 raise
             failed = state.breaker.is_failure_status(response.status)
             self._record_target(state, target, failed=failed)
-            if response.status >= 500 and self._may_retry(
-                state, attempt, attempts, method, "5xx", replayable, deadline
+            if response.status in endpoint.retry_statuses and self._may_retry(
+                state, attempt, attempts, method, "status", replayable, deadline
             ):
                 await response.aclose()
                 await asyncio.sleep(backoff(attempt + 1))
@@ -575,7 +645,7 @@ class ProxyApp:
         panic: bool,
         started_at: float,
     ) -> None:
-        headers = strip_hop_by_hop(response.headers)
+        headers = strip_hop_by_hop(response.headers, self.response_drop)
         cache = state.cache
         origin_headers = list(headers) if cache is not None else headers  # the cache keeps the upstream's own
         headers.append((b"x-request-id", exchange.request_id.encode()))
@@ -712,6 +782,7 @@ class ProxyApp:
             *headers,
             (b"x-request-id", exchange.request_id.encode()),
             (b"x-endpoint-id", state.endpoint.key.encode()),
+            *self._response_time(exchange),
         ]
         exchange.status, exchange.error, exchange.started = status, error, True
         await send({"type": "http.response.start", "status": status, "headers": headers})

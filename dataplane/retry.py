@@ -51,14 +51,28 @@ class RetryBudget:
 
 
 def may_retry(policy: Mapping[str, Any], method: str, condition: str, *, replayable: bool) -> bool:
-    """Whether a failed try may be tried again, before the budget and the deadline are asked."""
-    if condition not in policy["on"] and not (condition == "connect_timeout" and "connect_error" in policy["on"]):
+    """Whether a failed try may be tried again, before the budget and the deadline are asked.
+    `condition` is the failure's (`connect_error`, `timeout`, ...) or "status": the answer's status is
+    one `on` lists (the caller asks `Endpoint.retry_statuses`)."""
+    on = policy["on"]
+    if condition != "status" and condition not in on and not (condition == "connect_timeout" and "connect_error" in on):
         return False
     if condition in ("connect_error", "connect_timeout"):
         return True  # nothing reached the upstream: any method, any body
     if not replayable:
         return False
     return method in IDEMPOTENT or bool(policy["retry_non_idempotent"])
+
+
+def replays_after_sending(policy: Mapping[str, Any], method: str) -> bool:
+    """Whether a try that reached the upstream may be retried for this method at all (so a body worth
+    keeping for a replay): more than one attempt, a condition besides `connect_error`, and a method
+    that may be repeated."""
+    return (
+        int(policy["attempts"]) > 1
+        and any(condition != "connect_error" for condition in policy["on"])
+        and (method in IDEMPOTENT or bool(policy["retry_non_idempotent"]))
+    )
 
 
 def per_try_timeout(policy: Mapping[str, Any], timeout: float) -> float:

@@ -120,6 +120,7 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head = RestartingDeadline(self.loop, self.header_timeout, self._head_timed_out)
+        self._refusal: GatewayError | None = None  # a malformed request's 400, sent once those before it are answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -142,7 +143,10 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """uvicorn's, with llhttp's reason kept: a request the parser refuses (Content-Length with
         Transfer-Encoding, a bad or repeated Content-Length, a bad chunk size, bytes not allowed in the
-        head) gets the JSON 400 `bad_request` of §5 and the connection is closed, not uvicorn's text."""
+        head) gets the JSON 400 `bad_request` of §5 and the connection is closed, not uvicorn's text.
+        After a parse error the parser is spent: what follows is ignored."""
+        if self._refusal is not None:
+            return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -152,15 +156,20 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
             logger.warning("malformed request from %s refused: %s", client, reason)
             self._malformed(BadRequest(f"malformed request: {reason}"))
         except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
+            # llhttp stops after a request with `Connection: upgrade` (or CONNECT) and parses nothing
+            # more on this connection: the app answers that request (501, or over HTTP/1.1 for an h2c
+            # offer), then the connection closes. No upgrade is ever made (ws="none"), nothing logged.
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                self.transport.close()
             else:
-                self._unsupported_upgrade_warning()
+                cycle.keep_alive = False
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(BadRequest(msg))
 
     def _malformed(self, error: GatewayError) -> None:
+        self._refusal = error
         self._refuse(error)
 
     def _head_timed_out(self) -> None:
@@ -183,6 +192,7 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
 _BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
 _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
+_UNTIL_CLOSE = 1 << 62  # `expected_length` of a body delimited by the connection's close
 _DISCONNECT = {"type": "http.disconnect"}
 
 
@@ -319,7 +329,7 @@ class LeanCycle:
                 if body:
                     self.transport.write(body)
             if not more_body:
-                if self.expected_length != 0:
+                if self.expected_length != 0 and self.expected_length < _UNTIL_CLOSE // 2:
                     raise RuntimeError("Response content shorter than Content-Length")
                 self.response_complete = True
                 self.wake()
@@ -355,8 +365,14 @@ class LeanCycle:
         if not self.keep_alive and not close:
             lines.append(b"connection: close\r\n")
         if self.chunked is None and self.method != "HEAD" and status not in (204, 304):
-            self.chunked = True
-            lines.append(b"transfer-encoding: chunked\r\n")
+            if self.scope["http_version"] == "1.0":
+                # An HTTP/1.0 client knows no chunked coding (RFC 9112 §6.1): the body ends at the close
+                # (keep_alive is always off for 1.0 here).
+                self.chunked = False
+                self.expected_length = _UNTIL_CLOSE
+            else:
+                self.chunked = True
+                lines.append(b"transfer-encoding: chunked\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
 
@@ -375,11 +391,6 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._idle = RestartingDeadline(self.loop, self.timeout_keep_alive, self._idle_expired)
-        self._refusal: GatewayError | None = None  # a malformed request's 400, sent once those before it are answered
-
-    def data_received(self, data: bytes) -> None:
-        if self._refusal is None:  # after a parse error the parser is spent: what follows is ignored
-            super().data_received(data)
 
     def _malformed(self, error: GatewayError) -> None:
         """A parse error belongs to the request being parsed: if that is the last cycle, its body broken,

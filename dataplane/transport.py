@@ -53,6 +53,30 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+def head_deadline(request: UpstreamRequest) -> tuple[asyncio.Timeout, bytes | AsyncIterator[bytes]]:
+    """The response-head deadline of one try, as an `asyncio.Timeout` to enter around the exchange, and
+    the body to send with it. A body given whole: `head_timeout` from now. A streamed body: the client
+    sets the pace of its upload (its stalls are the proxy's 30 s body deadline: 408, and no fault of the
+    upstream's), so the upstream's `head_timeout` starts once the body has all been handed over; an
+    answer that comes earlier ends the wait as usual."""
+    if isinstance(request.body, bytes):
+        return asyncio.timeout(max(request.head_timeout, 0.001)), request.body
+    deadline = asyncio.timeout(None)
+    return deadline, _deadline_after(request.body, deadline, request.head_timeout)
+
+
+async def _deadline_after(
+    body: AsyncIterator[bytes], deadline: asyncio.Timeout, seconds: float
+) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        yield chunk
+    if not deadline.expired():
+        try:
+            deadline.reschedule(asyncio.get_running_loop().time() + max(seconds, 0.001))
+        except RuntimeError:
+            pass  # the head came first and the wait is over
+
+
 # --- httpx ---------------------------------------------------------------------------------------
 
 HttpxTransportFactory = Callable[[Any], httpx.AsyncBaseTransport]
@@ -108,16 +132,16 @@ class HttpxTransport:
         extensions: dict[str, Any] = {"timeout": timeout.as_dict()}
         if request.server_name:
             extensions["sni_hostname"] = request.server_name
+        deadline, content = head_deadline(request)
         # Built directly, not with client.build_request, so the client adds no default headers.
         outgoing = httpx.Request(
-            request.method, request.url, headers=request.headers, content=request.body, extensions=extensions
+            request.method, request.url, headers=request.headers, content=content, extensions=extensions
         )
         where = request.url.split("/", 3)[:3]
         origin = "/".join(where)
         try:
-            response = await asyncio.wait_for(
-                self._client(request).send(outgoing, stream=True), max(request.head_timeout, 0.001)
-            )
+            async with deadline:
+                response = await self._client(request).send(outgoing, stream=True)
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
             raise UpstreamTimeout(f"{origin} sent no response head in time") from exc
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:

@@ -31,7 +31,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .transport import UpstreamRequest, UpstreamResponse
+from .transport import UpstreamRequest, UpstreamResponse, head_deadline
 from .types import Headers
 from .upstream import Resolver, resolve
 
@@ -167,7 +167,7 @@ class AiohttpTransport:
             sock_read=request.idle_timeout,  # silence while the head or the body streams
         )
         outcome = _Outcome()
-        body = request.body
+        deadline, body = head_deadline(request)
         data: Any
         if isinstance(body, bytes):
             data = body or None
@@ -179,7 +179,7 @@ class AiohttpTransport:
             options["server_hostname"] = request.server_name
         origin = "/".join(request.url.split("/", 3)[:3])
         try:
-            async with asyncio.timeout(max(request.head_timeout, 0.001)):
+            async with deadline:
                 response = await self._session(request).request(
                     request.method,
                     URL(request.url, encoded=True),

@@ -557,7 +557,7 @@ class NativeTransport:
                 connection = await self._open(pool, request, scheme, host, port, head_deadline)
             exchange = _Exchange(connection, method == b"HEAD", request.idle_timeout)
             try:
-                await self._exchange(connection, exchange, head, body, chunked, head_deadline, request.idle_timeout)
+                await self._exchange(connection, exchange, head, body, chunked, head_deadline, request)
             except _Reset as exc:
                 connection.close()
                 if connection.reused and method in IDEMPOTENT and isinstance(body, bytes) and not exchange.received:
@@ -600,9 +600,10 @@ class NativeTransport:
         body: bytes | AsyncIterator[bytes],
         chunked: bool,
         head_deadline: float,
-        idle_timeout: float,
+        request: UpstreamRequest,
     ) -> None:
         loop = connection.loop
+        idle_timeout = request.idle_timeout
         transport = connection.transport
         assert transport is not None
         connection.exchange = exchange
@@ -615,7 +616,14 @@ class NativeTransport:
             exchange.request_sent = True
         else:
             transport.write(head)
-            exchange.writer = loop.create_task(self._write_body(connection, exchange, body, chunked, idle_timeout))
+            writer = loop.create_task(self._write_body(connection, exchange, body, chunked, idle_timeout))
+            exchange.writer = writer
+            # The client sets the pace of a streamed body (its stalls are the proxy's 408, no fault of the
+            # upstream's): the upstream's time to answer starts once the body is all sent, unless the
+            # answer (or a failure) comes first (see transport.head_deadline).
+            await asyncio.wait((exchange.head, writer), return_when=asyncio.FIRST_COMPLETED)
+            if not exchange.head.done():
+                head_deadline = loop.time() + max(request.head_timeout, 0.001)
         # The head must come within the head deadline, and no silence may last over the idle timeout.
         try:
             await connection.await_head(exchange, min(head_deadline, loop.time() + idle_timeout))

@@ -67,7 +67,7 @@ def test_a_target_is_ejected_after_consecutive_failures_for_a_growing_time() -> 
 
 def test_a_single_target_is_never_ejected() -> None:
     ts = targets(1)
-    b = Balancer(ts, {**OUTLIER, "max_ejection_percent": 100 - 1})
+    b = Balancer(ts, {**OUTLIER, "max_ejection_percent": 100, "consecutive_failures": 1})
     for _ in range(10):
         b.record(ts[0], failed=True)
     assert b.pick() == ts[0]
@@ -94,11 +94,18 @@ def test_timeouts_retry_only_idempotent_methods_unless_allowed() -> None:
 
 
 def test_a_condition_not_listed_is_not_retried() -> None:
-    assert not may_retry(RETRIES, "GET", "5xx", replayable=True)
+    assert not may_retry(RETRIES, "GET", "timeout", replayable=True)
 
 
 def test_a_body_too_large_to_replay_is_not_retried_after_it_was_sent() -> None:
-    assert not may_retry({**RETRIES, "on": ["5xx"]}, "PUT", "5xx", replayable=False)
+    assert not may_retry({**RETRIES, "on": ["5xx"]}, "PUT", "status", replayable=False)
+
+
+def test_two_targets_may_both_be_ejected_at_100_percent() -> None:
+    ts = targets(1, 1)
+    b = Balancer(ts, {**OUTLIER, "max_ejection_percent": 100, "consecutive_failures": 1})
+    assert b.record(ts[0], failed=True) and b.record(ts[1], failed=True)
+    assert b.pick() is None
 
 
 def test_the_per_try_timeout_defaults_to_timeout_over_attempts() -> None:

@@ -367,6 +367,45 @@ def test_a_request_body_that_stalls_answers_408_and_closes() -> None:
     assert gateway.seen == []
 
 
+def test_a_streamed_upload_that_stalls_answers_408_and_is_no_fault_of_the_target() -> None:
+    doc = document(endpoint("users", default=True, methods=["POST"], timeout=1, connect_timeout=1))
+    gateway = Gateway(doc, ok)
+    gateway.proxy.body_stall_timeout = 1.3  # longer than the endpoint's timeout: the client's stall still wins
+    messages: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/users",
+            "raw_path": b"/users",
+            "query_string": b"",
+            "headers": [(b"host", b"gw.test"), (b"content-length", b"200000")],
+            "scheme": "http",
+            "client": ("127.0.0.1", 5000),
+        }
+        parts = [{"type": "http.request", "body": b"x" * 100_000, "more_body": True}]
+        stalled = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if parts:
+                return parts.pop()
+            await stalled.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            messages.append(message)
+
+        await gateway.proxy(scope, receive, send)
+
+    asyncio.run(go())
+    assert messages[0]["status"] == 408
+    assert json.loads(messages[1]["body"])["error"] == "request_timeout"
+    state = gateway.runtime.states["users:v1"]
+    assert [target.consecutive_failures for target in state.balancer.states] == [0]
+    assert state.breaker.state.value == "closed"
+
+
 def test_gateway_errors_are_counted_by_endpoint_and_code() -> None:
     gateway = Gateway(document(endpoint("users", default=True, enabled=False)), ok)
     get(gateway, "/users")

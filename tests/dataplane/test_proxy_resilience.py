@@ -139,6 +139,21 @@ def test_a_5xx_is_retried_when_configured_and_the_second_answer_is_returned() ->
     assert len(gateway.seen) == 2
 
 
+def test_retries_on_lists_single_statuses_and_classes() -> None:
+    doc = document(endpoint("users", default=True, retries={"attempts": 2, "on": [429, 503]}))
+    for first, tries in ((429, 2), (503, 2), (502, 1), (404, 1)):
+        statuses = iter([first, 200])
+        gateway = Gateway(doc, lambda r, statuses=statuses: httpx.Response(next(statuses)))
+        assert get(gateway, "/users").status_code == (200 if tries == 2 else first), first
+        assert len(gateway.seen) == tries, first
+    statuses = iter([409, 200])
+    gateway = Gateway(
+        document(endpoint("users", default=True, retries={"attempts": 2, "on": ["4xx"]})),
+        lambda r: httpx.Response(next(statuses)),
+    )
+    assert get(gateway, "/users").status_code == 200
+
+
 def test_a_503_storm_with_retries_does_not_multiply_upstream_load_beyond_the_budget() -> None:
     doc = document(
         endpoint("users", default=True, retries={"attempts": 3, "on": ["5xx"]}),

@@ -3,7 +3,8 @@
 
 Paths (after any base path): `/echo...` answers what it received as JSON; `/status/N` answers N;
 `/slow?seconds=S`; `/reset-mid-body` promises 100000 bytes and dies after some; `/gzip`;
-`/chunked`; `/large?bytes=N` streams N bytes; `/redirect`; `/_seen` lists the raw paths it served.
+`/chunked`; `/large?bytes=N` streams N bytes; `/redirect`; `/own-ids` answers with its own
+`X-Request-ID`, `X-Endpoint-ID` and `X-Response-Time`; `/_seen` lists the raw paths it served.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": b"tick\n" * 1000, "more_body": True})
             await asyncio.sleep(0.02)
         watcher.cancel()
+    elif last == "own-ids":
+        ids = [(b"x-request-id", b"upstream-id"), (b"x-endpoint-id", b"upstream"), (b"x-response-time", b"9ms")]
+        await answer(200, b"ids", ids)
     elif last == "redirect":
         await answer(302, b"", [(b"location", b"/somewhere/else")])
     else:

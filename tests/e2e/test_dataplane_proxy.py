@@ -75,6 +75,57 @@ def test_the_upstream_sees_its_own_host_and_the_forwarded_headers(gateway: DataP
     assert headers["via"] == "1.1 e2e-node"
 
 
+def test_other_forwarded_and_proxy_headers_from_an_untrusted_client_do_not_reach_the_upstream(
+    gateway: DataPlane,
+) -> None:
+    sent = {"X-Forwarded-Prefix": "/admin", "X-Forwarded-Port": "443", "Proxy-Foo": "bar", "X-Other": "kept"}
+    headers = dict(httpx.get(f"{gateway.url}/users", headers=sent).json()["headers"])
+    assert "x-forwarded-prefix" not in headers and "x-forwarded-port" not in headers
+    assert "proxy-foo" not in headers
+    assert headers["x-other"] == "kept"
+
+
+def test_the_gateways_own_response_headers_replace_the_upstreams(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/plain/own-ids", headers={"X-Request-ID": "client-id-1"})
+    assert response.headers.get_list("x-request-id") == ["client-id-1"]
+    assert response.headers.get_list("x-endpoint-id") == ["plain:v1"]
+    assert len(response.headers.get_list("x-response-time")) == 1
+    assert response.headers["x-response-time"] != "9ms"
+
+
+def test_gateway_made_errors_carry_the_response_time_too(gateway: DataPlane) -> None:
+    for path in ("/nowhere", "/refused", "/off"):
+        response = httpx.get(f"{gateway.url}{path}")
+        assert response.status_code in (404, 502, 503)
+        assert response.headers["x-response-time"].endswith("ms"), path
+
+
+def test_an_http_1_0_client_gets_a_streamed_body_unchunked_ending_at_the_close(gateway: DataPlane) -> None:
+    answer = raw_exchange(gateway.port, b"GET /plain/chunked HTTP/1.0\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert body == b"chunk0;chunk1;chunk2;chunk3;chunk4;"  # then closed: no <<still open>>
+
+
+def test_an_h2c_upgrade_offer_is_answered_over_http_1_1_and_the_connection_closed(gateway: DataPlane) -> None:
+    answer = raw_exchange(
+        gateway.port,
+        b"GET /users/h2 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nconnection: close" in head.lower()
+    upstream_headers = {name for name, _ in json.loads(body)["headers"]}
+    assert not upstream_headers & {"upgrade", "http2-settings", "connection"}
+
+
+def test_an_upgrade_header_not_named_in_connection_is_dropped_not_refused(gateway: DataPlane) -> None:
+    response = httpx.get(f"{gateway.url}/users", headers={"Upgrade": "websocket", "Connection": "keep-alive"})
+    assert response.status_code == 200
+    assert "upgrade" not in dict(response.json()["headers"])
+
+
 def test_a_head_request_gets_the_head_without_a_body(gateway: DataPlane) -> None:
     response = httpx.head(f"{gateway.url}/plain/large?bytes=5000")
     assert response.status_code == 200
@@ -189,6 +240,8 @@ def test_a_chunked_body_growing_over_the_limit_answers_413(gateway: DataPlane) -
 def test_an_upgrade_request_answers_501(gateway: DataPlane) -> None:
     response = httpx.get(f"{gateway.url}/users", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
     assert response.status_code == 501
+    assert response.json()["error"] == "upgrade_not_supported"
+    assert response.headers["connection"] == "close"
 
 
 def test_a_request_looping_back_through_the_node_answers_508(gateway: DataPlane) -> None:

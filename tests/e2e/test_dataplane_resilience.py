@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -94,8 +95,17 @@ def gateway(
         {
             "name": "retrying",
             "version": "v1",
+            "methods": ["GET", "PUT"],
             "targets": [{"url": alpha.url}, {"url": beta.url}],
             "retries": {"attempts": 2, "on": ["5xx"]},
+        },
+        {
+            "name": "upload",
+            "version": "v1",
+            "targets": [{"url": alpha.url}],
+            "timeout": 1,
+            "connect_timeout": 1,
+            "methods": ["POST"],
         },
         {
             "name": "storm",
@@ -170,6 +180,31 @@ def test_a_5xx_is_retried_on_another_target(gateway: DataPlane, alpha: Upstream,
     after = {u.port: len(httpx.get(f"{u.url}/_seen").json()) for u in (alpha, beta)}
     assert [after[p] - before[p] for p in before] == [1, 1]
     assert "gateway_upstream_retries_total" in httpx.get(f"{gateway.admin}/-/metrics").text
+
+
+def test_a_small_chunked_body_is_replayed_on_the_retry(gateway: DataPlane, alpha: Upstream, beta: Upstream) -> None:
+    before = {u.port: len(httpx.get(f"{u.url}/_seen").json()) for u in (alpha, beta)}
+
+    def body() -> Iterator[bytes]:
+        yield b"a" * 500
+        yield b"b" * 500
+
+    response = httpx.put(f"{gateway.url}/v1/retrying/status/503", content=body())  # chunked: no length known
+    assert response.status_code == 503
+    after = {u.port: len(httpx.get(f"{u.url}/_seen").json()) for u in (alpha, beta)}
+    assert [after[p] - before[p] for p in before] == [1, 1]
+
+
+def test_a_slow_upload_does_not_spend_the_upstreams_timeout(gateway: DataPlane) -> None:
+    """The endpoint's timeout is 1 s; the client takes 2.5 s over its 200 kB body: the upstream's time
+    starts when the body is all sent, so the answer is the upstream's, not a 504."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/upload/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100_000)
+        time.sleep(2.5)
+        sock.sendall(b"y" * 100_000)
+        answer = read_response(sock)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["body_length"] == 200_000
 
 
 def test_a_503_storm_with_retries_stays_within_the_retry_budget(
