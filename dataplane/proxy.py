@@ -560,6 +560,10 @@ class ProxyApp:
         policy = endpoint.retries
         attempts = int(policy["attempts"])
         try_timeout = per_try_timeout(policy, endpoint.timeout)
+        if not policy["per_try_timeout"] and not may_retry(policy, method, "timeout", replayable=replayable):
+            # No try follows one that timed out, so the default share (timeout / attempts) would only
+            # cut the one try short: it may use what is left of the whole timeout.
+            try_timeout = endpoint.timeout
         deadline = started_at + endpoint.timeout
         state.budget.record_request()
         panic = bool(endpoint.health_check["panic"]) and state.balancer.in_panic()

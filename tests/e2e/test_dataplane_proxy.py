@@ -216,6 +216,13 @@ def test_an_upstream_slower_than_the_timeout_answers_504(gateway: DataPlane) -> 
     assert response.json()["error"] == "upstream_timeout"
 
 
+def test_a_try_that_no_retry_could_follow_may_use_the_whole_timeout(gateway: DataPlane) -> None:
+    # `plain`: timeout 1 s, the default 2 attempts on connect_error only. A timed-out try is never
+    # retried, so the answer after 0.7 s is the upstream's, not a 504 at timeout / attempts = 0.5 s.
+    response = httpx.get(f"{gateway.url}/plain/slow?seconds=0.7", timeout=10)
+    assert response.status_code == 200
+
+
 def test_an_upstream_dying_mid_body_aborts_the_client_connection(gateway: DataPlane) -> None:
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(f"{gateway.url}/plain/reset-mid-body")
