@@ -520,8 +520,13 @@ def normalize_breaker_policy(data: Any, *, path: str = "") -> tuple[dict[str, An
 
 
 def effective_breaker_policy(canonical: Mapping[str, Any]) -> dict[str, Any]:
-    """Every field of a breaker policy, defaults filled in."""
-    return _effective(BREAKER_POLICY_FIELDS, canonical)
+    """Every field of a breaker policy, defaults filled in. An unset `success_threshold` is its
+    default (2) but never more than `half_open_max_calls`: a policy (or a seed gateway's v0
+    `circuit_breaker`) that allows one probe closes on that probe's success."""
+    policy = _effective(BREAKER_POLICY_FIELDS, canonical)
+    if "success_threshold" not in canonical:
+        policy["success_threshold"] = min(policy["success_threshold"], policy["half_open_max_calls"])
+    return policy
 
 
 # --- whole documents -------------------------------------------------------------------------------

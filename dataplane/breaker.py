@@ -97,14 +97,24 @@ class CircuitBreaker:
         return self._state
 
     def current_state_gauge(self) -> int:
-        """`gateway_circuit_state` as the next request would find it, without making the transition."""
+        """`gateway_circuit_state` as the next request would find it, without making the transition:
+        an operator's forced state first."""
+        forced = self.forced()
+        if forced is not None:
+            return forced.gauge
         if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy["reset_timeout"]:
             return State.HALF_OPEN.gauge
         return self._state.gauge
 
     def retry_after(self) -> int:
-        """Seconds until the circuit will next let a probe through (at least 1)."""
-        remaining = self.policy["reset_timeout"] - (self._clock() - self._opened_at)
+        """Seconds until the circuit will next let a request through (at least 1): a probe after
+        `reset_timeout`, or the end of an operator's forced OPEN (`reset_timeout` as the hint when it has
+        no end)."""
+        if self.forced() is State.OPEN:
+            until = self._forced_until
+            remaining = until - self._clock() if until is not None else float(self.policy["reset_timeout"])
+        else:
+            remaining = self.policy["reset_timeout"] - (self._clock() - self._opened_at)
         return max(1, int(remaining + 0.999))
 
     def forced(self) -> State | None:

@@ -7,6 +7,7 @@ import asyncio
 import math
 import os
 from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -14,6 +15,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from configdoc.reports import LATENCY_BUCKETS as BUCKETS
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _remove(metric: Gauge, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass  # never set: nothing to remove
 
 
 class Metrics:
@@ -68,6 +76,19 @@ class Metrics:
             else:
                 self.config_info.remove(previous)
         self.config_info.labels(config_sha256).set(1)
+
+    def retire(self, retired: Iterable[tuple[str, bool, tuple[str, ...]]]) -> None:
+        """Remove the state gauges' series of endpoints (`gone`) and targets a new config no longer has,
+        so a scrape shows no circuit or target that does not exist. Multiprocess mode (`--workers`)
+        cannot remove a series from a worker's file: there they stay until the worker restarts."""
+        if self.multiprocess:
+            return
+        for key, gone, urls in retired:
+            if gone:
+                _remove(self.circuit_state, key)
+            for url in urls:
+                _remove(self.target_health, key, url)
+                _remove(self.target_ejected, key, url)
 
     # --- per request: added up here, handed to prometheus_client once per turn of the event loop -------
 

@@ -115,6 +115,9 @@ class Prepared:
     health: tuple[str, ...]
     # Kept states whose Endpoint is an equal (same fingerprint) but different object.
     rebind: tuple[str, ...]
+    # Gauge series of endpoints and targets the snapshot no longer has, removed on commit:
+    # (endpoint key, whether the endpoint is gone, target URLs gone).
+    retired: tuple[tuple[str, bool, tuple[str, ...]], ...] = ()
 
 
 def _changed_keys(new: Mapping[str, Any], old: Mapping[str, Any], keys: Mapping[str, Any]) -> tuple[str, ...]:
@@ -177,6 +180,7 @@ class Runtime:
         replacing: list[EndpointState] = []
         rebind: list[str] = []
         wall_now = time.time()
+        retired: list[tuple[str, bool, tuple[str, ...]]] = []
         for key, endpoint in snapshot.endpoints.items():
             old = current.get(key)
             if old is not None and (old.endpoint is endpoint or old.endpoint.fingerprint == endpoint.fingerprint):
@@ -189,6 +193,14 @@ class Runtime:
                 state.show()  # a key no current state has: no one else sets these gauges
             else:
                 replacing.append(state)
+                urls = {target.url for target in endpoint.targets}
+                gone = tuple(t.url for t in old.endpoint.targets if t.url not in urls)
+                if gone:
+                    retired.append((key, False, gone))
+        if len(kept) + len(replacing) < len(current):  # some endpoints are gone: find them (a scan only then)
+            for key, old in current.items():
+                if key not in states:
+                    retired.append((key, True, tuple(target.url for target in old.endpoint.targets)))
         old_overrides = previous.breaker_overrides if previous is not None else {}
         old_health = previous.target_health if previous is not None else {}
         return Prepared(
@@ -199,6 +211,7 @@ class Runtime:
             overrides=_changed_keys(snapshot.breaker_overrides, old_overrides, kept),
             health=_changed_keys(snapshot.target_health, old_health, kept),
             rebind=tuple(rebind),
+            retired=tuple(retired),
         )
 
     def _fresh_state(self, endpoint: Endpoint, snapshot: Snapshot, wall_now: float) -> EndpointState:
@@ -226,6 +239,7 @@ class Runtime:
             states[key].show_health()
         for key in prepared.rebind:
             states[key].endpoint = snapshot.endpoints[key]
+        self.metrics.retire(prepared.retired)
         # One assignment each: a request sees the old pair or the new pair's snapshot first, and looks
         # its state up by key with a fallback, so a request in between never fails.
         self.states = states

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,6 +313,54 @@ def document_sha256(document: Any) -> str:
     return digest.hexdigest()
 
 
+_FORCES = (None, "open", "closed")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def state_problems(state: Any) -> list[str]:
+    """What is wrong with a snapshot's operational `state` (§4: `{targets: {<endpoint key>: {<url>:
+    health}}, breakers: {<endpoint key>: {force, until, reset_generation}}}`): checked whole before
+    anything is applied, like the document, so a bad state is a rejected snapshot, never a crash in
+    the middle of an apply. Unknown keys are ignored (a newer control plane may send more)."""
+    if not isinstance(state, dict):
+        return ["state must be an object"]
+    problems: list[str] = []
+    targets = state.get("targets")
+    if targets is not None:
+        if not isinstance(targets, dict):
+            problems.append("state.targets must be an object")
+        else:
+            for key, health in targets.items():
+                if not isinstance(health, dict) or not all(
+                    isinstance(url, str) and isinstance(status, str) for url, status in health.items()
+                ):
+                    problems.append(f"state.targets[{key!r}] must map target URLs to health strings")
+    breakers = state.get("breakers")
+    if breakers is not None:
+        if not isinstance(breakers, dict):
+            problems.append("state.breakers must be an object")
+        else:
+            for key, override in breakers.items():
+                where = f"state.breakers[{key!r}]"
+                if not isinstance(override, dict):
+                    problems.append(f"{where} must be an object")
+                    continue
+                if override.get("force") not in _FORCES:
+                    problems.append(f"{where}.force must be 'open', 'closed' or null, not {override.get('force')!r}")
+                until = override.get("until")
+                if until is not None and not _is_number(until):
+                    problems.append(f"{where}.until must be unix seconds or null, not {until!r}")
+                generation = override.get("reset_generation")
+                if generation is not None and not (
+                    isinstance(generation, int) and not isinstance(generation, bool) and generation >= 0
+                ):
+                    problems.append(f"{where}.reset_generation must be a whole number >= 0, not {generation!r}")
+    return problems
+
+
 def load_sync_snapshot(body: bytes, *, mount_prefix: str = "", previous: Snapshot | None = None) -> Snapshot:
     """A control-plane snapshot (§4: `{format_version, revision, config_sha256, state_seq, generated_at,
     config, state}`) → a compiled snapshot, after checking the document's hash and validating it
@@ -333,8 +382,9 @@ def load_sync_snapshot(body: bytes, *, mount_prefix: str = "", previous: Snapsho
     if problems:
         raise SnapshotError([f"{p.path or '(document)'}: {p.message}" for p in problems])
     state = data.get("state") or {}
-    if not isinstance(state, dict):
-        raise SnapshotError(["state must be an object"])
+    problems_in_state = state_problems(state)
+    if problems_in_state:
+        raise SnapshotError(problems_in_state)
     revision, state_seq = data.get("revision"), data.get("state_seq", 0)
     if not isinstance(revision, int) or not isinstance(state_seq, int):
         raise SnapshotError(["revision and state_seq must be integers"])

@@ -187,9 +187,13 @@ def boot(runtime: Runtime) -> str:
         if path is not None:
             snapshot = read_cache(path, settings.control_plane_url, mount_prefix=settings.mount_prefix)
             if snapshot is not None:
-                runtime.apply(snapshot)
-                logger.info("booted from the cache %s (revision %s)", path, snapshot.revision)
-                return "cache"
+                try:
+                    runtime.apply(snapshot)
+                except Exception:  # a bug, not a bad file (that is caught above): the seed is next
+                    logger.exception("the cache %s could not be applied, ignored", path)
+                else:
+                    logger.info("booted from the cache %s (revision %s)", path, snapshot.revision)
+                    return "cache"
     if settings.seed is not None and runtime.reload_seed():
         return "seed"
     if settings.control_plane_url:
@@ -328,7 +332,14 @@ class Sync:
             logger.error("snapshot %s rejected, keeping the current config: %s", etag, exc)
             self._report_now.set()
             return
-        await self.runtime.apply_off_loop(snapshot)  # prepared in a thread; the loop only commits
+        try:
+            await self.runtime.apply_off_loop(snapshot)  # prepared in a thread; the loop only commits
+        except Exception as exc:  # a bug, not a bad snapshot: still keep the old one and keep following
+            logger.exception("snapshot %s could not be applied, keeping the current config", etag)
+            self.etag = etag or self.etag
+            self.result, self.error = "rejected", f"the node could not apply it: {exc}"[:4000]
+            self._report_now.set()
+            return
         self.etag = etag or etag_of(snapshot)
         self.result, self.error = "applied", None
         if self.cache is not None:

@@ -59,6 +59,13 @@ def test_a_bad_policy_value_is_refused_with_its_path(fields: dict[str, Any], pat
     assert words in found[path], found
 
 
+def test_an_unset_success_threshold_never_exceeds_half_open_max_calls() -> None:
+    document, problems = normalize_breaker_policy({"name": "p", "half_open_max_calls": 1})
+    assert problems == []
+    assert effective_breaker_policy(document)["success_threshold"] == 1
+    assert effective_breaker_policy({"name": "p", "half_open_max_calls": 5})["success_threshold"] == 2
+
+
 def test_failure_statuses_mix_classes_and_numbers_in_a_stable_order() -> None:
     document, _ = normalize_breaker_policy({"name": "p", "failure_statuses": [503, "5XX", "429", 503]})
     assert document["failure_statuses"] == ["5xx", 429, 503]

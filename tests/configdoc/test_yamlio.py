@@ -118,6 +118,14 @@ def test_a_duplicate_mapping_key_is_reported_not_silently_overwritten() -> None:
     assert "duplicate" in problem.message
 
 
+def test_a_seed_allowing_one_half_open_call_loads_unchanged() -> None:
+    result = load_document(SEED.replace("half_open_max_calls: 3", "half_open_max_calls: 1"))
+    assert result.problems == []
+    assert result.document["breaker_policies"] == [
+        {"name": "default", "failure_threshold": 7, "half_open_max_calls": 1}
+    ]
+
+
 def test_the_seed_format_maps_onto_v1_with_warnings_for_process_settings() -> None:
     result = load_document(SEED)
     assert result.problems == []

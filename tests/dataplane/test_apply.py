@@ -128,6 +128,21 @@ def test_a_changed_endpoint_gets_a_new_state_with_the_snapshots_health_and_overr
     assert gauge(rt, "gateway_circuit_state", "a:v1") == "0.0"
 
 
+def test_the_gauges_of_removed_endpoints_and_targets_leave_the_metrics() -> None:
+    rt = runtime()
+    other = "http://127.0.0.1:8011/api"
+    first = compiled(endpoint("users", URL, other), endpoint("orders", URL))
+    rt.apply(first)
+    rt.refresh_gauges()
+    assert gauge(rt, "gateway_target_health", "users:v1", other) == "1.0"
+    rt.apply(compiled(endpoint("users", URL), previous=first))  # orders gone, users lost a target
+    text = rt.metrics.render().decode()
+    assert 'endpoint="orders:v1"' not in text
+    assert f'target="{other}"' not in text
+    assert gauge(rt, "gateway_target_health", "users:v1", URL) == "1.0"  # what stays keeps its series
+    assert gauge(rt, "gateway_circuit_state", "users:v1") == "0.0"
+
+
 def test_a_compile_reuses_the_endpoints_whose_inputs_are_unchanged() -> None:
     first = compiled(endpoint("a"), endpoint("b"))
     second = compiled(endpoint("a"), endpoint("b", timeout=5), previous=first)

@@ -164,6 +164,24 @@ def test_an_operator_can_force_the_circuit_open_until_a_deadline() -> None:
     assert b.acquire() is not None
 
 
+def test_a_forced_state_is_what_the_gauge_and_retry_after_show() -> None:
+    clock = Clock()
+    b, _ = breaker(clock, failure_threshold=1, reset_timeout=10)
+    b.force(State.OPEN, seconds=45)
+    assert b.current_state_gauge() == State.OPEN.gauge
+    assert b.retry_after() == 45  # the end of the override, not a probe that will not be let through
+    clock.now += 40
+    assert b.retry_after() == 5
+    b.force(State.OPEN)  # no end: the policy's reset_timeout is the hint
+    assert b.retry_after() == 10
+    b.force(None)
+    call(b, failed=True)  # opens the circuit
+    b.force(State.CLOSED)
+    assert b.current_state_gauge() == State.CLOSED.gauge
+    b.force(None)
+    assert b.current_state_gauge() == State.OPEN.gauge
+
+
 def test_a_circuit_forced_closed_keeps_traffic_flowing_through_failures() -> None:
     b, _ = breaker(Clock(), failure_threshold=1)
     b.force(State.CLOSED)

@@ -324,6 +324,39 @@ def test_a_tampered_cache_is_ignored_and_the_seed_used(tmp_path: Path) -> None:
     assert runtime.snapshot is not None and list(runtime.snapshot.endpoints) == ["seeded:v1"]
 
 
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"breakers": {"users:v1": "open"}},
+        {"breakers": {"users:v1": {"force": "open", "until": "tomorrow"}}},
+        {"breakers": {"users:v1": {"force": "sideways"}}},
+        {"breakers": {"users:v1": {"reset_generation": -1}}},
+        {"targets": {"users:v1": "unhealthy"}},
+        {"targets": []},
+    ],
+)
+def test_a_verified_cache_with_a_malformed_state_is_ignored_and_the_seed_used(
+    tmp_path: Path, state: dict[str, Any]
+) -> None:
+    """Its sha256 only proves the file is intact, not that it is well formed: the state is checked too."""
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(yaml.safe_dump(document(endpoint("seeded"))))
+    cached(tmp_path, snapshot_body(endpoint("users"), state=state))
+    runtime, _, _ = build(settings_for(tmp_path, seed=seed))
+    assert runtime.snapshot is not None and list(runtime.snapshot.endpoints) == ["seeded:v1"]
+
+
+def test_a_snapshot_with_a_malformed_state_is_rejected_and_the_old_one_kept(tmp_path: Path) -> None:
+    good = snapshot_body(endpoint("users"), revision=1)
+    state = {"breakers": {"users:v1": {"force": "open", "until": "x"}}}
+    bad = snapshot_body(endpoint("users"), revision=2, state=state)
+    recorder = Recorder(ok(good), ok(bad))
+    runtime, sync = make(tmp_path, recorder)
+    asyncio.run(polls(sync, recorder, 2))
+    assert runtime.snapshot is not None and runtime.snapshot.revision == 1
+    assert sync.result == "rejected" and "state.breakers['users:v1'].until" in (sync.error or "")
+
+
 def test_a_cache_from_another_control_plane_is_ignored(tmp_path: Path) -> None:
     cached(tmp_path, snapshot_body(endpoint("cached")), url="http://127.0.0.1:1111")
     runtime, _, _ = build(settings_for(tmp_path))
