@@ -20,7 +20,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", help="seed config file (overrides DATAPLANE_SEED)")
     parser.add_argument("--workers", type=int, default=1, help="proxy worker processes (default 1)")
     args = parser.parse_args(argv)
-    listener = configure_logging(os.environ.get("DATAPLANE_LOG_LEVEL", "INFO").upper())
     try:
         settings = Settings.from_env(os.environ).with_overrides(listen=args.listen, seed=args.seed)
     except SettingsError as exc:
@@ -29,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 1:
         print("dataplane: --workers must be at least 1", file=sys.stderr)
         return 2
+    # After the settings: DATAPLANE_LOG_LEVEL is one of them, so a bad level is refused like the others.
+    listener = configure_logging(settings.log_level)
     try:
         if args.workers == 1:
             run(serve(settings))

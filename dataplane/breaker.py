@@ -35,20 +35,18 @@ class State(enum.Enum):
         return {State.CLOSED: 0, State.OPEN: 1, State.HALF_OPEN: 2}[self]
 
 
-class StatusSet:
-    """A list of statuses and classes like "5xx" (`failure_statuses`), asked once per request: set
-    lookups."""
-
-    __slots__ = ("_classes", "_codes")
-
-    def __init__(self, patterns: list[Any] | tuple[Any, ...]) -> None:
-        self._codes = frozenset(pattern for pattern in patterns if isinstance(pattern, int))
-        self._classes = frozenset(
-            int(str(pattern)[0]) for pattern in patterns if not isinstance(pattern, int) and str(pattern).endswith("xx")
-        )
-
-    def __contains__(self, status: int) -> bool:
-        return status in self._codes or status // 100 in self._classes
+def status_set(patterns: list[Any] | tuple[Any, ...]) -> frozenset[int]:
+    """A list of statuses and classes like "5xx" (`failure_statuses`, `retries.on`) as the set of every
+    status it covers (a class is its 100 codes), so the per-request question is one C-level set
+    lookup. Entries that are neither (`connect_error`) are skipped."""
+    codes: set[int] = set()
+    for pattern in patterns:
+        if isinstance(pattern, int):
+            codes.add(pattern)
+        elif str(pattern).endswith("xx") and str(pattern)[0].isdigit():
+            first = int(str(pattern)[0]) * 100
+            codes.update(range(first, first + 100))
+    return frozenset(codes)
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ class CircuitBreaker:
         # O(1) per call however many calls the window holds.
         self._calls: deque[float] = deque()
         self._failures: deque[float] = deque()
-        self._failure_statuses = StatusSet(policy["failure_statuses"])
+        self._failure_statuses = status_set(policy["failure_statuses"])
         # Operator overrides (§6): a forced state, until a monotonic deadline (None: until lifted).
         self._forced: State | None = None
         self._forced_until: float | None = None

@@ -139,7 +139,9 @@ class AccessLog:
 def strip_hop_by_hop(headers: Headers, drop: frozenset[bytes] = HOP_BY_HOP) -> Headers:
     """Drop hop-by-hop headers (`Proxy-*` among them), the names `Connection` lists (RFC 9110 §7.6.1)
     and any other name in `drop` (a superset of HOP_BY_HOP)."""
-    kept = [(name, value) for name, value in headers if name not in drop and not name.startswith(b"proxy-")]
+    # `b"proxy-" <= name < b"proxy."` is "starts with proxy-" ('-' sorts just before '.') as two C-level
+    # comparisons: half the cost of a startswith call per header.
+    kept = [(name, value) for name, value in headers if name not in drop and not b"proxy-" <= name < b"proxy."]
     if len(kept) == len(headers):
         return kept  # no Connection header among them, so nothing it lists either
     listed = {token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")}
@@ -429,7 +431,7 @@ class ProxyApp:
                 forwarded_host = value
             elif name == b"via":
                 via = value if via is None else via + b", " + value
-            elif name.startswith(b"x-forwarded-"):
+            elif b"x-forwarded-" <= name < b"x-forwarded.":  # starts with x-forwarded- (see strip_hop_by_hop)
                 if trusted:  # X-Forwarded-Port, -Prefix, ...: a client's own say-so only through a trusted proxy
                     out.append((name, value))
             elif name not in (b"x-request-id", b"expect"):
@@ -560,7 +562,9 @@ class ProxyApp:
         policy = endpoint.retries
         attempts = int(policy["attempts"])
         try_timeout = per_try_timeout(policy, endpoint.timeout)
-        if not policy["per_try_timeout"] and not may_retry(policy, method, "timeout", replayable=replayable):
+        if not policy["per_try_timeout"] and (
+            "timeout" not in policy["on"] or not may_retry(policy, method, "timeout", replayable=replayable)
+        ):
             # No try follows one that timed out, so the default share (timeout / attempts) would only
             # cut the one try short: it may use what is left of the whole timeout.
             try_timeout = endpoint.timeout

@@ -6,6 +6,7 @@ Command-line flags (`--listen`, `--seed`, `--workers`) override the variables; s
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -22,7 +23,8 @@ class SettingsError(ValueError):
 
 def parse_listen(value: str, name: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # isascii: str.isdigit() also takes digits such as '²' that int() refuses.
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise SettingsError(f"{name} must be HOST:PORT, not {value!r}")
     return host.strip("[]"), int(port)
 
@@ -41,6 +43,12 @@ def kept_node_id(cache_dir: Path) -> str:
     except OSError as exc:
         raise SettingsError(f"DATAPLANE_CACHE_DIR: cannot read {path}: {exc}") from None
     if kept:
+        if not _NODE_ID.match(kept):
+            # Name the file, not DATAPLANE_NODE_ID: the operator never set that variable.
+            raise SettingsError(
+                f"DATAPLANE_CACHE_DIR: the kept node id in {path} must be letters, digits and ._- (at most 100),"
+                f" not {kept!r}; delete the file to generate a new id, or set DATAPLANE_NODE_ID"
+            )
         return kept
     node_id = f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:12]}"
     node_id = re.sub(r"[^A-Za-z0-9._-]", "-", node_id)[:100]
@@ -58,21 +66,69 @@ def kept_node_id(cache_dir: Path) -> str:
     return node_id
 
 
-def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
+# A duration over a day is surely a typo (a missing decimal point, milliseconds for seconds), and
+# asyncio.sleep() on such a value would hold a draining process or a reporter as good as forever.
+DAY = 86_400.0
+# Requests in flight in one process; more than this is a typo, not a plan (each holds sockets and buffers).
+MAX_CONCURRENCY = 1_000_000
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
+    """A finite number of seconds in [minimum, maximum]. float() also parses 'nan' and 'inf': nan fails every
+    comparison (so it would pass a bare range check) and inf overflows int() and the timers."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum:g}, not {raw!r}")
+        value = math.nan
+    if not (math.isfinite(value) and minimum <= value <= maximum):
+        raise SettingsError(f"{name} must be a number of seconds from {minimum:g} to {maximum:g}, not {raw!r}")
     return value
 
 
+def _count(environ: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:
+    """A whole number in [minimum, maximum]; '1e3' and '50.0' are whole, '10.5' is refused rather than
+    silently rounded."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value.is_integer() and minimum <= value <= maximum):
+        raise SettingsError(f"{name} must be a whole number from {minimum} to {maximum}, not {raw!r}")
+    return int(value)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
 def _flag(environ: Mapping[str, str], name: str) -> bool:
-    return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+    """Anything but the listed words is refused: a typo such as 'ture' must not silently mean false."""
+    raw = environ.get(name, "").strip()
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be 1, true, yes or on, or 0, false, no, off or empty, not {raw!r}")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# logging's own aliases: they worked before the level was checked here, so they still do.
+_LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
+
+
+def _log_level(environ: Mapping[str, str]) -> str:
+    raw = environ.get("DATAPLANE_LOG_LEVEL", "").strip()
+    level = raw.upper() or "INFO"
+    level = _LOG_LEVEL_ALIASES.get(level, level)
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"DATAPLANE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {raw!r}")
+    return level
 
 
 def _control_plane_url(environ: Mapping[str, str]) -> str | None:
@@ -102,6 +158,7 @@ class Settings:
     token: str | None = field(default=None, repr=False)  # never in a log line
     transport: str = "native"  # the upstream client (transport.py): native, aiohttp or httpx
     report_interval: float = 10.0  # seconds between status reports to the control plane (§4)
+    log_level: str = "INFO"  # DATAPLANE_LOG_LEVEL, validated here so a typo fails at start like the rest
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -125,13 +182,14 @@ class Settings:
             "seed": Path(seed) if seed else None,
             "mount_prefix": prefix,
             "trusted_proxies": trusted,
-            "max_concurrency": int(_number(environ, "DATAPLANE_MAX_CONCURRENCY", 10_000, minimum=1)),
-            "header_timeout": _number(environ, "DATAPLANE_HEADER_TIMEOUT", 10.0, minimum=0.1),
+            "max_concurrency": _count(environ, "DATAPLANE_MAX_CONCURRENCY", 10_000, minimum=1, maximum=MAX_CONCURRENCY),
+            "header_timeout": _number(environ, "DATAPLANE_HEADER_TIMEOUT", 10.0, minimum=0.1, maximum=DAY),
             "hide_response_time": _flag(environ, "DATAPLANE_HIDE_RESPONSE_TIME"),
-            "drain_delay": _number(environ, "DATAPLANE_DRAIN_DELAY", 5.0),
+            "drain_delay": _number(environ, "DATAPLANE_DRAIN_DELAY", 5.0, minimum=0, maximum=DAY),
             "control_plane_url": _control_plane_url(environ),
             "token": environ.get("DATAPLANE_TOKEN", "").strip() or None,
-            "report_interval": _number(environ, "DATAPLANE_REPORT_INTERVAL", 10.0, minimum=0.1),
+            "report_interval": _number(environ, "DATAPLANE_REPORT_INTERVAL", 10.0, minimum=0.1, maximum=DAY),
+            "log_level": _log_level(environ),
         }
         transport = environ.get("DATAPLANE_TRANSPORT", "").strip().lower() or "native"
         if transport not in ("native", "aiohttp", "httpx"):

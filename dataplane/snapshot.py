@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import configdoc
 from configdoc import RouteTable, config_sha256, effective_breaker_policy, effective_endpoint, endpoint_key, route_keys
 
-from .breaker import StatusSet
+from .breaker import status_set
 
 logger = logging.getLogger("dataplane")
 
@@ -66,7 +66,7 @@ class Endpoint:
     breaker: Mapping[str, Any]
     health_check: Mapping[str, Any]
     # The statuses and classes (429, "5xx") in `retries.on`: an answer with one of them may be retried.
-    retry_statuses: StatusSet = field(compare=False, default_factory=lambda: StatusSet(()))
+    retry_statuses: frozenset[int] = field(compare=False, default=frozenset())
     # The sha256 of the effective config as a whole (canonical JSON, policy included), to tell whether
     # runtime state (breaker, ejections) survives a reload; the digest, not the ~1 KiB of JSON it hashes.
     fingerprint: bytes = field(compare=False, default=b"")
@@ -261,9 +261,9 @@ def _compile_endpoint(
 
 
 @functools.lru_cache(maxsize=256)
-def _retry_statuses(on: tuple[Any, ...]) -> StatusSet:
-    """One StatusSet per distinct `retries.on` (at 10,000 endpoints, nearly all share a few)."""
-    return StatusSet([entry for entry in on if isinstance(entry, int) or str(entry).endswith("xx")])
+def _retry_statuses(on: tuple[Any, ...]) -> frozenset[int]:
+    """One set per distinct `retries.on` (at 10,000 endpoints, nearly all share a few)."""
+    return status_set(on)
 
 
 def load_document_text(text: str) -> dict[str, Any]:
