@@ -1,7 +1,8 @@
 """Running the data plane in a process: uvicorn with the httptools parser (pinned: h11 lets a
 Content-Length + Transfer-Encoding request smuggle a second one), both listeners in one process,
 SIGHUP re-reading the seed off the event loop, SIGTERM draining (readyz 503 for the drain delay) and
-then stopping the listeners while in-flight requests finish."""
+then stopping the listeners while in-flight requests finish. A worker of `--workers N` (no admin
+listener of its own) refreshes its state gauges every `GAUGE_REFRESH` seconds instead of per scrape."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import queue
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
@@ -26,14 +27,28 @@ from .settings import Settings
 logger = logging.getLogger("dataplane")
 
 GRACEFUL_SHUTDOWN = 30
+# How often a worker of `--workers N` brings its state gauges up to date (circuits turning half-open
+# and ejections ending by the clock, the config's age): the supervisor reads them from the workers'
+# files, so this bounds how stale its `/-/metrics` can be. One pass is a few gauge writes per endpoint.
+GAUGE_REFRESH = 1.0
 
 
 class Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to us: two servers share one process."""
+    """A uvicorn server that leaves signals to us: two servers share one process. `on_started` is
+    called once it listens (a worker tells its supervisor it is up)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self.on_started = on_started
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
@@ -74,16 +89,22 @@ def uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvicor
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
-async def serve(settings: Settings, *, sockets: list[socket.socket] | None = None, admin_listener: bool = True) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    sockets: list[socket.socket] | None = None,
+    admin_listener: bool = True,
+    on_started: Callable[[], None] | None = None,
+) -> None:
     """One process: the proxy (on `sockets` when a supervisor bound them) and, unless a supervisor
-    owns it, the admin listener."""
+    owns it, the admin listener. `on_started` is called once the proxy listener accepts."""
     runtime, proxy, admin = build(settings)
     # What exists now (modules, config, snapshot) lives as long as the process: out of the collector's
     # way, so its full collections stay short under load (tail latency).
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    proxy_server = Server(uvicorn_config(proxy, *settings.listen, settings))
+    proxy_server = Server(uvicorn_config(proxy, *settings.listen, settings), on_started=on_started)
     servers = [proxy_server]
     if admin_listener:
         servers.append(Server(uvicorn_config(admin, *settings.admin_listen, settings)))
@@ -105,10 +126,22 @@ async def serve(settings: Settings, *, sockets: list[socket.socket] | None = Non
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    async def refresh_gauges() -> None:
+        while True:
+            try:
+                runtime.refresh_gauges()
+            except Exception:  # a bad pass must not end the refreshing for the process's life
+                logger.exception("refreshing the state gauges failed")
+            await asyncio.sleep(GAUGE_REFRESH)
+
     if settings.control_plane_url:
         from .sync import Sync
 
         spawn(Sync(runtime).run())
+    if not admin_listener:
+        # No scrape reaches this process (the supervisor merges its metric files), so nothing else
+        # would move the gauges that change by the clock alone.
+        spawn(refresh_gauges())
     loop.add_signal_handler(signal.SIGTERM, lambda: spawn(drain()))
     loop.add_signal_handler(signal.SIGINT, lambda: spawn(drain()))
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(runtime.reload_seed_off_loop()))

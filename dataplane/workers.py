@@ -1,12 +1,25 @@
 """`python -m dataplane --workers N` (ARCHITECTURE §4): N proxy processes accept on one listening
 socket; each is its own node (`<node>-w<i>`) with its own breaker, budget and ejection state. The
 supervisor owns the admin listener: `/-/metrics` shows all workers (Prometheus multiprocess mode),
-`/-/readyz` is 503 while any worker is down or during the drain. SIGHUP and SIGTERM are passed on.
+`/-/readyz` is 503 while any worker is down (until its replacement listens) or during the drain.
+SIGHUP and SIGTERM are passed on, to restarted workers too.
+
+The merged metrics are up to ~1 s stale for the gauges that move by the clock alone (a circuit turning
+half-open, an ejection ending, `gateway_config_age_seconds`): each worker refreshes them every
+`process.GAUGE_REFRESH` seconds, not per scrape (a scrape does not reach the workers).
+
+A worker that exits while the supervisor is not stopping is logged and started again with the same
+index (same node id, same listening socket), after a back-off that doubles from `RESTART_DELAY` to
+`RESTART_DELAY_MAX` for a worker that keeps dying at boot, and starts over once one stayed up
+`RESTART_STABLE` seconds. Its gauges leave `/-/metrics` (a dead process has no current value); its
+counters and histograms stay in the merged totals, as Prometheus multiprocess mode intends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import glob
 import logging
 import multiprocessing
 import os
@@ -14,12 +27,13 @@ import shutil
 import signal
 import socket
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .app import build
 from .process import Server, configure_logging, run, serve, uvicorn_config
@@ -27,13 +41,62 @@ from .settings import Settings
 
 logger = logging.getLogger("dataplane")
 
+RESTART_DELAY = 0.5
+RESTART_DELAY_MAX = 30.0
+RESTART_STABLE = 30.0
 
-def _worker(settings: Settings, sock: socket.socket, index: int) -> None:
-    listener = configure_logging(os.environ.get("DATAPLANE_LOG_LEVEL", "INFO").upper())
+
+def _worker(settings: Settings, sock: socket.socket, index: int, up: ctypes.c_byte) -> None:
+    listener = configure_logging(settings.log_level)
+
+    def started() -> None:
+        up.value = 1
+
     try:
-        run(serve(replace(settings, node_id=f"{settings.node_id}-w{index}"), sockets=[sock], admin_listener=False))
+        node = replace(settings, node_id=f"{settings.node_id}-w{index}")
+        run(serve(node, sockets=[sock], admin_listener=False, on_started=started))
     finally:
         listener.stop()
+
+
+@dataclass
+class Worker:
+    """One worker slot: its current process, and whether that process is up (its proxy listens)."""
+
+    index: int
+    process: BaseProcess
+    # A shared byte without a lock (an Event's lock, held by a worker killed at the wrong moment, would
+    # hang the supervisor's /-/readyz): the worker writes 1 once, the supervisor only reads.
+    up: ctypes.c_byte
+
+    @classmethod
+    def start(cls, context: SpawnContext, settings: Settings, sock: socket.socket, index: int) -> Worker:
+        up = context.RawValue("b", 0)
+        process = context.Process(target=_worker, args=(settings, sock, index, up), name=f"dataplane-w{index}")
+        process.start()
+        return cls(index, process, up)
+
+    def serving(self) -> bool:
+        return self.process.is_alive() and self.up.value == 1
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def forget_gauges(metrics_dir: str, pid: int) -> None:
+    """Remove a dead worker's gauge files, so `/-/metrics` shows no gauges of that pid. Counter and
+    histogram files stay: the merged totals keep counting what the dead process did."""
+    mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]  # the live* gauge modes
+    # Our gauges use the default mode, "all" (a series per pid, kept after the process dies), which
+    # mark_process_dead leaves alone.
+    for path in glob.glob(os.path.join(metrics_dir, f"gauge_all_{pid}.db")):
+        os.remove(path)
 
 
 def _bind(settings: Settings) -> socket.socket:
@@ -54,11 +117,8 @@ async def supervise(settings: Settings, workers: int) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     sock = _bind(settings)
     context = multiprocessing.get_context("spawn")
-    processes: list[BaseProcess] = []
-    for index in range(workers):
-        process = context.Process(target=_worker, args=(settings, sock, index), name=f"dataplane-w{index}")
-        process.start()
-        processes.append(process)
+    # Replaced in place when a worker is restarted, so signals and readiness follow the new process.
+    slots = [Worker.start(context, settings, sock, index) for index in range(workers)]
     logger.info("started %d workers on %s:%d", workers, *settings.listen)
 
     runtime, _, admin = build(settings)  # the supervisor's copy answers /-/routes and /-/readyz
@@ -69,7 +129,7 @@ async def supervise(settings: Settings, workers: int) -> None:
         return generate_latest(registry)
 
     admin.render_metrics = render
-    admin.workers_alive = lambda: all(process.is_alive() for process in processes)
+    admin.workers_alive = lambda: all(slot.serving() for slot in slots)
     admin_server = Server(uvicorn_config(admin, *settings.admin_listen, settings))
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[Any]] = set()
@@ -82,18 +142,69 @@ async def supervise(settings: Settings, workers: int) -> None:
         tasks.add(sync_task)
 
     def forward(signum: int) -> None:
-        for process in processes:
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
+        for slot in slots:
+            if slot.process.pid is not None and slot.process.is_alive():
+                os.kill(slot.process.pid, signum)
 
     async def stop() -> None:
         if runtime.draining:
             return
         runtime.draining = True
         forward(signal.SIGTERM)  # each worker drains for the same delay, then finishes in-flight requests
-        while any(process.is_alive() for process in processes):
+        while any(slot.process.is_alive() for slot in slots):
             await asyncio.sleep(0.1)
         admin_server.should_exit = True
+
+    async def exited(process: BaseProcess) -> None:
+        """Wait for `process` to end (its sentinel becomes readable), then reap it."""
+        ended = loop.create_future()
+
+        def on_ready() -> None:
+            loop.remove_reader(process.sentinel)
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(process.sentinel, on_ready)
+        try:
+            await ended
+        finally:
+            loop.remove_reader(process.sentinel)
+        process.join()
+
+    async def watch(index: int) -> None:
+        """Restart the worker of slot `index` whenever it ends outside a shutdown."""
+        delay = RESTART_DELAY
+        while True:
+            slot = slots[index]
+            started = loop.time()
+            await exited(slot.process)
+            if runtime.draining:
+                return
+            pid = slot.process.pid
+            assert pid is not None
+            forget_gauges(metrics_dir, pid)
+            if loop.time() - started >= RESTART_STABLE:
+                delay = RESTART_DELAY
+            logger.error(
+                "worker %d (pid %d) %s; restarting it in %.1fs",
+                index,
+                pid,
+                _describe_exit(slot.process.exitcode),
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_DELAY_MAX)
+            if runtime.draining:
+                return
+            try:
+                slots[index] = Worker.start(context, settings, sock, index)
+            except OSError:  # no process to watch: try again after the next delay
+                logger.exception("worker %d could not be started", index)
+                continue
+            slot.process.close()
+            logger.info("worker %d restarted as pid %s", index, slots[index].process.pid)
+
+    watchers = [loop.create_task(watch(index)) for index in range(workers)]
 
     def spawn(coroutine: Any) -> None:
         task = loop.create_task(coroutine)
@@ -110,9 +221,11 @@ async def supervise(settings: Settings, workers: int) -> None:
     try:
         await admin_server.serve()
     finally:
-        for worker in processes:
-            if worker.is_alive():
-                worker.terminate()
-            worker.join(timeout=35)
+        for watcher in watchers:  # nothing is restarted from here on
+            watcher.cancel()
+        for slot in slots:
+            if slot.process.is_alive():
+                slot.process.terminate()
+            slot.process.join(timeout=35)
         sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
