@@ -19,10 +19,20 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1 now and never handed out before by this process: once a probe socket
+    is closed the kernel may give the same port to the next probe, and two listeners of one test (a
+    data plane's proxy and ops ports) then collide ("address already in use", seen in CI)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:

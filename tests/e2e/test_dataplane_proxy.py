@@ -327,6 +327,30 @@ def test_a_malformed_request_behind_a_slow_one_is_refused_after_the_slow_ones_an
     refusal(answer[first_body_end:])
 
 
+def test_a_bad_chunk_in_a_request_queued_behind_a_slow_one_is_refused_after_the_slow_ones_answer(
+    gateway: DataPlane, origin: Upstream
+) -> None:
+    before = seen(origin)
+    answer = raw_exchange(
+        gateway.port,
+        b"GET /plain/slow?seconds=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /users/queued HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    refusal(answer[answer.index(b"HTTP/1.1 400 ") :])
+    assert not any("queued" in path for path in seen(origin)[len(before) :])  # the broken one never left
+
+
+def test_a_request_pipelined_after_an_h2c_offer_is_not_answered_on_that_connection(gateway: DataPlane) -> None:
+    answer = raw_exchange(
+        gateway.port,
+        b"GET /users/h2 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /users/after HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 200 ")
+    assert not answer.endswith(b"<<still open>>")  # closed: the client sends the second one again
+
+
 def test_pipelined_requests_are_answered_in_order_on_one_connection(gateway: DataPlane) -> None:
     answer = raw_exchange(
         gateway.port,
