@@ -73,16 +73,25 @@ DAY = 86_400.0
 MAX_CONCURRENCY = 1_000_000
 
 
-def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
-    """A finite number of seconds in [minimum, maximum]. float() also parses 'nan' and 'inf': nan fails every
-    comparison (so it would pass a bare range check) and inf overflows int() and the timers."""
+def _parsed(environ: Mapping[str, str], name: str) -> tuple[str, float] | None:
+    """The variable's text and value, None when unset or empty; nan when it is not a number.
+    float() also parses 'nan' and 'inf': nan fails every comparison (so it would pass a bare range
+    check) and inf overflows int() and the timers, so callers check `math.isfinite` first."""
     raw = environ.get(name, "").strip()
     if not raw:
-        return default
+        return None
     try:
-        value = float(raw)
+        return raw, float(raw)
     except ValueError:
-        value = math.nan
+        return raw, math.nan
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
+    """A finite number of seconds in [minimum, maximum]."""
+    parsed = _parsed(environ, name)
+    if parsed is None:
+        return default
+    raw, value = parsed
     if not (math.isfinite(value) and minimum <= value <= maximum):
         raise SettingsError(f"{name} must be a number of seconds from {minimum:g} to {maximum:g}, not {raw!r}")
     return value
@@ -91,13 +100,10 @@ def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: f
 def _count(environ: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:
     """A whole number in [minimum, maximum]; '1e3' and '50.0' are whole, '10.5' is refused rather than
     silently rounded."""
-    raw = environ.get(name, "").strip()
-    if not raw:
+    parsed = _parsed(environ, name)
+    if parsed is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
+    raw, value = parsed
     if not (math.isfinite(value) and value.is_integer() and minimum <= value <= maximum):
         raise SettingsError(f"{name} must be a whole number from {minimum} to {maximum}, not {raw!r}")
     return int(value)

@@ -333,9 +333,9 @@ def test_a_header_block_over_32_kib_answers_431() -> None:
     assert error_of(response)["error"] == "headers_too_large"
 
 
-def test_a_request_body_that_stalls_answers_408_and_closes() -> None:
-    gateway = Gateway(document(endpoint("users", default=True, methods=["POST"])), ok)
-    gateway.proxy.body_stall_timeout = 0.05
+def stalled_upload(gateway: Gateway, length: int, sent: bytes = b"") -> list[dict[str, Any]]:
+    """POST /users announcing `length` bytes, of which the client sends `sent` and then nothing more;
+    the messages the gateway sends back."""
     messages: list[dict[str, Any]] = []
 
     async def go() -> None:
@@ -345,46 +345,11 @@ def test_a_request_body_that_stalls_answers_408_and_closes() -> None:
             "path": "/users",
             "raw_path": b"/users",
             "query_string": b"",
-            "headers": [(b"host", b"gw.test"), (b"content-length", b"10")],
+            "headers": [(b"host", b"gw.test"), (b"content-length", str(length).encode())],
             "scheme": "http",
             "client": ("127.0.0.1", 5000),
         }
-        stalled = asyncio.Event()
-
-        async def receive() -> dict[str, Any]:
-            await stalled.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            messages.append(message)
-
-        await gateway.proxy(scope, receive, send)
-
-    asyncio.run(go())
-    assert messages[0]["status"] == 408
-    assert (b"connection", b"close") in messages[0]["headers"]
-    assert json.loads(messages[1]["body"])["error"] == "request_timeout"
-    assert gateway.seen == []
-
-
-def test_a_streamed_upload_that_stalls_answers_408_and_is_no_fault_of_the_target() -> None:
-    doc = document(endpoint("users", default=True, methods=["POST"], timeout=1, connect_timeout=1))
-    gateway = Gateway(doc, ok)
-    gateway.proxy.body_stall_timeout = 1.3  # longer than the endpoint's timeout: the client's stall still wins
-    messages: list[dict[str, Any]] = []
-
-    async def go() -> None:
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/users",
-            "raw_path": b"/users",
-            "query_string": b"",
-            "headers": [(b"host", b"gw.test"), (b"content-length", b"200000")],
-            "scheme": "http",
-            "client": ("127.0.0.1", 5000),
-        }
-        parts = [{"type": "http.request", "body": b"x" * 100_000, "more_body": True}]
+        parts = [{"type": "http.request", "body": sent, "more_body": True}] if sent else []
         stalled = asyncio.Event()
 
         async def receive() -> dict[str, Any]:
@@ -399,6 +364,24 @@ def test_a_streamed_upload_that_stalls_answers_408_and_is_no_fault_of_the_target
         await gateway.proxy(scope, receive, send)
 
     asyncio.run(go())
+    return messages
+
+
+def test_a_request_body_that_stalls_answers_408_and_closes() -> None:
+    gateway = Gateway(document(endpoint("users", default=True, methods=["POST"])), ok)
+    gateway.proxy.body_stall_timeout = 0.05
+    messages = stalled_upload(gateway, 10)
+    assert messages[0]["status"] == 408
+    assert (b"connection", b"close") in messages[0]["headers"]
+    assert json.loads(messages[1]["body"])["error"] == "request_timeout"
+    assert gateway.seen == []
+
+
+def test_a_streamed_upload_that_stalls_answers_408_and_is_no_fault_of_the_target() -> None:
+    doc = document(endpoint("users", default=True, methods=["POST"], timeout=1, connect_timeout=1))
+    gateway = Gateway(doc, ok)
+    gateway.proxy.body_stall_timeout = 1.3  # longer than the endpoint's timeout: the client's stall still wins
+    messages = stalled_upload(gateway, 200_000, b"x" * 100_000)
     assert messages[0]["status"] == 408
     assert json.loads(messages[1]["body"])["error"] == "request_timeout"
     state = gateway.runtime.states["users:v1"]
