@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,12 +17,11 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# The tests' free_port: never the same port twice in one run (two listeners of one bench would collide).
+from tests.e2e.servers import free_port  # noqa: E402, F401  (re-exported for the benches)
 
 
 def manage(*args: str, env: dict[str, str]) -> str:
