@@ -24,6 +24,11 @@ def _remove(metric: Gauge, *labels: str) -> None:
         pass  # never set: nothing to remove
 
 
+# Under `--workers` (Prometheus multiprocess mode) a gauge is shown per live worker pid: "liveall",
+# so a dead worker's gauges leave `/-/metrics` once the supervisor marks it dead (its counters stay).
+LIVE = "liveall"
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -54,17 +59,29 @@ class Metrics:
         )
         self.retries = Counter("gateway_upstream_retries", "Retries sent upstream", ["endpoint"], registry=r)
         self.errors = Counter("gateway_errors", "Gateway-made error answers", ["endpoint", "error"], registry=r)
-        self.circuit_state = Gauge("gateway_circuit_state", "0 closed, 1 open, 2 half-open", ["endpoint"], registry=r)
+        self.circuit_state = Gauge(
+            "gateway_circuit_state", "0 closed, 1 open, 2 half-open", ["endpoint"], registry=r, multiprocess_mode=LIVE
+        )
         self.circuit_transitions = Counter(
             "gateway_circuit_transitions", "Breaker state changes", ["endpoint", "from", "to"], registry=r
         )
-        self.target_health = Gauge("gateway_target_health", "1 routable", ["endpoint", "target"], registry=r)
-        self.target_ejected = Gauge("gateway_target_ejected", "1 ejected", ["endpoint", "target"], registry=r)
-        self.config_revision = Gauge("gateway_config_revision", "Applied revision (0 for a seed)", registry=r)
-        self.config_info = Gauge("gateway_config_info", "Applied config", ["config_sha256"], registry=r)
-        self.config_age = Gauge("gateway_config_age_seconds", "Seconds since the config was applied", registry=r)
+        self.target_health = Gauge(
+            "gateway_target_health", "1 routable", ["endpoint", "target"], registry=r, multiprocess_mode=LIVE
+        )
+        self.target_ejected = Gauge(
+            "gateway_target_ejected", "1 ejected", ["endpoint", "target"], registry=r, multiprocess_mode=LIVE
+        )
+        self.config_revision = Gauge(
+            "gateway_config_revision", "Applied revision (0 for a seed)", registry=r, multiprocess_mode=LIVE
+        )
+        self.config_info = Gauge(
+            "gateway_config_info", "Applied config", ["config_sha256"], registry=r, multiprocess_mode=LIVE
+        )
+        self.config_age = Gauge(
+            "gateway_config_age_seconds", "Seconds since the config was applied", registry=r, multiprocess_mode=LIVE
+        )
         self.control_plane_connected = Gauge(
-            "gateway_control_plane_connected", "1 while the last sync succeeded", registry=r
+            "gateway_control_plane_connected", "1 while the last sync succeeded", registry=r, multiprocess_mode=LIVE
         )
 
     def set_config(self, config_sha256: str) -> None:

@@ -59,8 +59,11 @@ def may_retry(policy: Mapping[str, Any], method: str, condition: str, *, replaya
         return False
     if condition in ("connect_error", "connect_timeout"):
         return True  # nothing reached the upstream: any method, any body
-    if not replayable:
-        return False
+    return replayable and _repeatable(policy, method)
+
+
+def _repeatable(policy: Mapping[str, Any], method: str) -> bool:
+    """Whether the upstream may see this method twice: idempotent, or `retry_non_idempotent`."""
     return method in IDEMPOTENT or bool(policy["retry_non_idempotent"])
 
 
@@ -71,7 +74,7 @@ def replays_after_sending(policy: Mapping[str, Any], method: str) -> bool:
     return (
         int(policy["attempts"]) > 1
         and any(condition != "connect_error" for condition in policy["on"])
-        and (method in IDEMPOTENT or bool(policy["retry_non_idempotent"]))
+        and _repeatable(policy, method)
     )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import glob
 import logging
 import multiprocessing
 import os
@@ -90,13 +89,10 @@ def _describe_exit(code: int | None) -> str:
 
 
 def forget_gauges(metrics_dir: str, pid: int) -> None:
-    """Remove a dead worker's gauge files, so `/-/metrics` shows no gauges of that pid. Counter and
-    histogram files stay: the merged totals keep counting what the dead process did."""
-    mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]  # the live* gauge modes
-    # Our gauges use the default mode, "all" (a series per pid, kept after the process dies), which
-    # mark_process_dead leaves alone.
-    for path in glob.glob(os.path.join(metrics_dir, f"gauge_all_{pid}.db")):
-        os.remove(path)
+    """Remove a dead worker's gauge files (the gauges are "liveall", metrics.LIVE), so `/-/metrics`
+    shows no gauges of that pid. Counter and histogram files stay: the merged totals keep counting
+    what the dead process did."""
+    mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 
 def _bind(settings: Settings) -> socket.socket:
