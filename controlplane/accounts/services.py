@@ -15,11 +15,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from configdoc import Problem
 from controlplane.core.actors import Actor
-from controlplane.core.errors import ConfigValidationError, ConflictError, ForbiddenError
+from controlplane.core.errors import ConfigValidationError, ConflictError, ForbiddenError, NotFoundError
 from controlplane.core.models import AuditEvent
 
 from .roles import ADMIN, DATAPLANE, ROLES, has_gateway_perm
@@ -91,6 +92,25 @@ def _check_role_change(*, by: AbstractUser | None, user: AbstractUser | None, ol
             )
 
 
+def _lock(user: AbstractUser) -> AbstractUser:
+    """Lock `user`'s row and every active admin's, and return `user` fresh; NotFoundError when a write
+    that committed since the caller read it deleted the user.
+
+    The last-admin rule reads other rows than the one it writes: two admins removing each other at
+    once would each see the other still an admin and both go through. Every write that can take an
+    admin away locks the admins' rows first, so such writes run one after the other and the later one
+    sees the earlier one's result (it reads again, after the lock, in its own statement). All the rows
+    are locked in one statement in primary-key order, so two writers never hold them in opposite orders.
+    """
+    User = get_user_model()
+    admins = User.objects.filter(is_active=True, groups__name=ADMIN).values("pk")
+    rows = User.objects.select_for_update(of=("self",)).filter(Q(pk=user.pk) | Q(pk__in=admins)).order_by("pk")
+    locked = next((row for row in rows if row.pk == user.pk), None)
+    if locked is None:
+        raise NotFoundError(f"user {user.username} does not exist")
+    return locked
+
+
 def _other_active_admins(user: AbstractUser) -> bool:
     User = get_user_model()
     return User.objects.filter(is_active=True, groups__name=ADMIN).exclude(pk=user.pk).exists()
@@ -116,7 +136,10 @@ def _revoke_tokens(user: AbstractUser) -> None:
     from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
     outstanding = OutstandingToken.objects.filter(user=user).exclude(blacklistedtoken__isnull=False)
-    BlacklistedToken.objects.bulk_create([BlacklistedToken(token=token) for token in outstanding])
+    # A refresh the user makes meanwhile blacklists its old token too; that one is revoked either way.
+    BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
+    )
 
 
 @transaction.atomic
@@ -142,7 +165,12 @@ def user_create(
     user = User(username=username, email=email, is_active=is_active)
     _check_password(password, user)
     user.set_password(password)
-    user.save()
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:
+        # Another create of this username committed after the check above: the unique index decides.
+        raise ConflictError(f"user {username} already exists") from None
     _apply_roles(user, groups)
     _audit(actor, "user.create", username, None, user_view(user), request_id)
     return user
@@ -153,8 +181,7 @@ def user_update(
     *, user: AbstractUser, data: Mapping[str, Any], by: AbstractUser | None, actor: Actor, request_id: str = ""
 ) -> AbstractUser:
     """Change `email`, `is_active`, `roles` and/or `password` (a new password revokes every token)."""
-    User = get_user_model()
-    user = User.objects.select_for_update().get(pk=user.pk)
+    user = _lock(user)
     before = user_view(user)
     old_roles = set(before["roles"])  # type: ignore[arg-type]
     if DATAPLANE in old_roles and by is not None:
@@ -186,6 +213,7 @@ def user_update(
 def user_delete(*, user: AbstractUser, by: AbstractUser | None, actor: Actor, request_id: str = "") -> None:
     if by is not None and by.pk == user.pk:
         raise ForbiddenError("you cannot delete yourself")
+    user = _lock(user)
     roles = set(user.groups.values_list("name", flat=True))
     if DATAPLANE in roles and by is not None:
         raise ForbiddenError("data-plane service users are removed by revoking their token")

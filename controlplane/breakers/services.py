@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from configdoc import Problem, canonical_json, normalize_breaker_policy
 from controlplane.core.actors import Actor
-from controlplane.core.errors import ConfigValidationError, ConflictError
+from controlplane.core.errors import ConfigValidationError, ConflictError, NotFoundError
 from controlplane.core.models import AuditEvent
 from controlplane.core.revisions import BREAKER_POLICY, check_if_match, config_write
 from controlplane.routing.models import Endpoint
@@ -39,6 +39,15 @@ def _apply(policy: BreakerPolicy, document: dict[str, Any]) -> None:
     policy.name = document["name"]
     policy.document = document
     policy.canonical = canonical_json(document).decode("utf-8")
+
+
+def _locked(policy: BreakerPolicy) -> BreakerPolicy:
+    """`policy`'s row, locked and fresh; NotFoundError when a write that committed since it was read
+    deleted it (policies are never renamed, so the row is the name)."""
+    locked = BreakerPolicy.objects.select_for_update().filter(pk=policy.pk).first()
+    if locked is None:
+        raise NotFoundError(f"breaker policy {policy.name} does not exist")
+    return locked
 
 
 def breaker_policy_create(*, data: Mapping[str, Any], actor: Actor, request_id: str = "") -> BreakerPolicy:
@@ -65,7 +74,7 @@ def breaker_policy_update(
 ) -> BreakerPolicy:
     with config_write(actor=actor, summary=f"update breaker policy {policy.name}", request_id=request_id) as changes:
         # Merge under the lock, so a PATCH never builds on a copy another write has replaced.
-        policy = BreakerPolicy.objects.select_for_update().get(pk=policy.pk)
+        policy = _locked(policy)
         check_if_match(policy.canonical, if_match)
         before = policy.document
         document = _normalize({**before, **data} if partial else {"name": policy.name, **data})
@@ -86,7 +95,7 @@ def breaker_policy_delete(
     if policy.name == DEFAULT_POLICY:
         raise ConflictError("the default breaker policy cannot be deleted")
     with config_write(actor=actor, summary=f"delete breaker policy {policy.name}", request_id=request_id) as changes:
-        policy = BreakerPolicy.objects.select_for_update().get(pk=policy.pk)
+        policy = _locked(policy)
         check_if_match(policy.canonical, if_match)
         users = sorted(f"{name}:{version}" for name, version in policy.endpoints.values_list("name", "version"))
         if users:
@@ -131,7 +140,16 @@ def _audit_state(override: BreakerOverride, now: datetime) -> dict[str, Any]:
 
 
 def _locked_override(endpoint: Endpoint) -> BreakerOverride:
-    # get_or_create then lock: two first writes race on the unique endpoint, and the loser's retry finds the row.
+    """The endpoint's override row, locked (made on first use).
+
+    The endpoint's row is locked first, and must still carry the key the caller read it under: a delete
+    committed since would otherwise take the override row with it (DoesNotExist), or leave a new one
+    pointing nowhere (an IntegrityError at commit), and after a rename the client's key names nothing.
+    Under that lock, two first writes on one endpoint no longer race to create the row.
+    """
+    locked = Endpoint.objects.select_for_update().filter(pk=endpoint.pk, name=endpoint.name, version=endpoint.version)
+    if locked.only("pk").first() is None:
+        raise NotFoundError(f"endpoint {endpoint.key} does not exist")
     BreakerOverride.objects.get_or_create(endpoint=endpoint)
     return BreakerOverride.objects.select_for_update().get(endpoint=endpoint)
 

@@ -3,6 +3,7 @@
 GatewayError                      (status, code)
 ├── ConfigValidationError         400 validation_error  carries configdoc Problems
 ├── ForbiddenError                403 permission_denied e.g. granting a role you do not hold
+├── NotFoundError                 404 not_found         the object went away (a concurrent write deleted it)
 ├── ConflictError                 409 conflict          e.g. a key that already exists, a policy in use
 └── PreconditionFailed            412 precondition_failed
 """
@@ -44,6 +45,14 @@ class ConfigValidationError(GatewayError):
 class ConflictError(GatewayError):
     status = 409
     code = "conflict"
+
+
+class NotFoundError(GatewayError):
+    """The object a write addressed is gone: the view found it, then a concurrent write deleted (or
+    renamed) it before this one got its row lock."""
+
+    status = 404
+    code = "not_found"
 
 
 class PreconditionFailed(GatewayError):

@@ -16,7 +16,7 @@ from django.conf import settings
 from configdoc import Problem, canonical_json, endpoint_key, normalize_endpoint, route_keys, version_sort_key
 from controlplane.breakers.models import BreakerPolicy
 from controlplane.core.actors import Actor
-from controlplane.core.errors import ConfigValidationError, ConflictError
+from controlplane.core.errors import ConfigValidationError, ConflictError, NotFoundError
 from controlplane.core.revisions import ENDPOINT, ChangeSet, check_if_match, config_write
 
 from .models import Endpoint, RouteKey, Target
@@ -74,6 +74,19 @@ def _promote_highest(siblings: list[Endpoint], changes: ChangeSet) -> list[Endpo
     highest = max(siblings, key=lambda s: version_sort_key(s.version))
     _set_default(highest, True, changes)
     return [highest]
+
+
+def _locked(endpoint: Endpoint) -> Endpoint:
+    """`endpoint`'s row, locked and fresh, as long as it still has the key it was read under.
+
+    The caller read `endpoint` before taking the locks. A write that committed meanwhile may have
+    deleted it, or renamed it (same row, another key): either way the object the client addressed is
+    gone, and acting on the renamed row would change an endpoint the client never named.
+    """
+    locked = Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    if locked is None or (locked.name, locked.version) != (endpoint.name, endpoint.version):
+        raise NotFoundError(f"endpoint {endpoint.key} does not exist")
+    return locked
 
 
 def _sync_targets(endpoint: Endpoint, document: Mapping[str, Any]) -> None:
@@ -166,7 +179,7 @@ def endpoint_update(
     """
     with config_write(actor=actor, summary=f"update endpoint {endpoint.key}", request_id=request_id) as changes:
         # Merge under the lock, so a PATCH never builds on a copy another write has replaced.
-        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        endpoint = _locked(endpoint)
         check_if_match(endpoint.canonical, if_match)
         before, old_key, old_name, was_default = endpoint.document, endpoint.key, endpoint.name, endpoint.is_default
         merged = {**before, **data} if partial else dict(data)
@@ -217,7 +230,7 @@ def endpoint_update(
 
 def endpoint_delete(*, endpoint: Endpoint, actor: Actor, request_id: str = "", if_match: str | None = None) -> None:
     with config_write(actor=actor, summary=f"delete endpoint {endpoint.key}", request_id=request_id) as changes:
-        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        endpoint = _locked(endpoint)
         check_if_match(endpoint.canonical, if_match)
         siblings = list(Endpoint.objects.select_for_update().filter(name=endpoint.name).exclude(pk=endpoint.pk))
         changes.record(ENDPOINT, endpoint.key, before=endpoint.document, after=None)

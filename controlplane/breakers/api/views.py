@@ -14,7 +14,7 @@ from controlplane.routing.models import Endpoint
 
 from .. import fleet, services
 from ..fleet import AGGREGATES
-from ..models import BreakerPolicy
+from ..models import BreakerOverride, BreakerPolicy
 from .serializers import BreakerDetailSerializer, BreakerForceSerializer, BreakerPolicySerializer, BreakerSerializer
 
 
@@ -83,17 +83,23 @@ class BreakerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         endpoint = self._endpoint(key)
         body = BreakerForceSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        services.breaker_force(
+        override = services.breaker_force(
             endpoint=endpoint,
             state=body.validated_data["state"],
             seconds=body.validated_data.get("seconds"),
             **service_context(request),
         )
-        return self.retrieve(request, key)
+        return self._answer(endpoint, override)
 
     @extend_schema(request=None, responses=BreakerDetailSerializer)
     @action(detail=True, methods=["post"])
     def reset(self, request: Request, key: str) -> Response:
         """Close the breaker once on every node (its reset generation grows); a force stays in effect."""
-        services.breaker_reset(endpoint=self._endpoint(key), **service_context(request))
-        return self.retrieve(request, key)
+        endpoint = self._endpoint(key)
+        return self._answer(endpoint, services.breaker_reset(endpoint=endpoint, **service_context(request)))
+
+    def _answer(self, endpoint: Endpoint, override: BreakerOverride) -> Response:
+        """The detail view after an override write, built from the endpoint this request wrote (looking
+        it up again could answer 404 for a write that was done, when a delete commits in between)."""
+        endpoint.breaker_override = override
+        return Response(BreakerDetailSerializer(fleet.endpoint_breaker(endpoint)).data)
