@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -114,6 +115,37 @@ def test_an_admin_setting_a_password_revokes_the_users_tokens(
     )
     assert user_client.get(f"{API}/endpoints/").status_code == 401
     assert AuditEvent.objects.filter(action="user.password_change", object_key="olga").exists()
+
+
+def test_a_new_password_set_with_other_fields_is_audited_as_its_own_event(
+    admin_client: APIClient, make_user: Callable[..., Any]
+) -> None:
+    user_client = client_for(make_user("olga", "operator"))
+    new_password = "fresh-long-password-31"
+    response = admin_client.patch(
+        f"{API}/users/olga/", {"email": "olga@example.test", "password": new_password}, format="json"
+    )
+    assert response.status_code == 200
+    assert user_client.get(f"{API}/endpoints/").status_code == 401
+    events = AuditEvent.objects.filter(object_type="user", object_key="olga").order_by("id")
+    assert [e.action for e in events] == ["user.update", "user.password_change"]
+    update, password_change = events
+    assert (update.before["email"], update.after["email"]) == ("", "olga@example.test")
+    assert password_change.actor_label == "user:alice"
+    for event in events:
+        stored = json.dumps([event.before, event.after])
+        assert new_password not in stored
+        assert "password" not in stored
+
+
+def test_a_password_alone_is_audited_as_a_password_change_only(
+    admin_client: APIClient, make_user: Callable[..., Any]
+) -> None:
+    make_user("olga", "operator")
+    response = admin_client.patch(f"{API}/users/olga/", {"password": "fresh-long-password-31"}, format="json")
+    assert response.status_code == 200
+    actions = list(AuditEvent.objects.filter(object_key="olga").values_list("action", flat=True))
+    assert actions == ["user.password_change"]
 
 
 def test_data_plane_service_users_are_not_managed_through_the_users_api(
