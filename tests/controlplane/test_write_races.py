@@ -166,6 +166,59 @@ def test_forcing_a_breaker_while_its_endpoint_is_deleted_never_fails() -> None:
         assert _events("breaker.force", key) == (forced.status == 200)
 
 
+def _versions(name: str, *versions: str) -> None:
+    for version in versions:
+        endpoint_create(data=endpoint_body(name, version), actor=ACTOR)
+
+
+def _defaults(name: str) -> list[str]:
+    from controlplane.routing.models import Endpoint
+
+    return list(Endpoint.objects.filter(name=name, is_default=True).values_list("version", flat=True))
+
+
+def test_two_default_moves_on_one_name_at_once_leave_exactly_one_default() -> None:
+    first, second = _client(_user("alice", "admin")), _client(_user("oscar", "operator"))
+    for round_ in range(ROUNDS):
+        name = f"race{round_}"
+        _versions(name, "v1", "v2", "v3")
+        answers = race(
+            (first, "patch", f"{API}/endpoints/{name}:v2/", {"default": True}),
+            (second, "patch", f"{API}/endpoints/{name}:v3/", {"default": True}),
+        )
+        assert [a.status for a in answers] == [200, 200], (round_, answers)
+        assert len(_defaults(name)) == 1 and _defaults(name)[0] in ("v2", "v3")
+
+
+def test_deleting_the_default_while_another_version_takes_it_leaves_exactly_one_default() -> None:
+    deleter, mover = _client(_user("alice", "admin")), _client(_user("oscar", "operator"))
+    for round_ in range(ROUNDS):
+        name = f"race{round_}"
+        _versions(name, "v1", "v2", "v3")
+        deleted, moved = race(
+            (deleter, "delete", f"{API}/endpoints/{name}:v1/", None),
+            (mover, "patch", f"{API}/endpoints/{name}:v2/", {"default": True}),
+        )
+        assert (deleted.status, moved.status) == (204, 200), (round_, deleted, moved)
+        # Whichever ran first, v2 was asked to be the default last or v1's deletion promoted v3 and the
+        # move then took it: either way one default, and v2 holds it.
+        assert _defaults(name) == ["v2"]
+
+
+def test_two_renames_to_one_key_at_once_make_one_endpoint_and_the_loser_gets_409() -> None:
+    first, second = _client(_user("alice", "admin")), _client(_user("oscar", "operator"))
+    for round_ in range(ROUNDS):
+        name = f"race{round_}"
+        _versions(name, "v1", "v2")
+        answers = race(
+            (first, "patch", f"{API}/endpoints/{name}:v1/", {"version": "v9"}),
+            (second, "patch", f"{API}/endpoints/{name}:v2/", {"version": "v9"}),
+        )
+        assert sorted(a.status for a in answers) == [200, 409], (round_, answers)
+        assert next(a for a in answers if a.status == 409).body["error"] == "conflict"
+        assert _events("endpoint.create", f"{name}:v9") == 1
+
+
 # --- breaker policies --------------------------------------------------------------------------------
 
 
