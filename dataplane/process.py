@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import logging.handlers
+import os
 import queue
 import signal
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from .app import build
+from .runtime import Runtime
 from .server import protocol_class
 from .settings import Settings
 
@@ -33,13 +35,20 @@ GRACEFUL_SHUTDOWN = 30
 GAUGE_REFRESH = 1.0
 
 
+class BootError(Exception):
+    """A standalone node (no control plane) without a usable seed: nothing could ever make it ready,
+    so the process exits with the reason instead of living on, never ready."""
+
+
 class Server(uvicorn.Server):
     """A uvicorn server that leaves signals to us: two servers share one process. `on_started` is
-    called once it listens (a worker tells its supervisor it is up)."""
+    called once it listens (a worker tells its supervisor it is up). It says once that it listens, as
+    what (`proxy`, `ops`); uvicorn's own process lines are filtered (UvicornLifecycleFilter)."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None = None, *, role: str) -> None:
         super().__init__(config)
         self.on_started = on_started
+        self.role = role
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -47,8 +56,38 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
-        if self.started and self.on_started is not None:
+        if not self.started:
+            return
+        for server in self.servers:
+            for listening in server.sockets:
+                host, port = listening.getsockname()[:2]
+                logger.info("%s listening on %s", self.role, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        if self.on_started is not None:
             self.on_started()
+
+
+class UvicornLifecycleFilter(logging.Filter):
+    """uvicorn logs "Started server process", "Uvicorn running on", "Shutting down" and "Finished server
+    process" once per server, and a data plane runs two servers (proxy and ops) in one process: each
+    line came twice, naming no listener. These records are dropped; the data plane says once per
+    process that it started and stopped, and once per listener where it listens (Server.startup).
+    The templates are uvicorn's own; tests/e2e/test_dataplane_process.py fails if one changes and a
+    line comes twice again."""
+
+    TEMPLATES = frozenset(
+        {
+            "Started server process [%d]",
+            "Finished server process [%d]",
+            "Shutting down",
+            "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)",
+            "Uvicorn running on %s://[%s]:%d (Press CTRL+C to quit)",
+            "Waiting for connections to close. (CTRL+C to force quit)",
+            "Waiting for background tasks to complete. (CTRL+C to force quit)",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.TEMPLATES
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
@@ -99,15 +138,16 @@ async def serve(
     """One process: the proxy (on `sockets` when a supervisor bound them) and, unless a supervisor
     owns it, the admin listener. `on_started` is called once the proxy listener accepts."""
     runtime, proxy, admin = build(settings)
+    require_config(settings, runtime)
     # What exists now (modules, config, snapshot) lives as long as the process: out of the collector's
     # way, so its full collections stay short under load (tail latency).
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    proxy_server = Server(uvicorn_config(proxy, *settings.listen, settings), on_started=on_started)
+    proxy_server = Server(uvicorn_config(proxy, *settings.listen, settings), on_started=on_started, role="proxy")
     servers = [proxy_server]
     if admin_listener:
-        servers.append(Server(uvicorn_config(admin, *settings.admin_listen, settings)))
+        servers.append(Server(uvicorn_config(admin, *settings.admin_listen, settings), role="ops"))
     loop = asyncio.get_running_loop()
 
     async def drain() -> None:
@@ -145,12 +185,27 @@ async def serve(
     loop.add_signal_handler(signal.SIGTERM, lambda: spawn(drain()))
     loop.add_signal_handler(signal.SIGINT, lambda: spawn(drain()))
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(runtime.reload_seed_off_loop()))
+    logger.info("data plane %s started (pid %d)", settings.node_id, os.getpid())
     try:
         await asyncio.gather(proxy_server.serve(sockets=sockets), *(server.serve() for server in servers[1:]))
     finally:
         for task in list(tasks):
             task.cancel()
         await proxy.aclose()
+        logger.info("data plane %s stopped (pid %d)", settings.node_id, os.getpid())
+
+
+def require_config(settings: Settings, runtime: Runtime) -> None:
+    """Standalone, the seed is the only source of config (§4): if it is missing or invalid at boot the
+    node could never become ready, so refuse to start (BootError) with the reason. With a control
+    plane a node without config waits for it, unready, as §4 says."""
+    if settings.control_plane_url or runtime.snapshot is not None:
+        return
+    if settings.seed is None:
+        reason = "no seed file is configured (DATAPLANE_SEED or --seed)"
+    else:
+        reason = runtime.seed_error or f"{settings.seed} was not loaded"
+    raise BootError(f"standalone (no DATAPLANE_CONTROL_PLANE_URL) and no usable seed: {reason}")
 
 
 class LogFormatter(logging.Formatter):
@@ -175,6 +230,9 @@ def configure_logging(level: str) -> logging.handlers.QueueListener:
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(level)
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, UvicornLifecycleFilter) for f in uvicorn_logger.filters):
+        uvicorn_logger.addFilter(UvicornLifecycleFilter())
     # httpx logs every request at INFO; the access log already says it, once.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

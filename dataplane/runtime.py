@@ -29,7 +29,7 @@ from .breaker import CircuitBreaker, ResponseCache, State
 from .metrics import Metrics
 from .retry import RetryBudget
 from .settings import Settings
-from .snapshot import Endpoint, Snapshot, Target, load_seed
+from .snapshot import Endpoint, Snapshot, SnapshotError, Target, load_seed
 
 logger = logging.getLogger("dataplane")
 
@@ -140,6 +140,9 @@ class Runtime:
         # The last TRANSITION_HISTORY breaker transitions per endpoint key this boot, oldest first, with
         # wall-clock time: the status report's `breakers[key].transitions` (dataplane/report.py).
         self.transitions: dict[str, deque[dict[str, Any]]] = {}
+        # Why the last seed read failed, one problem a line (None after a good read): a standalone node
+        # that boots on a bad seed exits with it (process.py) instead of living on, never ready.
+        self.seed_error: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -289,13 +292,24 @@ class Runtime:
         """Parse, validate and compile the seed file; thread-safe (touches no runtime state)."""
         seed = self.settings.seed
         if seed is None:
+            self.seed_error = "no seed file is configured (DATAPLANE_SEED or --seed)"
             logger.warning("no seed file configured; nothing to load")
             return None
         try:
-            return load_seed(seed, mount_prefix=self.settings.mount_prefix, previous=self.snapshot)
+            snapshot = load_seed(seed, mount_prefix=self.settings.mount_prefix, previous=self.snapshot)
+        except SnapshotError as exc:
+            self.seed_error = f"{seed} is not a valid config document:\n" + "\n".join(f"  {p}" for p in exc.problems)
         except (OSError, ValueError) as exc:
-            logger.error("seed %s rejected, keeping the current config: %s", seed, exc)
-            return None
+            self.seed_error = f"{seed} could not be read: {exc}"
+        else:
+            self.seed_error = None
+            return snapshot
+        if self.snapshot is not None:
+            logger.error("seed rejected, keeping the current config: %s", self.seed_error)
+        elif self.settings.control_plane_url:
+            logger.error("seed rejected, waiting for the control plane: %s", self.seed_error)
+        # Else a standalone node at boot: it exits with seed_error (process.require_config), said once.
+        return None
 
     def reload_seed(self) -> bool:
         """Read the seed file and apply it (at boot). A bad seed keeps the current snapshot and is logged."""

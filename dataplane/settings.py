@@ -214,11 +214,15 @@ class Settings:
             values["node_id"] = node_id
         return cls(**values)  # type: ignore[arg-type]
 
-    def with_overrides(self, *, listen: str | None = None, seed: str | None = None) -> Settings:
+    def with_overrides(
+        self, *, listen: str | None = None, admin_listen: str | None = None, seed: str | None = None
+    ) -> Settings:
         """Command-line flags win over the environment."""
         result = self
         if listen:
             result = replace(result, listen=parse_listen(listen, "--listen"))
+        if admin_listen:
+            result = replace(result, admin_listen=parse_listen(admin_listen, "--admin-listen"))
         if seed:
             result = replace(result, seed=Path(seed))
         return result

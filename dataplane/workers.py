@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .app import build
-from .process import Server, configure_logging, run, serve, uvicorn_config
+from .process import Server, configure_logging, require_config, run, serve, uvicorn_config
 from .settings import Settings
 
 logger = logging.getLogger("dataplane")
@@ -107,6 +107,10 @@ def _bind(settings: Settings) -> socket.socket:
 
 
 async def supervise(settings: Settings, workers: int) -> None:
+    # The supervisor's copy answers /-/routes and /-/readyz; built first, so a standalone supervisor on
+    # a bad seed exits (BootError) before it starts any worker.
+    runtime, _, admin = build(settings)
+    require_config(settings, runtime)
     metrics_dir = tempfile.mkdtemp(prefix="dataplane-metrics-")
     # Set only now: this process's own metrics stay in memory; the workers, spawned fresh, write theirs
     # to files the collector below merges.
@@ -117,8 +121,6 @@ async def supervise(settings: Settings, workers: int) -> None:
     slots = [Worker.start(context, settings, sock, index) for index in range(workers)]
     logger.info("started %d workers on %s:%d", workers, *settings.listen)
 
-    runtime, _, admin = build(settings)  # the supervisor's copy answers /-/routes and /-/readyz
-
     def render() -> bytes:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
@@ -126,7 +128,7 @@ async def supervise(settings: Settings, workers: int) -> None:
 
     admin.render_metrics = render
     admin.workers_alive = lambda: all(slot.serving() for slot in slots)
-    admin_server = Server(uvicorn_config(admin, *settings.admin_listen, settings))
+    admin_server = Server(uvicorn_config(admin, *settings.admin_listen, settings), role="ops")
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[Any]] = set()
     if settings.control_plane_url:

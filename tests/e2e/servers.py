@@ -35,6 +35,24 @@ def free_port() -> int:
             return port
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports, all free on 127.0.0.1 now and never handed out before:
+    `rungateway --dataplanes N` puts the i-th data plane on the configured port plus i-1."""
+    while True:
+        first = free_port()
+        ports = range(first, first + count)
+        if any(port in _HANDED_OUT for port in ports[1:]):
+            continue
+        try:
+            for port in ports[1:]:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _HANDED_OUT.update(ports)
+        return first
+
+
 def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from django.db import connection
 
-from tests.e2e.servers import clean_env, eventually, free_port, running
+from tests.e2e.servers import clean_env, eventually, free_port, free_ports, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -33,7 +33,7 @@ def get(client: httpx.Client, path: str, **params: Any) -> Any:
 
 
 def test_two_data_planes_from_the_readme_command_are_seen_and_steered_from_the_control_plane(tmp_path: Path) -> None:
-    port, proxy, ops = free_port(), free_port(), free_port()
+    port, proxy, ops = free_port(), free_ports(2), free_ports(2)
     proxies = [f"http://127.0.0.1:{proxy}", f"http://127.0.0.1:{proxy + 1}"]
     database = connection.settings_dict
     env = clean_env(

@@ -12,6 +12,12 @@ On the embedded defaults (no DATABASE_URL) the first start also imports config/e
 whose endpoints point at the demo upstream, so a new user can send traffic at once. Ctrl-C or SIGTERM
 stops everything; if an essential process dies the others are stopped too, so nothing is left half
 running.
+
+Each child's output comes through this process, every line prefixed with the child's name (`web`,
+`dataplane-2`, …), so the logs of several data planes can be told apart. The children run in process
+groups of their own: a Ctrl-C in the terminal reaches only this process, which stops them in order —
+the data planes first (they drain: in-flight requests still reach the upstreams), then the control
+plane, worker and beat, the demo upstreams last. A second Ctrl-C kills whatever is left at once.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -39,13 +47,39 @@ DEMO_PORTS = (8010, 8011)
 DATAPLANE_TOKEN_NAME = "rungateway-local"  # noqa: S105 - a name, not a secret
 
 
+# The order children are stopped in, by `Child.stage`: whoever sends traffic stops before what it sends
+# it to, so a draining data plane still reaches the control plane and the demo upstreams.
+STAGE_DATAPLANE, STAGE_CONTROL_PLANE, STAGE_UPSTREAM = 0, 1, 2
+# How long one stage may take to stop before what is left is killed: a data plane drains for its drain
+# delay (5 s by default) and then lets in-flight requests finish for up to 30 s.
+STOP_TIMEOUT = 40.0
+
+
 @dataclass
 class Child:
     name: str
     argv: list[str]
     essential: bool = True
     extra_env: dict[str, str] | None = None
+    stage: int = STAGE_CONTROL_PLANE
     process: subprocess.Popen[bytes] | None = None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that asks Linux to SIGTERM the child when this process dies (even by SIGKILL):
+    in a process group of its own a child no longer gets the terminal's signals, so this keeps a killed
+    rungateway from leaving its children running. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up now: the child only calls it
+    pr_set_pdeathsig = 1
+
+    def set_pdeathsig() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return set_pdeathsig
 
 
 def _host_port(value: str, option: str) -> tuple[str, str]:
@@ -150,6 +184,7 @@ class Command(BaseCommand):
                         [python, "-m", "uvicorn", "demo.upstream:app", "--host", "127.0.0.1", "--port",
                          str(demo_port), "--no-access-log", "--log-level", "warning"],
                         essential=False,
+                        stage=STAGE_UPSTREAM,
                     )
                 )  # fmt: skip
         count = int(options["dataplanes"])  # type: ignore[call-overload]
@@ -178,7 +213,14 @@ class Command(BaseCommand):
                 }
                 if demo and "DATAPLANE_SEED" not in os.environ:
                     dataplane_env["DATAPLANE_SEED"] = str(EXAMPLE)
-                children.append(Child(f"dataplane{suffix}", [python, "-m", "dataplane"], extra_env=dataplane_env))
+                children.append(
+                    Child(
+                        f"dataplane{suffix}",
+                        [python, "-m", "dataplane"],
+                        extra_env=dataplane_env,
+                        stage=STAGE_DATAPLANE,
+                    )
+                )
         self._supervise(children, env)
 
     def _ensure_admin(self, username: str) -> None:
@@ -216,22 +258,39 @@ class Command(BaseCommand):
         return secret
 
     def _supervise(self, children: list[Child], env: dict[str, str]) -> None:
-        stopping = False
+        signals = 0
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            nonlocal stopping
-            stopping = True
+            nonlocal signals
+            signals += 1
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        width = max(len(child.name) for child in children)
+        output = threading.Lock()
+        preexec = _die_with_parent()
+        # Every child is started before any relay thread: no fork happens while a thread of ours runs.
         for child in children:
-            child_env = {**env, **(child.extra_env or {})}
-            child.process = subprocess.Popen(child.argv, env=child_env)  # noqa: S603 - our own argv
-            self.stdout.write(f"started {child.name} (pid {child.process.pid}): {' '.join(child.argv[1:])}")
-        self.stdout.flush()
+            child_env = {**env, "PYTHONUNBUFFERED": "1", **(child.extra_env or {})}
+            child.process = subprocess.Popen(  # noqa: S603 - our own argv
+                child.argv,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                preexec_fn=preexec,  # no thread of ours runs yet (see above)
+            )
+            self._say(output, f"started {child.name} (pid {child.process.pid}): {' '.join(child.argv[1:])}")
+        relays = [
+            threading.Thread(target=self._relay, args=(child, width, output), name=f"relay-{child.name}", daemon=True)
+            for child in children
+        ]
+        for relay in relays:
+            relay.start()
         reported: set[str] = set()
         try:
-            while not stopping:
+            while not signals:
                 for child in children:
                     assert child.process is not None
                     code = child.process.poll()
@@ -239,24 +298,45 @@ class Command(BaseCommand):
                         continue
                     reported.add(child.name)
                     if child.essential:
-                        self.stderr.write(f"{child.name} exited with {code}; stopping the others")
-                        stopping = True
+                        self._say(output, f"{child.name} exited with {code}; stopping the others", error=True)
+                        signals = max(signals, 1)
                     else:
-                        self.stderr.write(f"{child.name} exited with {code} (is its port taken?); going on without it")
+                        message = f"{child.name} exited with {code} (is its port taken?); going on without it"
+                        self._say(output, message, error=True)
                 time.sleep(0.2)
         finally:
-            for child in children:
-                if child.process and child.process.poll() is None:
-                    child.process.terminate()
-            deadline = time.monotonic() + 35
-            for child in children:
-                if child.process is None:
+            for stage in sorted({child.stage for child in children}):
+                group = [c for c in children if c.stage == stage and c.process is not None and c.process.poll() is None]
+                if not group:
                     continue
-                try:
-                    child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-            self.stdout.write("stopped")
+                self._say(output, "stopping " + ", ".join(c.name for c in group))
+                for child in group:
+                    assert child.process is not None
+                    child.process.terminate()
+                deadline = time.monotonic() + STOP_TIMEOUT
+                while any(c.process is not None and c.process.poll() is None for c in group):
+                    if signals > 1 or time.monotonic() > deadline:  # a second Ctrl-C: no more waiting
+                        for child in group:
+                            if child.process is not None and child.process.poll() is None:
+                                child.process.kill()
+                    time.sleep(0.1)
+            for relay in relays:
+                relay.join(timeout=5)
+            self._say(output, "stopped")
+
+    def _relay(self, child: Child, width: int, output: threading.Lock) -> None:
+        """Copy a child's output line by line, each prefixed with its name."""
+        assert child.process is not None and child.process.stdout is not None
+        prefix = f"{child.name:<{width}} | "
+        for line in iter(child.process.stdout.readline, b""):
+            self._say(output, prefix + line.decode("utf-8", errors="replace").rstrip("\r\n"))
+        child.process.stdout.close()
+
+    def _say(self, output: threading.Lock, line: str, *, error: bool = False) -> None:
+        stream = self.stderr if error else self.stdout
+        with output:
+            stream.write(line)
+            stream.flush()
 
 
 def argparse_bool() -> type:
