@@ -1,5 +1,5 @@
 """Users and roles in the admin. Users are written through accounts.services (the §8 escalation
-rules apply exactly as in the API); roles are shown read-only."""
+rules apply exactly as in the API); roles are shown read-only; JWTs are not shown."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.http import HttpRequest
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from controlplane.core.admin_site import RoleAdmin, ServiceAdmin
 
@@ -18,7 +19,10 @@ from .roles import CONFIG_READ, DATAPLANE, USERS_MANAGE
 
 User = get_user_model()
 
-for model in (User, Group):
+# Django's and simplejwt's own pages go: users and roles are replaced below, and the JWT lists would
+# show a superuser every refresh token in clear and let the blacklist be edited past the services and
+# the audit log (a password change, deactivation or delete revokes a user's tokens, through the services).
+for model in (User, Group, OutstandingToken, BlacklistedToken):
     if admin.site.is_registered(model):
         admin.site.unregister(model)
 

@@ -68,6 +68,25 @@ def initial_from(schema: Mapping[str, Field], document: Mapping[str, Any], names
     return initial
 
 
+def show_document(
+    form: forms.BaseForm,
+    schema: Mapping[str, Field],
+    document: Mapping[str, Any],
+    names: Iterable[str],
+    given: Mapping[str, Any] | None = None,
+) -> None:
+    """Fill the form's inputs from an effective document.
+
+    They go into the form's `initial`, not the fields': a ModelForm starts `initial` with the model's
+    columns of the same names (tags as a Python list, breaker_policy as the policy's primary key), and
+    that beats a field's own initial, so the inputs would show values the form cannot read back. Only
+    what the caller passed in `given` (the add page's query string) is kept over the document.
+    """
+    for name, value in initial_from(schema, document, names).items():
+        if name in form.fields and name not in (given or {}):
+            form.initial[name] = value
+
+
 def _word(value: str) -> Any:
     return int(value) if value.isdigit() else value
 
