@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 
 # Inputs whose value is never submitted from a plain "press Save" (the clicked button is added by the test).
 _NOT_SUBMITTED = frozenset({"submit", "button", "image", "reset", "file"})
+_SINGLE_LINE = frozenset({"text", "search", "tel", "password", "url", "email"})
 
 
 class _FormParser(HTMLParser):
@@ -46,7 +47,12 @@ class _FormParser(HTMLParser):
                 if "checked" in a:
                     self._form.append((name, a.get("value") or "on"))
                 return
-            self._form.append((name, a.get("value") or ""))
+            value = a.get("value") or ""
+            if kind in _SINGLE_LINE:
+                # A browser drops line breaks from these inputs' values (and trims urls and emails).
+                value = value.replace("\r", "").replace("\n", "")
+                value = value.strip() if kind in ("url", "email") else value
+            self._form.append((name, value))
         elif tag == "select":
             self._select = (name or "", "multiple" in a, []) if name and not disabled else None
         elif tag == "option" and self._select is not None:

@@ -88,6 +88,11 @@ def plain_endpoint() -> Endpoint:
     return _endpoint()
 
 
+def free_text_endpoint() -> Endpoint:
+    """Values the API takes that a comma-separated or single-line input would mangle."""
+    return _endpoint(description="  Accounts,\nbilling and more  ", paths=["/a,b", "/c;v=1"])
+
+
 def second_version() -> Endpoint:
     """Not the default version: an unchanged save must not take the default from v1."""
     _endpoint()
@@ -143,6 +148,9 @@ class Editable:
 EDITABLE = {
     "endpoint with everything set": Editable("routing/endpoint", rich_endpoint, endpoint_state),
     "endpoint with defaults": Editable("routing/endpoint", plain_endpoint, endpoint_state),
+    "endpoint with a comma in a path and a multi-line description": Editable(
+        "routing/endpoint", free_text_endpoint, endpoint_state
+    ),
     "endpoint, not the default version": Editable("routing/endpoint", second_version, endpoint_state),
     "breaker policy with everything set": Editable("breakers/breakerpolicy", _strict_policy, policy_state),
     "the default breaker policy": Editable("breakers/breakerpolicy", default_policy, policy_state),
@@ -176,12 +184,12 @@ def test_saving_a_change_page_as_rendered_changes_nothing(case: Editable, make_u
 
 
 def _errors(client: Client, response: Any) -> str:
-    """What the page said instead of redirecting: the form's errors or the message of a refused save."""
-    if response.status_code == 302:
-        return client.get(response["Location"]).content.decode()[:3000]
-    html = response.content.decode()
-    start = html.find('class="errornote"')
-    return html[start : start + 3000] if start >= 0 else html[:3000]
+    """What the page said instead of saving: the refused save's message or the form's errors."""
+    html = (client.get(response["Location"]) if response.status_code == 302 else response).content.decode()
+    said = [
+        html[i : i + 600] for marker in ('class="messagelist"', 'class="errorlist') if (i := html.find(marker)) >= 0
+    ]
+    return "\n".join(said) or html[:3000]
 
 
 def test_the_change_page_shows_the_documents_values(make_user: Callable[..., Any]) -> None:
@@ -194,6 +202,7 @@ def test_the_change_page_shows_the_documents_values(make_user: Callable[..., Any
     assert data["description"] == ["Accounts & <billing>"]
     assert data["methods"] == ["DELETE, GET, POST"]  # the canonical order
     assert data["auth_type"] == ["bearer"]
+    assert data["paths"] == ["/accounts\r\n/billing"]  # one per line: a comma is legal in a path
     assert "strip_path" not in data and "default" in data and "enabled" in data
     assert data["targets-TOTAL_FORMS"] == ["3"] and data["targets-INITIAL_FORMS"] == ["2"]
     assert data["targets-1-url"] == ["http://127.0.0.1:8011/api"] and "targets-1-enabled" not in data
@@ -207,6 +216,7 @@ def test_an_edit_through_the_rendered_endpoint_form_is_one_revision(make_user: C
     data = form_data_from(client.get(url).content)
     data["description"] = ["Accounts only"]
     data["tags"] = ["team:accounts, tier/2, new"]
+    data["paths"] = [data["paths"][0] + "\r\n/invoices,2026\r\n"]
     data["targets-2-url"] = ["http://127.0.0.1:8012/api"]  # the blank extra row the page offers
     data["targets-2-weight"] = ["7"]
     response = client.post(url, data)
@@ -220,7 +230,8 @@ def test_an_edit_through_the_rendered_endpoint_form_is_one_revision(make_user: C
         ("http://127.0.0.1:8011/api", 50),
         ("http://127.0.0.1:8012/api", 7),
     ]
-    unchanged = {k: v for k, v in before_document.items() if k not in ("description", "tags", "targets")}
+    assert endpoint.document["paths"] == ["/accounts", "/billing", "/invoices,2026"]
+    unchanged = {k: v for k, v in before_document.items() if k not in ("description", "tags", "paths", "targets")}
     assert {k: v for k, v in endpoint.document.items() if k in unchanged} == unchanged
     assert ConfigRevision.objects.count() == revisions + 1
     event = AuditEvent.objects.get(action="endpoint.update", object_key="accounts:v1")
