@@ -45,7 +45,7 @@ class UserForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance.pk:
+        if self.instance.pk and "username" in self.fields:  # a read-only page's form has no fields
             self.fields["username"].disabled = True
             self.fields["roles"].initial = list(self.instance.groups.values_list("name", flat=True))
 
@@ -66,7 +66,20 @@ class UserAdmin(ServiceAdmin):
     search_fields = ["username", "email"]
     ordering = ["username"]
 
+    def _is_dataplane(self, obj: Any) -> bool:
+        return obj is not None and obj.groups.filter(name=DATAPLANE).exists()
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A data-plane service user lives and dies with its token (the services refuse any other
+        # change), so its page is read-only rather than a form whose every save is refused.
+        return super().has_change_permission(request, obj) and not self._is_dataplane(obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and not self._is_dataplane(obj)
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if not self.has_change_permission(request, obj):
+            return ["username", "email", "is_active", "role_list", "last_login"]
         return ["username", "email", "is_active", "roles", "new_password"]
 
     @admin.display(description="roles")
