@@ -349,6 +349,21 @@ def test_an_add_page_filled_in_by_hand_saves(
     assert ConfigRevision.objects.count() == before + revisions
 
 
+def test_the_endpoint_list_disables_through_its_rendered_action_form(make_user: Callable[..., Any]) -> None:
+    for name in ("accounts", "orders"):
+        _endpoint(name)
+    revisions = ConfigRevision.objects.count()
+    client = browser(make_user("oscar", "operator"))
+    page = client.get("/admin/routing/endpoint/")
+    data = form_data_from(page.content, form_id="changelist-form")
+    assert "_selected_action" not in data  # no row ticked yet
+    data["action"] = ["disable_selected"]
+    data["_selected_action"] = [str(pk) for pk in Endpoint.objects.values_list("pk", flat=True)]
+    assert client.post("/admin/routing/endpoint/", data).status_code == 302
+    assert not Endpoint.objects.filter(enabled=True).exists()
+    assert ConfigRevision.objects.count() == revisions + 1
+
+
 def test_the_data_plane_token_page_issues_a_token_from_the_rendered_form(make_user: Callable[..., Any]) -> None:
     client = browser(make_user("alice", "admin"))
     page = client.get("/admin/dataplanes/dataplanetoken/add/")
