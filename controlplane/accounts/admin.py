@@ -1,5 +1,5 @@
 """Users and roles in the admin. Users are written through accounts.services (the §8 escalation
-rules apply exactly as in the API); roles are shown read-only."""
+rules apply exactly as in the API); roles are shown read-only; JWTs are not shown."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.http import HttpRequest
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from controlplane.core.admin_site import RoleAdmin, ServiceAdmin
 
@@ -18,7 +19,10 @@ from .roles import CONFIG_READ, DATAPLANE, USERS_MANAGE
 
 User = get_user_model()
 
-for model in (User, Group):
+# Django's and simplejwt's own pages go: users and roles are replaced below, and the JWT lists would
+# show a superuser every refresh token in clear and let the blacklist be edited past the services and
+# the audit log (a password change, deactivation or delete revokes a user's tokens, through the services).
+for model in (User, Group, OutstandingToken, BlacklistedToken):
     if admin.site.is_registered(model):
         admin.site.unregister(model)
 
@@ -41,7 +45,7 @@ class UserForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance.pk:
+        if self.instance.pk and "username" in self.fields:  # a read-only page's form has no fields
             self.fields["username"].disabled = True
             self.fields["roles"].initial = list(self.instance.groups.values_list("name", flat=True))
 
@@ -62,7 +66,20 @@ class UserAdmin(ServiceAdmin):
     search_fields = ["username", "email"]
     ordering = ["username"]
 
+    def _is_dataplane(self, obj: Any) -> bool:
+        return obj is not None and obj.groups.filter(name=DATAPLANE).exists()
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A data-plane service user lives and dies with its token (the services refuse any other
+        # change), so its page is read-only rather than a form whose every save is refused.
+        return super().has_change_permission(request, obj) and not self._is_dataplane(obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and not self._is_dataplane(obj)
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if not self.has_change_permission(request, obj):
+            return ["username", "email", "is_active", "role_list", "last_login"]
         return ["username", "email", "is_active", "roles", "new_password"]
 
     @admin.display(description="roles")

@@ -16,7 +16,7 @@ from configdoc import effective_breaker_policy
 from configdoc.schema import BREAKER_POLICY_FIELDS
 from controlplane.accounts.roles import CONFIG_READ, CONFIG_WRITE
 from controlplane.core.actors import Actor
-from controlplane.core.admin_forms import JsonObjectFieldsMixin, document_from, form_fields, initial_from
+from controlplane.core.admin_forms import JsonObjectFieldsMixin, document_from, form_fields, show_document
 from controlplane.core.admin_site import RoleAdmin, ServiceAdmin, describe
 from controlplane.core.errors import GatewayError
 from controlplane.core.middleware import request_id_of
@@ -40,9 +40,7 @@ class BreakerPolicyForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore
         if "name" in self.fields:
             self.fields["name"].required = True
         document = effective_breaker_policy(self.instance.document if self.instance.pk else {})
-        for name, value in initial_from(BREAKER_POLICY_FIELDS, document, FORM_FIELDS).items():
-            if name in self.fields:
-                self.fields[name].initial = value
+        show_document(self, BREAKER_POLICY_FIELDS, document, FORM_FIELDS, kwargs.get("initial"))
         if self.instance.pk and "name" in self.fields:
             self.fields["name"].disabled = True
 

@@ -1,8 +1,11 @@
 """Admin form fields generated from configdoc's schema, so the admin shows every document field
 with its default and range, and hands the services the document's own mapping.
 
-Scalars become typed inputs; lists of words a comma-separated input; nested objects (retries, tls,
-fallback, …) a JSON text area. Validation is configdoc's, through the services.
+Scalars become typed inputs; lists of words a comma-separated input; lists of free strings (paths,
+where a comma is a legal character) a text area, one per line; free text a text area kept as typed;
+nested objects (retries, tls, fallback, …) a JSON text area. Whatever the API stored, the form shows
+it so that saving it unchanged hands the services the same document. Validation is configdoc's,
+through the services.
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ def _help(spec: Field) -> str:
     return "; ".join(parts)
 
 
+def _free_text(spec: Field) -> bool:
+    """A string any character may be part of (no pattern): newlines, commas and edge spaces included."""
+    return spec.kind == "str" and spec.pattern is None
+
+
+def _one_per_line(spec: Field) -> bool:
+    return spec.kind == "list" and spec.item is not None and _free_text(spec.item)
+
+
 def form_field(name: str, spec: Field) -> forms.Field:
     label = name.replace("_", " ").capitalize()
     if spec.kind == "bool":
@@ -37,6 +49,13 @@ def form_field(name: str, spec: Field) -> forms.Field:
     if spec.kind in ("int", "number"):
         field_class = forms.IntegerField if spec.kind == "int" else forms.FloatField
         return field_class(required=False, label=label, help_text=_help(spec))
+    if _one_per_line(spec):
+        return forms.CharField(
+            required=False,
+            label=label,
+            widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+            help_text="one per line; " + _help(spec),
+        )
     if spec.kind in ("list", "statuses", "retry_on"):
         return forms.CharField(required=False, label=label, help_text="comma-separated; " + _help(spec))
     if spec.kind == "object":
@@ -46,6 +65,16 @@ def form_field(name: str, spec: Field) -> forms.Field:
             widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "style": "font-family: monospace"}),
             help_text="JSON object; keys left out take their defaults: "
             + ", ".join(f"{key} ({_help(sub) or 'optional'})" for key, sub in spec.fields.items()),
+        )
+    if _free_text(spec):
+        # Not stripped: what the API stored (edge spaces, line breaks) must come back as it was shown.
+        return forms.CharField(
+            required=False,
+            label=label,
+            strip=False,
+            widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+            help_text=_help(spec),
+            max_length=spec.max_length,
         )
     return forms.CharField(required=False, label=label, help_text=_help(spec), max_length=spec.max_length)
 
@@ -59,13 +88,34 @@ def initial_from(schema: Mapping[str, Field], document: Mapping[str, Any], names
     initial: dict[str, Any] = {}
     for name in names:
         spec, value = schema[name], document.get(name)
-        if spec.kind in ("list", "statuses", "retry_on"):
+        if _one_per_line(spec):
+            initial[name] = "\n".join(value or [])
+        elif spec.kind in ("list", "statuses", "retry_on"):
             initial[name] = ", ".join(str(v) for v in value or [])
         elif spec.kind == "object":
             initial[name] = json.dumps(value or {}, sort_keys=True)
         else:
             initial[name] = value
     return initial
+
+
+def show_document(
+    form: forms.BaseForm,
+    schema: Mapping[str, Field],
+    document: Mapping[str, Any],
+    names: Iterable[str],
+    given: Mapping[str, Any] | None = None,
+) -> None:
+    """Fill the form's inputs from an effective document.
+
+    They go into the form's `initial`, not the fields': a ModelForm starts `initial` with the model's
+    columns of the same names (tags as a Python list, breaker_policy as the policy's primary key), and
+    that beats a field's own initial, so the inputs would show values the form cannot read back. Only
+    what the caller passed in `given` (the add page's query string) is kept over the document.
+    """
+    for name, value in initial_from(schema, document, names).items():
+        if name in form.fields and name not in (given or {}):
+            form.initial[name] = value
 
 
 def _word(value: str) -> Any:
@@ -77,7 +127,13 @@ def document_from(schema: Mapping[str, Field], cleaned: Mapping[str, Any], names
     document: dict[str, Any] = {}
     for name in names:
         spec, value = schema[name], cleaned.get(name)
-        if spec.kind in ("list", "statuses", "retry_on"):
+        if isinstance(value, str) and (_free_text(spec) or _one_per_line(spec)):
+            value = value.replace("\r\n", "\n")  # a browser sends a text area's line breaks as CRLF
+        if _one_per_line(spec):
+            lines = [line.strip() for line in (value or "").split("\n") if line.strip()]
+            if lines or spec.min_items:
+                document[name] = lines
+        elif spec.kind in ("list", "statuses", "retry_on"):
             words = [w.strip() for w in (value or "").split(",") if w.strip()]
             if words or spec.min_items:
                 document[name] = [_word(w) for w in words] if spec.kind != "list" else words

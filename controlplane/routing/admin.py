@@ -21,7 +21,7 @@ from django.utils.html import format_html, format_html_join
 from configdoc import effective_endpoint
 from configdoc.schema import ENDPOINT_FIELDS
 from configdoc.validate import normalize_target_url
-from controlplane.core.admin_forms import JsonObjectFieldsMixin, document_from, form_fields, initial_from
+from controlplane.core.admin_forms import JsonObjectFieldsMixin, document_from, form_fields, show_document
 from controlplane.core.admin_site import ServiceAdmin, describe
 from controlplane.core.dashboards import endpoint_dashboard_view
 from controlplane.core.errors import GatewayError
@@ -79,9 +79,7 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
             document["health_check"] = self.instance.document.get("health_check", {})
         else:
             document["health_check"] = {}
-        for name, value in initial_from(ENDPOINT_FIELDS, document, FORM_FIELDS).items():
-            if name in self.fields:
-                self.fields[name].initial = value
+        show_document(self, ENDPOINT_FIELDS, document, FORM_FIELDS, kwargs.get("initial"))
 
     def document(self) -> dict[str, Any]:
         document = document_from(ENDPOINT_FIELDS, self.cleaned_data, FORM_FIELDS)
