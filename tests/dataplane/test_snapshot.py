@@ -44,6 +44,14 @@ def test_a_seed_in_the_seed_gateways_v0_format_is_served(tmp_path: Path) -> None
     assert match is not None and match.value is users
 
 
+def test_a_seed_endpoint_with_only_a_one_second_timeout_connects_within_that_second(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(V0_SEED.replace("timeout: 20", "timeout: 1"))
+    users = load_seed(path).endpoints["users:v1"]
+    assert (users.timeout, users.connect_timeout) == (1, 1)
+    assert load_seed(path).endpoints["legacy:v1"].connect_timeout == 5
+
+
 def test_an_invalid_seed_lists_every_problem() -> None:
     text = "format_version: 1\nendpoints:\n  - {name: a, version: v1, targets: [{url: ftp://x}], timeout: 0}\n"
     with pytest.raises(SnapshotError) as caught:
