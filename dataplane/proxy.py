@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -116,6 +117,8 @@ class AccessLog:
             f" method={exchange.method} endpoint={exchange.endpoint or '-'} target={exchange.target or '-'}"
             f" status={exchange.status or '-'} duration_ms={elapsed * 1000:.1f}"
             f" upstream_ms={exchange.upstream_seconds * 1000:.1f} error={exchange.error or '-'}"
+            # What exactly failed (a target's address, an OS or TLS error): here, never in the answer.
+            + (f" detail={json.dumps(exchange.detail)}" if exchange.detail else "")
         )
         if len(lines) >= self.batch:
             self.flush()
@@ -167,6 +170,7 @@ class Exchange:
 
     __slots__ = (
         "began",
+        "detail",
         "endpoint",
         "error",
         "method",
@@ -185,6 +189,7 @@ class Exchange:
         self.started = False
         self.status = 0
         self.error: str | None = None
+        self.detail = ""  # for the access log only (GatewayError.detail)
         self.target: str | None = None
         self.upstream_seconds = 0.0
 
@@ -221,6 +226,7 @@ class ProxyApp:
         except ClientGone:
             exchange.error = ClientGone.code
         except GatewayError as error:
+            exchange.detail = error.detail
             if exchange.started:
                 return  # the head is out: leaving the response incomplete makes uvicorn drop the connection
             if not exchange.request_id:
@@ -706,7 +712,7 @@ class ProxyApp:
         except UpstreamAborted as exc:
             # Never glue an error onto a partial response: leave it incomplete so the connection drops.
             logger.warning("upstream %s failed mid-body for %s: %s", target.url, state.endpoint.key, exc)
-            exchange.error = "upstream_aborted"
+            exchange.error, exchange.detail = "upstream_aborted", str(exc)
             return
         except OSError:
             exchange.error = ClientGone.code
