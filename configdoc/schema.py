@@ -152,6 +152,7 @@ ENDPOINT_FIELDS: dict[str, Field] = {
     "paths": Field("list", default=[], max_items=MAX_PATHS, item=Field("str", max_length=1000)),
     "strip_path": Field("bool", default=True),
     "timeout": Field("number", default=30, minimum=1, maximum=300),
+    # Unset: min(5, timeout) (validate.effective_connect_timeout), so `timeout: 1` alone is valid.
     "connect_timeout": Field("number", default=5, minimum=0.1, maximum=60),
     "read_idle_timeout": Field("number", default=60, minimum=1, maximum=3600),
     "max_body_bytes": Field("int", default=10_485_760, minimum=0, maximum=10_737_418_240),

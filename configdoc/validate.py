@@ -449,8 +449,12 @@ def _endpoint_rules(
                 f"must not exceed the endpoint's timeout ({_fmt(timeout)})",
             )
         )
-    connect = document.get("connect_timeout", ENDPOINT_FIELDS["connect_timeout"].default)
-    if connect > timeout:
+    # Only a connect_timeout that is set is held to the timeout: unset, it is min(5, timeout)
+    # (effective_connect_timeout), so `timeout: 1` alone is valid, as the seed format writes it. The
+    # canonical form drops a 5 like any default, so 5 also means "unset" (a form left at 5 while the
+    # timeout is lowered). Nothing else is dropped: the canonical form of stored documents is unchanged.
+    connect = document.get("connect_timeout")
+    if connect is not None and connect > timeout:
         problems.append(
             Problem(child(path, "connect_timeout"), f"must not exceed the endpoint's timeout ({_fmt(timeout)})")
         )
@@ -473,12 +477,20 @@ def effective_health_check(
     return result
 
 
+def effective_connect_timeout(timeout: float) -> float:
+    """An endpoint's connect_timeout when it sets none: the default, but never beyond its `timeout`."""
+    default: float = ENDPOINT_FIELDS["connect_timeout"].default
+    return min(default, timeout)
+
+
 def effective_endpoint(
     canonical: Mapping[str, Any], health_check_defaults: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Every field of an endpoint, defaults filled in (targets included)."""
     fields = {key: spec for key, spec in ENDPOINT_FIELDS.items() if key != "health_check"}
     result = _effective(fields, canonical)
+    if "connect_timeout" not in canonical:
+        result["connect_timeout"] = effective_connect_timeout(result["timeout"])
     target_fields = ENDPOINT_FIELDS["targets"].item.fields  # type: ignore[union-attr]
     result["targets"] = [_effective(target_fields, target) for target in canonical.get("targets", [])]
     result["health_check"] = effective_health_check(health_check_defaults, canonical.get("health_check"))

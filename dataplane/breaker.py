@@ -94,15 +94,20 @@ class CircuitBreaker:
             self._probe_successes = 0
         return self._state
 
+    def peek(self) -> State:
+        """The breaker's own state as the next request would find it (overrides aside), without making
+        the OPEN → HALF_OPEN move: reading it changes nothing."""
+        if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy["reset_timeout"]:
+            return State.HALF_OPEN
+        return self._state
+
     def current_state_gauge(self) -> int:
         """`gateway_circuit_state` as the next request would find it, without making the transition:
         an operator's forced state first."""
         forced = self.forced()
         if forced is not None:
             return forced.gauge
-        if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy["reset_timeout"]:
-            return State.HALF_OPEN.gauge
-        return self._state.gauge
+        return self.peek().gauge
 
     def retry_after(self) -> int:
         """Seconds until the circuit will next let a request through (at least 1): a probe after

@@ -25,6 +25,10 @@
 
 `error_response` is the one place an error becomes a response: JSON
 `{"error", "message", "request_id", "endpoint"}`.
+
+An upstream failure's `message` goes to the client, so it is one of the fixed sentences below and never
+names a target, an address or an OS/TLS error (those tell a caller how the inside is wired); what went
+wrong exactly goes in `detail`, which the access log line with the same request id carries.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ class GatewayError(Exception):
     code = "internal_error"
     close_connection = False
 
-    def __init__(self, message: str = "", *, headers: Headers | None = None) -> None:
+    def __init__(self, message: str = "", *, headers: Headers | None = None, detail: str = "") -> None:
         super().__init__(message or self.code.replace("_", " "))
         self.message = message or self.code.replace("_", " ")
         self.headers: Headers = list(headers or [])
+        self.detail = detail  # for the log only: the client sees `message`
 
 
 class BadRequest(GatewayError):
@@ -107,6 +112,17 @@ class NoHealthyTarget(Unavailable):
 
 class NoConfig(Unavailable):
     code = "no_config"
+
+
+# What a client is told about an upstream failure (the `message` of an UpstreamError).
+REFUSED = "the upstream refused the connection"
+CLOSED_BEFORE_ANSWERING = "the upstream closed the connection before answering"
+TLS_FAILED = "the TLS handshake with the upstream failed"
+MALFORMED = "the upstream answered with a malformed response"
+NO_HEAD_IN_TIME = "the upstream sent no response head in time"
+CONNECT_TIMED_OUT = "connecting to the upstream timed out"
+STOPPED_READING = "the upstream stopped reading the request body"
+CANNOT_SEND = "the request cannot be sent to the upstream as is"
 
 
 class UpstreamError(GatewayError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -59,6 +60,11 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+# Headers that say who the client is, besides X-Forwarded-*: believed only from a trusted proxy.
+CLIENT_IDENTITY = frozenset({b"forwarded", b"x-real-ip"})
+# The scope extension under which the server puts the authority (host[:port], bytes) of an absolute-form
+# request target (`GET http://host:port/path HTTP/1.1`); absent for the usual origin-form (`GET /path`).
+ABSOLUTE_FORM_AUTHORITY = "dataplane.absolute_form_authority"
 MAX_URI = 8 * 1024
 MAX_HEADER_BLOCK = 32 * 1024
 BODY_STALL_TIMEOUT = 30.0
@@ -116,6 +122,8 @@ class AccessLog:
             f" method={exchange.method} endpoint={exchange.endpoint or '-'} target={exchange.target or '-'}"
             f" status={exchange.status or '-'} duration_ms={elapsed * 1000:.1f}"
             f" upstream_ms={exchange.upstream_seconds * 1000:.1f} error={exchange.error or '-'}"
+            # What exactly failed (a target's address, an OS or TLS error): here, never in the answer.
+            + (f" detail={json.dumps(exchange.detail)}" if exchange.detail else "")
         )
         if len(lines) >= self.batch:
             self.flush()
@@ -167,6 +175,7 @@ class Exchange:
 
     __slots__ = (
         "began",
+        "detail",
         "endpoint",
         "error",
         "method",
@@ -185,6 +194,7 @@ class Exchange:
         self.started = False
         self.status = 0
         self.error: str | None = None
+        self.detail = ""  # for the access log only (GatewayError.detail)
         self.target: str | None = None
         self.upstream_seconds = 0.0
 
@@ -221,6 +231,7 @@ class ProxyApp:
         except ClientGone:
             exchange.error = ClientGone.code
         except GatewayError as error:
+            exchange.detail = error.detail
             if exchange.started:
                 return  # the head is out: leaving the response incomplete makes uvicorn drop the connection
             if not exchange.request_id:
@@ -414,6 +425,9 @@ class ProxyApp:
         return any(address in network for network in self.settings.trusted_proxies)
 
     def _upstream_headers(self, scope: Scope, exchange: Exchange, target: Target) -> Headers:
+        """The request headers as the upstream gets them (§5): hop-by-hop ones dropped; what says who the
+        client is (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) kept only from a trusted proxy, else set
+        by the gateway (For, Proto, Host) or dropped; names with `_` dropped from anyone."""
         headers = strip_hop_by_hop(scope["headers"])
         trusted = self._trusted(scope)
         client_host = b""
@@ -421,6 +435,10 @@ class ProxyApp:
         via = None
         out: Headers = []
         for name, value in headers:
+            if b"_" in name:
+                # CGI-style backends (WSGI, PHP, nginx's underscores_in_headers) read `X_Forwarded_For` as
+                # `X-Forwarded-For`: a client could pass for anyone under a name this loop does not know.
+                continue
             if name == b"host":
                 client_host = value
             elif name == b"x-forwarded-for":
@@ -431,8 +449,8 @@ class ProxyApp:
                 forwarded_host = value
             elif name == b"via":
                 via = value if via is None else via + b", " + value
-            elif b"x-forwarded-" <= name < b"x-forwarded.":  # starts with x-forwarded- (see strip_hop_by_hop)
-                if trusted:  # X-Forwarded-Port, -Prefix, ...: a client's own say-so only through a trusted proxy
+            elif b"x-forwarded-" <= name < b"x-forwarded." or name in CLIENT_IDENTITY:  # (see strip_hop_by_hop)
+                if trusted:  # X-Forwarded-Port, Forwarded, X-Real-IP...: a client's say-so only through a trusted proxy
                     out.append((name, value))
             elif name not in (b"x-request-id", b"expect"):
                 # `Expect: 100-continue` was answered by our server already; the upstream gets the body.
@@ -444,7 +462,13 @@ class ProxyApp:
         else:
             out.append((b"x-forwarded-for", peer))
         out.append((b"x-forwarded-proto", forwarded_proto if trusted and forwarded_proto else scope["scheme"].encode()))
-        out.append((b"x-forwarded-host", forwarded_host if trusted and forwarded_host else client_host))
+        if not (trusted and forwarded_host):
+            # An absolute-form request target (`GET http://host/path`) names the host the client asked
+            # for, and then the Host header is not what counts (RFC 9112 §3.2.2); the server passes it on.
+            extensions = scope.get("extensions")
+            authority = extensions.get(ABSOLUTE_FORM_AUTHORITY) if extensions else None
+            forwarded_host = authority or client_host
+        out.append((b"x-forwarded-host", forwarded_host))
         hop = b"1.1 " + self.node_token
         out.append((b"via", via + b", " + hop if via else hop))
         out.append((b"x-request-id", exchange.request_id.encode()))
@@ -706,7 +730,7 @@ class ProxyApp:
         except UpstreamAborted as exc:
             # Never glue an error onto a partial response: leave it incomplete so the connection drops.
             logger.warning("upstream %s failed mid-body for %s: %s", target.url, state.endpoint.key, exc)
-            exchange.error = "upstream_aborted"
+            exchange.error, exchange.detail = "upstream_aborted", str(exc)
             return
         except OSError:
             exchange.error = ClientGone.code

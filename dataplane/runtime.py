@@ -1,5 +1,12 @@
 """The data plane's mutable runtime: the current snapshot (swapped whole) and the per-endpoint state
-(breaker, balancer, retry budget, response cache) that survives a reload while its config is unchanged.
+(breaker, balancer, retry budget, response cache) that survives a reload.
+
+What survives a change to an endpoint (an operator editing its description must not close a circuit
+that is open on every node): the breaker, and the response cache its fallback serves from, unless the
+endpoint's breaker policy or the targets it sends to changed; the balancer (ejections, round-robin
+position) unless its targets or outlier settings changed; the retry budget (a measure of recent traffic)
+always. A breaker that is not closed and is replaced is a transition to closed like any other: counted
+in `gateway_circuit_transitions_total`, logged with the reason, and in the next status report.
 
 This is the seam for the control-plane sync (§4): whatever produces a snapshot calls `apply` (at boot,
 in tests) or `apply_off_loop` (the sync client, SIGHUP). Applying is two steps so the event loop does
@@ -82,19 +89,38 @@ class EndpointState:
             target_state.healthy = health.get(target_state.target.url, "unknown") != "unhealthy"
 
     def show(self) -> None:
-        """Put this state's values in its gauges: the state it starts with, as a new state replaces
-        whatever state its key had (a closed circuit, no ejection, the health it was given)."""
+        """Put this state's values in its gauges, as a new state replaces whatever state its key had:
+        its circuit, and per target the health it was given and whether it is ejected (a balancer
+        carried over from the state before may have ejections)."""
         self.gauges.circuit.set(self.breaker.current_state_gauge())
+        now = self.clock()
         for target_state, health, ejected in zip(
             self.balancer.states, self.gauges.health, self.gauges.ejected, strict=True
         ):
             health.set(int(target_state.healthy))
-            ejected.set(0)
+            ejected.set(int(target_state.ejected_until > now))
 
     def show_health(self) -> None:
         """Put the targets' health in `gateway_target_health` (a kept state whose health changed)."""
         for target_state, health in zip(self.balancer.states, self.gauges.health, strict=True):
             health.set(int(target_state.healthy))
+
+
+def _upstreams(endpoint: Endpoint) -> frozenset[str]:
+    """The targets an endpoint sends traffic to: what its breaker has been judging."""
+    return frozenset(target.url for target in endpoint.targets if target.enabled)
+
+
+def breaker_survives(before: Endpoint, after: Endpoint) -> bool:
+    """Whether an endpoint's breaker state (and the cached answers its fallback serves) carries over to its
+    new config: it judged these upstreams under this policy, and still would (a new description, timeout
+    or route says nothing about whether the upstream is failing)."""
+    return before.breaker == after.breaker and _upstreams(before) == _upstreams(after)
+
+
+def balancer_survives(before: Endpoint, after: Endpoint) -> bool:
+    """Whether the ejections and round-robin position carry over: the same targets, weights and outlier rules."""
+    return before.targets == after.targets and before.outlier == after.outlier
 
 
 class StalePreparation(RuntimeError):
@@ -115,6 +141,9 @@ class Prepared:
     health: tuple[str, ...]
     # Kept states whose Endpoint is an equal (same fingerprint) but different object.
     rebind: tuple[str, ...]
+    # Breakers that were not closed and are replaced by a closed one (the endpoint's breaker policy or
+    # targets changed): (endpoint key, the state it was in, why), recorded as transitions on commit.
+    resets: tuple[tuple[str, State, str], ...] = ()
     # Gauge series of endpoints and targets the snapshot no longer has, removed on commit:
     # (endpoint key, whether the endpoint is gone, target URLs gone).
     retired: tuple[tuple[str, bool, tuple[str, ...]], ...] = ()
@@ -148,29 +177,43 @@ class Runtime:
     def ready(self) -> bool:
         return self.snapshot is not None and not self.draining
 
-    def _new_state(self, endpoint: Endpoint) -> EndpointState:
-        """A fresh state for `endpoint`; its gauges are not set (`EndpointState.show`)."""
+    def _record_transition(self, key: str, old: State, new: State, why: str = "") -> None:
+        """A breaker transition of endpoint `key`: the counter, the report's history, the log."""
+        self.metrics.circuit_transitions.labels(key, old.value, new.value).inc()
+        history = self.transitions.setdefault(key, deque(maxlen=TRANSITION_HISTORY))
+        history.append({"from": old.value, "to": new.value, "at": time.time()})
+        logger.warning("circuit of %s: %s -> %s%s", key, old.value, new.value, f" ({why})" if why else "")
+
+    def _new_state(self, endpoint: Endpoint, before: EndpointState | None = None) -> EndpointState:
+        """A state for `endpoint`, its gauges not set (`EndpointState.show`). With `before` (the state its
+        key had), the parts whose inputs did not change are carried over (see the module docstring)."""
         key = endpoint.key
         gauges = StateGauges(self.metrics, key, endpoint.targets)
+        if before is not None and breaker_survives(before.endpoint, endpoint):
+            breaker, cache = before.breaker, before.cache
+        else:
 
-        def transition(old: State, new: State) -> None:
-            self.metrics.circuit_transitions.labels(key, old.value, new.value).inc()
-            history = self.transitions.setdefault(key, deque(maxlen=TRANSITION_HISTORY))
-            history.append({"from": old.value, "to": new.value, "at": time.time()})
-            gauges.circuit.set(new.gauge)
-            logger.warning("circuit of %s: %s -> %s", key, old.value, new.value)
+            def transition(old: State, new: State) -> None:
+                self._record_transition(key, old, new)
+                gauges.circuit.set(new.gauge)
 
-        policy = endpoint.breaker
-        cache = None
-        if policy["fallback_strategy"] == "cached_response":
-            cache = ResponseCache(policy["cache"], clock=self.clock)
+            policy = endpoint.breaker
+            breaker = CircuitBreaker(policy, clock=self.clock, on_transition=transition)
+            cache = None
+            if policy["fallback_strategy"] == "cached_response":
+                cache = ResponseCache(policy["cache"], clock=self.clock)
+        if before is not None and balancer_survives(before.endpoint, endpoint):
+            balancer = before.balancer
+        else:
+            balancer = Balancer(endpoint.targets, endpoint.outlier, clock=self.clock)
         return EndpointState(
             endpoint=endpoint,
-            breaker=CircuitBreaker(policy, clock=self.clock, on_transition=transition),
-            balancer=Balancer(endpoint.targets, endpoint.outlier, clock=self.clock),
+            breaker=breaker,
+            balancer=balancer,
             cache=cache,
             gauges=gauges,
             clock=self.clock,
+            _budget=before._budget if before is not None else None,
         )
 
     def prepare(self, snapshot: Snapshot) -> Prepared:
@@ -180,8 +223,13 @@ class Runtime:
         generation, current, previous = self.generation, self.states, self.snapshot
         states: dict[str, EndpointState] = {}
         kept: dict[str, EndpointState] = {}
+        # Keys whose breaker (and so its override) or balancer (and so its targets' health) is carried
+        # into a new state: like kept states, they get only what changed since the current snapshot.
+        carried_breakers: dict[str, None] = {}
+        carried_balancers: dict[str, None] = {}
         replacing: list[EndpointState] = []
         rebind: list[str] = []
+        resets: list[tuple[str, State, str]] = []
         wall_now = time.time()
         retired: list[tuple[str, bool, tuple[str, ...]]] = []
         for key, endpoint in snapshot.endpoints.items():
@@ -191,11 +239,18 @@ class Runtime:
                 if old.endpoint is not endpoint:
                     rebind.append(key)
                 continue
-            state = states[key] = self._fresh_state(endpoint, snapshot, wall_now)
+            state = states[key] = self._fresh_state(endpoint, snapshot, wall_now, old)
             if old is None:
                 state.show()  # a key no current state has: no one else sets these gauges
             else:
                 replacing.append(state)
+                if state.breaker is old.breaker:
+                    carried_breakers[key] = None
+                elif (was := old.breaker.peek()) is not State.CLOSED:
+                    why = "breaker policy changed" if old.endpoint.breaker != endpoint.breaker else "targets changed"
+                    resets.append((key, was, why))
+                if state.balancer is old.balancer:
+                    carried_balancers[key] = None
                 urls = {target.url for target in endpoint.targets}
                 gone = tuple(t.url for t in old.endpoint.targets if t.url not in urls)
                 if gone:
@@ -211,19 +266,24 @@ class Runtime:
             generation=generation,
             states=states,
             replacing=tuple(replacing),
-            overrides=_changed_keys(snapshot.breaker_overrides, old_overrides, kept),
-            health=_changed_keys(snapshot.target_health, old_health, kept),
+            overrides=_changed_keys(snapshot.breaker_overrides, old_overrides, kept | carried_breakers),
+            health=_changed_keys(snapshot.target_health, old_health, kept | carried_balancers),
             rebind=tuple(rebind),
             retired=tuple(retired),
+            resets=tuple(resets),
         )
 
-    def _fresh_state(self, endpoint: Endpoint, snapshot: Snapshot, wall_now: float) -> EndpointState:
-        """A new state with `snapshot`'s override and target health for it already applied."""
-        state = self._new_state(endpoint)
+    def _fresh_state(
+        self, endpoint: Endpoint, snapshot: Snapshot, wall_now: float, before: EndpointState | None = None
+    ) -> EndpointState:
+        """A new state with `snapshot`'s override and target health for it already applied to the parts
+        made new; the parts carried over from `before` are live, so commit updates those."""
+        state = self._new_state(endpoint, before)
         override = snapshot.breaker_overrides.get(endpoint.key)
-        if override:
+        if override and (before is None or state.breaker is not before.breaker):
             state.breaker.apply_override(override, wall_now=wall_now)
-        state.set_health(snapshot.target_health.get(endpoint.key, {}))
+        if before is None or state.balancer is not before.balancer:
+            state.set_health(snapshot.target_health.get(endpoint.key, {}))
         return state
 
     def commit(self, prepared: Prepared) -> None:
@@ -232,14 +292,17 @@ class Runtime:
         if prepared.generation != self.generation:
             raise StalePreparation("the states changed since this snapshot was prepared")
         snapshot, states = prepared.snapshot, prepared.states
-        for state in prepared.replacing:
-            state.show()
+        for key, was, why in prepared.resets:
+            self._record_transition(key, was, State.CLOSED, f"reset: its {why}")
         wall_now = time.time()
         for key in prepared.overrides:
             states[key].breaker.apply_override(snapshot.breaker_overrides.get(key, {}), wall_now=wall_now)
         for key in prepared.health:
             states[key].set_health(snapshot.target_health.get(key, {}))
             states[key].show_health()
+        # After the overrides and health: a new state may carry over a breaker or balancer they changed.
+        for state in prepared.replacing:
+            state.show()
         for key in prepared.rebind:
             states[key].endpoint = snapshot.endpoints[key]
         self.metrics.retire(prepared.retired)

@@ -19,7 +19,18 @@ from typing import Any, Protocol
 
 import httpx
 
-from .errors import UpstreamAborted, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from .errors import (
+    CLOSED_BEFORE_ANSWERING,
+    CONNECT_TIMED_OUT,
+    MALFORMED,
+    NO_HEAD_IN_TIME,
+    REFUSED,
+    TLS_FAILED,
+    UpstreamAborted,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from .types import Headers
 from .upstream import guarded_transport
 
@@ -75,6 +86,19 @@ async def _deadline_after(
             deadline.reschedule(asyncio.get_running_loop().time() + max(seconds, 0.001))
         except RuntimeError:
             pass  # the head came first and the wait is over
+
+
+def tls_failure(error: BaseException) -> bool:
+    """Whether a connect error was TLS failing (a certificate not verified, a handshake refused): an
+    `ssl.SSLError` anywhere in its chain of causes (client libraries wrap it in their own errors)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 # --- httpx ---------------------------------------------------------------------------------------
@@ -143,25 +167,32 @@ class HttpxTransport:
             async with deadline:
                 response = await self._client(request).send(outgoing, stream=True)
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-            raise UpstreamTimeout(f"{origin} sent no response head in time") from exc
+            raise UpstreamTimeout(NO_HEAD_IN_TIME, detail=f"{origin} sent no response head in time") from exc
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            timeout_error = UpstreamTimeout(f"connecting to {origin} timed out")
+            timeout_error = UpstreamTimeout(CONNECT_TIMED_OUT, detail=f"connecting to {origin} timed out ({exc})")
             timeout_error.retry_condition = "connect_timeout"
             raise timeout_error from exc
         except httpx.ConnectError as exc:
-            raise UpstreamUnavailable(f"{origin} refused the connection") from exc
+            if tls_failure(exc):
+                raise UpstreamUnavailable(TLS_FAILED, detail=f"TLS with {origin} failed: {exc}") from exc
+            raise UpstreamUnavailable(REFUSED, detail=f"{origin} refused the connection ({exc})") from exc
         except (httpx.ReadError, httpx.WriteError) as exc:
-            error = UpstreamUnavailable(f"{origin} reset the connection before answering")
+            error = UpstreamUnavailable(
+                CLOSED_BEFORE_ANSWERING, detail=f"{origin} reset the connection before answering ({exc!r})"
+            )
             error.retry_condition = "reset"
             raise error from exc
         except httpx.RemoteProtocolError as exc:
             if "disconnected" in str(exc).lower() or "without sending" in str(exc):
-                error = UpstreamUnavailable(f"{origin} closed the connection before answering")
+                error = UpstreamUnavailable(
+                    CLOSED_BEFORE_ANSWERING, detail=f"{origin} closed the connection before answering ({exc})"
+                )
                 error.retry_condition = "reset"
                 raise error from exc
-            raise UpstreamProtocolError(f"{origin} answered with a malformed response") from exc
+            detail = f"{origin} answered with a malformed response ({exc})"
+            raise UpstreamProtocolError(MALFORMED, detail=detail) from exc
         except httpx.HTTPError as exc:
-            raise UpstreamProtocolError(f"{origin}: {type(exc).__name__}") from exc
+            raise UpstreamProtocolError(MALFORMED, detail=f"{origin}: {type(exc).__name__}: {exc}") from exc
         return _HttpxResponse(response)
 
     async def aclose(self) -> None:

@@ -25,13 +25,19 @@ from yarl import URL
 from configdoc import is_denied_address
 
 from .errors import (
+    CLOSED_BEFORE_ANSWERING,
+    CONNECT_TIMED_OUT,
+    MALFORMED,
+    NO_HEAD_IN_TIME,
+    REFUSED,
+    TLS_FAILED,
     GatewayError,
     UpstreamAborted,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .transport import UpstreamRequest, UpstreamResponse, head_deadline
+from .transport import UpstreamRequest, UpstreamResponse, head_deadline, tls_failure
 from .types import Headers
 from .upstream import Resolver, resolve
 
@@ -193,31 +199,38 @@ class AiohttpTransport:
                 )
         except aiohttp.ConnectionTimeoutError as exc:
             self._raise_body_error(outcome, exc)
-            timeout_error = UpstreamTimeout(f"connecting to {origin} timed out")
+            timeout_error = UpstreamTimeout(CONNECT_TIMED_OUT, detail=f"connecting to {origin} timed out")
             timeout_error.retry_condition = "connect_timeout"
             raise timeout_error from exc
         except aiohttp.ClientConnectorError as exc:
             self._raise_body_error(outcome, exc)
-            raise UpstreamUnavailable(f"{origin} refused the connection") from exc
+            if isinstance(exc, aiohttp.ClientSSLError) or tls_failure(exc):
+                raise UpstreamUnavailable(TLS_FAILED, detail=f"TLS with {origin} failed: {exc}") from exc
+            raise UpstreamUnavailable(REFUSED, detail=f"{origin} refused the connection ({exc})") from exc
         except TimeoutError as exc:  # the head deadline, or silence while waiting for the head
             self._raise_body_error(outcome, exc)
-            raise UpstreamTimeout(f"{origin} sent no response head in time") from exc
+            raise UpstreamTimeout(NO_HEAD_IN_TIME, detail=f"{origin} sent no response head in time") from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             self._raise_body_error(outcome, exc)
-            error = UpstreamUnavailable(f"{origin} reset the connection before answering")
+            error = UpstreamUnavailable(
+                CLOSED_BEFORE_ANSWERING, detail=f"{origin} reset the connection before answering ({exc!r})"
+            )
             error.retry_condition = "reset"
             raise error from exc
         except aiohttp.ClientResponseError as exc:
             self._raise_body_error(outcome, exc)
-            raise UpstreamProtocolError(f"{origin} answered with a malformed response") from exc
+            detail = f"{origin} answered with a malformed response ({exc})"
+            raise UpstreamProtocolError(MALFORMED, detail=detail) from exc
         except aiohttp.ClientConnectionError as exc:
             self._raise_body_error(outcome, exc)
-            error = UpstreamUnavailable(f"{origin} closed the connection before answering")
+            error = UpstreamUnavailable(
+                CLOSED_BEFORE_ANSWERING, detail=f"{origin} closed the connection before answering ({exc!r})"
+            )
             error.retry_condition = "reset"
             raise error from exc
         except (aiohttp.ClientError, ValueError) as exc:
             self._raise_body_error(outcome, exc)
-            raise UpstreamProtocolError(f"{origin}: {type(exc).__name__}") from exc
+            raise UpstreamProtocolError(MALFORMED, detail=f"{origin}: {type(exc).__name__}: {exc}") from exc
         return _AiohttpResponse(response)
 
     @staticmethod

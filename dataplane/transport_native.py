@@ -42,8 +42,22 @@ import httptools
 
 from configdoc import is_denied_address
 
-from .errors import GatewayError, UpstreamAborted, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
-from .transport import UpstreamRequest, UpstreamResponse
+from .errors import (
+    CANNOT_SEND,
+    CLOSED_BEFORE_ANSWERING,
+    CONNECT_TIMED_OUT,
+    MALFORMED,
+    NO_HEAD_IN_TIME,
+    REFUSED,
+    STOPPED_READING,
+    TLS_FAILED,
+    GatewayError,
+    UpstreamAborted,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from .transport import UpstreamRequest, UpstreamResponse, tls_failure
 from .types import Headers
 from .upstream import Resolver, resolve
 
@@ -92,10 +106,11 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            exchange.fail(UpstreamProtocolError(f"{self.pool.origin} switched protocols"))
+            exchange.fail(UpstreamProtocolError(MALFORMED, detail=f"{self.pool.origin} switched protocols"))
             self.close()
         except httptools.HttpParserError as exc:
-            exchange.fail(UpstreamProtocolError(f"{self.pool.origin} answered with a malformed response ({exc})"))
+            detail = f"{self.pool.origin} answered with a malformed response ({exc})"
+            exchange.fail(UpstreamProtocolError(MALFORMED, detail=detail))
             self.close()
 
     def eof_received(self) -> bool:
@@ -184,7 +199,8 @@ class _Connection(asyncio.Protocol):
             async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
-            raise UpstreamTimeout(f"{self.pool.origin} stopped reading the request body") from None
+            detail = f"{self.pool.origin} stopped reading the request body"
+            raise UpstreamTimeout(STOPPED_READING, detail=detail) from None
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
@@ -313,7 +329,8 @@ class _Exchange:
         if not self.head.done():
             self.head.set_exception(error)
         elif not self.complete:
-            self.error = self.error or UpstreamAborted(f"the upstream failed while sending its body: {error}")
+            failure = error.detail or error
+            self.error = self.error or UpstreamAborted(f"the upstream failed while sending its body: {failure}")
         self._wake()
 
     def _wake(self) -> None:
@@ -457,7 +474,7 @@ class NativeTransport:
             scheme, _, authority = origin.partition("://")
             scheme = scheme.lower()
             if scheme not in ("http", "https") or not authority or "@" in authority:
-                raise UpstreamProtocolError(f"cannot send to {origin!r}")
+                raise UpstreamProtocolError(CANNOT_SEND, detail=f"cannot send to {origin!r}")
             if authority.startswith("["):
                 host, _, port_text = authority[1:].partition("]")
                 port_text = port_text.removeprefix(":")
@@ -528,7 +545,7 @@ class NativeTransport:
         head_deadline = loop.time() + max(request.head_timeout, 0.001)
         method = request.method.encode("latin-1")
         if _UNSAFE_IN_REQUEST_LINE.search(target) or _UNSAFE_IN_REQUEST_LINE.search(request.method):
-            raise UpstreamProtocolError(f"{origin}: the request line cannot be sent as is")
+            raise UpstreamProtocolError(CANNOT_SEND, detail=f"{origin}: the request line cannot be sent as is")
         body = request.body
         lines = [method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
         length: bytes | None = None
@@ -563,7 +580,9 @@ class NativeTransport:
                 if connection.reused and method in IDEMPOTENT and isinstance(body, bytes) and not exchange.received:
                     fresh_only = True  # the pool's connection was stale: once more on a new one
                     continue
-                error = UpstreamUnavailable(f"{origin} reset the connection before answering")
+                error = UpstreamUnavailable(
+                    CLOSED_BEFORE_ANSWERING, detail=f"{origin} reset the connection before answering ({exc})"
+                )
                 error.retry_condition = "reset"
                 raise error from exc
             except BaseException:
@@ -585,12 +604,14 @@ class NativeTransport:
                 return await self._connect(pool, request, scheme, host, port)
         except TimeoutError as exc:
             if head_left <= request.connect_timeout:
-                raise UpstreamTimeout(f"{pool.origin} sent no response head in time") from exc
-            timeout_error = UpstreamTimeout(f"connecting to {pool.origin} timed out")
+                raise UpstreamTimeout(NO_HEAD_IN_TIME, detail=f"{pool.origin} sent no response head in time") from exc
+            timeout_error = UpstreamTimeout(CONNECT_TIMED_OUT, detail=f"connecting to {pool.origin} timed out")
             timeout_error.retry_condition = "connect_timeout"
             raise timeout_error from exc
         except (OSError, ValueError) as exc:
-            raise UpstreamUnavailable(f"{pool.origin} refused the connection ({exc})") from exc
+            if tls_failure(exc):
+                raise UpstreamUnavailable(TLS_FAILED, detail=f"TLS with {pool.origin} failed: {exc}") from exc
+            raise UpstreamUnavailable(REFUSED, detail=f"{pool.origin} refused the connection ({exc})") from exc
 
     async def _exchange(
         self,
@@ -628,7 +649,8 @@ class NativeTransport:
         try:
             await connection.await_head(exchange, min(head_deadline, loop.time() + idle_timeout))
         except TimeoutError:
-            raise UpstreamTimeout(f"{connection.pool.origin} sent no response head in time") from None
+            detail = f"{connection.pool.origin} sent no response head in time"
+            raise UpstreamTimeout(NO_HEAD_IN_TIME, detail=detail) from None
 
     async def _write_body(
         self,

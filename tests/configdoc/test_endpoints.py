@@ -77,6 +77,22 @@ def test_effective_form_fills_every_default_of_section_3() -> None:
     assert full["health_check"]["interval"] == 30 and full["health_check"]["expected_statuses"] == ["2xx", "3xx"]
 
 
+def test_a_timeout_under_five_seconds_alone_is_valid_and_the_connect_timeout_follows_it() -> None:
+    document, problems = normalize_endpoint(endpoint(timeout=1))
+    assert problems == []
+    assert "connect_timeout" not in document
+    assert effective_endpoint(document)["connect_timeout"] == 1
+    assert effective_endpoint(normalize_endpoint(endpoint(timeout=3.5))[0])["connect_timeout"] == 3.5
+
+
+def test_a_connect_timeout_that_is_set_must_not_exceed_the_timeout() -> None:
+    assert problems_of(endpoint(timeout=2, connect_timeout=3)) == {
+        "connect_timeout": "must not exceed the endpoint's timeout (2)"
+    }
+    document, problems = normalize_endpoint(endpoint(timeout=2, connect_timeout=0.5))
+    assert problems == [] and effective_endpoint(document)["connect_timeout"] == 0.5
+
+
 def test_health_check_keys_are_kept_as_overrides_even_when_equal_to_the_builtin_default() -> None:
     document, _ = normalize_endpoint(endpoint(health_check={"path": "/health", "interval": 30}))
     assert document["health_check"] == {"path": "/health", "interval": 30}

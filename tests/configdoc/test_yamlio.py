@@ -146,6 +146,20 @@ def test_the_seed_format_maps_onto_v1_with_warnings_for_process_settings() -> No
     ]
 
 
+def test_a_seed_endpoint_with_a_timeout_under_five_seconds_loads() -> None:
+    result = load_document(SEED.replace("    timeout: 20\n", "    timeout: 1\n"))
+    assert result.problems == []
+    assert result.document["endpoints"][0]["timeout"] == 1
+    assert "connect_timeout" not in result.document["endpoints"][0]
+
+
+def test_a_v1_document_with_a_timeout_under_five_seconds_loads() -> None:
+    text = "format_version: 1\nendpoints:\n  - {name: a, version: v1, targets: [{url: 'http://127.0.0.1'}], timeout: 1}"
+    result = load_document(text)
+    assert result.problems == []
+    assert result.document["endpoints"][0]["timeout"] == 1
+
+
 def test_an_unknown_seed_key_is_an_error_at_its_line() -> None:
     result = load_document(SEED.replace("    timeout: 20\n", "    timeout: 20\n    retries: 3\n") + "colour: red\n")
     assert {(p.path, p.line) for p in result.problems} == {("endpoints[0].retries", 10), ("colour", 22)}

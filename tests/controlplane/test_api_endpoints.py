@@ -42,6 +42,21 @@ def test_creating_an_endpoint_answers_201_with_its_key_and_every_default(operato
     assert {"id", "created_at", "updated_at"} <= set(body)
 
 
+def test_an_endpoint_with_a_one_second_timeout_and_no_connect_timeout_is_created(operator_client: APIClient) -> None:
+    response = operator_client.post(f"{API}/endpoints/", endpoint_body(timeout=1), format="json")
+    assert response.status_code == 201, response.content
+    assert (response.json()["timeout"], response.json()["connect_timeout"]) == (1, 1)
+
+
+def test_a_connect_timeout_over_the_timeout_is_refused_naming_the_field(operator_client: APIClient) -> None:
+    count = revisions()
+    response = operator_client.post(f"{API}/endpoints/", endpoint_body(timeout=2, connect_timeout=3), format="json")
+    assert response.status_code == 400
+    assert response.json()["error"] == "validation_error"
+    assert "must not exceed the endpoint's timeout" in response.json()["fields"]["connect_timeout"][0]
+    assert revisions() == count
+
+
 def test_the_new_revision_and_audit_event_name_the_user_and_the_endpoint(operator_client: APIClient) -> None:
     operator_client.post(f"{API}/endpoints/", endpoint_body(), format="json", HTTP_X_REQUEST_ID="deploy-42")
     revision = operator_client.get(f"{API}/revisions/").json()["results"][0]

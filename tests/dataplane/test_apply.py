@@ -128,6 +128,84 @@ def test_a_changed_endpoint_gets_a_new_state_with_the_snapshots_health_and_overr
     assert gauge(rt, "gateway_circuit_state", "a:v1") == "0.0"
 
 
+def tripped(rt: Runtime, key: str) -> None:
+    breaker = rt.states[key].breaker
+    while breaker.state is State.CLOSED:
+        breaker.record(breaker.acquire(), failed=True)  # type: ignore[arg-type]
+
+
+def transitions_total(rt: Runtime, key: str, old: str, new: str) -> float:
+    labels = f'endpoint="{key}",from="{old}",to="{new}"'
+    lines = rt.metrics.render().decode().splitlines()
+    found = [line for line in lines if line.startswith(f"gateway_circuit_transitions_total{{{labels}}}")]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
+def test_an_open_breaker_survives_an_edit_that_leaves_its_policy_and_targets_alone() -> None:
+    rt = runtime()
+    first = compiled(endpoint("a"))
+    rt.apply(first)
+    tripped(rt, "a:v1")
+    breaker = rt.states["a:v1"].breaker
+    second = compiled(endpoint("a", description="now documented", timeout=7, paths=["/alpha"]), previous=first)
+    rt.apply(second)
+    assert rt.states["a:v1"].endpoint.timeout == 7
+    assert rt.states["a:v1"].breaker is breaker and breaker.state is State.OPEN
+    assert gauge(rt, "gateway_circuit_state", "a:v1") == "1.0"
+    assert [t["to"] for t in rt.transitions["a:v1"]] == ["open"]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"targets": [{"url": "http://127.0.0.1:8011/api"}]}, "targets changed"),
+        ({"targets": [{"url": URL, "enabled": False}, {"url": "http://127.0.0.1:8011/api"}]}, "targets changed"),
+        ({"breaker_policy": "strict"}, "breaker policy changed"),
+    ],
+)
+def test_a_breaker_reset_by_an_edit_is_a_recorded_transition(
+    change: dict[str, Any], why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = runtime()
+    policies = [{"name": "strict", "failure_threshold": 1}]
+    first = compiled(endpoint("a"), policies=policies)
+    rt.apply(first)
+    tripped(rt, "a:v1")
+    with caplog.at_level("WARNING", logger="dataplane"):
+        rt.apply(compiled(endpoint("a", **change), previous=first, policies=policies))
+    assert rt.states["a:v1"].breaker.state is State.CLOSED
+    assert [(t["from"], t["to"]) for t in rt.transitions["a:v1"]] == [("closed", "open"), ("open", "closed")]
+    assert transitions_total(rt, "a:v1", "open", "closed") == 1
+    assert gauge(rt, "gateway_circuit_state", "a:v1") == "0.0"
+    assert f"circuit of a:v1: open -> closed (reset: its {why})" in caplog.text
+
+
+def test_a_closed_breaker_replaced_by_an_edit_records_no_transition() -> None:
+    rt = runtime()
+    first = compiled(endpoint("a"))
+    rt.apply(first)
+    rt.apply(compiled(endpoint("a", targets=[{"url": "http://127.0.0.1:8011/api"}]), previous=first))
+    assert "a:v1" not in rt.transitions
+
+
+def test_ejections_and_the_retry_budget_survive_an_edit_that_leaves_the_targets_alone() -> None:
+    rt = runtime()
+    other = "http://127.0.0.1:8011/api"
+    first = compiled(endpoint("a", URL, other, outlier={"consecutive_failures": 1}))
+    rt.apply(first)
+    state = rt.states["a:v1"]
+    assert state.balancer.record(state.balancer.states[0].target, failed=True)  # ejected
+    state.budget.record_request()
+    budget = state.budget
+    rt.apply(compiled(endpoint("a", URL, other, outlier={"consecutive_failures": 1}, timeout=9), previous=first))
+    after = rt.states["a:v1"]
+    assert after is not state and after.balancer is state.balancer and after.budget is budget
+    assert gauge(rt, "gateway_target_ejected", "a:v1", URL) == "1.0"
+    rt.apply(compiled(endpoint("a", URL, other, timeout=9), previous=first))  # the outlier rules changed
+    assert rt.states["a:v1"].balancer is not state.balancer and rt.states["a:v1"].budget is budget
+    assert gauge(rt, "gateway_target_ejected", "a:v1", URL) == "0.0"
+
+
 def test_the_gauges_of_removed_endpoints_and_targets_leave_the_metrics() -> None:
     rt = runtime()
     other = "http://127.0.0.1:8011/api"

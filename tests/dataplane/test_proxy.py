@@ -104,6 +104,30 @@ def test_forwarded_headers_from_a_trusted_proxy_are_kept_and_appended_to() -> No
     assert sent["x-forwarded-proto"] == "https"
 
 
+def test_an_absolute_form_targets_authority_the_server_passes_on_is_the_forwarded_host() -> None:
+    from dataplane.proxy import ABSOLUTE_FORM_AUTHORITY
+
+    gateway = Gateway(document(endpoint("users", default=True)), ok)
+    # The scope the server builds for `GET http://public.example:8443/users/1 HTTP/1.1` + `Host: other`.
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": "/users/1", "raw_path": b"/users/1", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"other.example")], "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8080),
+        "extensions": {ABSOLUTE_FORM_AUTHORITY: b"public.example:8443"},
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(gateway.proxy(scope, receive, send))
+    assert sent[0]["status"] == 200
+    assert gateway.seen[0].headers["x-forwarded-host"] == "public.example:8443"
+
+
 def test_hop_by_hop_headers_are_removed_both_ways_and_end_to_end_ones_pass() -> None:
     def upstream(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Connection": "X-Secret", "X-Secret": "1", "Keep-Alive": "5", "X-Up": "y"})

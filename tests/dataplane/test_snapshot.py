@@ -44,6 +44,14 @@ def test_a_seed_in_the_seed_gateways_v0_format_is_served(tmp_path: Path) -> None
     assert match is not None and match.value is users
 
 
+def test_a_seed_endpoint_with_only_a_one_second_timeout_connects_within_that_second(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(V0_SEED.replace("timeout: 20", "timeout: 1"))
+    users = load_seed(path).endpoints["users:v1"]
+    assert (users.timeout, users.connect_timeout) == (1, 1)
+    assert load_seed(path).endpoints["legacy:v1"].connect_timeout == 5
+
+
 def test_an_invalid_seed_lists_every_problem() -> None:
     text = "format_version: 1\nendpoints:\n  - {name: a, version: v1, targets: [{url: ftp://x}], timeout: 0}\n"
     with pytest.raises(SnapshotError) as caught:
@@ -66,13 +74,14 @@ def test_ten_thousand_endpoints_compile_and_route() -> None:
     assert match.rest == "/items/1"
 
 
-def test_a_reload_keeps_breaker_state_of_unchanged_endpoints_and_resets_changed_ones() -> None:
+def test_a_reload_keeps_the_state_of_unchanged_endpoints_and_a_changed_ones_breaker() -> None:
     runtime = Runtime(Settings(node_id="n"))
     runtime.apply(compile_document(document(endpoint("a"), endpoint("b"))))
     a_state, b_state = runtime.states["a:v1"], runtime.states["b:v1"]
     runtime.apply(compile_document(document(endpoint("a"), endpoint("b", timeout=5))))
     assert runtime.states["a:v1"] is a_state
-    assert runtime.states["b:v1"] is not b_state
+    assert runtime.states["b:v1"] is not b_state and runtime.states["b:v1"].endpoint.timeout == 5
+    assert runtime.states["b:v1"].breaker is b_state.breaker  # a timeout says nothing about the upstream's health
 
 
 def test_a_bad_seed_on_reload_keeps_the_current_snapshot(tmp_path: Path) -> None:
