@@ -66,6 +66,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+# The DEBUG error page and error reports hide secrets by setting name; this filter also masks the
+# password inside connection URLs (DATABASE_URL, CELERY_BROKER_URL) in settings, META and frame variables.
+# https://docs.djangoproject.com/en/5.2/howto/error-reporting/#custom-error-reports
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.error_reports.GatewayExceptionReporterFilter"
 
 INSTALLED_APPS = [
     "controlplane.core.admin_site.GatewayAdminConfig",
