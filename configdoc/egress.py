@@ -21,8 +21,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from urllib.parse import unquote
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from urllib.parse import unquote
 
 import idna
 

@@ -223,9 +223,13 @@ SPECTACULAR_SETTINGS = {
 GATEWAY_ALLOW_LINK_LOCAL_TARGETS = env_bool("GATEWAY_ALLOW_LINK_LOCAL_TARGETS", False)
 # A full copy of the document is stored every this many revisions; the others store only changes.
 GATEWAY_REVISION_CHECKPOINT_EVERY = env_int("GATEWAY_REVISION_CHECKPOINT_EVERY", 50)
-# A data-plane node that has not reported for this long is "stale" (not counted as live); after
-# GATEWAY_NODE_PURGE_SECONDS without a report it is deleted (ARCHITECTURE §4; nodes report every 10 s).
+# A data-plane node that has not reported for this long is "stale" (not counted as live, and the system
+# is degraded); after GATEWAY_NODE_GONE_SECONDS it is "gone": still listed, but no longer counted as
+# degradation (a node stopped on purpose must not keep the fleet degraded until the purge; operators can
+# also retire it at once). After GATEWAY_NODE_PURGE_SECONDS without a report it is deleted
+# (ARCHITECTURE §4; nodes report every 10 s).
 GATEWAY_NODE_STALE_SECONDS = env_int("GATEWAY_NODE_STALE_SECONDS", 60)
+GATEWAY_NODE_GONE_SECONDS = max(GATEWAY_NODE_STALE_SECONDS, env_int("GATEWAY_NODE_GONE_SECONDS", 600))
 GATEWAY_NODE_PURGE_SECONDS = env_int("GATEWAY_NODE_PURGE_SECONDS", 7 * 24 * 3600)
 
 # --- Celery ------------------------------------------------------------------------------------
