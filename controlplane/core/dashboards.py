@@ -25,7 +25,7 @@ from controlplane.dataplanes.models import DataPlaneNode
 from controlplane.dataplanes.selectors import GONE, LIVE, STALE, NodeClock, stale_before
 from controlplane.health.charts import Series, line_chart, time_ticks
 from controlplane.health.models import HealthStatus
-from controlplane.health.selectors import endpoint_targets_health
+from controlplane.health.selectors import UNKNOWN_REASON_LABELS, endpoint_targets_health
 from controlplane.routing.models import Endpoint
 from controlplane.stats.selectors import system_summary, traffic_series, traffic_totals
 
@@ -215,16 +215,19 @@ def endpoint_dashboard_view(model_admin: Any, request: HttpRequest, object_id: i
     totals = traffic_totals(since=since, endpoint_key=key)
     series = traffic_series(since=since, endpoint_key=key, step="minute")
     health = endpoint_targets_health([endpoint.pk], now=now)
-    targets = [
-        {
-            "url": target.url,
-            "enabled": target.enabled,
-            "status": health.get((endpoint.pk, target.url), {}).get("status", str(HealthStatus.UNKNOWN)),
-            "uptime_100": percent(health.get((endpoint.pk, target.url), {}).get("uptime", {}).get("last_100")),
-            "uptime_24h": percent(health.get((endpoint.pk, target.url), {}).get("uptime", {}).get("24h")),
-        }
-        for target in endpoint.targets.order_by("url")
-    ]
+    targets = []
+    for target in endpoint.targets.order_by("url"):
+        brief = health.get((endpoint.pk, target.url), {})
+        targets.append(
+            {
+                "url": target.url,
+                "enabled": target.enabled,
+                "status": brief.get("status", str(HealthStatus.UNKNOWN)),
+                "unknown_reason": UNKNOWN_REASON_LABELS.get(brief.get("reason") or "", ""),
+                "uptime_100": percent(brief.get("uptime", {}).get("last_100")),
+                "uptime_24h": percent(brief.get("uptime", {}).get("24h")),
+            }
+        )
     stale = stale_before(now)
     live = list(DataPlaneNode.objects.filter(last_seen__gte=stale).order_by("node_id"))
     context = {

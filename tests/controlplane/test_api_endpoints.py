@@ -11,7 +11,7 @@ from tests.conftest import endpoint_body
 pytestmark = pytest.mark.django_db
 API = "/api/v1"
 UNKNOWN_HEALTH = {
-    "status": "unknown", "consecutive_successes": 0, "consecutive_failures": 0,
+    "status": "unknown", "reason": "no_health_check", "consecutive_successes": 0, "consecutive_failures": 0,
     "last_checked_at": None, "last_error": "", "uptime": {"last_100": None, "24h": None},
 }  # fmt: skip
 
