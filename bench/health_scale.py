@@ -2,8 +2,9 @@
 
 1,000 targets (20 endpoints × 50) on a local test server, 10 % of them blackholed (the connection is
 accepted and never answered, so each of those probes runs into `health_check.timeout`), every target on
-a 10 s interval. Real Redis broker (database 11), real `celery worker --pool=solo` and one beat, a
-PostgreSQL database of its own. Run once with one worker, then with two. Reported per run:
+a 10 s interval. Real Redis broker (a database of its own: tests/redis_databases.py), real
+`celery worker --pool=solo` and one beat, a PostgreSQL database of its own. Run once with one worker,
+then with two. Reported per run:
 
 - achieved check rate: targets / the mean gap between a target's consecutive probes in the steady-state
   window (after `--warmup`), against the 100/s the schedule asks; the raw count of checks in the window
@@ -18,7 +19,8 @@ PostgreSQL database of its own. Run once with one worker, then with two. Reporte
     .venv/bin/python bench/health_scale.py [--targets 1000] [--duration 90] [--warmup 20] [--workers 1 2]
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and Redis on 127.0.0.1:6379; creates and drops the
-database `gateway_health_bench` and flushes Redis database 11. Only 127.0.0.1 is contacted.
+database `gateway_health_bench` and flushes its Redis database (the fourth of `GATEWAY_TEST_REDIS_URL`,
+default `redis://127.0.0.1:6379/15`). Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "gateway_health_bench"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
-BROKER = "redis://127.0.0.1:6379/11"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tests.redis_databases import redis_url_for  # noqa: E402
+
+BROKER = redis_url_for("health_bench")  # GATEWAY_TEST_REDIS_URL's fourth database (default 15)
 INTERVAL = 10
 TIMEOUT = 2.0
 PER_ENDPOINT = 50

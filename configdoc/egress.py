@@ -8,14 +8,23 @@ allowed: gateways exist to reach them.
 
 `is_denied_target_host` checks what a config says (a literal address or a name); the data plane
 checks what a name resolves to with `is_denied_address` before it connects, since a public name can
-resolve to a denied address.
+resolve to a denied address. The config-time check reads a host every way a connecting client could:
+the data plane and the health probes hand the host to getaddrinfo, which encodes a non-ASCII name with
+Python's IDNA 2003 codec (nameprep: NFKC and case folding, so `１６９.２５４.１６９.２５４` is
+169.254.169.254, and `。` `．` `｡` separate labels), httpx uses the `idna` package's UTS #46 mapping, and
+glibc's inet_aton reads decimal, octal and hex integers. A host is denied when any reading is, so the
+config never accepts a target that the runtime guard would refuse on every request.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from urllib.parse import unquote
+
+import idna
 
 DENIED_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = (
     # IPv4 link-local: AWS, GCP, Azure, Oracle and OpenStack serve metadata at 169.254.169.254.
@@ -48,6 +57,9 @@ _NAT64 = IPv6Network("64:ff9b::/96")
 # address: one to four parts, each decimal, octal (leading 0) or hex (0x): "2852039166", "0xa9.0xfe.43518".
 _LEGACY_PART = re.compile(r"0x[0-9a-f]+|0[0-7]*|[1-9][0-9]*", re.ASCII)
 
+# The label separators of IDNA (RFC 3490 §3.1): full stop, ideographic, full-width and half-width ideographic.
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
 
 def is_denied_address(ip: IPv4Address | IPv6Address) -> bool:
     """True when `ip` is in DENIED_NETWORKS, directly or as an IPv4-mapped or NAT64 IPv6 address."""
@@ -64,18 +76,62 @@ def is_denied_target_host(host: str) -> bool:
     """True when a target URL's host is a denied address or a cloud metadata name.
 
     Case-insensitive; tolerates IPv6 brackets, an IPv6 zone (`%eth0`, or `%25eth0` as written in a
-    URL), a trailing dot, and the legacy numeric IPv4 spellings that resolvers accept.
+    URL), a trailing dot, the legacy numeric IPv4 spellings that resolvers accept, and any Unicode
+    spelling that IDNA/NFKC maps onto one of those (full-width or other compatibility digits, letters
+    and dots).
     """
-    name = host.lower()
+    return any(_is_denied_name(name) for name in host_readings(host))
+
+
+def host_readings(host: str) -> set[str]:
+    """The names a connecting client could make of `host`: as written, NFKC case-folded, through
+    Python's IDNA codec (what getaddrinfo gets) and through UTS #46 (what httpx sends), with
+    percent-escapes decoded and compatibility digits folded to ASCII. Lower-case, brackets, zone
+    escape and trailing dots removed."""
+    name = host.strip()
     if name.startswith("[") and name.endswith("]"):
         name = name[1:-1]
-    name = name.replace("%25", "%").rstrip(".")
-    if not name:
-        return False
+    name = name.replace("%25", "%")
+    readings = {name, unquote(name)}
+    for written in list(readings):
+        folded = unicodedata.normalize("NFKC", written).casefold()
+        readings.add(folded)
+        readings.add("".join(_ascii_digit(character) for character in folded))
+        for dotted in (written.translate(_DOTS), folded.translate(_DOTS)):
+            readings.add(dotted)
+            readings.add(_codec_idna(dotted))
+            readings.add(_uts46(dotted))
+    return {reading.lower().translate(_DOTS).rstrip(".") for reading in readings if reading}
+
+
+def _is_denied_name(name: str) -> bool:
     address = _parse_address(name)
     if address is not None:
         return is_denied_address(address)
     return name in DENIED_HOSTNAMES
+
+
+def _ascii_digit(character: str) -> str:
+    digit = unicodedata.digit(character, None) if not character.isascii() else None
+    return character if digit is None else str(digit)
+
+
+def _codec_idna(name: str) -> str:
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return ""
+
+
+def _uts46(name: str) -> str:
+    if name.isascii():
+        return name
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return ""
 
 
 def _parse_address(name: str) -> IPv4Address | IPv6Address | None:

@@ -66,6 +66,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+# The DEBUG error page and error reports hide secrets by setting name; this filter also masks the
+# password inside connection URLs (DATABASE_URL, CELERY_BROKER_URL) in settings, META and frame variables.
+# https://docs.djangoproject.com/en/5.2/howto/error-reporting/#custom-error-reports
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.error_reports.GatewayExceptionReporterFilter"
 
 INSTALLED_APPS = [
     "controlplane.core.admin_site.GatewayAdminConfig",
@@ -219,9 +223,13 @@ SPECTACULAR_SETTINGS = {
 GATEWAY_ALLOW_LINK_LOCAL_TARGETS = env_bool("GATEWAY_ALLOW_LINK_LOCAL_TARGETS", False)
 # A full copy of the document is stored every this many revisions; the others store only changes.
 GATEWAY_REVISION_CHECKPOINT_EVERY = env_int("GATEWAY_REVISION_CHECKPOINT_EVERY", 50)
-# A data-plane node that has not reported for this long is "stale" (not counted as live); after
-# GATEWAY_NODE_PURGE_SECONDS without a report it is deleted (ARCHITECTURE §4; nodes report every 10 s).
+# A data-plane node that has not reported for this long is "stale" (not counted as live, and the system
+# is degraded); after GATEWAY_NODE_GONE_SECONDS it is "gone": still listed, but no longer counted as
+# degradation (a node stopped on purpose must not keep the fleet degraded until the purge; operators can
+# also retire it at once). After GATEWAY_NODE_PURGE_SECONDS without a report it is deleted
+# (ARCHITECTURE §4; nodes report every 10 s).
 GATEWAY_NODE_STALE_SECONDS = env_int("GATEWAY_NODE_STALE_SECONDS", 60)
+GATEWAY_NODE_GONE_SECONDS = max(GATEWAY_NODE_STALE_SECONDS, env_int("GATEWAY_NODE_GONE_SECONDS", 600))
 GATEWAY_NODE_PURGE_SECONDS = env_int("GATEWAY_NODE_PURGE_SECONDS", 7 * 24 * 3600)
 
 # --- Celery ------------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 import os
 
+from tests.redis_databases import redis_url_for
+
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateway")
-# Tests use a real Redis broker, on a database of its own.
-os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+# Tests use a real Redis broker, on a database of its own: the first of GATEWAY_TEST_REDIS_URL's
+# (tests/redis_databases.py), so two runs on one machine can each have their own.
+os.environ.setdefault("CELERY_BROKER_URL", redis_url_for("settings"))
 
 from .base import *  # noqa: E402, F403
 from .base import SIMPLE_JWT  # noqa: E402

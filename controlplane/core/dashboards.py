@@ -19,13 +19,13 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from controlplane.accounts.roles import CONFIG_READ, has_gateway_perm
+from controlplane.accounts.roles import CONFIG_READ, CONFIG_WRITE, has_gateway_perm
 from controlplane.core.revisions import latest_revision
 from controlplane.dataplanes.models import DataPlaneNode
-from controlplane.dataplanes.selectors import stale_before
+from controlplane.dataplanes.selectors import GONE, LIVE, STALE, NodeClock, stale_before
 from controlplane.health.charts import Series, line_chart, time_ticks
 from controlplane.health.models import HealthStatus
-from controlplane.health.selectors import endpoint_targets_health
+from controlplane.health.selectors import UNKNOWN_REASON_LABELS, endpoint_targets_health
 from controlplane.routing.models import Endpoint
 from controlplane.stats.selectors import system_summary, traffic_series, traffic_totals
 
@@ -158,17 +158,18 @@ def fleet_context(request: HttpRequest, *, now: datetime | None = None) -> dict[
     summary = system_summary()
     latest = latest_revision()
     latest_number = latest.number if latest else None
-    stale = stale_before(now)
+    clock = NodeClock.at(now)
     nodes = list(DataPlaneNode.objects.order_by("node_id"))
-    live = [node for node in nodes if node.last_seen >= stale]
     node_rows = [
         {
             "node": node,
-            "live": node.last_seen >= stale,
+            "state": clock.state(node),
+            "live": clock.state(node) == LIVE,
             "lag": latest_number - node.revision if latest_number is not None and node.revision is not None else None,
         }
         for node in nodes
     ]
+    live = [row["node"] for row in node_rows if row["live"]]
     breakers = open_breakers(live)
     totals = traffic_totals(since=since)
     unhealthy = list(summary.get("unhealthy_endpoints", []))
@@ -181,7 +182,10 @@ def fleet_context(request: HttpRequest, *, now: datetime | None = None) -> dict[
             "latest_revision": latest_number,
             "nodes": node_rows,
             "live_count": len(live),
-            "stale_count": len(nodes) - len(live),
+            "stale_count": sum(1 for row in node_rows if row["state"] == STALE),
+            "gone_count": sum(1 for row in node_rows if row["state"] == GONE),
+            "node_retire_allowed": has_gateway_perm(request.user, CONFIG_WRITE),
+            "nodes_url": _optional_url("admin:dataplanes_dataplanenode_changelist"),
             "on_latest": sum(1 for row in node_rows if row["live"] and row["lag"] == 0),
             "health": summary.get("health", {}),
             "unhealthy_endpoints": [{"key": key, "url": links.get(key)} for key in unhealthy],
@@ -211,16 +215,19 @@ def endpoint_dashboard_view(model_admin: Any, request: HttpRequest, object_id: i
     totals = traffic_totals(since=since, endpoint_key=key)
     series = traffic_series(since=since, endpoint_key=key, step="minute")
     health = endpoint_targets_health([endpoint.pk], now=now)
-    targets = [
-        {
-            "url": target.url,
-            "enabled": target.enabled,
-            "status": health.get((endpoint.pk, target.url), {}).get("status", str(HealthStatus.UNKNOWN)),
-            "uptime_100": percent(health.get((endpoint.pk, target.url), {}).get("uptime", {}).get("last_100")),
-            "uptime_24h": percent(health.get((endpoint.pk, target.url), {}).get("uptime", {}).get("24h")),
-        }
-        for target in endpoint.targets.order_by("url")
-    ]
+    targets = []
+    for target in endpoint.targets.order_by("url"):
+        brief = health.get((endpoint.pk, target.url), {})
+        targets.append(
+            {
+                "url": target.url,
+                "enabled": target.enabled,
+                "status": brief.get("status", str(HealthStatus.UNKNOWN)),
+                "unknown_reason": UNKNOWN_REASON_LABELS.get(brief.get("reason") or "", ""),
+                "uptime_100": percent(brief.get("uptime", {}).get("last_100")),
+                "uptime_24h": percent(brief.get("uptime", {}).get("24h")),
+            }
+        )
     stale = stale_before(now)
     live = list(DataPlaneNode.objects.filter(last_seen__gte=stale).order_by("node_id"))
     context = {

@@ -1,6 +1,8 @@
 """Data-plane tokens and nodes in the admin.
 
 Nodes are read-only for everyone (config:read to see them): their rows are the nodes' own reports.
+The one write is the "Retire" action (config:write): it forgets nodes stopped on purpose, through the
+same audited service as `POST dataplanes/{node_id}/retire/`.
 
 Tokens are credentials, so they need `users:manage`: "Add" issues one (the secret is shown once, on
 the page that answers the form, and never stored), "Delete" revokes it with its service user. Both
@@ -17,15 +19,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from controlplane.accounts.roles import CONFIG_READ, USERS_MANAGE
+from controlplane.accounts.roles import CONFIG_READ, CONFIG_WRITE, USERS_MANAGE, has_gateway_perm
 from controlplane.core.actors import Actor
 from controlplane.core.admin_site import RoleAdmin
+from controlplane.core.middleware import request_id_of
 from controlplane.core.models import ConfigRevision
 
 from . import services
-from .api.serializers import LIVE, STALE, node_lag, node_state, open_breakers
+from .api.serializers import node_lag, open_breakers
 from .models import DataPlaneNode, DataPlaneToken
-from .selectors import stale_before
+from .selectors import NODE_STATES, NodeClock
 
 
 class IssueTokenForm(forms.Form):
@@ -84,28 +87,37 @@ class NodeStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(LIVE, "live"), (STALE, "stale")]
+        return [(state, state) for state in NODE_STATES]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[DataPlaneNode]) -> QuerySet[DataPlaneNode]:
-        threshold = stale_before()
-        if self.value() == LIVE:
-            return queryset.filter(last_seen__gte=threshold)
-        if self.value() == STALE:
-            return queryset.filter(last_seen__lt=threshold)
+        if self.value() in NODE_STATES:
+            return NodeClock.at().filter(queryset, str(self.value()))
         return queryset
 
 
 @admin.register(DataPlaneNode)
 class DataPlaneNodeAdmin(RoleAdmin):
-    """The nodes' last reports, read-only for everyone: only the nodes themselves write them (§4)."""
+    """The nodes' last reports, read-only for everyone: only the nodes themselves write them (§4).
+    Operators with config:write may retire nodes (the "Retire" action)."""
 
     view_permission = CONFIG_READ
     write_permission = None
-    list_display = ("node_id", "hostname", "revision", "lag", "state", "last_seen", "result", "short_error")
-    list_filter = (NodeStateFilter, "result")
-    search_fields = ("node_id", "hostname")
+    list_display = (
+        "node_id",
+        "token_name",
+        "hostname",
+        "revision",
+        "lag",
+        "state",
+        "last_seen",
+        "result",
+        "short_error",
+    )
+    list_filter = (NodeStateFilter, "result", "token_name")
+    search_fields = ("node_id", "hostname", "token_name")
     fields = (
         "node_id",
+        "token_name",
         "boot_id",
         "hostname",
         "version",
@@ -121,20 +133,39 @@ class DataPlaneNodeAdmin(RoleAdmin):
         "breakers",
     )
     readonly_fields = fields
+    actions = ["retire_selected"]
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        return {}
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        if not has_gateway_perm(request.user, CONFIG_WRITE):
+            actions.pop("retire_selected", None)
+        return actions
+
+    @admin.action(description="Retire the selected nodes (stopped on purpose; one that reports again reappears)")
+    def retire_selected(self, request: HttpRequest, queryset: QuerySet[DataPlaneNode]) -> None:
+        if not has_gateway_perm(request.user, CONFIG_WRITE):
+            return
+        actor = Actor.from_user(request.user)
+        retired = []
+        for node_id in queryset.values_list("node_id", flat=True):
+            try:
+                services.node_retire(node_id=node_id, actor=actor, request_id=request_id_of(request))
+            except DataPlaneNode.DoesNotExist:
+                continue  # retired meanwhile (another operator, or the purge)
+            retired.append(node_id)
+        self.message_user(request, f"Retired {len(retired)} node(s): {', '.join(retired) or 'none'}.", messages.INFO)
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         self._latest = ConfigRevision.objects.order_by("-number").values_list("number", flat=True).first()
-        self._stale_before = stale_before()
+        self._clock = NodeClock.at()
         return super().changelist_view(request, extra_context)
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
         self._latest = ConfigRevision.objects.order_by("-number").values_list("number", flat=True).first()
-        self._stale_before = stale_before()
+        self._clock = NodeClock.at()
         return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="lag")
@@ -144,7 +175,7 @@ class DataPlaneNodeAdmin(RoleAdmin):
 
     @admin.display(description="state")
     def state(self, node: DataPlaneNode) -> str:
-        return node_state(node, getattr(self, "_stale_before", None) or stale_before())
+        return (getattr(self, "_clock", None) or NodeClock.at()).state(node)
 
     @admin.display(description="error")
     def short_error(self, node: DataPlaneNode) -> str:

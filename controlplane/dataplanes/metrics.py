@@ -1,6 +1,8 @@
 """The control plane's own gauges on `/metrics` (ARCHITECTURE §9), next to django-prometheus's.
 
-    gateway_cp_nodes{state="live"|"stale"}   data-plane nodes by state (GATEWAY_NODE_STALE_SECONDS)
+    gateway_cp_nodes{state="live"|"stale"|"gone"}
+                                             data-plane nodes by state (GATEWAY_NODE_STALE_SECONDS,
+                                             GATEWAY_NODE_GONE_SECONDS; see dataplanes.selectors)
     gateway_cp_revision                      the latest config revision (0 before the first)
     gateway_cp_open_breakers                 endpoints whose breaker is open or half-open on any live node
     gateway_cp_unhealthy_targets             targets whose observed health is `unhealthy`
@@ -28,7 +30,11 @@ OPEN_STATES = ("open", "half_open")
 
 def _families() -> tuple[GaugeMetricFamily, ...]:
     return (
-        GaugeMetricFamily("gateway_cp_nodes", "Data-plane nodes by state (live: reported recently).", labels=["state"]),
+        GaugeMetricFamily(
+            "gateway_cp_nodes",
+            "Data-plane nodes by state (live: reported recently; stale: silent; gone: silent past the grace).",
+            labels=["state"],
+        ),
         GaugeMetricFamily("gateway_cp_revision", "The latest config revision number."),
         GaugeMetricFamily(
             "gateway_cp_open_breakers", "Endpoints whose circuit breaker is open or half-open on any live node."
@@ -48,13 +54,15 @@ class ControlPlaneCollector(Collector):
         from controlplane.health.models import HealthStatus, TargetHealth
 
         from .models import DataPlaneNode
-        from .selectors import stale_before
+        from .selectors import GONE, LIVE, STALE, NodeClock
 
         nodes, revision, breakers, unhealthy, rejected = _families()
         try:
-            threshold = stale_before()
-            live = list(DataPlaneNode.objects.filter(last_seen__gte=threshold).values_list("breakers", "result"))
-            stale = DataPlaneNode.objects.filter(last_seen__lt=threshold).count()
+            clock = NodeClock.at()
+            everyone = DataPlaneNode.objects.all()
+            live = list(clock.filter(everyone, LIVE).values_list("breakers", "result"))
+            stale = clock.filter(everyone, STALE).count()
+            gone = clock.filter(everyone, GONE).count()
             latest = ConfigRevision.objects.order_by("-number").values_list("number", flat=True).first()
             unhealthy_count = TargetHealth.objects.filter(status=HealthStatus.UNHEALTHY).count()
         except Exception:
@@ -70,6 +78,7 @@ class ControlPlaneCollector(Collector):
         }
         nodes.add_metric(["live"], len(live))
         nodes.add_metric(["stale"], stale)
+        nodes.add_metric(["gone"], gone)
         revision.add_metric([], latest or 0)
         breakers.add_metric([], len(open_keys))
         unhealthy.add_metric([], unhealthy_count)

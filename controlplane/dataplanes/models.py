@@ -54,6 +54,9 @@ class DataPlaneNode(models.Model):
         REJECTED = "rejected", "rejected"
 
     node_id = models.CharField(max_length=128, unique=True)
+    # The name of the data-plane token the node's latest report came with (a name, not a link: revoking
+    # the token must not erase which credential a node used, and a name is all an operator needs).
+    token_name = models.CharField(max_length=100, blank=True, help_text="the data-plane token it reports with")
     boot_id = models.CharField(max_length=128)
     hostname = models.CharField(max_length=255)
     version = models.CharField(max_length=64, help_text="the data plane's software version")

@@ -94,14 +94,16 @@ def bump_state_seq() -> int:
         return StateCounter.objects.get(pk=1).state_seq
 
 
-def node_status_record(*, report: Mapping[str, Any]) -> DataPlaneNode:
-    """Store a validated status report (see status.validate_status_report) as the node's latest status."""
+def node_status_record(*, report: Mapping[str, Any], token_name: str = "") -> DataPlaneNode:
+    """Store a validated status report (see status.validate_status_report) as the node's latest status,
+    with the name of the token it came with. A retired node that reports again reappears."""
     from controlplane.stats.services import stats_ingest
 
     stats_ingest(report=report)  # traffic deltas against this boot's previous counters, before the row changes
     node, _ = DataPlaneNode.objects.update_or_create(
         node_id=report["node_id"],
         defaults={
+            "token_name": token_name,
             "boot_id": report["boot_id"],
             "hostname": report["hostname"],
             "version": report["version"],
@@ -120,6 +122,35 @@ def node_status_record(*, report: Mapping[str, Any]) -> DataPlaneNode:
 
     breaker_transitions_record(node_id=node.node_id, boot_id=node.boot_id, breakers=report["breakers"])
     return node
+
+
+@transaction.atomic
+def node_retire(*, node_id: str, actor: Actor, request_id: str = "") -> None:
+    """Forget a node an operator stopped on purpose: its row goes now instead of after the purge, so it no
+    longer shows in the fleet view or counts towards the system status. Audited (`dataplane_node.retire`,
+    with the last report's summary); no config revision, no `state_seq` bump (nothing is sent to nodes).
+    If the node reports again it reappears. Raises DataPlaneNode.DoesNotExist for an unknown node_id."""
+    node = DataPlaneNode.objects.select_for_update().get(node_id=node_id)
+    before = {
+        "node_id": node.node_id,
+        "hostname": node.hostname,
+        "version": node.version,
+        "revision": node.revision,
+        "result": node.result,
+        "token_name": node.token_name,
+        "last_seen": node.last_seen.isoformat(),
+    }
+    node.delete()
+    AuditEvent.objects.create(
+        actor_id=actor.user_id,
+        actor_label=actor.label,
+        action="dataplane_node.retire",
+        object_type="dataplane_node",
+        object_key=node_id,
+        before=before,
+        after=None,
+        request_id=request_id,
+    )
 
 
 def nodes_purge_silent() -> int:

@@ -427,7 +427,7 @@ class DataPlaneSyncApp:
     async def _status(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         if scope["method"] != "POST":
             raise SyncError(405, "method_not_allowed", "use POST", [(b"allow", b"POST")])
-        await self._require_token(scope)
+        token = await self._require_token(scope)
         body = await self._read_body(receive)
         encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()
         if encoding not in ("identity", "gzip"):
@@ -442,7 +442,7 @@ class DataPlaneSyncApp:
                 send, 400, json.dumps(payload).encode(), [(b"content-type", b"application/json")], request_id
             )
             return
-        await self._record(report=report)
+        await self._record(report=report, token_name=token.name)
         await self._respond(send, 204, b"", [], request_id)
 
     @staticmethod

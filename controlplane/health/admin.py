@@ -17,7 +17,7 @@ from controlplane.routing.models import Endpoint
 
 from . import services
 from .models import HealthStatus, TargetHealth
-from .selectors import target_health_summary
+from .selectors import UNKNOWN_REASON_LABELS, target_health_summary, unknown_reasons
 
 BADGE_COLOURS = {HealthStatus.HEALTHY: "#2e7d32", HealthStatus.UNHEALTHY: "#c62828", HealthStatus.UNKNOWN: "#757575"}
 
@@ -65,7 +65,10 @@ class TargetHealthAdmin(RoleAdmin):
 
     @admin.display(description="status", ordering="status")
     def badge(self, obj: TargetHealth) -> str:
-        return status_badge(obj.status)
+        if obj.status != HealthStatus.UNKNOWN:
+            return status_badge(obj.status)
+        reason = UNKNOWN_REASON_LABELS.get(unknown_reasons([obj.target]).get(obj.target_id, ""), "")
+        return format_html('{} <span class="unknown-reason help">({})</span>', status_badge(obj.status), reason)
 
     @admin.display(description="uptime (last 100)")
     def uptime_last_100(self, obj: TargetHealth) -> str:

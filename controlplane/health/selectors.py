@@ -17,6 +17,49 @@ from .stats import bucket_percentile, merge_buckets, percentile, uptime
 
 WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
+# Why a target's status is `unknown` (null for a known status): an operator must tell "nothing will ever
+# check this" from "a check is configured and has not run yet".
+NO_HEALTH_CHECK = "no_health_check"  # its endpoint's effective health_check has no path, or is disabled
+NOT_CHECKED_YET = "not_checked_yet"  # active checks are configured; no probe has decided yet
+DISABLED = "disabled"  # checks are configured, but the target or its endpoint is disabled, so none run
+UNKNOWN_REASONS = (NO_HEALTH_CHECK, NOT_CHECKED_YET, DISABLED)
+UNKNOWN_REASON_LABELS = {
+    NO_HEALTH_CHECK: "no health check configured",
+    NOT_CHECKED_YET: "not checked yet",
+    DISABLED: "not checked: disabled",
+}
+
+
+def unknown_reasons(targets: Iterable[Target]) -> dict[int, str]:
+    """target id → why it is `unknown`, for the given targets whose status is unknown (others are left
+    out). Each target needs its `endpoint` and `health` loaded (select_related); one query for the
+    document's health_check defaults whenever there are targets (always, so a page costs the same number
+    of queries whatever its targets' states)."""
+    from configdoc import effective_endpoint
+
+    from .services import _health_check_defaults, health_check_configured
+
+    targets = list(targets)
+    if not targets:
+        return {}
+    defaults = _health_check_defaults()
+    configured: dict[int, bool] = {}
+    reasons: dict[int, str] = {}
+    for target in targets:
+        row = getattr(target, "health", None)
+        if row is not None and row.status != HealthStatus.UNKNOWN:
+            continue
+        endpoint = target.endpoint
+        if endpoint.pk not in configured:
+            configured[endpoint.pk] = health_check_configured(effective_endpoint(endpoint.document, defaults))
+        if not configured[endpoint.pk]:
+            reasons[target.pk] = NO_HEALTH_CHECK
+        elif not (target.enabled and endpoint.enabled):
+            reasons[target.pk] = DISABLED
+        else:
+            reasons[target.pk] = NOT_CHECKED_YET
+    return reasons
+
 
 def target_health_state() -> dict[str, dict[str, str]]:
     """The snapshot's `state.targets` (ARCHITECTURE §4): `{<endpoint key>: {<url>: status}}`.
@@ -118,7 +161,7 @@ def _brief_queryset(targets: QuerySet[Target], now: datetime) -> QuerySet[Target
         annotated = queryset.order_by().annotate(_group=Value(1)).values("_group").annotate(_total=expression)
         return Subquery(annotated.values("_total")[:1], output_field=IntegerField())
 
-    return targets.select_related("health").annotate(
+    return targets.select_related("health", "endpoint").annotate(
         recent_checks=Coalesce(total(recent, Count("id")), 0),
         recent_failures=Coalesce(total(recent.filter(ok=False), Count("id")), 0),
         day_checks=Coalesce(total(rollups, Sum("checks")), 0),
@@ -126,10 +169,11 @@ def _brief_queryset(targets: QuerySet[Target], now: datetime) -> QuerySet[Target
     )
 
 
-def _brief_of(target: Target) -> dict[str, Any]:
+def _brief_of(target: Target, reasons: dict[int, str]) -> dict[str, Any]:
     row = getattr(target, "health", None) or TargetHealth(target_id=target.pk)
     return {
         "status": row.status,
+        "reason": reasons.get(target.pk),
         "consecutive_successes": row.consecutive_successes,
         "consecutive_failures": row.consecutive_failures,
         "last_checked_at": row.last_checked_at,
@@ -145,23 +189,25 @@ def target_health_brief(target_ids: list[int], *, now: datetime | None = None) -
     """Each target's `health` as the endpoint representation carries it (ARCHITECTURE §8): status,
     counters, last check, last error, uptime (last 100 results, 24 h). Targets never checked are
     `unknown`. One query however many targets."""
-    targets = _brief_queryset(Target.objects.filter(pk__in=list(target_ids)), now or timezone.now())
-    found = {target.pk: _brief_of(target) for target in targets}
+    targets = list(_brief_queryset(Target.objects.filter(pk__in=list(target_ids)), now or timezone.now()))
+    reasons = unknown_reasons(targets)
+    found = {target.pk: _brief_of(target, reasons) for target in targets}
     return {target_id: found.get(target_id) or unknown_health() for target_id in target_ids}
 
 
-def unknown_health() -> dict[str, Any]:
+def unknown_health(reason: str | None = None) -> dict[str, Any]:
     """The `health` of a target never checked (or not stored yet)."""
     return {
-        "status": HealthStatus.UNKNOWN.value, "consecutive_successes": 0, "consecutive_failures": 0,
+        "status": HealthStatus.UNKNOWN.value, "reason": reason, "consecutive_successes": 0, "consecutive_failures": 0,
         "last_checked_at": None, "last_error": "", "uptime": {"last_100": None, "24h": None},
     }  # fmt: skip
 
 
 def endpoint_targets_health(endpoint_ids: list[int], *, now: datetime | None = None) -> dict[tuple[int, str], Any]:
     """`health` of every target of these endpoints, keyed `(endpoint id, url)`: one query for a page."""
-    targets = _brief_queryset(Target.objects.filter(endpoint_id__in=list(endpoint_ids)), now or timezone.now())
-    return {(target.endpoint_id, target.url): _brief_of(target) for target in targets}
+    targets = list(_brief_queryset(Target.objects.filter(endpoint_id__in=list(endpoint_ids)), now or timezone.now()))
+    reasons = unknown_reasons(targets)
+    return {(target.endpoint_id, target.url): _brief_of(target, reasons) for target in targets}
 
 
 def endpoint_health_report(*, endpoint_id: int, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -170,7 +216,9 @@ def endpoint_health_report(*, endpoint_id: int, now: datetime | None = None) -> 
     in minutes before now; hourly p50/p95 of the last 7 days in hours before now)."""
     now = now or timezone.now()
     report = []
-    for target in Target.objects.filter(endpoint_id=endpoint_id).select_related("health").order_by("url"):
+    targets = list(Target.objects.filter(endpoint_id=endpoint_id).select_related("health", "endpoint").order_by("url"))
+    reasons = unknown_reasons(targets)
+    for target in targets:
         results = list(
             HealthResult.objects.filter(target_id=target.pk)
             .order_by("-id")
@@ -181,6 +229,7 @@ def endpoint_health_report(*, endpoint_id: int, now: datetime | None = None) -> 
             {
                 "target": target,
                 "health": getattr(target, "health", None) or TargetHealth(target_id=target.pk),
+                "unknown_reason": UNKNOWN_REASON_LABELS.get(reasons.get(target.pk, ""), ""),
                 "summary": target_health_summary(target_id=target.pk, now=now),
                 "recent_points": [
                     ((checked_at - now).total_seconds() / 60, latency if ok else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +65,12 @@ def _health_check_defaults() -> dict[str, Any]:
     return dict(row or {})
 
 
+def health_check_configured(effective: Mapping[str, Any]) -> bool:
+    """True when an endpoint's effective config asks for active checks: health_check enabled with a `path`."""
+    check = effective["health_check"]
+    return bool(check.get("enabled", True) and check.get("path"))
+
+
 def check_plans(*, endpoint_ids: Iterable[int] | None = None) -> dict[int, CheckPlan]:
     """Targets that have active checks, by target id: enabled targets of enabled endpoints whose
     effective health_check is enabled and has a `path` (§7). Others stay `unknown`."""
@@ -76,7 +82,7 @@ def check_plans(*, endpoint_ids: Iterable[int] | None = None) -> dict[int, Check
     for endpoint in endpoints:
         effective = effective_endpoint(endpoint.document, defaults)
         check = effective["health_check"]
-        if not check.get("enabled", True) or not check.get("path"):
+        if not health_check_configured(effective):
             continue
         for target in endpoint.targets.all():
             if not target.enabled:

@@ -217,6 +217,7 @@ class EndpointAdmin(ServiceAdmin):
                 "enabled": row["target"].enabled,
                 "badge": status_badge(row["health"].status),
                 "health": row["health"],
+                "unknown_reason": row["unknown_reason"],
                 "checked": row["target"].pk in checked,
                 "windows": [
                     {

@@ -147,13 +147,15 @@ def system_summary() -> dict:
     """The fleet at a glance (the seed gateway's registry stats, health summary, open breakers and
     unhealthy endpoints) and a status with the rule documented in docs/api.md:
 
-    - "unhealthy": nodes exist but none is live, or an enabled endpoint has no routable target;
+    - "unhealthy": nodes exist (in any state) but none is live, or an enabled endpoint has no routable
+      target;
     - "degraded": otherwise, any open or half-open breaker on a live node, any unhealthy target of an
-      enabled endpoint, any stale node, or a 5xx share above 5 % over the last 5 minutes;
+      enabled endpoint, any stale node (a gone one, silent past GATEWAY_NODE_GONE_SECONDS, does not
+      count), or a 5xx share above 5 % over the last 5 minutes;
     - "healthy": otherwise.
     """
     from controlplane.dataplanes.models import DataPlaneNode
-    from controlplane.dataplanes.selectors import live_nodes
+    from controlplane.dataplanes.selectors import GONE, LIVE, STALE, NodeClock
     from controlplane.health.models import HealthStatus
     from controlplane.health.selectors import target_health_list
     from controlplane.routing.models import Endpoint
@@ -178,8 +180,12 @@ def system_summary() -> dict:
         f"{name}:{version}" for pk, name, version, _ in endpoints if pk in enabled_ids and pk not in routable
     ]
 
-    live = list(live_nodes().values_list("breakers", flat=True))
-    nodes_total = DataPlaneNode.objects.count()
+    clock = NodeClock.at()
+    everyone = DataPlaneNode.objects.all()
+    live = list(clock.filter(everyone, LIVE).values_list("breakers", flat=True))
+    stale_count = clock.filter(everyone, STALE).count()
+    gone_count = clock.filter(everyone, GONE).count()
+    nodes_total = len(live) + stale_count + gone_count
     open_breakers = sorted(
         {
             key
@@ -190,7 +196,7 @@ def system_summary() -> dict:
         }
     )
     recent = traffic_totals(since=timezone.now() - SUMMARY_WINDOW)
-    nodes = {"live": len(live), "stale": nodes_total - len(live)}
+    nodes = {"live": len(live), "stale": stale_count, "gone": gone_count}
 
     reasons: list[str] = []
     status = "healthy"

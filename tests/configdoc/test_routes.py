@@ -64,10 +64,27 @@ def test_versions_compare_numerically_with_the_v_ignored() -> None:
         ("METADATA.google.internal.", True),
         ("fd00:ec2::254", True),
         ("0.0.0.0", True),  # noqa: S104 - a string under test, not a bind
+        # Unicode spellings that getaddrinfo's IDNA codec (NFKC) or httpx's UTS #46 turn into the above.
+        ("\uff11\uff16\uff19.\uff12\uff15\uff14.\uff11\uff16\uff19.\uff12\uff15\uff14", True),  # full-width
+        ("169\u3002254\u3002169\u3002254", True),  # ideographic full stops
+        ("169\uff0e254\uff0e169\uff0e254", True),  # full-width full stops
+        ("\u2460\u2465\u2468.254.169.254", True),  # circled digits
+        ("\U0001d7cf\U0001d7d4\U0001d7d7.254.169.254", True),  # mathematical bold digits
+        ("\u0661\u0666\u0669.\u0662\u0665\u0664.\u0661\u0666\u0669.\u0662\u0665\u0664", True),  # Arabic-Indic
+        ("\uff12\uff18\uff15\uff12\uff10\uff13\uff19\uff11\uff16\uff16", True),  # full-width 2852039166
+        ("\uff10\uff58\uff41\uff19\uff46\uff45\uff41\uff19\uff46\uff45", True),  # full-width 0xa9fea9fe
+        ("0xa9fea9fe", True),
+        ("0xa9.0xfe.43518", True),
+        ("\uff4d\uff45\uff54\uff41\uff44\uff41\uff54\uff41", True),  # full-width "metadata"
+        ("metadata\u3002google\u3002internal", True),
+        ("%31%36%39.254.169.254", True),
+        ("[::\uff46\uff46\uff46\uff46:169.254.169.254]", True),
         ("127.0.0.1", False),
+        ("\uff11\uff12\uff17.0.0.1", False),  # full-width loopback stays allowed
         ("10.1.2.3", False),
         ("::1", False),
         ("api.internal", False),
+        ("b\u00fccher.example", False),
     ],
 )
 def test_the_ssrf_deny_list_covers_link_local_metadata_and_their_disguises(host: str, denied: bool) -> None:

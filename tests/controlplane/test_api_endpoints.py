@@ -11,7 +11,7 @@ from tests.conftest import endpoint_body
 pytestmark = pytest.mark.django_db
 API = "/api/v1"
 UNKNOWN_HEALTH = {
-    "status": "unknown", "consecutive_successes": 0, "consecutive_failures": 0,
+    "status": "unknown", "reason": "no_health_check", "consecutive_successes": 0, "consecutive_failures": 0,
     "last_checked_at": None, "last_error": "", "uptime": {"last_100": None, "24h": None},
 }  # fmt: skip
 
@@ -109,11 +109,31 @@ def test_a_validation_failure_names_every_bad_field(operator_client: APIClient) 
     assert revisions() == 1
 
 
-def test_a_metadata_address_target_is_refused(operator_client: APIClient) -> None:
-    body = endpoint_body(targets=[{"url": "http://169.254.169.254/latest"}])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest",
+        # What the data plane's resolver (getaddrinfo: IDNA, NFKC) or inet_aton reads as 169.254.169.254.
+        "http://\uff11\uff16\uff19.\uff12\uff15\uff14.\uff11\uff16\uff19.\uff12\uff15\uff14/latest",
+        "http://169\u3002254\u3002169\u3002254/latest",
+        "http://\u2460\u2465\u2468.254.169.254/",
+        "http://2852039166/",
+        "http://0251.0376.0251.0376/",
+        "http://0xa9fea9fe/",
+        "http://\uff4d\uff45\uff54\uff41\uff44\uff41\uff54\uff41.google.internal/",
+    ],
+)
+def test_a_metadata_address_target_is_refused(operator_client: APIClient, url: str) -> None:
+    body = endpoint_body(targets=[{"url": url}])
+    before = revisions()
     response = operator_client.post(f"{API}/endpoints/", body, format="json")
-    assert response.status_code == 400
-    assert list(response.json()["fields"]) == ["targets[0].url"]
+    assert response.status_code == 400, response.content
+    error = response.json()
+    assert error["error"] == "validation_error"
+    assert list(error["fields"]) == ["targets[0].url"]
+    assert "link-local or cloud metadata" in error["fields"]["targets[0].url"][0]
+    assert revisions() == before
+    assert operator_client.get(f"{API}/endpoints/").json()["count"] == 0
 
 
 def test_an_unknown_breaker_policy_is_a_validation_error(operator_client: APIClient) -> None:

@@ -122,11 +122,32 @@ def test_the_landing_page_without_nodes_or_traffic_says_so_and_still_draws_axes(
 
 
 def test_a_stale_node_is_marked_stale_and_its_breakers_no_longer_count(make_user: Any, fleet: Endpoint) -> None:
-    DataPlaneNode.objects.filter(node_id="edge-a").update(last_seen=timezone.now() - timedelta(hours=1))
+    DataPlaneNode.objects.filter(node_id="edge-a").update(last_seen=timezone.now() - timedelta(minutes=5))
     html = browser(make_user("alice", "admin")).get("/admin/").content.decode()
     row = html.split('data-node="edge-a"')[1].split("</tr>")[0]
-    assert "<td>stale</td>" in row
+    assert '<td class="node-state">stale</td>' in row
     assert "No breaker is open on a live node." in html
+    assert "1 stale node(s)" in html and 'gw-status-degraded">degraded<' in html
+
+
+def test_a_node_gone_past_the_grace_is_listed_as_gone_without_degrading_and_each_node_shows_its_token(
+    make_user: Any,
+) -> None:
+    endpoint_create(data=endpoint_body("users"), actor=ACTOR)
+    record(report("edge-a", revision=1))
+    record(report("stopped", revision=1))
+    DataPlaneNode.objects.filter(node_id="edge-a").update(token_name="region-a")
+    DataPlaneNode.objects.filter(node_id="stopped").update(last_seen=timezone.now() - timedelta(hours=1))
+
+    html = browser(make_user("olga", "operator")).get("/admin/").content.decode()
+
+    row = html.split('data-node="stopped"')[1].split("</tr>")[0]
+    assert '<td class="node-state">gone</td>' in row
+    assert '<td class="node-token">region-a</td>' in html.split('data-node="edge-a"')[1].split("</tr>")[0]
+    assert 'id="system-status" class="gw-status gw-status-healthy">healthy<' in html
+    card = r'id="card-nodes"><span class="gw-figure">1</span>\s*<span class="gw-caption">live node, 1 gone'
+    assert re.search(card, html)
+    assert 'class="nodes-link">all nodes, retire</a>' in html
 
 
 def test_the_endpoint_dashboard_draws_rate_error_and_latency_and_shows_breakers_per_node(

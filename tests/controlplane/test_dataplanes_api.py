@@ -70,7 +70,7 @@ def test_the_node_list_shows_each_nodes_revision_lag_state_and_open_breakers(rea
     first = new_revision("users")
     latest = new_revision("orders")
     make_node("edge-1", revision=latest.number, breakers={"users:v1": OPEN, "orders:v1": {**OPEN, "state": "closed"}})
-    make_node("edge-2", ago=600, revision=first.number, result="rejected", error="bad regex")
+    make_node("edge-2", ago=300, revision=first.number, result="rejected", error="bad regex")
 
     response = readonly_client.get(f"{API}/dataplanes/")
 
@@ -88,10 +88,11 @@ def test_a_node_running_no_revision_has_no_lag(readonly_client: APIClient) -> No
     assert readonly_client.get(f"{API}/dataplanes/seeded/").json()["lag"] is None
 
 
-@pytest.mark.parametrize(("state", "expected"), [("live", ["fresh"]), ("stale", ["silent"])])
+@pytest.mark.parametrize(("state", "expected"), [("live", ["fresh"]), ("stale", ["silent"]), ("gone", ["away"])])
 def test_the_node_list_filters_by_state(readonly_client: APIClient, state: str, expected: list[str]) -> None:
     make_node("fresh", ago=5)
     make_node("silent", ago=61)
+    make_node("away", ago=601)
 
     response = readonly_client.get(f"{API}/dataplanes/?state={state}")
 
@@ -118,6 +119,102 @@ def test_nodes_cannot_be_written_through_the_api(admin_client: APIClient) -> Non
 
     assert admin_client.delete(f"{API}/dataplanes/edge-1/").status_code == 405
     assert DataPlaneNode.objects.filter(node_id="edge-1").exists()
+
+
+# --- the fleet's status with silent nodes; retiring a node ------------------------------------------------
+
+
+def summary(client: APIClient) -> dict[str, Any]:
+    response = client.get(f"{API}/stats/summary/")
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_a_node_silent_past_the_grace_is_gone_and_no_longer_degrades_the_system(
+    readonly_client: APIClient, settings: Any
+) -> None:
+    settings.GATEWAY_NODE_GONE_SECONDS = 600
+    make_node("edge-1")
+    make_node("stopped", ago=300)
+
+    during_grace = summary(readonly_client)
+    assert during_grace["status"] == "degraded" and during_grace["reasons"] == ["1 stale node(s)"]
+    assert during_grace["nodes"] == {"live": 1, "stale": 1, "gone": 0}
+
+    DataPlaneNode.objects.filter(node_id="stopped").update(last_seen=timezone.now() - timedelta(seconds=601))
+
+    after_grace = summary(readonly_client)
+    assert after_grace["status"] == "healthy" and after_grace["reasons"] == []
+    assert after_grace["nodes"] == {"live": 1, "stale": 0, "gone": 1}
+    row = readonly_client.get(f"{API}/dataplanes/stopped/").json()
+    assert row["state"] == "gone"  # still listed until purged or retired
+
+
+def test_with_every_node_gone_the_system_is_still_unhealthy_until_they_are_retired(
+    readonly_client: APIClient, operator_client: APIClient
+) -> None:
+    make_node("edge-1", ago=3600)
+
+    assert summary(readonly_client)["status"] == "unhealthy"
+    assert operator_client.post(f"{API}/dataplanes/edge-1/retire/").status_code == 204
+    assert summary(readonly_client)["status"] == "healthy"
+
+
+def test_retiring_a_node_forgets_it_at_once_audited_and_it_reappears_when_it_reports_again(
+    readonly_client: APIClient, operator_client: APIClient
+) -> None:
+    from controlplane.core.models import AuditEvent
+
+    _, secret = dataplane_token_issue(name="edge-token", actor=ACTOR)
+    assert post_report(secret, node_id="edge-1") == 204
+    assert post_report(secret, node_id="stopped") == 204
+    DataPlaneNode.objects.filter(node_id="stopped").update(last_seen=timezone.now() - timedelta(seconds=120))
+    assert summary(readonly_client)["status"] == "degraded"
+
+    response = operator_client.post(f"{API}/dataplanes/stopped/retire/", HTTP_X_REQUEST_ID="retire-1")
+
+    assert response.status_code == 204
+    assert [row["node_id"] for row in readonly_client.get(f"{API}/dataplanes/").json()["results"]] == ["edge-1"]
+    assert readonly_client.get(f"{API}/dataplanes/stopped/").status_code == 404
+    assert summary(readonly_client)["status"] == "healthy"
+    event = AuditEvent.objects.get(action="dataplane_node.retire")
+    assert (event.object_type, event.object_key, event.request_id) == ("dataplane_node", "stopped", "retire-1")
+    assert event.actor_label == "user:oscar" and event.before["token_name"] == "edge-token"  # conftest's operator
+    audit = operator_client.get(f"{API}/audit/", {"object": "stopped"}).json()["results"]
+    assert [row["action"] for row in audit] == ["dataplane_node.retire"]
+
+    assert post_report(secret, node_id="stopped") == 204
+    back = readonly_client.get(f"{API}/dataplanes/stopped/").json()
+    assert back["state"] == "live" and back["token_name"] == "edge-token"
+
+
+def test_retiring_needs_config_write_and_an_existing_node(
+    readonly_client: APIClient, operator_client: APIClient
+) -> None:
+    make_node("edge-1", ago=3600)
+
+    refused = readonly_client.post(f"{API}/dataplanes/edge-1/retire/")
+    assert refused.status_code == 403 and refused.json()["error"] == "permission_denied"
+    assert DataPlaneNode.objects.filter(node_id="edge-1").exists()
+    missing = operator_client.post(f"{API}/dataplanes/edge-9/retire/")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert operator_client.get(f"{API}/dataplanes/edge-1/retire/").status_code == 405
+
+
+def test_the_node_shows_the_name_of_the_token_it_reports_with(readonly_client: APIClient) -> None:
+    _, first = dataplane_token_issue(name="region-a", actor=ACTOR)
+    _, second = dataplane_token_issue(name="region-b", actor=ACTOR)
+    assert post_report(first, node_id="edge-1") == 204
+    assert post_report(second, node_id="edge-2") == 204
+
+    rows = {row["node_id"]: row for row in readonly_client.get(f"{API}/dataplanes/").json()["results"]}
+    assert rows["edge-1"]["token_name"] == "region-a" and rows["edge-2"]["token_name"] == "region-b"
+    only_b = readonly_client.get(f"{API}/dataplanes/?token_name=region-b").json()["results"]
+    assert [row["node_id"] for row in only_b] == ["edge-2"]
+
+    # A node moved to another token shows the new one from its next report.
+    assert post_report(second, node_id="edge-1") == 204
+    assert readonly_client.get(f"{API}/dataplanes/edge-1/").json()["token_name"] == "region-b"
 
 
 # --- revisions: rollout counts --------------------------------------------------------------------------
@@ -364,21 +461,61 @@ def admin_browser(make_user: Callable[..., Any], role: str) -> Client:
 def test_a_readonly_user_sees_the_nodes_with_lag_and_state_in_the_admin(make_user: Callable[..., Any]) -> None:
     latest = new_revision("users")
     make_node("edge-behind", revision=latest.number - 1)
-    make_node("edge-gone", ago=600, revision=latest.number)
+    make_node("edge-silent", ago=300, revision=latest.number)
+    make_node("edge-gone", ago=3600, revision=latest.number)
     browser = admin_browser(make_user, "readonly")
 
     page = browser.get("/admin/dataplanes/dataplanenode/")
 
     assert page.status_code == 200
     text = page.content.decode()
-    assert "edge-behind" in text and "edge-gone" in text
+    assert "edge-behind" in text and "edge-silent" in text and "edge-gone" in text
     assert '<td class="field-lag">1 behind</td>' in text and '<td class="field-lag">current</td>' in text
-    assert '<td class="field-state">live</td>' in text and '<td class="field-state">stale</td>' in text
+    for state in ("live", "stale", "gone"):
+        assert f'<td class="field-state">{state}</td>' in text
     stale_only = browser.get("/admin/dataplanes/dataplanenode/?state=stale").content.decode()
-    assert "edge-gone" in stale_only and "edge-behind" not in stale_only
+    assert "edge-silent" in stale_only and "edge-behind" not in stale_only and "edge-gone" not in stale_only
+    gone_only = browser.get("/admin/dataplanes/dataplanenode/?state=gone").content.decode()
+    assert "edge-gone" in gone_only and "edge-silent" not in gone_only
     assert browser.get("/admin/dataplanes/dataplanenode/add/").status_code == 403
+    assert 'value="retire_selected"' not in text  # readonly: no retire action
     detail = browser.get(f"/admin/dataplanes/dataplanenode/{DataPlaneNode.objects.get(node_id='edge-gone').pk}/change/")
     assert detail.status_code == 200 and b'name="_save"' not in detail.content
+
+
+def test_an_operator_retires_nodes_from_the_admin_list_and_sees_their_token(make_user: Callable[..., Any]) -> None:
+    from controlplane.core.models import AuditEvent
+
+    _, secret = dataplane_token_issue(name="edge-token", actor=ACTOR)
+    assert post_report(secret, node_id="edge-1") == 204
+    stopped = make_node("stopped", ago=3600, token_name="old-token")
+    browser = admin_browser(make_user, "operator")
+
+    page = browser.get("/admin/dataplanes/dataplanenode/")
+    text = page.content.decode()
+    assert '<td class="field-token_name">edge-token</td>' in text
+    assert '<td class="field-token_name">old-token</td>' in text
+    assert 'value="retire_selected"' in text
+    # What the page rendered, posted back: the action and the selected row.
+    response = browser.post(
+        "/admin/dataplanes/dataplanenode/",
+        {"action": "retire_selected", "_selected_action": [str(stopped.pk)], "index": "0"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Retired 1 node(s): stopped." in response.content.decode()
+    assert list(DataPlaneNode.objects.values_list("node_id", flat=True)) == ["edge-1"]
+    assert AuditEvent.objects.filter(action="dataplane_node.retire", object_key="stopped").count() == 1
+
+
+def test_a_readonly_user_cannot_retire_through_a_forged_admin_post(make_user: Callable[..., Any]) -> None:
+    node = make_node("stopped", ago=3600)
+    browser = admin_browser(make_user, "readonly")
+
+    browser.post("/admin/dataplanes/dataplanenode/", {"action": "retire_selected", "_selected_action": [str(node.pk)]})
+
+    assert DataPlaneNode.objects.filter(pk=node.pk).exists()
 
 
 def test_not_even_an_admin_can_add_edit_or_delete_nodes_in_the_admin(make_user: Callable[..., Any]) -> None:
@@ -433,7 +570,8 @@ def test_metrics_count_the_nodes_that_reported_through_the_status_api() -> None:
     _, secret = dataplane_token_issue(name="edge", actor=ACTOR)
     endpoint_create(data=endpoint_body("users"), actor=ACTOR)
     latest = ConfigRevision.objects.order_by("-number").values_list("number", flat=True).first()
-    make_node("long-gone", ago=600)
+    make_node("silent", ago=300)
+    make_node("long-gone", ago=3600)
 
     assert post_report(secret, node_id="edge-1", breakers={"users:v1": OPEN}) == 204
     assert post_report(secret, node_id="edge-2", breakers={"users:v1": {**OPEN, "state": "half_open"}}) == 204
@@ -441,6 +579,7 @@ def test_metrics_count_the_nodes_that_reported_through_the_status_api() -> None:
 
     assert gauge(text, 'gateway_cp_nodes{state="live"}') == 2
     assert gauge(text, 'gateway_cp_nodes{state="stale"}') == 1
+    assert gauge(text, 'gateway_cp_nodes{state="gone"}') == 1
     assert gauge(text, "gateway_cp_revision") == latest
     assert gauge(text, "gateway_cp_open_breakers") == 1  # one endpoint, open on one node and half-open on another
     assert gauge(text, "gateway_cp_unhealthy_targets") == 0

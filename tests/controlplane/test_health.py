@@ -308,7 +308,7 @@ def test_the_health_list_reads_a_page_in_a_fixed_number_of_queries(readonly_clie
     small_count, small = page(2)
     large_count, large = page(12)
     assert (len(small), len(large)) == (2, 12)
-    assert small_count == large_count <= 7
+    assert small_count == large_count <= 8  # 8: the health_check defaults, for each unknown target's reason
     for index, row in enumerate(large):
         assert row["url"] == f"http://127.0.0.1:9/t{index:02}"
         assert row["uptime"]["last_100"]["checks"] == row["uptime"]["24h"]["checks"] == index + 1
@@ -382,8 +382,9 @@ def test_the_brief_health_of_a_target_carries_status_counters_and_uptime() -> No
     target = endpoint.targets.get()
     brief = target_health_brief([target.pk, fresh.pk])
     assert brief[target.pk]["status"] == "healthy" and brief[target.pk]["uptime"]["last_100"] == 1.0
+    assert brief[target.pk]["reason"] is None
     assert brief[fresh.pk] == {
-        "status": "unknown", "consecutive_successes": 0, "consecutive_failures": 0,
+        "status": "unknown", "reason": "no_health_check", "consecutive_successes": 0, "consecutive_failures": 0,
         "last_checked_at": None, "last_error": "", "uptime": {"last_100": None, "24h": None},
     }  # fmt: skip
 

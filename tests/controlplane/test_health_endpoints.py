@@ -62,8 +62,9 @@ def test_each_target_carries_its_read_only_health(readonly_client: Any) -> None:
     assert checked["health"]["last_error"] == ""
     assert checked["health"]["last_checked_at"].endswith("Z")
     assert checked["health"]["uptime"] == {"last_100": 0.8, "24h": 0.8}
+    assert checked["health"]["reason"] is None
     assert fresh["health"] == {
-        "status": "unknown", "consecutive_successes": 0, "consecutive_failures": 0,
+        "status": "unknown", "reason": "not_checked_yet", "consecutive_successes": 0, "consecutive_failures": 0,
         "last_checked_at": None, "last_error": "", "uptime": {"last_100": None, "24h": None},
     }  # fmt: skip
     listed = readonly_client.get(f"{API}/endpoints/").json()["results"][0]
@@ -237,3 +238,60 @@ def test_probes_share_one_tls_context_instead_of_building_one_each(monkeypatch: 
     assert len(built) <= 1
     assert probes._verify({}) is probes._verify({"verify": True})
     assert probes._verify({"verify": False}) is False
+
+
+# --- why a target is `unknown` ------------------------------------------------------------------------
+
+
+def unknown_world(operator_client: Any) -> None:
+    """Through the API, as an operator sets them up: no health path; a path with checks switched off; a
+    path with checks on (one target disabled); and a checked target."""
+    bodies = [
+        endpoint_body("nopath", targets=[{"url": "http://127.0.0.1:8010/a"}]),
+        endpoint_body("off", targets=[{"url": "http://127.0.0.1:8010/b"}], health_check={**CHECK, "enabled": False}),
+        endpoint_body(
+            "pending",
+            targets=[{"url": "http://127.0.0.1:8010/c"}, {"url": "http://127.0.0.1:8010/d", "enabled": False}],
+            health_check=CHECK,
+        ),
+    ]
+    for body in bodies:
+        assert operator_client.post(f"{API}/endpoints/", body, format="json").status_code == 201
+    record_known_sequence(make_endpoint("checked"))
+
+
+EXPECTED_REASONS = {
+    "http://127.0.0.1:8010/a": ("unknown", "no_health_check"),
+    "http://127.0.0.1:8010/b": ("unknown", "no_health_check"),
+    "http://127.0.0.1:8010/c": ("unknown", "not_checked_yet"),
+    "http://127.0.0.1:8010/d": ("unknown", "disabled"),
+    "http://127.0.0.1:8010/api": ("healthy", None),
+}
+
+
+def test_an_unknown_target_says_whether_no_check_is_configured_or_it_is_not_checked_yet(
+    operator_client: Any, readonly_client: Any
+) -> None:
+    unknown_world(operator_client)
+
+    endpoints = readonly_client.get(f"{API}/endpoints/").json()["results"]
+    seen = {t["url"]: (t["health"]["status"], t["health"]["reason"]) for e in endpoints for t in e["targets"]}
+    assert seen == EXPECTED_REASONS
+    listed = readonly_client.get(f"{API}/health/").json()["results"]
+    assert {row["url"]: (row["status"], row["reason"]) for row in listed} == EXPECTED_REASONS
+    one = readonly_client.get(f"{API}/endpoints/pending:v1/").json()["targets"][0]["health"]
+    assert (one["status"], one["reason"]) == ("unknown", "not_checked_yet")
+
+
+def test_the_admin_pages_say_why_a_target_is_unknown(operator_client: Any, make_user: Any) -> None:
+    unknown_world(operator_client)
+    browser = Client()
+    browser.force_login(make_user("rita", "readonly", is_staff=True))
+
+    nopath = Endpoint.objects.get(name="nopath")
+    pending = Endpoint.objects.get(name="pending")
+    health_page = browser.get(f"/admin/routing/endpoint/{pending.pk}/health/").content.decode()
+    assert '<span class="unknown-reason help">(not checked yet)</span>' in health_page
+    assert '<span class="unknown-reason help">(not checked: disabled)</span>' in health_page
+    dashboard = browser.get(f"/admin/routing/endpoint/{nopath.pk}/dashboard/").content.decode()
+    assert '<span class="unknown-reason help">(no health check configured)</span>' in dashboard

@@ -238,21 +238,24 @@ def test_each_role_gets_exactly_its_answer_on_the_breaker_routes(
     assert BreakerOverride.objects.exists() == (method == "POST" and expected == 200)
 
 
-# --- data-plane nodes (issue 7): `dataplanes/` and its detail are config:read and read-only ----------------
+# --- data-plane nodes (issue 7): `dataplanes/` and its detail are config:read and read-only; retiring a
+# node (`dataplanes/{node_id}/retire/`, POST) is config:write --------------------------------------------
 NODE_ROUTES = (
     ("GET", "dataplanes/"),
     ("POST", "dataplanes/"),
     ("GET", "dataplanes/edge-1/"),
     ("PATCH", "dataplanes/edge-1/"),
     ("DELETE", "dataplanes/edge-1/"),
+    ("GET", "dataplanes/edge-1/retire/"),
+    ("POST", "dataplanes/edge-1/retire/"),
 )
-#            role          GET list  POST list  GET detail  PATCH detail  DELETE detail
-NODE_EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
-    "admin":     (200,      405,       200,        405,          405),
-    "operator":  (200,      405,       200,        405,          405),
-    "readonly":  (200,      403,       200,        403,          403),
-    "dataplane": (403,      403,       403,        403,          403),
-    "anonymous": (401,      401,       401,        401,          401),
+#            role          GET list  POST list  GET detail  PATCH detail  DELETE detail  GET retire  POST retire
+NODE_EXPECTED: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "admin":     (200,      405,       200,        405,          405,           405,        204),
+    "operator":  (200,      405,       200,        405,          405,           405,        204),
+    "readonly":  (200,      403,       200,        403,          403,           405,        403),
+    "dataplane": (403,      403,       403,        403,          403,           403,        403),
+    "anonymous": (401,      401,       401,        401,          401,           401,        401),
 }  # fmt: skip
 
 
@@ -274,8 +277,10 @@ def test_each_role_gets_exactly_its_answer_on_the_node_routes(
     world(make_user)
     _node()
     method, path = NODE_ROUTES[route_index]
-    answer(role, make_user, method, path, NODE_EXPECTED[role][route_index])
-    assert DataPlaneNode.objects.filter(node_id="edge-1").exists()
+    expected = NODE_EXPECTED[role][route_index]
+    answer(role, make_user, method, path, expected)
+    # Only a permitted retire removes the node.
+    assert DataPlaneNode.objects.filter(node_id="edge-1").exists() == (expected != 204)
 
 
 # --- `revisions/{n}/wait/` (config:read, GET only) is an ASGI app in front of Django: driven in process ----

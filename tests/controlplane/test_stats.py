@@ -222,7 +222,7 @@ def test_the_summary_is_healthy_with_no_nodes_and_routable_targets() -> None:
     }
     assert summary["health"] == {"healthy": 0, "unhealthy": 0, "unknown": 1}
     assert (summary["open_breakers"], summary["unhealthy_endpoints"]) == ([], [])
-    assert summary["nodes"] == {"live": 0, "stale": 0}
+    assert summary["nodes"] == {"live": 0, "stale": 0, "gone": 0}
 
 
 def test_an_open_breaker_on_a_live_node_degrades_and_an_unroutable_endpoint_makes_it_unhealthy() -> None:
@@ -238,7 +238,7 @@ def test_an_open_breaker_on_a_live_node_degrades_and_an_unroutable_endpoint_make
     )
     summary = system_summary()
     assert (summary["status"], summary["open_breakers"]) == ("degraded", ["users:v1"])
-    assert summary["nodes"] == {"live": 1, "stale": 0}
+    assert summary["nodes"] == {"live": 1, "stale": 0, "gone": 0}
 
     TargetHealth.objects.create(target=Target.objects.get(), status=HealthStatus.UNHEALTHY)
     summary = system_summary()
@@ -255,7 +255,7 @@ def test_a_high_5xx_rate_degrades_and_no_live_node_is_unhealthy() -> None:
     )  # fmt: skip
     summary = system_summary()
     assert summary["status"] == "unhealthy"
-    assert summary["nodes"] == {"live": 0, "stale": 1}
+    assert summary["nodes"] == {"live": 0, "stale": 0, "gone": 1}  # gone, yet the only node: unhealthy
 
 
 # --- API ----------------------------------------------------------------------------------------------

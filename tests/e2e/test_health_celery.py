@@ -29,10 +29,11 @@ from controlplane.routing.services import endpoint_create
 from tests.conftest import endpoint_body
 from tests.controlplane.health_upstream import upstream
 from tests.e2e.servers import clean_env, eventually, running
+from tests.redis_databases import redis_url_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-BROKER = "redis://127.0.0.1:6379/13"  # a Redis database of this test's own
+BROKER = redis_url_for("health_celery")  # a Redis database of this test's own (GATEWAY_TEST_REDIS_URL)
 INTERVAL = 5  # the schema's minimum
 TARGETS = 3
 

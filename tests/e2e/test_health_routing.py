@@ -28,11 +28,12 @@ from tests.dataplane.processes import dataplane
 from tests.e2e import servers
 from tests.e2e.test_health_celery import CELERY, celery_env, process, worker_argv
 from tests.e2e.test_sync_longpoll import control_plane
+from tests.redis_databases import redis_url_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 ACTOR = Actor.command("test")
-BROKER = "redis://127.0.0.1:6379/12"  # a Redis database of this test's own
+BROKER = redis_url_for("health_routing")  # a Redis database of this test's own (GATEWAY_TEST_REDIS_URL)
 
 
 @dataclass

@@ -85,7 +85,7 @@ def test_requests_through_a_data_plane_show_in_the_stats_api_by_class(tmp_path: 
             detail = client.get(f"{base}/api/v1/stats/endpoints/users:v1/?window=5m", headers=auth).json()
             assert sum(point["errors_5xx"] for point in detail["series"]) == 3
             summary = client.get(f"{base}/api/v1/stats/summary/", headers=auth).json()
-            assert summary["nodes"] == {"live": 1, "stale": 0}
+            assert summary["nodes"] == {"live": 1, "stale": 0, "gone": 0}
 
 
 def test_with_workers_each_worker_reports_its_own_requests_and_none_is_counted_twice(tmp_path: Path) -> None:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import DataPlaneNode
+from ..selectors import GONE, LIVE, NODE_STATES, STALE, NodeClock
 
-LIVE, STALE = "live", "stale"
+__all__ = ["GONE", "LIVE", "NODE_STATES", "STALE", "DataPlaneNodeSerializer", "node_lag", "open_breakers"]
+
 OPEN_STATES = frozenset({"open", "half_open"})
-
-
-def node_state(node: DataPlaneNode, stale_before: datetime) -> str:
-    """`live` when the node reported within GATEWAY_NODE_STALE_SECONDS, else `stale`."""
-    return LIVE if node.last_seen >= stale_before else STALE
 
 
 def node_lag(node: DataPlaneNode, latest: int | None) -> int | None:
@@ -31,7 +27,10 @@ def open_breakers(node: DataPlaneNode) -> int:
 
 
 class DataPlaneNodeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
-    state = serializers.SerializerMethodField(help_text="live | stale (GATEWAY_NODE_STALE_SECONDS)")
+    state = serializers.SerializerMethodField(
+        help_text="live (reported within GATEWAY_NODE_STALE_SECONDS) | stale (counts as degradation) | "
+        "gone (silent over GATEWAY_NODE_GONE_SECONDS; listed, not counted)"
+    )
     lag = serializers.SerializerMethodField(help_text="the latest revision minus the node's; null without one")
     open_breakers = serializers.SerializerMethodField(help_text="endpoints with an open or half-open breaker here")
 
@@ -39,6 +38,7 @@ class DataPlaneNodeSerializer(serializers.ModelSerializer):  # type: ignore[type
         model = DataPlaneNode
         fields = [
             "node_id",
+            "token_name",
             "boot_id",
             "hostname",
             "version",
@@ -54,8 +54,10 @@ class DataPlaneNodeSerializer(serializers.ModelSerializer):  # type: ignore[type
         ]
         read_only_fields = fields
 
+    @extend_schema_field(serializers.ChoiceField(choices=NODE_STATES))
     def get_state(self, node: DataPlaneNode) -> str:
-        return node_state(node, self.context["stale_before"])
+        clock: NodeClock = self.context.get("clock") or NodeClock.at()
+        return clock.state(node)
 
     def get_lag(self, node: DataPlaneNode) -> int | None:
         return node_lag(node, self.context["latest_revision"])

@@ -1,4 +1,5 @@
-"""The data-plane nodes (config:read, read-only): what each node runs and when it last reported (issue 7)."""
+"""The data-plane nodes (config:read): what each node runs and when it last reported (issue 7); retiring a
+node an operator stopped on purpose (config:write)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,42 @@ from typing import Any
 
 import django_filters
 from django.utils import timezone
-from rest_framework import viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
 
+from controlplane.core.api.views import service_context
 from controlplane.core.models import ConfigRevision
 
+from .. import services
 from ..models import DataPlaneNode
-from ..selectors import stale_before
-from .serializers import LIVE, STALE, DataPlaneNodeSerializer
+from ..selectors import NODE_STATES, NodeClock
+from .serializers import DataPlaneNodeSerializer
+
+
+def _clock(request: Any) -> NodeClock:
+    return getattr(request, "node_clock", None) or NodeClock.at()
 
 
 class DataPlaneNodeFilter(django_filters.FilterSet):
     state = django_filters.ChoiceFilter(
-        choices=[(LIVE, LIVE), (STALE, STALE)], method="filter_state", label="live or stale"
+        choices=[(state, state) for state in NODE_STATES], method="filter_state", label="live, stale or gone"
     )
 
     class Meta:
         model = DataPlaneNode
-        fields = ["state", "result"]
+        fields = ["state", "result", "token_name"]
 
     def filter_state(self, queryset: Any, name: str, value: str) -> Any:
-        threshold = getattr(self.request, "stale_before", None) or stale_before()
-        return queryset.filter(last_seen__gte=threshold) if value == LIVE else queryset.filter(last_seen__lt=threshold)
+        return _clock(self.request).filter(queryset, value)
 
 
 class DataPlaneNodeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
-    """Every node that reported and was not purged yet, by `node_id`; `?state=live|stale`, `?result=`."""
+    """Every node that reported and was neither purged nor retired, by `node_id`;
+    `?state=live|stale|gone`, `?result=`, `?token_name=`. `POST {node_id}/retire/` forgets a node."""
 
     queryset = DataPlaneNode.objects.defer("counters").order_by("node_id")
     serializer_class = DataPlaneNodeSerializer
@@ -40,13 +52,27 @@ class DataPlaneNodeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-
 
     def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        # One "now" per request: the filter and each row's `state` agree on who is stale.
-        request.stale_before = stale_before(timezone.now())
+        # One "now" per request: the filter and each row's `state` agree on who is stale or gone.
+        request.node_clock = NodeClock.at(timezone.now())
 
     def get_serializer_context(self) -> dict[str, Any]:
         context = super().get_serializer_context()
         if not getattr(self, "swagger_fake_view", False):
             latest = ConfigRevision.objects.order_by("-number").values_list("number", flat=True).first()
             context["latest_revision"] = latest
-            context["stale_before"] = getattr(self.request, "stale_before", None) or stale_before()
+            context["clock"] = _clock(self.request)
         return context
+
+    @extend_schema(
+        request=None,
+        responses={204: OpenApiResponse(description="retired: the node is no longer listed or counted")},
+    )
+    @action(detail=True, methods=["post"])
+    def retire(self, request: Request, node_id: str) -> Response:
+        """Forget a node stopped on purpose (audited as `dataplane_node.retire`); it reappears if it reports
+        again. Needs config:write."""
+        try:
+            services.node_retire(node_id=node_id, **service_context(request))
+        except DataPlaneNode.DoesNotExist:
+            raise NotFound(f"no data-plane node {node_id}") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane.routing.models import Target
 
 from ..models import HealthStatus, TargetHealth
-from ..selectors import target_health_summary
+from ..selectors import UNKNOWN_REASONS, target_health_summary, unknown_reasons
 
 HEALTH_FIELDS = (
     "status",
@@ -30,6 +31,10 @@ class TargetHealthSerializer(serializers.Serializer):  # type: ignore[type-arg]
     url = serializers.CharField(read_only=True)
     target_enabled = serializers.BooleanField(source="enabled", read_only=True)
     status = serializers.ChoiceField(choices=HealthStatus.choices, read_only=True)
+    reason = serializers.SerializerMethodField(
+        help_text="why the status is unknown (null otherwise): no_health_check (no path, or checks disabled), "
+        "not_checked_yet (checks configured, no verdict yet), disabled (target or endpoint disabled)"
+    )
     consecutive_successes = serializers.IntegerField(read_only=True)
     consecutive_failures = serializers.IntegerField(read_only=True)
     last_checked_at = serializers.DateTimeField(read_only=True, allow_null=True)
@@ -46,6 +51,14 @@ class TargetHealthSerializer(serializers.Serializer):  # type: ignore[type-arg]
             value = getattr(health, name)
             data[name] = self.fields[name].to_representation(value) if value is not None else None
         return data
+
+    @extend_schema_field(serializers.ChoiceField(choices=list(UNKNOWN_REASONS), allow_null=True))
+    def get_reason(self, target: Target) -> str | None:
+        # A list passes the whole page's reasons (one query for the defaults at most).
+        reasons = self.context.get("unknown_reasons")
+        if reasons is None:
+            reasons = unknown_reasons([target])
+        return reasons.get(target.pk)
 
     def get_uptime(self, target: Target) -> dict[str, Any]:
         # A list passes the whole page's summaries, read in two queries (selectors.target_health_summaries).

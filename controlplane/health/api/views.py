@@ -61,7 +61,11 @@ class TargetHealthViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):  # ty
         page = self.paginate_queryset(queryset)
         targets = list(page if page is not None else queryset)
         summaries = selectors.target_health_summaries([target.pk for target in targets])
-        context = {**self.get_serializer_context(), "health_summaries": summaries}
+        context = {
+            **self.get_serializer_context(),
+            "health_summaries": summaries,
+            "unknown_reasons": selectors.unknown_reasons(targets),
+        }
         serializer = self.get_serializer(targets, many=True, context=context)
         if page is not None:
             return self.get_paginated_response(serializer.data)

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from configdoc import effective_endpoint
 from controlplane.core.api.serializers import DocumentObjectSerializer
-from controlplane.health.selectors import endpoint_targets_health, unknown_health
+from controlplane.health.selectors import UNKNOWN_REASONS, endpoint_targets_health, unknown_health
 
 from ..models import Endpoint
 
@@ -24,6 +24,12 @@ class TargetUptimeSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 class TargetHealthBriefSerializer(serializers.Serializer):  # type: ignore[type-arg]
     status = serializers.ChoiceField(choices=["unknown", "healthy", "unhealthy"])
+    reason = serializers.ChoiceField(
+        choices=list(UNKNOWN_REASONS),
+        allow_null=True,
+        help_text="why the status is unknown (null otherwise): no_health_check (no path, or checks disabled), "
+        "not_checked_yet (checks configured, no verdict yet), disabled (target or endpoint disabled)",
+    )
     consecutive_successes = serializers.IntegerField()
     consecutive_failures = serializers.IntegerField()
     last_checked_at = serializers.DateTimeField(allow_null=True)
