@@ -44,7 +44,7 @@ MAX_EXPANDED_NODES = 1_000_000
 
 @dataclass(frozen=True)
 class LoadResult:
-    """The canonical v1 document (`{}` when there are problems), every problem, and warnings."""
+    """The canonical document (`{}` when there are problems), every problem, and warnings."""
 
     document: dict[str, Any]
     problems: list[Problem] = field(default_factory=list)
@@ -183,15 +183,18 @@ def _to_seed_path(path: str, paths: Mapping[str, str]) -> str:
     return path
 
 
-def load_document(text: str | bytes, *, allow_link_local: bool = False) -> LoadResult:
-    """Parse, map (seed format) and validate a document; every problem carries its YAML line."""
+def load_document(text: str | bytes, *, allow_link_local: bool = False, max_format_version: int = 1) -> LoadResult:
+    """Parse, map (seed format) and validate a document; every problem carries its YAML line.
+    `max_format_version`: the newest format the caller applies (see `validate_document`)."""
     data, lines, problems = _parse(text)
     if problems:
         return LoadResult({}, problems)
     if data is None:
         return LoadResult({}, [Problem("", "the document is empty", lines.get(""))])
     if not seed.is_seed_document(data):
-        document, found = validate_document(data, allow_link_local=allow_link_local, lines=lines)
+        document, found = validate_document(
+            data, allow_link_local=allow_link_local, lines=lines, max_format_version=max_format_version
+        )
         return LoadResult(document, found)
     v1, problems, warnings, paths = seed.to_v1(data)
     document, found = validate_document(v1, allow_link_local=allow_link_local)
