@@ -26,6 +26,7 @@ networks are written one way. `effective_plugin_config` fills the defaults back 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -189,10 +190,25 @@ def _names_in_order(names: Iterable[str]) -> list[str]:
 def _header_fields(request: bool) -> dict[str, Field]:
     name = Field("str", check=_request_header if request else _response_header)
     value = Field("str", check=_header_value_problem)
+    names = "header names (hop-by-hop and gateway-owned ones refused" + (", and Host)" if request else ")")
     return {
-        "set": Field("map", default={}, key=name, item=value, max_items=MAX_LIST),
-        "add": Field("map", default={}, key=name, item=value, max_items=MAX_LIST),
-        "remove": Field("list", default=[], item=name, max_items=MAX_LIST),
+        "set": Field(
+            "map",
+            default={},
+            key=name,
+            item=value,
+            max_items=MAX_LIST,
+            help=f"name → value, replacing any value; {names}; values ≤ 8 KiB, no CR/LF/NUL",
+        ),
+        "add": Field(
+            "map",
+            default={},
+            key=name,
+            item=value,
+            max_items=MAX_LIST,
+            help="name → value, added beside any value already there; same rules as `set`",
+        ),
+        "remove": Field("list", default=[], item=name, max_items=MAX_LIST, help=f"{names}; applied first"),
     }
 
 
@@ -284,14 +300,34 @@ CORS_FIELDS: dict[str, Field] = {
         min_items=1,
         max_items=MAX_LIST,
         item=Field("str", max_length=2048, check=_origin_problem),
+        help="`*` alone, or exact origins `scheme://host[:port]` (scheme and host lower-cased, default port dropped)",
     ),
     "methods": Field(
-        "list", default=["GET", "POST"], min_items=1, max_items=len(METHODS), item=Field("enum", choices=METHODS)
+        "list",
+        default=["GET", "POST"],
+        min_items=1,
+        max_items=len(METHODS),
+        item=Field("enum", choices=METHODS),
+        help="`Access-Control-Allow-Methods`; upper-cased, sorted",
     ),
-    "headers": Field("list", default=["Content-Type"], max_items=MAX_LIST, item=Field("str", check=_cors_header)),
-    "expose_headers": Field("list", default=[], max_items=MAX_LIST, item=Field("str", check=_cors_header)),
-    "credentials": Field("bool", default=False),
-    "max_age": Field("int", default=600, minimum=0, maximum=86_400),
+    "headers": Field(
+        "list",
+        default=["Content-Type"],
+        max_items=MAX_LIST,
+        item=Field("str", check=_cors_header),
+        help="request headers a preflight may ask for (`Access-Control-Allow-Headers`)",
+    ),
+    "expose_headers": Field(
+        "list",
+        default=[],
+        max_items=MAX_LIST,
+        item=Field("str", check=_cors_header),
+        help="response headers scripts may read (`Access-Control-Expose-Headers`)",
+    ),
+    "credentials": Field(
+        "bool", default=False, help="`Access-Control-Allow-Credentials: true`; needs exact origins, not `*`"
+    ),
+    "max_age": Field("int", default=600, minimum=0, maximum=86_400, help="seconds a browser may cache a preflight"),
 }
 
 # --- IP restriction -------------------------------------------------------------------------------
@@ -330,13 +366,23 @@ def _ip_restriction_normalize(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "allow": _networks_in_order(config["allow"]), "deny": _networks_in_order(config["deny"])}
 
 
-_NETWORKS = Field("list", default=[], max_items=MAX_LIST, item=Field("str", max_length=100, check=_network_problem))
-IP_RESTRICTION_FIELDS: dict[str, Field] = {"allow": _NETWORKS, "deny": _NETWORKS}
+_NETWORK = Field("str", max_length=100, check=_network_problem)
+_NETWORKS_HELP = "IPv4/IPv6 addresses or CIDRs, written in network form, sorted"
+IP_RESTRICTION_FIELDS: dict[str, Field] = {
+    "allow": Field(
+        "list", default=[], max_items=MAX_LIST, item=_NETWORK, help=f"{_NETWORKS_HELP}; when set, only these pass"
+    ),
+    "deny": Field(
+        "list", default=[], max_items=MAX_LIST, item=_NETWORK, help=f"{_NETWORKS_HELP}; deny wins over allow"
+    ),
+}
 
 # --- the registry ---------------------------------------------------------------------------------
 
-ENABLED = Field("bool", default=True)
-MODE = Field("enum", default="enforce", choices=MODES)
+ENABLED = Field("bool", default=True, help="false on an endpoint turns the document's plugin of that name off")
+MODE = Field(
+    "enum", default="enforce", choices=MODES, help="report: decide, log and count, but let the request through"
+)
 
 
 def _spec(
@@ -392,7 +438,9 @@ PLUGINS: Mapping[str, PluginSpec] = {
     )
 }
 
-PRESERVE_HOST = Field("bool", default=False)
+PRESERVE_HOST = Field(
+    "bool", default=False, help="true: the client's Host goes upstream (TLS SNI stays the target's host)"
+)
 
 # --- validation, canonical and effective forms ----------------------------------------------------
 
@@ -521,6 +569,54 @@ def effective_plugins(
     return result
 
 
+# --- the reference page ----------------------------------------------------------------------------
+
+
+def _shown(value: Any) -> str:
+    return "`" + json.dumps(value, separators=(", ", ": ")) + "`"
+
+
+def _kind(spec: Field) -> str:
+    if spec.kind == "list" and spec.item is not None:
+        return "list of " + ("enums" if spec.item.kind == "enum" else "strings")
+    if spec.kind == "map":
+        return "map"
+    return {"str": "string", "int": "int", "bool": "bool", "enum": "enum"}.get(spec.kind, spec.kind)
+
+
+def _rule(spec: Field) -> str:
+    parts: list[str] = []
+    if spec.minimum is not None and spec.maximum is not None:
+        parts.append(f"{spec.minimum:g}–{spec.maximum:g}")
+    if spec.choices:
+        parts.append(", ".join(spec.choices))
+    if spec.item is not None and spec.item.choices and spec.kind == "list":
+        parts.append(", ".join(spec.item.choices))
+    if spec.max_items is not None:
+        parts.append(f"{spec.min_items}–{spec.max_items} entries" if spec.min_items else f"≤ {spec.max_items} entries")
+    if spec.help:
+        parts.append(spec.help)
+    return "; ".join(parts)
+
+
+def reference_markdown() -> str:
+    """The "Plugins" reference of docs/config-document.md, made from `PLUGINS` (a test holds the page
+    to it, so a field cannot be added without the docs; print it with
+    `python -c 'from configdoc.plugins import reference_markdown as r; print(r())'`)."""
+    lines = [
+        "Chain order: " + " → ".join(f"`{phase}`" if phase in PLUGINS else phase for phase in PHASES) + ".",
+        "",
+    ]
+    for spec in sorted(PLUGINS.values(), key=lambda s: (s.position, s.name)):
+        kind = "access plugin" if spec.access else "plugin"
+        lines += [f"### `{spec.name}`", "", f"{spec.description} ({kind}, phase `{spec.phase}`)", ""]
+        lines += ["| field | type | default | range / rule |", "|---|---|---|---|"]
+        for name, field in spec.fields.items():
+            lines.append(f"| `{name}` | {_kind(field)} | {_shown(field.default)} | {_rule(field)} |")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
 __all__ = [
     "FORMAT_2_DOCUMENT_KEYS",
     "FORMAT_2_ENDPOINT_KEYS",
@@ -542,5 +638,6 @@ __all__ = [
     "normalize_origin",
     "normalize_plugin_config",
     "normalize_plugins",
+    "reference_markdown",
     "required_format_version",
 ]

@@ -35,7 +35,8 @@ class Field:
     `item` is the element field of a list (or the value field of a map); `fields` the keys of an
     object; `key` the field every key of a map must pass (a map is a mapping whose keys are data, like
     header names, where an object's keys are the schema's); `min_items`/`max_items` bound lists and
-    maps; `check` an extra rule returning an error message or None.
+    maps; `check` an extra rule returning an error message or None; `help` one line for people
+    (docs, forms, OpenAPI descriptions) where type, default and range do not say it all.
     """
 
     kind: str
@@ -54,6 +55,7 @@ class Field:
     fields: Mapping[str, Field] = field(default_factory=dict)
     check: Callable[[Any], str | None] | None = None
     key: Field | None = None
+    help: str = ""
 
 
 def _statuses_default(*values: str) -> list[str]:
