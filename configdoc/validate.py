@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from .egress import is_denied_target_host
 from .plugins import (
     FORMAT_2_ENDPOINT_KEYS,
+    effective_plugin_config,
     format_2_message,
     normalize_endpoint_policies,
     normalize_plugins,
@@ -517,12 +518,23 @@ def effective_health_check(
 def effective_endpoint(
     canonical: Mapping[str, Any], health_check_defaults: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Every field of an endpoint, defaults filled in (targets included)."""
+    """Every field of an endpoint, defaults filled in (targets included).
+
+    §11's keys appear only when the endpoint sets them (`preserve_host`, and `plugins` with each of
+    the endpoint's own configs filled in), so a format-1 endpoint's effective form is what it always
+    was. What an endpoint runs also depends on the document's plugins: see `effective_plugins`.
+    """
     fields = {key: spec for key, spec in ENDPOINT_FIELDS.items() if key != "health_check"}
     result = _effective(fields, canonical)
     target_fields = ENDPOINT_FIELDS["targets"].item.fields  # type: ignore[union-attr]
     result["targets"] = [_effective(target_fields, target) for target in canonical.get("targets", [])]
     result["health_check"] = effective_health_check(health_check_defaults, canonical.get("health_check"))
+    if "preserve_host" in canonical:
+        result["preserve_host"] = canonical["preserve_host"]
+    if "plugins" in canonical:
+        result["plugins"] = {
+            name: effective_plugin_config(name, config) for name, config in canonical["plugins"].items()
+        }
     return result
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from . import seed
+from .plugins import PLUGINS
 from .problems import Problem, child, item
 from .schema import (
     BREAKER_POLICY_FIELDS,
@@ -218,6 +219,11 @@ _ORDER: dict[str, tuple[str, ...]] = {
     "endpoints[].outlier": tuple(OUTLIER_FIELDS),
     "endpoints[].tls": tuple(TLS_FIELDS),
     "endpoints[].health_check": tuple(HEALTH_CHECK_FIELDS),
+    **{
+        f"{where}.{name}": tuple(spec.fields)
+        for name, spec in PLUGINS.items()
+        for where in ("plugins", "endpoints[].plugins")
+    },
 }
 
 

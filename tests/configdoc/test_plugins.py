@@ -14,6 +14,7 @@ from configdoc import (
     canonical_json,
     config_sha256,
     dump_document_yaml,
+    effective_endpoint,
     effective_plugins,
     load_document,
     validate_document,
@@ -192,6 +193,26 @@ def test_validating_a_canonical_document_again_gives_the_same_bytes() -> None:
     assert endpoint["preserve_host"] is True
     assert endpoint["plugins"]["ip_restriction"] == {"deny": ["192.0.2.0/24"], "mode": "report"}
     assert endpoint["plugins"]["cors"] == {"enabled": False}
+
+
+def test_an_endpoints_effective_form_carries_its_format_2_keys_only_when_set() -> None:
+    canonical, _ = validate(document(preserve_host=True, plugins={"ip_restriction": {"deny": ["192.0.2.1"]}}))
+    effective = effective_endpoint(canonical["endpoints"][0])
+    assert effective["preserve_host"] is True
+    assert effective["plugins"] == {
+        "ip_restriction": {"allow": [], "deny": ["192.0.2.1"], "enabled": True, "mode": "enforce"}
+    }
+    plain, _ = validate(document(version=1))
+    assert not set(FORMAT_2_ENDPOINT_KEYS) & set(effective_endpoint(plain["endpoints"][0]))
+
+
+def test_export_writes_plugin_fields_in_schema_order() -> None:
+    rules = {"remove": ["X-Debug"], "add": {"X-B": "b"}, "set": {"X-A": "a"}}
+    canonical, _ = validate(document(global_plugins={"response_headers": rules}, plugins={"request_headers": rules}))
+    text = dump_document_yaml(canonical)
+    for block in text.split("_headers:")[1:]:
+        assert block.index("set:") < block.index("add:") < block.index("remove:"), text
+    assert text.index("plugins:") < text.index("endpoints:")
 
 
 # --- merging the document's plugins with an endpoint's --------------------------------------------
