@@ -335,9 +335,15 @@ CORS_FIELDS: dict[str, Field] = {
 
 def _network_problem(value: Any) -> str | None:
     try:
-        ipaddress.ip_network(value, strict=False)
+        network = ipaddress.ip_network(value, strict=False)
     except ValueError:
         return f"{value[:100]!r} is not an IPv4 or IPv6 address or CIDR (like 10.0.0.0/8 or 2001:db8::/32)"
+    # A zone (fe80::1%eth0) names an interface of one host, not an address a rule could match.
+    if "%" in value:
+        return f"{value!r} has an IPv6 zone (%...); write the address without it"
+    # The data plane sees IPv4 clients as IPv4; an IPv4-mapped IPv6 rule would never match them.
+    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None:
+        return f"{value!r} is an IPv4-mapped IPv6 address; write the IPv4 form ({network.network_address.ipv4_mapped})"
     return None
 
 
