@@ -36,7 +36,7 @@ from .schema import (
     TARGET_FIELDS,
     TLS_FIELDS,
 )
-from .validate import DOCUMENT_KEYS, _with_lines, validate_document
+from .validate import DOCUMENT_KEYS, FORMAT_VERSION, _with_lines, validate_document
 
 MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
 MAX_ALIASES = 1000
@@ -184,7 +184,9 @@ def _to_seed_path(path: str, paths: Mapping[str, str]) -> str:
     return path
 
 
-def load_document(text: str | bytes, *, allow_link_local: bool = False, max_format_version: int = 1) -> LoadResult:
+def load_document(
+    text: str | bytes, *, allow_link_local: bool = False, max_format_version: int = FORMAT_VERSION
+) -> LoadResult:
     """Parse, map (seed format) and validate a document; every problem carries its YAML line.
     `max_format_version`: the newest format the caller applies (see `validate_document`)."""
     data, lines, problems = _parse(text)

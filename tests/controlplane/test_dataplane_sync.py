@@ -30,7 +30,7 @@ from controlplane.core.models import AuditEvent, ConfigRevision
 from controlplane.core.revisions import latest_revision
 from controlplane.dataplanes.models import DataPlaneNode, DataPlaneToken, StateCounter
 from controlplane.dataplanes.services import bump_state_seq, dataplane_token_issue, hash_secret
-from controlplane.dataplanes.snapshot import build_snapshot_bytes, load_snapshot, make_etag
+from controlplane.dataplanes.snapshot import build_snapshot_bytes, document_format_version, load_snapshot, make_etag
 from controlplane.dataplanes.sync import (
     CONFIG_PATH,
     MAX_STATUS_BYTES,
@@ -379,6 +379,26 @@ def format_2_live(monkeypatch: pytest.MonkeyPatch) -> bytes:
     monkeypatch.setattr(revisions, "latest_revision", lambda: revision)
     monkeypatch.setattr(revisions, "remembered_document", lambda sha: body if sha == revision.config_sha256 else None)
     return body
+
+
+def test_a_documents_format_is_read_from_its_bytes_and_look_alike_text_is_not_a_key() -> None:
+    assert document_format_version(format_2_document()) == 2
+    canonical, problems = validate_document(
+        {
+            "format_version": 1,
+            "endpoints": [
+                {
+                    "name": "a",
+                    "version": "v1",
+                    "description": '"plugins": {"cors": {}}, "preserve_host": true',
+                    "tags": ["plugins", "preserve_host"],
+                    "targets": [{"url": "http://127.0.0.1:8010"}],
+                }
+            ],
+        }
+    )
+    assert problems == []
+    assert document_format_version(canonical_json(canonical)) == 1
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-Gateway-Format": "1"}], ids=["absent", "1"])
