@@ -6,10 +6,12 @@ one validator, not two.
 
 from .canonical import canonical_json, config_sha256
 from .egress import is_denied_address, is_denied_target_host
+from .plugins import PHASES, PLUGINS, PluginSpec, effective_plugins, required_format_version
 from .problems import Problem
 from .routes import Match, RouteTable, UnsafePath, endpoint_key, route_keys, version_sort_key
 from .validate import (
     FORMAT_VERSION,
+    LATEST_FORMAT_VERSION,
     READ_ONLY_KEYS,
     assemble_document,
     effective_breaker_policy,
@@ -23,7 +25,11 @@ from .yamlio import LoadResult, dump_document_yaml, load_document
 
 __all__ = [
     "FORMAT_VERSION",
+    "LATEST_FORMAT_VERSION",
     "LoadResult",
+    "PHASES",
+    "PLUGINS",
+    "PluginSpec",
     "READ_ONLY_KEYS",
     "Match",
     "Problem",
@@ -36,12 +42,14 @@ __all__ = [
     "effective_breaker_policy",
     "effective_endpoint",
     "effective_health_check",
+    "effective_plugins",
     "endpoint_key",
     "is_denied_address",
     "is_denied_target_host",
     "load_document",
     "normalize_breaker_policy",
     "normalize_endpoint",
+    "required_format_version",
     "route_keys",
     "validate_document",
     "version_sort_key",

@@ -30,10 +30,13 @@ MAX_TAGS = 32
 class Field:
     """One key of an object.
 
-    kind: "str", "int", "number", "bool", "enum", "list", "object", "statuses", "retry_on".
+    kind: "str", "int", "number", "bool", "enum", "list", "object", "map", "statuses", "retry_on".
     `nullable` lets the value be null; `minimum`/`maximum` bound numbers; `choices` is for enums;
-    `item` is the element field of a list; `fields` the keys of an object; `check` an extra rule
-    returning an error message or None.
+    `item` is the element field of a list (or the value field of a map); `fields` the keys of an
+    object; `key` the field every key of a map must pass (a map is a mapping whose keys are data, like
+    header names, where an object's keys are the schema's); `min_items`/`max_items` bound lists and
+    maps; `check` an extra rule returning an error message or None; `help` one line for people
+    (docs, forms, OpenAPI descriptions) where type, default and range do not say it all.
     """
 
     kind: str
@@ -51,6 +54,8 @@ class Field:
     max_items: int | None = None
     fields: Mapping[str, Field] = field(default_factory=dict)
     check: Callable[[Any], str | None] | None = None
+    key: Field | None = None
+    help: str = ""
 
 
 def _statuses_default(*values: str) -> list[str]:

@@ -16,6 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .egress import is_denied_target_host
+from .plugins import (
+    FORMAT_2_ENDPOINT_KEYS,
+    effective_plugin_config,
+    format_2_message,
+    normalize_endpoint_policies,
+    normalize_plugins,
+    required_format_version,
+)
 from .problems import Problem, child, item
 from .routes import endpoint_key, route_keys, version_sort_key
 from .schema import (
@@ -27,9 +35,15 @@ from .schema import (
     Field,
 )
 
+# A document says which format it is. Format 1 is §3; format 2 adds §11's keys (configdoc.plugins).
+# A document canonicalises to the lowest format that holds it, so a document without §11 keys stays
+# format 1 with the bytes and hash it always had. A reader accepts formats up to the one it is given
+# (`max_format_version`, default 1), so a reader that has not been taught the policy chain refuses a
+# document with policies instead of silently running it without them.
 FORMAT_VERSION = 1
+LATEST_FORMAT_VERSION = 2
 READ_ONLY_KEYS = frozenset({"id", "key", "created_at", "updated_at", "status", "health"})
-DOCUMENT_KEYS = ("format_version", "breaker_policies", "health_check", "endpoints")
+DOCUMENT_KEYS = ("format_version", "breaker_policies", "health_check", "plugins", "endpoints")
 
 _STATUS_CLASS = re.compile(r"^[1-5]xx$")
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
@@ -169,6 +183,8 @@ def _value(spec: Field, value: Any, path: str, problems: list[Problem], *, keep_
         result = _status_list(spec, value, path, problems, extra=RETRY_CONDITIONS[:2], lowest=400)
     elif kind == "list":
         result = _list(spec, value, path, problems)
+    elif kind == "map":
+        result = _map(spec, value, path, problems)
     elif kind == "object":
         result = _object(spec.fields, value, path, problems, keep_defaults=keep_defaults)
     else:  # pragma: no cover - a schema mistake, not a user's
@@ -204,6 +220,28 @@ def _list(spec: Field, value: Any, path: str, problems: list[Problem]) -> Any:
     if any(entry is INVALID for entry in items):
         return INVALID
     return items
+
+
+def _map(spec: Field, value: Any, path: str, problems: list[Problem]) -> Any:
+    """A mapping whose keys are data (header names): each key passes `spec.key`, each value `spec.item`."""
+    if not isinstance(value, Mapping):
+        problems.append(Problem(path, f"must be a mapping, not {_type_name(value)}"))
+        return INVALID
+    if spec.max_items is not None and len(value) > spec.max_items:
+        problems.append(Problem(path, f"must have at most {spec.max_items} entries, not {len(value)}"))
+        return INVALID
+    assert spec.key is not None and spec.item is not None
+    result: dict[str, Any] = {}
+    ok = True
+    for key, entry in value.items():
+        where = child(path, key)
+        name = _value(spec.key, key, where, problems)
+        normalized = _value(spec.item, entry, where, problems)
+        if name is INVALID or normalized is INVALID:
+            ok = False
+        else:
+            result[name] = normalized
+    return result if ok else INVALID
 
 
 def _object(
@@ -355,18 +393,21 @@ def normalize_endpoint(
     path: str = "",
     allow_link_local: bool = False,
     health_check_defaults: Mapping[str, Any] | None = None,
+    format_version: int = FORMAT_VERSION,
 ) -> tuple[dict[str, Any], list[Problem]]:
     """An endpoint's canonical sparse form and every problem with it.
 
     `name`, `version`, `default` and `targets` are always present; `health_check` keeps every key
     given (an endpoint's health settings are overrides of the document's, so an explicit value that
-    happens to equal the built-in default still means something).
+    happens to equal the built-in default still means something). `format_version` is the document's:
+    §11's `plugins` and `preserve_host` need 2 (configdoc.plugins).
     """
     problems: list[Problem] = []
     if not isinstance(data, Mapping):
         return {}, [Problem(path, f"an endpoint must be a mapping, not {_type_name(data)}")]
     fields = {key: spec for key, spec in ENDPOINT_FIELDS.items() if key != "health_check"}
-    raw = {key: value for key, value in data.items() if key != "health_check"}
+    raw = {key: value for key, value in data.items() if key != "health_check" and key not in FORMAT_2_ENDPOINT_KEYS}
+    policies = normalize_endpoint_policies(data, path, problems, format_version=format_version)
     document = _object(fields, raw, path, problems, required=("name", "version", "targets"))
     health: Any = {}
     if "health_check" in data:
@@ -379,6 +420,7 @@ def normalize_endpoint(
     document.setdefault("default", False)
     if health:
         document["health_check"] = health
+    document.update(policies)
     _endpoint_rules(
         document, path, problems, allow_link_local=allow_link_local, health_check_defaults=health_check_defaults
     )
@@ -486,7 +528,12 @@ def effective_connect_timeout(timeout: float) -> float:
 def effective_endpoint(
     canonical: Mapping[str, Any], health_check_defaults: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Every field of an endpoint, defaults filled in (targets included)."""
+    """Every field of an endpoint, defaults filled in (targets included).
+
+    §11's keys appear only when the endpoint sets them (`preserve_host`, and `plugins` with each of
+    the endpoint's own configs filled in), so a format-1 endpoint's effective form is what it always
+    was. What an endpoint runs also depends on the document's plugins: see `effective_plugins`.
+    """
     fields = {key: spec for key, spec in ENDPOINT_FIELDS.items() if key != "health_check"}
     result = _effective(fields, canonical)
     if "connect_timeout" not in canonical:
@@ -494,6 +541,12 @@ def effective_endpoint(
     target_fields = ENDPOINT_FIELDS["targets"].item.fields  # type: ignore[union-attr]
     result["targets"] = [_effective(target_fields, target) for target in canonical.get("targets", [])]
     result["health_check"] = effective_health_check(health_check_defaults, canonical.get("health_check"))
+    if "preserve_host" in canonical:
+        result["preserve_host"] = canonical["preserve_host"]
+    if "plugins" in canonical:
+        result["plugins"] = {
+            name: effective_plugin_config(name, config) for name, config in canonical["plugins"].items()
+        }
     return result
 
 
@@ -549,8 +602,10 @@ def assemble_document(
     breaker_policies: list[dict[str, Any]],
     endpoints: list[dict[str, Any]],
     health_check: Mapping[str, Any] | None = None,
+    plugins: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The v1 document from canonical objects, in canonical order."""
+    """The document from canonical objects, in canonical order, with the lowest `format_version` that
+    holds it (2 when it uses a §11 key, else 1)."""
     document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "breaker_policies": sorted(breaker_policies, key=lambda p: p["name"]),
@@ -558,23 +613,39 @@ def assemble_document(
     }
     if health_check:
         document["health_check"] = dict(health_check)
+    if plugins:
+        document["plugins"] = dict(plugins)
+    document["format_version"] = required_format_version(document)
     return document
 
 
 def validate_document(
-    data: Any, *, allow_link_local: bool = False, lines: Mapping[str, int] | None = None
+    data: Any,
+    *,
+    allow_link_local: bool = False,
+    lines: Mapping[str, int] | None = None,
+    max_format_version: int = FORMAT_VERSION,
 ) -> tuple[dict[str, Any], list[Problem]]:
-    """A whole v1 document: its canonical form and every problem (with YAML lines when `lines` maps
-    problem paths to them)."""
+    """A whole document: its canonical form and every problem (with YAML lines when `lines` maps
+    problem paths to them).
+
+    `max_format_version` is the highest format the caller can act on: a document of a newer format is
+    refused, since running it without what that format adds (the policy chain of format 2) would be
+    wrong. It defaults to 1; a reader that applies §11's plugins passes 2.
+    """
     problems: list[Problem] = []
     if not isinstance(data, Mapping):
         return {}, _with_lines([Problem("", f"the document must be a mapping, not {_type_name(data)}")], lines)
     for key in data:
         if key not in DOCUMENT_KEYS:
             problems.append(Problem(str(key), f"unknown key (expected one of {', '.join(DOCUMENT_KEYS)})"))
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        problems.append(Problem("format_version", f"must be {FORMAT_VERSION}, not {version!r}"))
+    version = _format_version(data.get("format_version"), max_format_version, problems)
+
+    plugins: Any = None
+    if "plugins" in data:
+        if version < 2:
+            problems.append(Problem("plugins", format_2_message("plugins")))
+        plugins = normalize_plugins(data["plugins"], "plugins", problems)
 
     health: Any = {}
     if data.get("health_check") is not None:
@@ -604,7 +675,11 @@ def validate_document(
     for index, entry in _entries(data, "endpoints", problems):
         where = item("endpoints", index)
         endpoint, found = normalize_endpoint(
-            entry, path=where, allow_link_local=allow_link_local, health_check_defaults=health_defaults
+            entry,
+            path=where,
+            allow_link_local=allow_link_local,
+            health_check_defaults=health_defaults,
+            format_version=version,
         )
         problems.extend(found)
         if found:
@@ -630,7 +705,27 @@ def validate_document(
         breaker_policies=list(policies.values()),
         endpoints=[endpoint for _, endpoint in endpoints],
         health_check=health_defaults,
+        plugins=plugins,
     ), []
+
+
+def _format_version(version: Any, highest: int, problems: list[Problem]) -> int:
+    """The document's declared format; a bad one is reported, and the rest of the document is then
+    checked as the latest format, so only the real mistake is reported."""
+    known = tuple(range(FORMAT_VERSION, LATEST_FORMAT_VERSION + 1))
+    if isinstance(version, bool) or version not in known:
+        problems.append(Problem("format_version", f"must be {' or '.join(map(str, known))}, not {version!r}"))
+        return LATEST_FORMAT_VERSION
+    if version > highest:
+        problems.append(
+            Problem(
+                "format_version",
+                f"format {version} is newer than this reader applies (format {highest} at most): it would run "
+                "the document without the policies that format adds",
+            )
+        )
+        return LATEST_FORMAT_VERSION
+    return int(version)
 
 
 def _entries(data: Mapping[str, Any], key: str, problems: list[Problem]) -> list[tuple[int, Any]]:

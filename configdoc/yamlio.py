@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from . import seed
+from .plugins import PLUGINS
 from .problems import Problem, child, item
 from .schema import (
     BREAKER_POLICY_FIELDS,
@@ -35,7 +36,7 @@ from .schema import (
     TARGET_FIELDS,
     TLS_FIELDS,
 )
-from .validate import DOCUMENT_KEYS, _with_lines, validate_document
+from .validate import DOCUMENT_KEYS, FORMAT_VERSION, _with_lines, validate_document
 
 MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
 MAX_ALIASES = 1000
@@ -44,7 +45,7 @@ MAX_EXPANDED_NODES = 1_000_000
 
 @dataclass(frozen=True)
 class LoadResult:
-    """The canonical v1 document (`{}` when there are problems), every problem, and warnings."""
+    """The canonical document (`{}` when there are problems), every problem, and warnings."""
 
     document: dict[str, Any]
     problems: list[Problem] = field(default_factory=list)
@@ -183,15 +184,20 @@ def _to_seed_path(path: str, paths: Mapping[str, str]) -> str:
     return path
 
 
-def load_document(text: str | bytes, *, allow_link_local: bool = False) -> LoadResult:
-    """Parse, map (seed format) and validate a document; every problem carries its YAML line."""
+def load_document(
+    text: str | bytes, *, allow_link_local: bool = False, max_format_version: int = FORMAT_VERSION
+) -> LoadResult:
+    """Parse, map (seed format) and validate a document; every problem carries its YAML line.
+    `max_format_version`: the newest format the caller applies (see `validate_document`)."""
     data, lines, problems = _parse(text)
     if problems:
         return LoadResult({}, problems)
     if data is None:
         return LoadResult({}, [Problem("", "the document is empty", lines.get(""))])
     if not seed.is_seed_document(data):
-        document, found = validate_document(data, allow_link_local=allow_link_local, lines=lines)
+        document, found = validate_document(
+            data, allow_link_local=allow_link_local, lines=lines, max_format_version=max_format_version
+        )
         return LoadResult(document, found)
     v1, problems, warnings, paths = seed.to_v1(data)
     document, found = validate_document(v1, allow_link_local=allow_link_local)
@@ -215,6 +221,11 @@ _ORDER: dict[str, tuple[str, ...]] = {
     "endpoints[].outlier": tuple(OUTLIER_FIELDS),
     "endpoints[].tls": tuple(TLS_FIELDS),
     "endpoints[].health_check": tuple(HEALTH_CHECK_FIELDS),
+    **{
+        f"{where}.{name}": tuple(spec.fields)
+        for name, spec in PLUGINS.items()
+        for where in ("plugins", "endpoints[].plugins")
+    },
 }
 
 

@@ -3,6 +3,10 @@
     {"config": <document>, "config_sha256", "format_version": 1, "generated_at", "revision",
      "state": {"breakers": {}, "targets": {}}, "state_seq"}
 
+`format_version` is the document's own (1, or 2 when it uses §11's keys); the sync API answers 409
+`format_unsupported` to a node whose `X-Gateway-Format` is lower, so no node runs a document whose
+policies it cannot apply.
+
 The bytes are canonical JSON (sorted keys, no whitespace). The document is already stored in
 canonical form, so it is spliced in as bytes rather than parsed and re-serialised; a test holds the
 result equal to `canonical_json` of the same dict.
@@ -11,21 +15,37 @@ result equal to `canonical_json` of the same dict.
 from __future__ import annotations
 
 import gzip
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
 
-from configdoc import canonical_json
+from configdoc import FORMAT_VERSION, LATEST_FORMAT_VERSION, canonical_json
+from configdoc.plugins import FORMAT_2_DOCUMENT_KEYS, FORMAT_2_ENDPOINT_KEYS
 
-SNAPSHOT_FORMAT_VERSION = 1
+# The snapshot formats this control plane serves: a snapshot's format is its document's.
+SNAPSHOT_FORMAT_VERSION = FORMAT_VERSION
+LATEST_SNAPSHOT_FORMAT_VERSION = LATEST_FORMAT_VERSION
+# In canonical JSON (no whitespace, quotes inside strings escaped) these byte strings occur only as keys.
+_FORMAT_2_MARKERS = tuple(f'"{key}":'.encode() for key in {*FORMAT_2_DOCUMENT_KEYS, *FORMAT_2_ENDPOINT_KEYS})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def make_etag(config_sha256: str, state_seq: int) -> str:
     """The snapshot's entity tag, unquoted: `<config_sha256>.<state_seq>`; generated_at is not part of it."""
     return f"{config_sha256}.{state_seq}"
+
+
+def document_format_version(document: bytes) -> int:
+    """The `format_version` of a canonical document. A document can be format 2 only when it holds a
+    format-2 key, so a document without one is format 1 without being parsed (the common case, and
+    parsing 10,000 endpoints holds the GIL for tens of milliseconds); otherwise it is read."""
+    if not any(marker in document for marker in _FORMAT_2_MARKERS):
+        return SNAPSHOT_FORMAT_VERSION
+    version = json.loads(document).get("format_version", SNAPSHOT_FORMAT_VERSION)
+    return int(version)
 
 
 def format_generated_at(moment: datetime) -> str:
@@ -40,12 +60,16 @@ def build_snapshot_bytes(
     state_seq: int,
     generated_at: str,
     state: dict[str, Any] | None = None,
+    format_version: int | None = None,
 ) -> bytes:
-    """The snapshot as canonical JSON bytes. `document` must be the canonical document whose hash is `config_sha256`."""
+    """The snapshot as canonical JSON bytes. `document` must be the canonical document whose hash is
+    `config_sha256`; `format_version` is its format (read from it when not given)."""
     if not _SHA256.match(config_sha256) or sha256(document).hexdigest() != config_sha256:
         raise ValueError("document does not match config_sha256")
     state = state if state is not None else {"breakers": {}, "targets": {}}
-    head = {"config_sha256": config_sha256, "format_version": SNAPSHOT_FORMAT_VERSION, "generated_at": generated_at}
+    if format_version is None:
+        format_version = document_format_version(document)
+    head = {"config_sha256": config_sha256, "format_version": format_version, "generated_at": generated_at}
     tail = {"revision": revision, "state": state, "state_seq": state_seq}
     # Keys in sorted order: config, config_sha256, format_version, generated_at, revision, state, state_seq.
     return b"".join([b'{"config":', document, b",", canonical_json(head)[1:-1], b",", canonical_json(tail)[1:-1], b"}"])
@@ -53,15 +77,18 @@ def build_snapshot_bytes(
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One built snapshot: its ETag, its bytes and their gzip, made once per ETag per process."""
+    """One built snapshot: its ETag, its bytes and their gzip, made once per ETag per process, and its
+    format (a node reading a lower one is refused it)."""
 
     etag: str
     body: bytes
     gzipped: bytes
+    format_version: int = SNAPSHOT_FORMAT_VERSION
 
     @classmethod
-    def of(cls, etag: str, body: bytes) -> Snapshot:
-        return cls(etag=etag, body=body, gzipped=gzip.compress(body, compresslevel=6, mtime=0))
+    def of(cls, etag: str, body: bytes, format_version: int = SNAPSHOT_FORMAT_VERSION) -> Snapshot:
+        gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+        return cls(etag=etag, body=body, gzipped=gzipped, format_version=format_version)
 
 
 def read_current_etag() -> str:
@@ -111,6 +138,7 @@ def load_snapshot(now: datetime | None = None) -> Snapshot:
     else:
         raise RuntimeError("the live document does not match the latest revision")
     state_seq = counter or 0
+    format_version = document_format_version(document)
     body = build_snapshot_bytes(
         document=document,
         revision=revision.number,
@@ -118,8 +146,9 @@ def load_snapshot(now: datetime | None = None) -> Snapshot:
         state_seq=state_seq,
         generated_at=format_generated_at(now or datetime.now(UTC)),
         state=state,
+        format_version=format_version,
     )
-    return Snapshot.of(make_etag(sha, state_seq), body)
+    return Snapshot.of(make_etag(sha, state_seq), body, format_version)
 
 
 def read_state() -> dict[str, Any]:

@@ -36,7 +36,13 @@ from urllib.parse import parse_qs
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from .snapshot import SNAPSHOT_FORMAT_VERSION, Snapshot, load_snapshot, read_current_etag
+from .snapshot import (
+    LATEST_SNAPSHOT_FORMAT_VERSION,
+    SNAPSHOT_FORMAT_VERSION,
+    Snapshot,
+    load_snapshot,
+    read_current_etag,
+)
 from .status import StatusReportError, validate_status_report
 
 Scope = MutableMapping[str, Any]
@@ -356,12 +362,12 @@ class DataPlaneSyncApp:
             highest = int(supported) if supported is not None else 1
         except ValueError:
             highest = 0
-        if highest < 1:
+        if highest < SNAPSHOT_FORMAT_VERSION:
             raise SyncError(
                 409,
                 "format_unsupported",
                 f"X-Gateway-Format {supported!r} is not a format this control plane serves "
-                f"(it serves format {SNAPSHOT_FORMAT_VERSION})",
+                f"(it serves formats {SNAPSHOT_FORMAT_VERSION} to {LATEST_SNAPSHOT_FORMAT_VERSION})",
             )
         wait = self._wait_seconds(scope)
         if_none_match = _header(scope, b"if-none-match")
@@ -380,6 +386,16 @@ class DataPlaneSyncApp:
         except Exception:
             logger.exception("dataplane sync: building the snapshot failed")
             raise SyncError(503, "unavailable", "the snapshot could not be built; try again") from None
+        if snapshot.format_version > highest:
+            # A node must never run a document whose policies it cannot apply (ARCHITECTURE §11): it
+            # keeps what it has and shows this message in its status until it is upgraded.
+            raise SyncError(
+                409,
+                "format_unsupported",
+                f"the current config is format {snapshot.format_version} (it uses plugins or other format "
+                f"{snapshot.format_version} settings) and this node reads format {highest} at most: upgrade "
+                "the data plane",
+            )
         headers = [
             (b"content-type", b"application/json"),
             (b"etag", f'"{snapshot.etag}"'.encode()),

@@ -10,8 +10,10 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Awaitable, Callable
+from hashlib import sha256
 from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -20,7 +22,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from configdoc import canonical_json
+from configdoc import canonical_json, validate_document
 from configdoc.reports import BUCKET_COUNT
 from controlplane.breakers.services import breaker_policy_create
 from controlplane.core.actors import Actor
@@ -28,7 +30,7 @@ from controlplane.core.models import AuditEvent, ConfigRevision
 from controlplane.core.revisions import latest_revision
 from controlplane.dataplanes.models import DataPlaneNode, DataPlaneToken, StateCounter
 from controlplane.dataplanes.services import bump_state_seq, dataplane_token_issue, hash_secret
-from controlplane.dataplanes.snapshot import build_snapshot_bytes, load_snapshot, make_etag
+from controlplane.dataplanes.snapshot import build_snapshot_bytes, document_format_version, load_snapshot, make_etag
 from controlplane.dataplanes.sync import (
     CONFIG_PATH,
     MAX_STATUS_BYTES,
@@ -38,7 +40,9 @@ from controlplane.dataplanes.sync import (
     normalize_etag,
 )
 from controlplane.routing.services import endpoint_create
-from dataplane.sync import encode_report
+from dataplane.app import build
+from dataplane.settings import Settings
+from dataplane.sync import Sync, encode_report
 from tests.conftest import client_for
 
 ACTOR = Actor.command("test")
@@ -341,6 +345,107 @@ def test_a_format_below_1_or_unparsable_is_409_format_unsupported(secret: str, v
 def test_a_node_that_reads_newer_formats_gets_format_1(secret: str) -> None:
     response = get(**bearer(secret), **{"X-Gateway-Format": "3"})
     assert response.status_code == 200 and response.json()["format_version"] == 1
+
+
+def format_2_document() -> bytes:
+    """A canonical format-2 document: one endpoint with an IP allow-list, CORS for every endpoint."""
+    canonical, problems = validate_document(
+        {
+            "format_version": 2,
+            "plugins": {"cors": {"origins": ["https://app.example.com"]}},
+            "endpoints": [
+                {
+                    "name": "orders",
+                    "version": "v1",
+                    "targets": [{"url": "http://127.0.0.1:8010"}],
+                    "plugins": {"ip_restriction": {"allow": ["10.0.0.0/8"]}},
+                }
+            ],
+        },
+        max_format_version=2,
+    )
+    assert problems == []
+    return canonical_json(canonical)
+
+
+@pytest.fixture
+def format_2_live(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """Make the live document a format-2 one. The control plane cannot store plugins yet, so the
+    document goes in at the seam the snapshot reads it through: the latest revision and its bytes."""
+    from controlplane.core import revisions
+
+    body = format_2_document()
+    revision = SimpleNamespace(number=7, config_sha256=sha256(body).hexdigest())
+    monkeypatch.setattr(revisions, "latest_revision", lambda: revision)
+    monkeypatch.setattr(revisions, "remembered_document", lambda sha: body if sha == revision.config_sha256 else None)
+    return body
+
+
+def test_a_documents_format_is_read_from_its_bytes_and_look_alike_text_is_not_a_key() -> None:
+    assert document_format_version(format_2_document()) == 2
+    canonical, problems = validate_document(
+        {
+            "format_version": 1,
+            "endpoints": [
+                {
+                    "name": "a",
+                    "version": "v1",
+                    "description": '"plugins": {"cors": {}}, "preserve_host": true',
+                    "tags": ["plugins", "preserve_host"],
+                    "targets": [{"url": "http://127.0.0.1:8010"}],
+                }
+            ],
+        }
+    )
+    assert problems == []
+    assert document_format_version(canonical_json(canonical)) == 1
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Gateway-Format": "1"}], ids=["absent", "1"])
+def test_a_format_2_document_is_409_format_unsupported_to_a_node_that_reads_format_1(
+    secret: str, format_2_live: bytes, headers: dict[str, str]
+) -> None:
+    response = get(**bearer(secret), **headers)
+    assert response.status_code == 409
+    assert response.json()["error"] == "format_unsupported"
+    assert "format 2" in response.json()["message"] and "format 1 at most" in response.json()["message"]
+    assert b"ip_restriction" not in response.content  # nothing of the document leaks into the refusal
+
+
+@pytest.mark.parametrize("value", ["2", "3"])
+def test_a_node_that_reads_format_2_gets_the_format_2_snapshot(secret: str, format_2_live: bytes, value: str) -> None:
+    response = get(**bearer(secret), **{"X-Gateway-Format": value})
+    assert response.status_code == 200
+    snapshot = response.json()
+    assert snapshot["format_version"] == 2 and snapshot["config"]["format_version"] == 2
+    assert canonical_json(snapshot["config"]) == format_2_live
+    assert snapshot["config"]["plugins"] == {"cors": {"origins": ["https://app.example.com"]}}
+
+
+def test_a_format_1_node_refused_a_format_2_document_keeps_its_config_and_the_node_view_says_why(
+    secret: str, format_2_live: bytes, tmp_path: Path, admin_client: Any
+) -> None:
+    settings = Settings(
+        control_plane_url="http://testserver", token=secret, cache_dir=tmp_path / "cache", node_id="edge-1"
+    )
+    runtime, _, _ = build(settings)
+
+    async def node(client: httpx.AsyncClient, app: DataPlaneSyncApp) -> tuple[float, bool]:
+        # The real data-plane sync loop (X-Gateway-Format: 1) against the real sync app.
+        sync = Sync(runtime, transport=httpx.ASGITransport(app=app))
+        async with sync._client() as sync_client:
+            sync.client = sync_client
+            delay = await sync.poll_once()
+            return delay, await sync.report()
+
+    delay, reported = with_app(node)
+    assert delay > 0 and reported
+    assert runtime.snapshot is None  # nothing half-applied: it runs what it had (here: nothing)
+    nodes = admin_client.get("/api/v1/dataplanes/").json()
+    shown = nodes["results"] if isinstance(nodes, dict) else nodes
+    assert [(n["node_id"], n["result"]) for n in shown] == [("edge-1", "rejected")]
+    assert shown[0]["error"].startswith("format_unsupported: the current config is format 2")
+    assert "format 1 at most" in shown[0]["error"]
 
 
 def test_other_paths_and_methods_go_where_they_belong(secret: str) -> None:

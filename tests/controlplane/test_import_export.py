@@ -374,3 +374,24 @@ def test_rollback_applies_the_old_document_as_a_new_audited_revision(operator_cl
 def test_rollback_needs_config_write_and_an_existing_revision(readonly_client: Any, operator_client: Any) -> None:
     assert readonly_client.post("/api/v1/revisions/1/rollback/").status_code == 403
     assert operator_client.post("/api/v1/revisions/99/rollback/").status_code == 404
+
+
+def test_import_config_refuses_a_format_2_document_rather_than_dropping_its_plugins(tmp_path: Path) -> None:
+    # The control plane does not store plugins yet: importing a document that sets them must not
+    # quietly keep its endpoints and lose its policies.
+    path = tmp_path / "policies.yaml"
+    path.write_text(
+        "format_version: 2\n"
+        "plugins: {cors: {origins: ['https://app.example.com']}}\n"
+        "endpoints:\n"
+        "  - name: orders\n"
+        "    version: v1\n"
+        "    targets: [{url: 'http://127.0.0.1:8012/'}]\n"
+        "    plugins: {ip_restriction: {allow: [10.0.0.0/8]}}\n"
+    )
+    with pytest.raises(CommandError) as caught:
+        call_command("import_config", str(path), stdout=StringIO(), stderr=StringIO())
+    message = str(caught.value)
+    assert "nothing changed" in message
+    assert "format_version (line 1): format 2 is newer than this reader applies (format 1 at most)" in message
+    assert revision_number() == 1 and not Endpoint.objects.filter(name="orders").exists()

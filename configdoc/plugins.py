@@ -1,0 +1,649 @@
+"""Plugins: the per-endpoint policy chain's schemas, as data (ARCHITECTURE §11).
+
+A plugin is a `PluginSpec` in `PLUGINS`: its name, the chain phase it runs in, a one-line description
+and its config's fields as the same `Field` tree as `configdoc.schema`, so the one validator walks it
+and the control plane can derive serializers, admin forms and OpenAPI from it. Every plugin config
+takes `enabled` (default true); access plugins also take `mode: enforce | report`.
+
+Where plugins are set, in a `format_version: 2` document:
+
+    plugins: {<name>: <config>}            # top level: every endpoint
+    endpoints: [{..., preserve_host: false, plugins: {<name>: <config>}}]
+
+An endpoint's entry for a name replaces the document's entry for it wholly (no key-by-key merge), and
+`{enabled: false}` turns it off for that endpoint: `effective_plugins` computes what an endpoint runs,
+ordered by phase, which is what the data plane compiles from.
+
+    effective_plugins({"cors": {}}, {"ip_restriction": {"allow": ["10.0.0.0/8"]}})
+    → {"ip_restriction": {allow, deny, mode, enabled}, "cors": {origins, methods, ...}}   # chain order
+
+Canonical form is sparse like the rest of the document: a plugin config keeps only what differs from
+its defaults (`cors: {}` is the plugin on with every default, and stays `{}`), lists are sorted and
+de-duplicated where order carries no meaning (origins, methods, CIDRs, header names), origins and
+networks are written one way. `effective_plugin_config` fills the defaults back in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .problems import Problem, child
+from .schema import METHODS, Field
+
+# --- the chain -------------------------------------------------------------------------------------
+
+# The fixed order of a request's trip through the data plane (§11). Phases without a plugin name
+# (framing, route, method, ...) are the proxy's own steps; they are listed so a plugin's position
+# among them is data, not a comment. `response_headers` also covers CORS's response headers, which
+# the cors plugin adds to every answer (upstream's and the gateway's own) from an allowed origin.
+PHASES: tuple[str, ...] = (
+    "framing",
+    "route",
+    "ip_restriction",
+    "cors",
+    "method",
+    "enabled",
+    "body_size",
+    "authentication",
+    "acl",
+    "rate_limit",
+    "overload",
+    "breaker",
+    "request_headers",
+    "upstream",
+    "response_headers",
+)
+
+MODES = ("enforce", "report")
+MAX_LIST = 256  # origins, CIDRs, header names: far above any real policy, small enough to stay cheap
+MAX_HEADER_VALUE = 8192
+
+# Keys only a format-2 document may use (§11). A format-1 reader would ignore them, so a document that
+# uses one must say `format_version: 2`, and a node reading format 1 is refused it (§4).
+FORMAT_2_DOCUMENT_KEYS = ("plugins",)
+FORMAT_2_ENDPOINT_KEYS = ("plugins", "preserve_host")
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One plugin's contract.
+
+    `fields` are the keys its config takes (with `enabled`, and `mode` for access plugins, added);
+    `phase` is its place in `PHASES`; `description` is one line for docs and OpenAPI. `check` is for
+    rules across fields: given the config with every default filled in, it yields
+    `(path relative to the config, message)` pairs. `normalize` rewrites a valid config (defaults
+    filled) into its canonical spelling: sorted, de-duplicated, lower-cased where meaning allows.
+    """
+
+    name: str
+    phase: str
+    description: str
+    fields: Mapping[str, Field]
+    access: bool = False
+    check: Callable[[Mapping[str, Any]], Iterable[tuple[str, str]]] | None = None
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    @property
+    def position(self) -> int:
+        """The phase's index in `PHASES`: the data plane sorts a chain by (position, name)."""
+        return PHASES.index(self.phase)
+
+
+# --- header names and values ----------------------------------------------------------------------
+
+# RFC 9110 §5.1: field-name = token; §5.6.2: tchar.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# RFC 9110 §5.5: visible ASCII, space, tab and obs-text (bytes 0x80-0xFF, i.e. Latin-1) — never CR,
+# LF, NUL or another control character, which would split or smuggle a header on the wire.
+_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message: the proxy drops and
+# writes them itself, so a rule could not mean anything but a broken or smuggled request.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"})
+HOP_BY_HOP_PREFIXES = ("proxy-",)
+# Headers the gateway writes and that upstreams and clients rely on to tell the truth (who called, from
+# where, which request): a rule changing them would let configuration forge them.
+GATEWAY_OWNED = frozenset(
+    {
+        "forwarded",
+        "via",
+        "x-request-id",
+        "x-endpoint-id",
+        "x-credential-identifier",
+        "x-anonymous-consumer",
+        "x-real-ip",
+        "x-response-time",
+        "x-circuit-breaker",
+        "content-length",
+    }
+)
+GATEWAY_OWNED_PREFIXES = ("x-forwarded-", "x-consumer-", "x-gateway-")
+
+
+def header_name_problem(name: Any, *, request: bool) -> str | None:
+    """Why `name` cannot be named by a header rule (or a CORS header list), or None.
+
+    Names compare case-insensitively (RFC 9110 §5.1). `request`: the rule acts on the upstream
+    request, where `Host` is refused too (`preserve_host` is the setting for it).
+    """
+    if not isinstance(name, str):
+        return f"a header name must be a string, not {_type(name)}"
+    if len(name) > 256 or not _TOKEN.match(name):
+        return f"{name[:256]!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    lower = name.lower()
+    if lower in HOP_BY_HOP or lower.startswith(HOP_BY_HOP_PREFIXES):
+        return f"{name} is a hop-by-hop header: the gateway manages it per connection, a rule may not name it"
+    if lower in GATEWAY_OWNED or lower.startswith(GATEWAY_OWNED_PREFIXES):
+        return f"{name} is written by the gateway itself and may not be changed by a rule"
+    if request and lower == "host":
+        return "Host may not be set by a rule: use the endpoint's preserve_host to send the client's Host upstream"
+    return None
+
+
+def _header_value_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"a header value must be a string, not {_type(value)} (quote it)"
+    if len(value) > MAX_HEADER_VALUE:
+        return f"must be at most {MAX_HEADER_VALUE} characters"
+    if not _FIELD_VALUE.match(value):
+        return "must hold only visible characters, spaces and tabs (no CR, LF, NUL or other control characters)"
+    if value != value.strip(" \t"):
+        return "must not begin or end with whitespace"
+    return None
+
+
+def _type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _request_header(value: Any) -> str | None:
+    return header_name_problem(value, request=True)
+
+
+def _response_header(value: Any) -> str | None:
+    return header_name_problem(value, request=False)
+
+
+def _names_in_order(names: Iterable[str]) -> list[str]:
+    """Header names de-duplicated case-insensitively (first spelling kept), sorted case-insensitively."""
+    seen: dict[str, str] = {}
+    for name in names:
+        seen.setdefault(name.lower(), name)
+    return [seen[key] for key in sorted(seen)]
+
+
+def _header_fields(request: bool) -> dict[str, Field]:
+    name = Field("str", check=_request_header if request else _response_header)
+    value = Field("str", check=_header_value_problem)
+    names = "header names (hop-by-hop and gateway-owned ones refused" + (", and Host)" if request else ")")
+    return {
+        "set": Field(
+            "map",
+            default={},
+            key=name,
+            item=value,
+            max_items=MAX_LIST,
+            help=f"name → value, replacing any value; {names}; values ≤ 8 KiB, no CR/LF/NUL",
+        ),
+        "add": Field(
+            "map",
+            default={},
+            key=name,
+            item=value,
+            max_items=MAX_LIST,
+            help="name → value, added beside any value already there; same rules as `set`",
+        ),
+        "remove": Field("list", default=[], item=name, max_items=MAX_LIST, help=f"{names}; applied first"),
+    }
+
+
+def _header_rules_check(config: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    for key in ("set", "add"):
+        seen: dict[str, str] = {}
+        for name in config[key]:
+            first = seen.setdefault(name.lower(), name)
+            if first != name:
+                yield child(key, name), f"{name} and {first} name the same header (names ignore case)"
+
+
+def _header_rules_normalize(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "remove": _names_in_order(config["remove"])}
+
+
+# --- CORS -----------------------------------------------------------------------------------------
+
+# An origin as browsers send it (RFC 6454 §6.2): scheme "://" host [":" port], nothing after.
+# Hosts are ASCII (an internationalised name in its xn-- form, as browsers serialise it).
+_ORIGIN = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)"
+    r"(?::(?P<port>[0-9]{1,5}))?$"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_problem(value: Any) -> str | None:
+    if value == "*":
+        return None
+    match = _ORIGIN.match(value)
+    if match is None:
+        if value.lower() == "null":
+            return "'null' is the origin of sandboxed and file pages; allowing it allows any of them"
+        return f"{value!r} is not an origin: write scheme://host[:port] (like https://app.example.com), or '*'"
+    if match["host"].startswith("["):
+        try:
+            ipaddress.IPv6Address(match["host"][1:-1])
+        except ValueError:
+            return f"{value!r} is not an origin: {match['host']} is not an IPv6 address"
+    if match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
+        return f"{value!r} is not an origin: the port must be 1-65535"
+    return None
+
+
+def normalize_origin(value: str) -> str:
+    """An origin the way a browser serialises it: scheme and host lower-case, no default port."""
+    if value == "*":
+        return value
+    match = _ORIGIN.match(value)
+    assert match is not None, "validated first"
+    scheme, host, port = match["scheme"].lower(), match["host"].lower(), match["port"]
+    if port is not None and int(port) != _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}:{int(port)}"
+    return f"{scheme}://{host}"
+
+
+def _cors_check(config: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    origins = config["origins"]
+    if "*" in origins and len(origins) > 1:
+        yield "origins", "'*' allows every origin: list it alone, or list exact origins without it"
+    if config["credentials"] and "*" in origins:
+        yield "origins", "'*' cannot be combined with credentials: true (browsers refuse it); list the origins"
+
+
+def _cors_normalize(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **config,
+        "origins": sorted({normalize_origin(origin) for origin in config["origins"]}),
+        "methods": sorted(set(config["methods"])),
+        "headers": _names_in_order(config["headers"]),
+        "expose_headers": _names_in_order(config["expose_headers"]),
+    }
+
+
+# A CORS list may name any header a browser may send or read, gateway-made ones included (a client
+# may well read X-Request-ID), so only the syntax is checked.
+def _cors_header(value: Any) -> str | None:
+    if len(value) > 256 or not _TOKEN.match(value):
+        return f"{value[:256]!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    return None
+
+
+CORS_FIELDS: dict[str, Field] = {
+    "origins": Field(
+        "list",
+        default=["*"],
+        min_items=1,
+        max_items=MAX_LIST,
+        item=Field("str", max_length=2048, check=_origin_problem),
+        help="`*` alone, or exact origins `scheme://host[:port]` (scheme and host lower-cased, default port dropped)",
+    ),
+    "methods": Field(
+        "list",
+        default=["GET", "POST"],
+        min_items=1,
+        max_items=len(METHODS),
+        item=Field("enum", choices=METHODS),
+        help="`Access-Control-Allow-Methods`; upper-cased, sorted",
+    ),
+    "headers": Field(
+        "list",
+        default=["Content-Type"],
+        max_items=MAX_LIST,
+        item=Field("str", check=_cors_header),
+        help="request headers a preflight may ask for (`Access-Control-Allow-Headers`)",
+    ),
+    "expose_headers": Field(
+        "list",
+        default=[],
+        max_items=MAX_LIST,
+        item=Field("str", check=_cors_header),
+        help="response headers scripts may read (`Access-Control-Expose-Headers`)",
+    ),
+    "credentials": Field(
+        "bool", default=False, help="`Access-Control-Allow-Credentials: true`; needs exact origins, not `*`"
+    ),
+    "max_age": Field("int", default=600, minimum=0, maximum=86_400, help="seconds a browser may cache a preflight"),
+}
+
+# --- IP restriction -------------------------------------------------------------------------------
+
+
+def _network_problem(value: Any) -> str | None:
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return f"{value[:100]!r} is not an IPv4 or IPv6 address or CIDR (like 10.0.0.0/8 or 2001:db8::/32)"
+    # A zone (fe80::1%eth0) names an interface of one host, not an address a rule could match.
+    if "%" in value:
+        return f"{value!r} has an IPv6 zone (%...); write the address without it"
+    # The data plane sees IPv4 clients as IPv4; an IPv4-mapped IPv6 rule would never match them.
+    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None:
+        return f"{value!r} is an IPv4-mapped IPv6 address; write the IPv4 form ({network.network_address.ipv4_mapped})"
+    return None
+
+
+def normalize_network(value: str) -> str:
+    """A CIDR in network form (host bits cleared, as Kong and nginx read `10.0.0.1/8`); a single host
+    is written as its bare address."""
+    network = ipaddress.ip_network(value, strict=False)
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return str(network)
+
+
+def _networks_in_order(values: Iterable[str]) -> list[str]:
+    networks = {ipaddress.ip_network(value, strict=False) for value in values}
+    ordered = sorted(networks, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    return [normalize_network(str(network)) for network in ordered]
+
+
+def _ip_restriction_check(config: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    # `{enabled: false}` alone is how an endpoint turns a global restriction off: nothing else needed.
+    if config["enabled"] and not config["allow"] and not config["deny"]:
+        yield "", "needs at least one address or CIDR in allow or deny"
+
+
+def _ip_restriction_normalize(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "allow": _networks_in_order(config["allow"]), "deny": _networks_in_order(config["deny"])}
+
+
+_NETWORK = Field("str", max_length=100, check=_network_problem)
+_NETWORKS_HELP = "IPv4/IPv6 addresses or CIDRs, written in network form, sorted"
+IP_RESTRICTION_FIELDS: dict[str, Field] = {
+    "allow": Field(
+        "list", default=[], max_items=MAX_LIST, item=_NETWORK, help=f"{_NETWORKS_HELP}; when set, only these pass"
+    ),
+    "deny": Field(
+        "list", default=[], max_items=MAX_LIST, item=_NETWORK, help=f"{_NETWORKS_HELP}; deny wins over allow"
+    ),
+}
+
+# --- the registry ---------------------------------------------------------------------------------
+
+ENABLED = Field("bool", default=True, help="false on an endpoint turns the document's plugin of that name off")
+MODE = Field(
+    "enum", default="enforce", choices=MODES, help="report: decide, log and count, but let the request through"
+)
+
+
+def _spec(
+    name: str,
+    phase: str,
+    description: str,
+    fields: Mapping[str, Field],
+    *,
+    access: bool = False,
+    check: Callable[[Mapping[str, Any]], Iterable[tuple[str, str]]] | None = None,
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> PluginSpec:
+    common = {"enabled": ENABLED, **({"mode": MODE} if access else {})}
+    return PluginSpec(name, phase, description, {**fields, **common}, access, check, normalize)
+
+
+PLUGINS: Mapping[str, PluginSpec] = {
+    spec.name: spec
+    for spec in (
+        _spec(
+            "ip_restriction",
+            "ip_restriction",
+            "Allow or deny clients by address or CIDR (deny wins); refused clients get 403 ip_forbidden.",
+            IP_RESTRICTION_FIELDS,
+            access=True,
+            check=_ip_restriction_check,
+            normalize=_ip_restriction_normalize,
+        ),
+        _spec(
+            "cors",
+            "cors",
+            "Answer CORS preflights and add CORS headers for allowed browser origins; others get 403 cors_forbidden.",
+            CORS_FIELDS,
+            check=_cors_check,
+            normalize=_cors_normalize,
+        ),
+        _spec(
+            "request_headers",
+            "request_headers",
+            "Remove, then set, then add headers on the request sent upstream.",
+            _header_fields(request=True),
+            check=_header_rules_check,
+            normalize=_header_rules_normalize,
+        ),
+        _spec(
+            "response_headers",
+            "response_headers",
+            "Remove, then set, then add headers on the answer sent to the client.",
+            _header_fields(request=False),
+            check=_header_rules_check,
+            normalize=_header_rules_normalize,
+        ),
+    )
+}
+
+PRESERVE_HOST = Field(
+    "bool", default=False, help="true: the client's Host goes upstream (TLS SNI stays the target's host)"
+)
+
+# --- validation, canonical and effective forms ----------------------------------------------------
+
+
+def normalize_plugin_config(spec: PluginSpec, value: Any, path: str, problems: list[Problem]) -> dict[str, Any] | None:
+    """One plugin's config in canonical sparse form, or None after recording its problems in `problems`."""
+    from .validate import INVALID, _is_default, _object  # the validator imports this module
+
+    if value is None:
+        problems.append(Problem(path, f"must be a mapping ({{}} turns {spec.name} on with its defaults), not null"))
+        return None
+    found: list[Problem] = []
+    full = _object(spec.fields, value, path, found, keep_defaults=True)
+    problems.extend(found)
+    if full is INVALID:
+        return None
+    full = effective_plugin_config(spec.name, full)
+    ok = True
+    if spec.check is not None:
+        for where, message in spec.check(full):
+            problems.append(Problem(_join(path, where), message))
+            ok = False
+    if not ok:
+        return None
+    if spec.normalize is not None:
+        full = spec.normalize(full)
+    return {key: entry for key, entry in full.items() if not _is_default(spec.fields[key], entry)}
+
+
+def _join(path: str, relative: str) -> str:
+    return path if not relative else child(path, relative)
+
+
+def normalize_plugins(value: Any, path: str, problems: list[Problem]) -> dict[str, dict[str, Any]] | None:
+    """A `plugins` mapping (the document's or an endpoint's) in canonical form, or None after recording
+    every problem. Unknown names are refused with the known ones listed."""
+    if not isinstance(value, Mapping):
+        problems.append(Problem(path, f"must be a mapping of plugin name to config, not {_type(value)}"))
+        return None
+    result: dict[str, dict[str, Any]] = {}
+    ok = True
+    for name, config in value.items():
+        spec = PLUGINS.get(name) if isinstance(name, str) else None
+        if spec is None:
+            known = ", ".join(sorted(PLUGINS))
+            problems.append(Problem(child(path, name), f"unknown plugin {name!r} (known plugins: {known})"))
+            ok = False
+            continue
+        normalized = normalize_plugin_config(spec, config, child(path, name), problems)
+        if normalized is None:
+            ok = False
+        else:
+            result[name] = normalized
+    return result if ok else None
+
+
+def normalize_endpoint_policies(
+    data: Mapping[str, Any], path: str, problems: list[Problem], *, format_version: int
+) -> dict[str, Any]:
+    """An endpoint's §11 keys (`plugins`, `preserve_host`) in canonical form; a format-1 document may
+    not use them (each is reported with its path)."""
+    from .validate import INVALID, _value
+
+    result: dict[str, Any] = {}
+    for key in FORMAT_2_ENDPOINT_KEYS:
+        if key not in data:
+            continue
+        where = child(path, key)
+        if format_version < 2:
+            problems.append(Problem(where, format_2_message(key)))
+        if key == "preserve_host":
+            flag = _value(PRESERVE_HOST, data[key], where, problems)
+            if flag is not INVALID and flag:
+                result[key] = True
+        else:
+            plugins = normalize_plugins(data[key], where, problems)
+            if plugins:
+                result[key] = plugins
+    return result
+
+
+def format_2_message(key: str) -> str:
+    """The problem reported for a §11 key in a format-1 document."""
+    return (
+        f"{key} needs format_version: 2 (a reader of format 1 would ignore it); "
+        "set format_version: 2 at the top of the document"
+    )
+
+
+def required_format_version(document: Mapping[str, Any]) -> int:
+    """The format a canonical document needs: 2 when it uses a §11 key, else 1 (so every document
+    written before §11 keeps its bytes and its hash)."""
+    if any(document.get(key) for key in FORMAT_2_DOCUMENT_KEYS):
+        return 2
+    for endpoint in document.get("endpoints") or ():
+        if any(key in endpoint for key in FORMAT_2_ENDPOINT_KEYS):
+            return 2
+    return 1
+
+
+def effective_plugin_config(name: str, sparse: Mapping[str, Any]) -> dict[str, Any]:
+    """Plugin `name`'s config with every default filled in (`sparse` is canonical or raw-but-valid)."""
+    from .validate import _effective
+
+    return _effective(PLUGINS[name].fields, sparse)
+
+
+def effective_plugins(
+    document_plugins: Mapping[str, Mapping[str, Any]] | None,
+    endpoint_plugins: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, dict[str, Any]]:
+    """What one endpoint runs: the document's plugins overlaid by the endpoint's, by name.
+
+    An endpoint's entry replaces the document's entry of the same name wholly (so `{enabled: false}`
+    turns a global plugin off, and a partial entry does not inherit the global's other keys). Disabled
+    plugins are left out. The result maps name to its effective config (defaults filled), in chain
+    order (phase, then name): the order the data plane runs them in. Both arguments are canonical.
+    """
+    merged = {**(document_plugins or {}), **(endpoint_plugins or {})}
+    chain = sorted(merged, key=lambda name: (PLUGINS[name].position, name))
+    result: dict[str, dict[str, Any]] = {}
+    for name in chain:
+        config = effective_plugin_config(name, merged[name])
+        if config["enabled"]:
+            result[name] = config
+    return result
+
+
+# --- the reference page ----------------------------------------------------------------------------
+
+
+def _shown(value: Any) -> str:
+    return "`" + json.dumps(value, separators=(", ", ": ")) + "`"
+
+
+def _kind(spec: Field) -> str:
+    if spec.kind == "list" and spec.item is not None:
+        return "list of " + ("enums" if spec.item.kind == "enum" else "strings")
+    if spec.kind == "map":
+        return "map"
+    return {"str": "string", "int": "int", "bool": "bool", "enum": "enum"}.get(spec.kind, spec.kind)
+
+
+def _rule(spec: Field) -> str:
+    parts: list[str] = []
+    if spec.minimum is not None and spec.maximum is not None:
+        parts.append(f"{spec.minimum:g}–{spec.maximum:g}")
+    if spec.choices:
+        parts.append(", ".join(spec.choices))
+    if spec.item is not None and spec.item.choices and spec.kind == "list":
+        parts.append(", ".join(spec.item.choices))
+    if spec.max_items is not None:
+        parts.append(f"{spec.min_items}–{spec.max_items} entries" if spec.min_items else f"≤ {spec.max_items} entries")
+    if spec.help:
+        parts.append(spec.help)
+    return "; ".join(parts)
+
+
+def reference_markdown() -> str:
+    """The "Plugins" reference of docs/config-document.md, made from `PLUGINS` (a test holds the page
+    to it, so a field cannot be added without the docs; print it with
+    `python -c 'from configdoc.plugins import reference_markdown as r; print(r())'`)."""
+    lines = [
+        "Chain order: " + " → ".join(f"`{phase}`" if phase in PLUGINS else phase for phase in PHASES) + ".",
+        "",
+    ]
+    for spec in sorted(PLUGINS.values(), key=lambda s: (s.position, s.name)):
+        kind = "access plugin" if spec.access else "plugin"
+        lines += [f"### `{spec.name}`", "", f"{spec.description} ({kind}, phase `{spec.phase}`)", ""]
+        lines += ["| field | type | default | range / rule |", "|---|---|---|---|"]
+        for name, field in spec.fields.items():
+            lines.append(f"| `{name}` | {_kind(field)} | {_shown(field.default)} | {_rule(field)} |")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
+__all__ = [
+    "FORMAT_2_DOCUMENT_KEYS",
+    "FORMAT_2_ENDPOINT_KEYS",
+    "GATEWAY_OWNED",
+    "HOP_BY_HOP",
+    "MAX_HEADER_VALUE",
+    "MAX_LIST",
+    "MODES",
+    "PHASES",
+    "PLUGINS",
+    "PRESERVE_HOST",
+    "PluginSpec",
+    "effective_plugin_config",
+    "effective_plugins",
+    "format_2_message",
+    "header_name_problem",
+    "normalize_endpoint_policies",
+    "normalize_network",
+    "normalize_origin",
+    "normalize_plugin_config",
+    "normalize_plugins",
+    "reference_markdown",
+    "required_format_version",
+]
