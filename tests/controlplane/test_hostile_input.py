@@ -466,6 +466,16 @@ def test_an_audit_time_in_any_real_time_zone_filters_by_the_instant(admin_client
     assert admin_client.get(f"{API}/audit/", {"until": later.isoformat()}).json()["count"] == 1
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1\x00", "-1", "garbage"])
+@pytest.mark.parametrize("parameter", ["from", "to"])
+def test_a_bad_revision_number_for_diff_is_a_400_naming_the_parameter(
+    admin_client: APIClient, parameter: str, value: str
+) -> None:
+    response = admin_client.get(f"{API}/revisions/diff/", {"from": "1", "to": "1", parameter: value})
+    assert response.status_code == 400, response.content
+    assert response.json()["fields"] == {parameter: ["must be a revision number"]}
+
+
 # --- dataplane/status (before Django, data-plane token) --------------------------------------------
 
 

@@ -101,7 +101,8 @@ class ConfigRevisionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type
         numbers = {}
         for param in ("from", "to"):
             value = request.query_params.get(param, "")
-            if not value.isdigit():
+            # ASCII digits only: str.isdigit() is also true of "²", which int() refuses (a 500).
+            if not (value.isascii() and value.isdigit()):
                 raise ConfigValidationError([Problem(param, "must be a revision number")])
             numbers[param] = int(value)
         found = set(ConfigRevision.objects.filter(number__in=numbers.values()).values_list("number", flat=True))
