@@ -30,8 +30,13 @@ class Problem:
 
 
 def child(path: str, key: object) -> str:
-    """The path of mapping key `key` under `path`."""
-    return f"{path}.{key}" if path else str(key)
+    """The path of mapping key `key` under `path`. A key with unprintable characters (NUL, a lone
+    surrogate, a control character) is written with backslash escapes: a path is shown to people and
+    sent in JSON answers, which cannot carry a lone surrogate."""
+    name = str(key)
+    if not name.isprintable():
+        name = name.encode("unicode_escape").decode("ascii")
+    return f"{path}.{name}" if path else name
 
 
 def item(path: str, index: int) -> str:

@@ -44,7 +44,7 @@ def to_v1(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem], list[
             warnings.append(Problem(str(key), "ignored: this gateway does not configure it in the config document"))
         elif key not in SEED_TOP_KEYS:
             allowed = ", ".join(SEED_TOP_KEYS + SEED_IGNORED_KEYS)
-            problems.append(Problem(str(key), f"unknown key in a seed (v0) file (expected one of {allowed})"))
+            problems.append(Problem(child("", key), f"unknown key in a seed (v0) file (expected one of {allowed})"))
 
     breaker = data.get("circuit_breaker")
     if breaker is not None:

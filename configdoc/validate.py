@@ -34,6 +34,7 @@ from .schema import (
     RETRY_CONDITIONS,
     Field,
 )
+from .untrusted import text_problem
 
 # A document says which format it is. Format 1 is §3; format 2 adds §11's keys (configdoc.plugins).
 # A document canonicalises to the lowest format that holds it, so a document without §11 keys stays
@@ -146,6 +147,10 @@ def _status_list(
 def _str(spec: Field, value: Any, path: str, problems: list[Problem]) -> Any:
     if not isinstance(value, str):
         problems.append(Problem(path, f"must be a string, not {_type_name(value)}"))
+        return INVALID
+    unstorable = text_problem(value)
+    if unstorable:
+        problems.append(Problem(path, unstorable))
         return INVALID
     if spec.max_length is not None and len(value) > spec.max_length:
         problems.append(Problem(path, f"must be at most {spec.max_length} characters"))
@@ -638,7 +643,7 @@ def validate_document(
         return {}, _with_lines([Problem("", f"the document must be a mapping, not {_type_name(data)}")], lines)
     for key in data:
         if key not in DOCUMENT_KEYS:
-            problems.append(Problem(str(key), f"unknown key (expected one of {', '.join(DOCUMENT_KEYS)})"))
+            problems.append(Problem(child("", key), f"unknown key (expected one of {', '.join(DOCUMENT_KEYS)})"))
     version = _format_version(data.get("format_version"), max_format_version, problems)
 
     plugins: Any = None
@@ -774,6 +779,9 @@ def _route_key_collisions(endpoints: list[tuple[int, dict[str, Any]]], problems:
                 )
 
 
+_PARENT_STEP = re.compile(r"(\.[^.\[\]]+|\[\d+\])$")
+
+
 def _with_lines(problems: list[Problem], lines: Mapping[str, int] | None) -> list[Problem]:
     if not lines:
         return problems
@@ -783,6 +791,9 @@ def _with_lines(problems: list[Problem], lines: Mapping[str, int] | None) -> lis
         where = problem.path
         while where and line is None:
             line = lines.get(where)
-            where = re.sub(r"(\.[^.\[\]]+|\[\d+\])$", "", where)
+            parent = _PARENT_STEP.sub("", where)
+            # A path whose last step is not `.key` or `[n]` (a top-level key as the document spells
+            # it, `0x10` read as 16) has no parent to try: without this the loop never ended.
+            where = parent if parent != where else ""
         located.append(Problem(problem.path, problem.message, line if line is not None else lines.get("")))
     return located

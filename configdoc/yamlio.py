@@ -6,6 +6,9 @@
 - an alias cap: at most `MAX_ALIASES` alias uses, and the document fully expanded (every alias
   copied out, as a validator walking it would see it) at most `MAX_EXPANDED_NODES` nodes, so a
   billion-laughs file is refused after composing a few dozen nodes, not after exhausting memory;
+- a depth cap: at most `MAX_DEPTH` levels of mappings and lists, composed or expanded through
+  aliases (PyYAML composes recursively: a deeper file would end in a RecursionError);
+- characters YAML does not allow (NUL and other control characters) reported with their line;
 - a line for every mapping key and list item, so every problem says where it is.
 
 JSON is YAML, so a JSON document loads too. A document without `format_version` is the seed (v0)
@@ -36,6 +39,7 @@ from .schema import (
     TARGET_FIELDS,
     TLS_FIELDS,
 )
+from .untrusted import MAX_DEPTH, too_deep_message
 from .validate import DOCUMENT_KEYS, FORMAT_VERSION, _with_lines, validate_document
 
 MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
@@ -80,6 +84,7 @@ class GuardedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.alias_count = 0
+        self.depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -87,41 +92,86 @@ class GuardedLoader(yaml.SafeLoader):
             if self.alias_count > MAX_ALIASES:
                 mark = self.peek_event().start_mark
                 raise DocumentTooLarge(f"more than {MAX_ALIASES} aliases", mark.line + 1)
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        # `depth` counts the mappings and lists being composed around this node (configdoc.untrusted's rule).
+        if self.depth >= MAX_DEPTH and self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            raise DocumentTooLarge(f"the document {too_deep_message()}", self.peek_event().start_mark.line + 1)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
 
 
 GuardedLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _construct_str(loader: GuardedLoader, node: yaml.ScalarNode) -> str:
+    """A string, with escaped surrogate pairs joined. JSON (which loads as YAML here) writes a character
+    outside the BMP as a pair of escapes, `"\\ud83d\\ude80"` for U+1F680, as `json.dumps` does by default;
+    YAML reads each escape as a code point of its own, which would leave two lone surrogates. A lone
+    one stays, for validation to refuse."""
+    return _join_surrogate_pairs(loader.construct_scalar(node))
+
+
+def _join_surrogate_pairs(value: str) -> str:
+    if _SURROGATE.search(value):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return value
+
+
+GuardedLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+
 
 def _expanded_size(root: yaml.Node) -> int:
-    """Nodes in the tree with every alias copied out; refuses cycles and stops past the cap."""
-    sizes: dict[int, int] = {}
+    """Nodes in the tree with every alias copied out; refuses cycles, and stops past the size cap or
+    past MAX_DEPTH levels (aliases nest anchored values: each within the cap, together deeper)."""
+    measured: dict[int, tuple[int, int]] = {}  # id(node) → (nodes, mappings and lists nested from it down)
     active: set[int] = set()
 
-    def size(node: yaml.Node) -> int:
-        known = sizes.get(id(node))
+    def too_deep(node: yaml.Node) -> DocumentTooLarge:
+        message = f"the document {too_deep_message()} (with its aliases expanded)"
+        return DocumentTooLarge(message, node.start_mark.line + 1)
+
+    def measure(node: yaml.Node, level: int) -> tuple[int, int]:
+        """`level`: the mappings and lists around `node`."""
+        if level > MAX_DEPTH:
+            raise too_deep(node)
+        known = measured.get(id(node))
         if known is not None:
+            if level + known[1] > MAX_DEPTH:
+                raise too_deep(node)
             return known
         if id(node) in active:
             raise DocumentTooLarge("an alias refers to itself", node.start_mark.line + 1)
         active.add(id(node))
-        total = 1
+        children: list[yaml.Node] = []
         if isinstance(node, yaml.SequenceNode):
-            total += sum(size(child_node) for child_node in node.value)
+            children = list(node.value)
         elif isinstance(node, yaml.MappingNode):
-            total += sum(size(k) + size(v) for k, v in node.value)
+            children = [part for pair in node.value for part in pair]
+        total, below = 1, 0
+        if isinstance(node, yaml.CollectionNode):
+            below = 1
+            for child_node in children:
+                nodes, levels = measure(child_node, level + 1)
+                total += nodes
+                below = max(below, levels + 1)
         active.discard(id(node))
+        if level + below > MAX_DEPTH:
+            raise too_deep(node)
         if total > MAX_EXPANDED_NODES:
             raise DocumentTooLarge(
                 f"the document expands to more than {MAX_EXPANDED_NODES} values through its aliases",
                 node.start_mark.line + 1,
             )
-        sizes[id(node)] = total
-        return total
+        measured[id(node)] = (total, below)
+        return total, below
 
-    return size(root)
+    return measure(root, 0)[0]
 
 
 def _record_lines(node: yaml.Node, path: str, lines: dict[str, int], problems: list[Problem]) -> None:
@@ -129,7 +179,7 @@ def _record_lines(node: yaml.Node, path: str, lines: dict[str, int], problems: l
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            key = _join_surrogate_pairs(str(key_node.value)) if isinstance(key_node, yaml.ScalarNode) else "?"
             where = child(path, key)
             line = key_node.start_mark.line + 1
             if where in seen and key != "<<":
@@ -153,7 +203,13 @@ def _parse(text: str | bytes) -> tuple[Any, dict[str, int], list[Problem]]:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             return None, {}, [Problem("", f"the document is not UTF-8 (byte {exc.start})")]
-    loader = GuardedLoader(text)
+    try:
+        # The reader refuses characters YAML does not allow (NUL, other control characters, lone
+        # surrogates) as soon as it is built.
+        loader = GuardedLoader(text)
+    except yaml.reader.ReaderError as exc:
+        at = text.count("\n", 0, exc.position) + 1
+        return None, {}, [Problem("", f"not valid YAML: character {_character(exc.character)} is not allowed", at)]
     try:
         node = loader.get_single_node()
         if node is None:
@@ -175,6 +231,10 @@ def _parse(text: str | bytes) -> tuple[Any, dict[str, int], list[Problem]]:
     finally:
         loader.dispose()
     return data, lines, problems
+
+
+def _character(character: int | bytes) -> str:
+    return f"U+{character:04X}" if isinstance(character, int) else repr(character)
 
 
 def _to_seed_path(path: str, paths: Mapping[str, str]) -> str:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from configdoc import dump_document_yaml, load_document
+from configdoc.untrusted import MAX_DEPTH
 from configdoc.yamlio import MAX_ALIASES, MAX_DOCUMENT_BYTES
 
 V1 = """\
@@ -208,3 +209,88 @@ def test_a_dumped_retries_on_key_loads_back_under_any_yaml_reader() -> None:
     dumped = dump_document_yaml(document)
     assert "'on':" in dumped
     assert load_document(dumped).document == document
+
+
+# --- nesting and characters (configdoc.untrusted's rules) -------------------------------------------
+
+
+def nested(levels: int) -> str:
+    """A document whose mappings and lists nest `levels` deep (the document itself is the first)."""
+    return "format_version: 1\nendpoints: " + "[" * (levels - 1) + "]" * (levels - 1) + "\n"
+
+
+def test_a_document_nested_to_the_limit_parses_and_one_level_more_is_refused() -> None:
+    at_limit = load_document(nested(MAX_DEPTH)).problems
+    assert [p.path for p in at_limit] == ["endpoints[0]"]  # parsed: the list is simply not an endpoint
+    past = load_document(nested(MAX_DEPTH + 1)).problems
+    assert [(p.path, p.message, p.line) for p in past] == [
+        ("", f"refused: the document is nested more than {MAX_DEPTH} levels deep", 2)
+    ]
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "- " * 100_000 + "x", "a: {" * 100_000])
+def test_nesting_deep_enough_to_exhaust_the_parser_is_a_problem_not_an_exception(text: str) -> None:
+    problems = load_document(text).problems
+    assert [p.message for p in problems] == [f"refused: the document is nested more than {MAX_DEPTH} levels deep"]
+
+
+def test_aliases_nesting_anchored_values_past_the_limit_are_refused() -> None:
+    # Each anchored value is 33 deep; the second holds the first, so expanded it is 66.
+    text = "a: &a " + "[" * 32 + "1" + "]" * 32 + "\nb: " + "[" * 32 + "*a" + "]" * 32 + "\n"
+    problems = load_document(text).problems
+    assert [p.message for p in problems] == [
+        f"refused: the document is nested more than {MAX_DEPTH} levels deep (with its aliases expanded)"
+    ]
+
+
+def test_a_chain_of_aliases_each_within_the_limit_is_refused_without_recursing_through_it() -> None:
+    lines = ["a0: &a0 " + "[" * 60 + "1" + "]" * 60]
+    lines += [f"a{i}: &a{i} " + "[" * 60 + f"*a{i - 1}" + "]" * 60 for i in range(1, 200)]
+    problems = load_document("\n".join(lines)).problems
+    assert len(problems) == 1 and "aliases expanded" in problems[0].message
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b", "\x7f", "\ud800"])
+def test_a_character_yaml_does_not_allow_is_reported_with_its_line(character: str) -> None:
+    problems = load_document(f"format_version: 1\n\nendpoints: []  # {character}\n").problems
+    assert [(p.message, p.line) for p in problems] == [
+        (f"not valid YAML: character U+{ord(character):04X} is not allowed", 3)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("escape", "message"),
+    [
+        ("\\0", "must not contain NUL characters (\\u0000)"),
+        ("\\ud800", "must not contain a lone surrogate (\\ud800): text must be valid Unicode"),
+        ("\\udfff", "must not contain a lone surrogate (\\udfff): text must be valid Unicode"),
+    ],
+)
+def test_nul_or_a_lone_surrogate_escaped_in_a_string_is_a_problem_at_its_path(escape: str, message: str) -> None:
+    text = V1 + f'    description: "caf\u00e9 {escape}"\n'
+    problems = load_document(text).problems
+    assert [(p.path, p.message, p.line) for p in problems] == [("endpoints[0].description", message, 12)]
+
+
+def test_a_lone_surrogate_in_a_key_is_named_with_an_escape() -> None:
+    problems = load_document(V1 + '    "\\ud800\\0": 1\n').problems
+    assert [(p.path, p.line) for p in problems] == [("endpoints[0].\\ud800\\x00", 12)]
+    json.dumps([p.as_dict() for p in problems], ensure_ascii=False).encode("utf-8")  # no lone surrogate left
+
+
+def test_a_paired_surrogate_escape_is_an_ordinary_character() -> None:
+    result = load_document(V1 + '    description: "\\ud83d\\ude80 launch"\n')
+    assert result.ok
+    assert result.document["endpoints"][0]["description"] == "\U0001f680 launch"
+
+
+@pytest.mark.parametrize("key", ["0x10", "1_000", "0o17", "+12"])
+def test_a_top_level_key_read_as_another_spelling_is_reported_not_looped_on(key: str) -> None:
+    # The integer 16 names no line ("0x10" does): the line lookup once looped forever walking up from "16".
+    problems = load_document(f"format_version: 1\n{key}: x\n").problems
+    assert len(problems) == 1 and problems[0].message.startswith("unknown key")
+
+
+def test_an_escaped_surrogate_pair_in_a_json_key_is_named_as_one_character() -> None:
+    problems = load_document(json.dumps({"format_version": 1, "\U0001f680": 1})).problems
+    assert [(p.path, p.line) for p in problems] == [("\U0001f680", 1)]

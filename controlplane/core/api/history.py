@@ -7,9 +7,11 @@ controlplane/dataplanes/rollout.py). `revisions/{n}/wait/` is answered before Dj
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import django_filters
+from django import forms
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, viewsets
@@ -99,7 +101,8 @@ class ConfigRevisionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type
         numbers = {}
         for param in ("from", "to"):
             value = request.query_params.get(param, "")
-            if not value.isdigit():
+            # ASCII digits only: str.isdigit() is also true of "²", which int() refuses (a 500).
+            if not (value.isascii() and value.isdigit()):
                 raise ConfigValidationError([Problem(param, "must be a revision number")])
             numbers[param] = int(value)
         found = set(ConfigRevision.objects.filter(number__in=numbers.values()).values_list("number", flat=True))
@@ -142,13 +145,39 @@ class AuditEventSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
         read_only_fields = fields
 
 
+MAX_UTC_OFFSET = timedelta(hours=14)
+
+
+class UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 time, sent to the database in UTC. Python accepts UTC offsets up to ±23:59 and
+    PostgreSQL refuses those past ±15:59 (a DataError, so a 500); no time zone is more than 14 hours
+    from UTC, so a larger offset is the parameter's error. So is a time at either end of the calendar
+    that does not exist in UTC (9999-12-31T23:00:00-05:00)."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        offset = parsed.utcoffset()
+        if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+            raise forms.ValidationError("has a UTC offset past ±14:00, which no time zone uses", code="invalid")
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError("is out of range (years 1 to 9999 in UTC)", code="invalid") from None
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
 class AuditEventFilter(django_filters.FilterSet):
     actor = django_filters.CharFilter(field_name="actor_label")
     object = django_filters.CharFilter(field_name="object_key")
     object_type = django_filters.CharFilter()
     action = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent
