@@ -186,6 +186,7 @@ _VERSION_MESSAGE = "only HTTP/1.1 and HTTP/1.0 are served here"
 # SO_LINGER on, zero seconds: close() resets the connection and drops what the kernel still holds for
 # the client, instead of keeping it (and retrying it) for a client that does not read.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+_TCP_USER_TIMEOUT: int | None = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux
 
 
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):
@@ -209,6 +210,15 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.transport = CorkedTransport(transport, self.loop, self._watch_send)  # type: ignore[assignment]
         self._head.start()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and _TCP_USER_TIMEOUT is not None:
+            # The kernel's half of the send deadline: what it holds for the client (up to megabytes of
+            # send buffer, out of reach of the watch below, and all of it once the connection is closed)
+            # is dropped and the connection reset when none of it is acknowledged for this long.
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, int(self.send_timeout * 1000))
+            except OSError:
+                pass  # not TCP (a Unix socket): nothing held by a kernel TCP stack
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
