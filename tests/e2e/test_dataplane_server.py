@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.dataplane.processes import DataPlane, Upstream, dataplane, raw_exchange, seed, upstream
+from tests.e2e.servers import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -266,3 +267,31 @@ def test_slow_readers_are_cut_off_while_a_normal_client_is_served(workdir: Path,
     assert max(cut.values()) < 30, cut
     # Back-pressure held: each slow reader's 20 MB waited upstream, not in the data plane's memory.
     assert peak < 100, f"peak RSS {peak:.0f} MiB"
+
+
+def server_side_open(port: int, client_port: int) -> bool:
+    """Whether the kernel still keeps a socket of the server on `port` for the client on `client_port`
+    (in any state: an orphan in FIN-WAIT-1 still holds its unsent bytes)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, remote = line.split()[1:3]
+            if int(local.rsplit(":", 1)[1], 16) == port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                return True
+    return False
+
+
+def test_what_the_kernel_holds_for_a_client_that_never_reads_is_dropped_too(workdir: Path, origin: Upstream) -> None:
+    """An answer small enough for the kernel's send buffer leaves nothing in the server's own buffer to
+    watch: the response completes, the idle connection is closed, and the closed socket would keep the
+    bytes (and retry them) for minutes. TCP_USER_TIMEOUT ends it after the send timeout."""
+    (workdir / "kernel").mkdir()
+    settings = {"DATAPLANE_SEND_TIMEOUT": "1", "DATAPLANE_HEADER_TIMEOUT": "1"}  # idle connections close after 5 s
+    with dataplane(workdir / "kernel", document(origin), **settings) as node:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.connect(("127.0.0.1", node.port))
+            sock.sendall(b"GET /files/large?bytes=300000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            client_port = sock.getsockname()[1]
+            eventually(lambda: server_side_open(node.port, client_port), "the connection to be accepted", 10)
+            eventually(lambda: not server_side_open(node.port, client_port), "the server to drop it", 20)
+            # Never read: all the while the client sat on a full window.
