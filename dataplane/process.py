@@ -103,8 +103,8 @@ def uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvicor
         app,
         host=host,
         port=port,
-        # httptools (llhttp), with the request-header deadline added; never h11.
-        http=protocol_class(settings.header_timeout),
+        # httptools (llhttp), with the request-header and send deadlines added; never h11.
+        http=protocol_class(settings.header_timeout, settings.send_timeout),
         ws="none",
         lifespan="off",
         loop="none",  # the loop is ours (run() above): uvloop

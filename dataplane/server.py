@@ -1,18 +1,31 @@
 """The data plane's HTTP/1.1 server protocol: uvicorn's httptools protocol (llhttp; never h11) with
-the request-header deadline of §5, each response written in one system call (`CorkedTransport`),
-and a leaner per-request ASGI cycle (`LeanCycle`, `LeanHttpToolsProtocol`).
+the request-header and send deadlines of §5, each response written in one system call
+(`CorkedTransport`), and a leaner per-request ASGI cycle (`LeanCycle`, `LeanHttpToolsProtocol`).
 
 uvicorn has no deadline for the request head: a client sending a byte a second holds a connection
 forever (slowloris). Here the head must be complete within `header_timeout` seconds of the
 connection opening (or of the first byte of the next request on a kept-alive connection), or the
 client gets 408 `request_timeout` and the connection is closed.
+
+Nor has it one for the response: a client that stops reading (slow read) holds its connection, its
+buffered response and its upstream request forever. Here a client that accepts no bytes for
+`send_timeout` seconds while some are waiting for it is cut off (reset, buffers freed).
+
+What the ASGI app never sees: request trailer fields (dropped: they must not pass for headers, which
+is where every policy looks), a request whose Host or absolute-form authority is not a valid
+host[:port] (400), a request line of another HTTP version than 1.0 or 1.1 (505). The scope carries the
+request's authority, validated, as `scope["authority"]` (bytes): the absolute-form target's when the
+request line has one (RFC 9112 §3.2.2: it wins over Host), else the Host header's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
+import socket
+import struct
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -27,22 +40,39 @@ from .proxy import new_request_id
 logger = logging.getLogger("uvicorn.error")
 
 
+# A write this large goes out at once, not at the end of the turn: corking gains nothing for it, and
+# the transport's pause_writing must come before the app's next `send` (which then waits for the
+# client) rather than after a turn's worth of body has piled up behind the cork.
+WRITE_THROUGH = 16384
+
+
 class CorkedTransport:
     """The client transport as uvicorn's response cycle sees it: writes made in one turn of the event
     loop (the response head, then its body) go out as one `write` at the end of the turn, so a small
     response costs one system call and one TCP segment instead of two. Closing flushes first; all
-    else is the real transport's."""
+    else is the real transport's. Counts the bytes handed to the transport (`written`), and calls
+    `backlogged` when some of them could not be sent at once (the client is not keeping up)."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_loop", "_pending", "_transport", "backlogged", "written")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, backlogged: Callable[[], None]
+    ) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] | None = None
+        self.backlogged = backlogged
+        self.written = 0
 
     def write(self, data: bytes) -> None:
         pending = self._pending
-        if pending is None:
+        if len(data) >= WRITE_THROUGH:
+            if pending is not None:
+                pending.append(data)
+                self._flush()  # the call_soon'd flush then finds nothing pending
+            else:
+                self._send(data)
+        elif pending is None:
             self._pending = [data]
             self._loop.call_soon(self._flush)
         else:
@@ -50,8 +80,16 @@ class CorkedTransport:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
-        if pending and not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if pending:
+            self._send(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _send(self, data: bytes) -> None:
+        transport = self._transport
+        if not transport.is_closing():
+            transport.write(data)
+            self.written += len(data)
+            if transport.get_write_buffer_size():
+                self.backlogged()
 
     def close(self) -> None:
         self._flush()
@@ -111,21 +149,76 @@ class RestartingDeadline:
             self._expired()
 
 
+class HttpVersionNotSupported(GatewayError):
+    """A request line of an HTTP version this server does not speak (only 1.0 and 1.1): refused before
+    the app sees it, so it lives here rather than among the app's errors."""
+
+    status, code, close_connection = 505, "http_version_not_supported", True
+
+
+# A Host (or an absolute-form target's authority): a name of unreserved characters (RFC 3986's reg-name
+# without percent-encoding and sub-delims: `,` `;` `=` and the like would corrupt the X-Forwarded-Host
+# list built from it) or an IPv4 address, or a bracketed IPv6 literal, with an optional port. No
+# userinfo, no path, no spaces.
+_HOST = re.compile(rb"(?:[A-Za-z0-9._~-]+|\[([0-9A-Fa-f:.]+)\])(?::([0-9]{1,5}))?")
+_ABSOLUTE_FORM = re.compile(rb"(?i)(https?)://([^/?#]*)")
+
+
+def valid_authority(value: bytes) -> bool:
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return False
+    literal, port = match.groups()
+    if port is not None and not 0 < int(port) < 65536:
+        return False
+    if literal is not None:
+        try:
+            ipaddress.IPv6Address(literal.decode("ascii"))
+        except ValueError:
+            return False
+    return True
+
+
+# llhttp's reasons for a request line of a version it refuses outright (HTTP/1.2, 3.0, 9.9) and for the
+# HTTP/2 connection preface (`PRI * HTTP/2.0`, prior-knowledge h2c, which this server does not speak).
+_VERSION_ERRORS = ("Invalid HTTP version", "Pause on PRI")
+_VERSION_MESSAGE = "only HTTP/1.1 and HTTP/1.0 are served here"
+# SO_LINGER on, zero seconds: close() resets the connection and drops what the kernel still holds for
+# the client, instead of keeping it (and retrying it) for a client that does not read.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+_TCP_USER_TIMEOUT: int | None = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux
+
+
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's protocol with the request-head deadline: a head must be complete within
-    `header_timeout` of the connection opening or of its first byte (408 and close otherwise)."""
+    """uvicorn's protocol with the request-head deadline (a head must be complete within
+    `header_timeout` of the connection opening or of its first byte: 408 and close otherwise) and the
+    send deadline (a client with bytes waiting for it that accepts none of them for `send_timeout` is
+    cut off)."""
 
     header_timeout = 10.0
+    send_timeout = 30.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head = RestartingDeadline(self.loop, self.header_timeout, self._head_timed_out)
         self._refusal: GatewayError | None = None  # a malformed request's 400, sent once those before it are answered
+        self._sending: asyncio.TimerHandle | None = None  # armed while bytes wait for the client
+        self._accepted = 0  # bytes the client had accepted when last checked
+        self._accepted_at = 0.0  # ...and when that count last grew
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
+        self.transport = CorkedTransport(transport, self.loop, self._watch_send)  # type: ignore[assignment]
         self._head.start()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and _TCP_USER_TIMEOUT is not None:
+            # The kernel's half of the send deadline: what it holds for the client (up to megabytes of
+            # send buffer, out of reach of the watch below, and all of it once the connection is closed)
+            # is dropped and the connection reset when none of it is acknowledged for this long.
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, int(self.send_timeout * 1000))
+            except OSError:
+                pass  # not TCP (a Unix socket): nothing held by a kernel TCP stack
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -138,12 +231,15 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head.cancel()
+        self._stop_send_watch()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """uvicorn's, with llhttp's reason kept: a request the parser refuses (Content-Length with
         Transfer-Encoding, a bad or repeated Content-Length, a bad chunk size, bytes not allowed in the
-        head) gets the JSON 400 `bad_request` of §5 and the connection is closed, not uvicorn's text.
+        head) gets the JSON 400 `bad_request` of §5 and the connection is closed, not uvicorn's text; a
+        request line of another HTTP version gets 505. A check made when the head is complete (Host,
+        version) raises its GatewayError from the parser's callback, which stops the parser there.
         After a parse error the parser is spent: what follows is ignored."""
         if self._refusal is not None:
             return
@@ -151,10 +247,19 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            reason = str(exc) or "the request is not valid HTTP/1.1"
+            refused = exc.__context__
+            if isinstance(refused, GatewayError):
+                error = refused
+                reason = error.message
+            else:
+                reason = str(exc) or "the request is not valid HTTP/1.1"
+                if reason.startswith(_VERSION_ERRORS):
+                    error = HttpVersionNotSupported(_VERSION_MESSAGE)
+                else:
+                    error = BadRequest(f"malformed request: {reason}")
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
             logger.warning("malformed request from %s refused: %s", client, reason)
-            self._malformed(BadRequest(f"malformed request: {reason}"))
+            self._malformed(error)
         except httptools.HttpParserUpgrade:
             # llhttp stops after a request with `Connection: upgrade` (or CONNECT) and parses nothing
             # more on this connection: the app answers that request (501, or over HTTP/1.1 for an h2c
@@ -164,6 +269,52 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
             else:
                 cycle.keep_alive = False
+
+    # --- the send deadline ---------------------------------------------------------------------
+    # Checked every quarter of `send_timeout` while bytes wait in the transport's buffer (none wait for a
+    # client that keeps up: then no timer runs), so a stalled client is cut off between `send_timeout`
+    # and 1.25 times it after it last accepted a byte. "Accepted" is bytes written minus bytes still
+    # buffered: it only grows when the client reads (the kernel takes no more than the client's window).
+
+    def _watch_send(self) -> None:
+        if self._sending is None:
+            transport: CorkedTransport = self.transport  # type: ignore[assignment]
+            self._accepted = transport.written - transport.get_write_buffer_size()
+            self._accepted_at = self.loop.time()
+            self._sending = self.loop.call_later(self.send_timeout / 4, self._check_send)
+
+    def _stop_send_watch(self) -> None:
+        if self._sending is not None:
+            self._sending.cancel()
+            self._sending = None
+
+    def _check_send(self) -> None:
+        self._sending = None
+        transport: CorkedTransport = self.transport  # type: ignore[assignment]
+        waiting = transport.get_write_buffer_size()
+        if not waiting:
+            return  # all sent: the next backlog starts a new watch
+        accepted = transport.written - waiting
+        now = self.loop.time()
+        if accepted > self._accepted:
+            self._accepted, self._accepted_at = accepted, now
+        elif now - self._accepted_at >= self.send_timeout:
+            self._cut_off(waiting)
+            return
+        self._sending = self.loop.call_later(self.send_timeout / 4, self._check_send)
+
+    def _cut_off(self, waiting: int) -> None:
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
+        logger.warning(
+            "client %s accepted no bytes for %gs (%d waiting): connection cut off", client, self.send_timeout, waiting
+        )
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            except OSError:
+                pass  # closed meanwhile: abort() below is all there is to do
+        self.transport.abort()
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(BadRequest(msg))
@@ -343,7 +494,7 @@ class LeanCycle:
         lines = [STATUS_LINE[status]]
         names: list[bytes] = []
         values: list[bytes] = []
-        close = False
+        close = connection = False
         for name, value in headers:
             name = name.lower()
             names.append(name)
@@ -354,25 +505,33 @@ class LeanCycle:
             elif name == b"transfer-encoding" and value.lower() == b"chunked":
                 self.expected_length = 0
                 self.chunked = True
-            elif name == b"connection" and b"close" in [token.lower().strip() for token in value.split(b",")]:
-                self.keep_alive = False
-                close = True
+            elif name == b"connection":
+                connection = True
+                if b"close" in [token.lower().strip() for token in value.split(b",")]:
+                    self.keep_alive = False
+                    close = True
             lines += (name, b": ", value, b"\r\n")
         if _BAD_NAME.search(b"".join(names)):
             raise RuntimeError("Invalid HTTP header name.")
         if _BAD_VALUE.search(b"".join(values)):
             raise RuntimeError("Invalid HTTP header value.")
-        if not self.keep_alive and not close:
-            lines.append(b"connection: close\r\n")
+        old = self.scope["http_version"] == "1.0"
         if self.chunked is None and self.method != "HEAD" and status not in (204, 304):
-            if self.scope["http_version"] == "1.0":
-                # An HTTP/1.0 client knows no chunked coding (RFC 9112 §6.1): the body ends at the close
-                # (keep_alive is always off for 1.0 here).
+            if old:
+                # An HTTP/1.0 client knows no chunked coding (RFC 9112 §6.1): the body ends at the close,
+                # even when it asked to keep the connection.
                 self.chunked = False
                 self.expected_length = _UNTIL_CLOSE
+                self.keep_alive = False
             else:
                 self.chunked = True
                 lines.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive:
+            if not close:
+                lines.append(b"connection: close\r\n")
+        elif old and not connection:
+            # HTTP/1.0 closes unless the answer says otherwise (RFC 9112 §9.3).
+            lines.append(b"connection: keep-alive\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
 
@@ -391,6 +550,8 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._idle = RestartingDeadline(self.loop, self.timeout_keep_alive, self._idle_expired)
+        self._host = b""  # the request's Host header, checked as it arrives...
+        self._hosts_valid = True  # ...and whether every one was a valid host[:port]
 
     def _malformed(self, error: GatewayError) -> None:
         """A parse error belongs to the request being parsed: if that is the last cycle, its body broken,
@@ -418,6 +579,7 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._head.cancel()
         self._idle.cancel()
+        self._stop_send_watch()
         self.connections.discard(self)
         cycle = self.cycle
         if cycle is not None:
@@ -437,15 +599,45 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        self._host = b""
+        self._hosts_valid = True
         if not self._head.running:
             self._head.start()
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"host":
+            # Validated as it arrives (the proxy refuses a missing or repeated one): each must be valid.
+            self._host = value
+            self._hosts_valid = self._hosts_valid and valid_authority(value)
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
+        """The scope, built in one step. Raising a GatewayError here stops the parser (data_received
+        answers it once the requests before it are answered)."""
         self._head.stop()
         parser = self.parser
         http_version = parser.get_http_version()
-        parsed = httptools.parse_url(self.url)
-        raw_path = parsed.path
+        if http_version != "1.1" and http_version != "1.0":
+            raise HttpVersionNotSupported(_VERSION_MESSAGE)
+        if not self._hosts_valid:
+            raise BadRequest("the Host header must be a host name or IP address with an optional port")
+        url = self.url
+        authority = self._host
+        if url[:1] != b"/" and url != b"*":
+            # Absolute-form (`GET http://host/path`): its authority is the request's (RFC 9112 §3.2.2).
+            absolute = _ABSOLUTE_FORM.match(url)
+            if absolute is None:
+                raise BadRequest("the request target must be a path or an http(s) URL")
+            authority = absolute.group(2)
+            if not valid_authority(authority):
+                raise BadRequest(
+                    "the request target's authority must be a host name or IP address with an optional port"
+                )
+        parsed = httptools.parse_url(url)
+        raw_path = parsed.path or b"/"  # `http://host` without a path means `/` (RFC 9112 §3.2.2)
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
@@ -463,13 +655,19 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
             "raw_path": root.encode("ascii") + raw_path if root else raw_path,
             "query_string": parsed.query or b"",
             "headers": self.headers,
+            "authority": authority,
         }
+        # llhttp reports trailer fields (after a chunked body) through on_header like head fields: they
+        # go to a list nobody reads, never into this request's headers, where a policy or the upstream
+        # would take an `Authorization` or `X-Admin` sent after the body for a real header.
+        self.headers = []
         self.scope = scope  # type: ignore[assignment]
         existing = self.cycle
         cycle = self.cycle = LeanCycle(  # type: ignore[assignment]
             self,
             scope,
-            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            # HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+            keep_alive=parser.should_keep_alive(),
             expect_100_continue=self.expect_100_continue,
         )
         if existing is None or existing.response_complete:
@@ -520,5 +718,9 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
             self.transport.close()
 
 
-def protocol_class(header_timeout: float) -> type[LeanHttpToolsProtocol]:
-    return type("DataPlaneHttpProtocol", (LeanHttpToolsProtocol,), {"header_timeout": header_timeout})
+def protocol_class(header_timeout: float, send_timeout: float = 30.0) -> type[LeanHttpToolsProtocol]:
+    return type(
+        "DataPlaneHttpProtocol",
+        (LeanHttpToolsProtocol,),
+        {"header_timeout": header_timeout, "send_timeout": send_timeout},
+    )

@@ -155,6 +155,7 @@ class Settings:
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     max_concurrency: int = 10_000
     header_timeout: float = 10.0
+    send_timeout: float = 30.0  # a client accepting no response bytes this long is cut off (server.py)
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     hide_response_time: bool = False
     drain_delay: float = 5.0
@@ -190,6 +191,7 @@ class Settings:
             "trusted_proxies": trusted,
             "max_concurrency": _count(environ, "DATAPLANE_MAX_CONCURRENCY", 10_000, minimum=1, maximum=MAX_CONCURRENCY),
             "header_timeout": _number(environ, "DATAPLANE_HEADER_TIMEOUT", 10.0, minimum=0.1, maximum=DAY),
+            "send_timeout": _number(environ, "DATAPLANE_SEND_TIMEOUT", 30.0, minimum=0.1, maximum=DAY),
             "hide_response_time": _flag(environ, "DATAPLANE_HIDE_RESPONSE_TIME"),
             "drain_delay": _number(environ, "DATAPLANE_DRAIN_DELAY", 5.0, minimum=0, maximum=DAY),
             "control_plane_url": _control_plane_url(environ),

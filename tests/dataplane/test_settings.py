@@ -14,6 +14,7 @@ def test_settings_default_to_loopback_listeners() -> None:
     assert settings.admin_listen == ("127.0.0.1", 9901)
     assert settings.seed is None
     assert settings.header_timeout == 10.0
+    assert settings.send_timeout == 30.0
 
 
 def test_settings_read_every_documented_variable() -> None:
@@ -26,6 +27,7 @@ def test_settings_read_every_documented_variable() -> None:
             "DATAPLANE_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8",
             "DATAPLANE_MAX_CONCURRENCY": "50",
             "DATAPLANE_HEADER_TIMEOUT": "2.5",
+            "DATAPLANE_SEND_TIMEOUT": "7.5",
             "DATAPLANE_NODE_ID": "edge-1",
             "DATAPLANE_HIDE_RESPONSE_TIME": "true",
         }
@@ -37,6 +39,7 @@ def test_settings_read_every_documented_variable() -> None:
     assert settings.trusted_proxies == (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
     assert settings.max_concurrency == 50
     assert settings.header_timeout == 2.5
+    assert settings.send_timeout == 7.5
     assert settings.node_id == "edge-1"
     assert settings.hide_response_time is True
 
@@ -65,6 +68,11 @@ def test_command_line_flags_override_the_environment() -> None:
         ("DATAPLANE_HEADER_TIMEOUT", "nan"),
         ("DATAPLANE_HEADER_TIMEOUT", "inf"),
         ("DATAPLANE_HEADER_TIMEOUT", "0.01"),
+        ("DATAPLANE_SEND_TIMEOUT", "nan"),
+        ("DATAPLANE_SEND_TIMEOUT", "inf"),
+        ("DATAPLANE_SEND_TIMEOUT", "0"),
+        ("DATAPLANE_SEND_TIMEOUT", "-5"),
+        ("DATAPLANE_SEND_TIMEOUT", "30s"),
         ("DATAPLANE_DRAIN_DELAY", "nan"),
         ("DATAPLANE_DRAIN_DELAY", "inf"),
         ("DATAPLANE_DRAIN_DELAY", "-1"),
@@ -95,7 +103,10 @@ def test_a_nan_report_interval_is_refused_with_a_control_plane_too() -> None:
         )
 
 
-@pytest.mark.parametrize("variable", ["DATAPLANE_HEADER_TIMEOUT", "DATAPLANE_DRAIN_DELAY", "DATAPLANE_REPORT_INTERVAL"])
+@pytest.mark.parametrize(
+    "variable",
+    ["DATAPLANE_HEADER_TIMEOUT", "DATAPLANE_SEND_TIMEOUT", "DATAPLANE_DRAIN_DELAY", "DATAPLANE_REPORT_INTERVAL"],
+)
 def test_a_duration_over_a_day_is_refused_as_a_typo(variable: str) -> None:
     assert getattr(Settings.from_env({variable: "86400"}), variable.removeprefix("DATAPLANE_").lower()) == 86400
     with pytest.raises(SettingsError, match=f"{variable} must be a number of seconds from .* to 86400, not '86401'"):

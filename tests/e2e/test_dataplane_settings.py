@@ -17,6 +17,7 @@ pytestmark = pytest.mark.e2e
     [
         ("DATAPLANE_MAX_CONCURRENCY", "inf"),
         ("DATAPLANE_LOG_LEVEL", "bogus"),  # read before the settings were, once
+        ("DATAPLANE_SEND_TIMEOUT", "0"),
     ],
 )
 def test_a_bad_setting_stops_the_data_plane_at_start_with_its_name(variable: str, value: str) -> None:
