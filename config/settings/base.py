@@ -49,6 +49,13 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_positive_int(name: str, default: int) -> int:
+    value = env_int(name, default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} must be at least 1, not {value}")
+    return value
+
+
 # --- Paths -------------------------------------------------------------------------------------
 # GATEWAY_VAR_DIR holds the embedded defaults' state: SQLite database, filesystem broker, static files.
 VAR_DIR = Path(env("GATEWAY_VAR_DIR", str(BASE_DIR / "var")))  # type: ignore[arg-type]
@@ -141,11 +148,19 @@ else:
     }
 
 # --- Auth --------------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/topics/auth/passwords/#password-validation
+# Every place a password is set (users API, admin, createadmin, rungateway, password change) calls
+# accounts.services, which runs these.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_positive_int("GATEWAY_PASSWORD_MIN_LENGTH", 12)},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # `aaaaaaaaaaaa`, `abcabcabcabc`, `abcdefghijkl`: long enough, yet guessed at once.
+    {"NAME": "controlplane.accounts.validators.PatternPasswordValidator"},
 ]
 
 # --- Static files ------------------------------------------------------------------------------

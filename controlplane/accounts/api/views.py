@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.core.api.views import service_context
+from controlplane.core.errors import ConfigValidationError
 
 from .. import services
 from ..roles import USERS_MANAGE
@@ -98,10 +99,14 @@ class PasswordChangeApi(APIView):
         serializer.is_valid(raise_exception=True)
         if not request.user.check_password(serializer.validated_data["old_password"]):
             raise ValidationError({"old_password": ["is not your current password"]})
-        services.user_update(
-            user=request.user,
-            data={"password": serializer.validated_data["new_password"]},
-            by=request.user,
-            **service_context(request),
-        )
+        try:
+            services.user_update(
+                user=request.user,
+                data={"password": serializer.validated_data["new_password"]},
+                by=request.user,
+                **service_context(request),
+            )
+        except ConfigValidationError as exc:
+            # The service names the user's `password`; here the client sent it as `new_password`.
+            raise ValidationError({"new_password": exc.fields().get("password", [exc.message])}) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
