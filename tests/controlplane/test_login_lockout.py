@@ -223,3 +223,22 @@ def test_an_operator_lifts_a_lock_with_the_documented_commands(make_user: Callab
     fail("alice", LIMIT)
     call_command("axes_reset_ip", ATTACKER, stdout=StringIO())
     assert token("alice", PASSWORD).status_code == 200
+
+
+def test_the_admins_password_change_page_counts_old_password_guesses(make_user: Callable[..., Any]) -> None:
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(make_user("alice", "admin", is_staff=True))
+
+    def change(old: str) -> Any:
+        page = browser.get("/admin/password_change/", REMOTE_ADDR=ATTACKER)
+        form = _Form()
+        form.feed(page.content.decode())
+        new = "a-brand-new-long-password-77"
+        data = {**form.fields, "old_password": old, "new_password1": new, "new_password2": new}
+        return browser.post("/admin/password_change/", data, REMOTE_ADDR=ATTACKER)
+
+    assert [change(f"guess-{i}").status_code for i in range(LIMIT - 1)] == [200] * (LIMIT - 1)
+    locked = change("guess-again")
+    assert locked.status_code == 429 and locked["Retry-After"] == str(COOLOFF)
+    assert change(PASSWORD).status_code == 429
+    assert token("alice", PASSWORD, OWNER).status_code == 200  # the password did not change

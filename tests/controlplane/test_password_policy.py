@@ -147,3 +147,35 @@ def test_the_commands_exit_non_zero_on_a_weak_password_on_the_embedded_defaults(
     third = run("createadmin", "root-admin")
     assert third.returncode == 0, third.stderr
     assert "admin root-admin created" in third.stdout
+
+
+def own_password_change(browser: Client, old: str, new: str, **extra: Any) -> Any:
+    page = browser.get("/admin/password_change/", **extra)
+    assert page.status_code == 200
+    parsed = _Fields()
+    parsed.feed(page.content.decode())
+    assert {"old_password", "new_password1", "new_password2"} <= set(parsed.fields)
+    form = {**parsed.fields, "old_password": old, "new_password1": new, "new_password2": new}
+    return browser.post("/admin/password_change/", form, **extra)
+
+
+def test_the_admins_own_password_change_page_refuses_a_weak_password(make_user: Callable[..., Any]) -> None:
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(make_user("alice", "admin", is_staff=True))
+    response = own_password_change(browser, PASSWORD, "abcabcabcabc")
+    assert response.status_code == 200
+    assert "too few different characters" in response.content.decode()
+    assert User().objects.get(username="alice").check_password(PASSWORD)
+
+
+def test_the_admins_own_password_change_is_audited_and_revokes_tokens(make_user: Callable[..., Any]) -> None:
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(make_user("alice", "admin", is_staff=True))
+    tokens = APIClient().post(f"{API}/auth/token/", {"username": "alice", "password": PASSWORD}, format="json").json()
+    response = own_password_change(browser, PASSWORD, README_PASSWORD)
+    assert response.status_code == 302 and response["Location"] == "/admin/password_change/done/"
+    assert User().objects.get(username="alice").check_password(README_PASSWORD)
+    assert AuditEvent.objects.filter(action="user.password_change", object_key="alice").exists()
+    refreshed = APIClient().post(f"{API}/auth/token/refresh/", {"refresh": tokens["refresh"]}, format="json")
+    assert refreshed.status_code == 401
+    assert browser.get("/admin/").status_code == 200  # this session stays signed in
