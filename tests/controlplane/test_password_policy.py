@@ -126,6 +126,7 @@ def test_createadmin_refuses_a_weak_password_from_the_environment(
     assert not User().objects.filter(username="margaret.hamilton").exists()
 
 
+@pytest.mark.e2e
 def test_the_commands_exit_non_zero_on_a_weak_password_on_the_embedded_defaults(tmp_path: Path) -> None:
     """As the README runs them: SQLite under a fresh var dir, the password in GATEWAY_ADMIN_PASSWORD."""
     env = clean_env(GATEWAY_VAR_DIR=str(tmp_path / "var"), GATEWAY_ADMIN_PASSWORD="aaaaaaaaaaaa", GATEWAY_DEMO="0")
