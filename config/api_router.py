@@ -2,9 +2,9 @@
 
 from django.urls import path
 from rest_framework.routers import DefaultRouter
-from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView, TokenVerifyView
+from rest_framework_simplejwt.views import TokenBlacklistView, TokenRefreshView, TokenVerifyView
 
-from controlplane.accounts.api.views import PasswordChangeApi, RoleViewSet, UserViewSet
+from controlplane.accounts.api.views import PasswordChangeApi, RoleViewSet, TokenObtainApi, UserViewSet
 from controlplane.breakers.api.views import BreakerPolicyViewSet, BreakerViewSet
 from controlplane.core.api.history import AuditEventViewSet, ConfigRevisionViewSet
 from controlplane.dataplanes.api.views import DataPlaneNodeViewSet
@@ -39,7 +39,8 @@ router.register("dataplanes", DataPlaneNodeViewSet, basename="dataplane-node")
 
 urlpatterns = [
     # --- JWT (simplejwt): obtain, rotating refresh, verify, logout (blacklists the refresh token) -----
-    path("auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
+    # Obtain checks a password, so it is behind the login lockout (controlplane/accounts/lockout.py).
+    path("auth/token/", TokenObtainApi.as_view(), name="token-obtain"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("auth/token/verify/", TokenVerifyView.as_view(), name="token-verify"),
     path("auth/logout/", TokenBlacklistView.as_view(), name="token-logout"),

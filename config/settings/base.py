@@ -6,6 +6,7 @@ Everything an operator may change comes from an environment variable with a docu
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +50,24 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_positive_int(name: str, default: int) -> int:
+    value = env_int(name, default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def env_networks(name: str) -> list[str]:
+    """Comma-separated addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `::1`), checked at start-up."""
+    networks = env_list(name, [])
+    for item in networks:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network") from None
+    return networks
+
+
 # --- Paths -------------------------------------------------------------------------------------
 # GATEWAY_VAR_DIR holds the embedded defaults' state: SQLite database, filesystem broker, static files.
 VAR_DIR = Path(env("GATEWAY_VAR_DIR", str(BASE_DIR / "var")))  # type: ignore[arg-type]
@@ -84,6 +103,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_prometheus",
+    "axes",
     "controlplane.core",
     "controlplane.accounts",
     "controlplane.breakers",
@@ -106,6 +126,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns an admin login refused for too many failures into the 429 page (controlplane/accounts/lockout.py).
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -146,12 +168,55 @@ else:
     }
 
 # --- Auth --------------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/topics/auth/passwords/#password-validation
+# Every place a password is set (users API, admin, createadmin, rungateway, password change) calls
+# accounts.services, which runs these.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_positive_int("GATEWAY_PASSWORD_MIN_LENGTH", 12)},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # `aaaaaaaaaaaa`, `abcabcabcabc`, `abcdefghijkl`: long enough, yet guessed at once.
+    {"NAME": "controlplane.accounts.validators.PatternPasswordValidator"},
 ]
+
+# Axes first: it refuses a locked-out client before the password is hashed (no PBKDF2 CPU spent).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# --- Login lockout (django-axes) ---------------------------------------------------------------
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html ; the policy is described in
+# docs/api.md#login-lockout and implemented in controlplane/accounts/lockout.py. Attempts are counted in
+# the database (no cache or Redis needed), per (username, client address) and per client address, never
+# per username alone: that would let anyone lock the real admin out from anywhere.
+AXES_HANDLER = "controlplane.accounts.lockout.LoginAttemptHandler"
+# Failures for one username from one address, within the cool-off, that lock that pair.
+AXES_FAILURE_LIMIT = env_positive_int("GATEWAY_LOGIN_FAILURE_LIMIT", 5)
+# Failures for any usernames from one address that lock the address (password spraying).
+GATEWAY_LOGIN_ADDRESS_FAILURE_LIMIT = env_positive_int("GATEWAY_LOGIN_ADDRESS_FAILURE_LIMIT", 20)
+# A lock lifts this long after the last failure; a failure while locked starts it again.
+AXES_COOLOFF_TIME = timedelta(seconds=env_positive_int("GATEWAY_LOGIN_COOLOFF_SECONDS", 900))
+# What axes' own checks and reset commands see; the two limits above are applied by the handler.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+# A successful login clears the failures of that (username, address) pair only.
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "controlplane.accounts.lockout.client_address"
+AXES_USERNAME_CALLABLE = "controlplane.accounts.lockout.attempted_username"
+AXES_LOCKOUT_CALLABLE = "controlplane.accounts.lockout.lockout_response"
+# No row per successful login (it would grow forever and make a session per token login).
+AXES_DISABLE_ACCESS_LOG = True
+# The gateway's admin grants access by role; unlocking is `manage.py axes_reset_username NAME` / `axes_reset_ip IP`.
+AXES_ENABLE_ADMIN = False
+# Masked in the attempt records and axes' log lines (the password always is).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
+# The client address is the connection's peer (REMOTE_ADDR). Only when the peer is one of these proxies
+# is X-Forwarded-For read, right to left, skipping these proxies: anyone else can write that header.
+GATEWAY_TRUSTED_PROXIES = env_networks("GATEWAY_TRUSTED_PROXIES")
 
 # --- Static files ------------------------------------------------------------------------------
 # Served by ServeStatic (ASGI-aware), so nothing sync-only sits in front of the async sync API.

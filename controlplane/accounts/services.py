@@ -56,7 +56,9 @@ def _check_password(password: str, user: AbstractUser) -> None:
     try:
         validate_password(password, user)
     except ValidationError as exc:
-        raise ConfigValidationError([Problem("password", message) for message in exc.messages]) from None
+        raise ConfigValidationError(
+            [Problem("password", message) for message in exc.messages], "the password does not meet the password policy"
+        ) from None
 
 
 def _groups(names: Iterable[str]) -> list[Group]:

@@ -14,6 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.apps import AdminConfig
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from controlplane.accounts.roles import CONFIG_READ, CONFIG_WRITE, DATAPLANE, USERS_MANAGE, has_gateway_perm
 from controlplane.core.actors import Actor
@@ -33,6 +34,17 @@ class GatewayAdminSite(admin.AdminSite):
         if user.groups.filter(name=DATAPLANE).exists():
             return False
         return has_gateway_perm(user, CONFIG_READ) or has_gateway_perm(user, USERS_MANAGE)
+
+    def password_change(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """Django's page, with the old password counted by the login lockout and the new one saved through
+        the accounts services (controlplane/accounts/password_change.py)."""
+        from controlplane.accounts.password_change import ThrottledPasswordChangeView
+
+        request.current_app = self.name
+        return ThrottledPasswordChangeView.as_view(
+            success_url=reverse("admin:password_change_done", current_app=self.name),
+            extra_context={**self.each_context(request), **(extra_context or {})},
+        )(request)
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         """The landing page opens on the fleet at a glance (templates/admin/index.html, core.dashboards)."""

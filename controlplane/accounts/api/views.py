@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from axes.handlers.proxy import AxesProxyHandler
+from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import Group
 from drf_spectacular.utils import extend_schema
 from rest_framework import filters, mixins, status, viewsets
@@ -13,8 +14,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.views import TokenObtainPairView
 
 from controlplane.core.api.views import service_context
+from controlplane.core.errors import ConfigValidationError
 
 from .. import services
 from ..roles import USERS_MANAGE
@@ -87,6 +91,22 @@ class RoleViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-arg]
     queryset = Group.objects.prefetch_related("permissions").order_by("name")
 
 
+class TokenObtainApi(TokenObtainPairView):
+    """simplejwt's token view. Its serializer checks the password with `authenticate(request=...)`, so the
+    login lockout counts and refuses it (accounts.lockout); a success clears the (username, address)
+    pair's failures, as the admin's login does through Django's `user_logged_in` signal, which a token
+    login does not send."""
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        try:
+            serializer.is_valid(raise_exception=True)
+        except TokenError as exc:
+            raise InvalidToken(exc.args[0]) from exc
+        AxesProxyHandler.user_logged_in(sender=type(self), request=request, user=serializer.user)
+        return Response(serializer.validated_data, status=status.HTTP_200_OK)
+
+
 class PasswordChangeApi(APIView):
     """Change your own password; every token you hold stops working."""
 
@@ -96,12 +116,21 @@ class PasswordChangeApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = PasswordChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        if not request.user.check_password(serializer.validated_data["old_password"]):
-            raise ValidationError({"old_password": ["is not your current password"]})
-        services.user_update(
-            user=request.user,
-            data={"password": serializer.validated_data["new_password"]},
-            by=request.user,
-            **service_context(request),
+        # Through `authenticate`, not `check_password`: a stolen access token must not become an
+        # unthrottled oracle for the password (the login lockout counts these checks too).
+        checked = authenticate(
+            request=request, username=request.user.get_username(), password=serializer.validated_data["old_password"]
         )
+        if checked is None or checked.pk != request.user.pk:
+            raise ValidationError({"old_password": ["is not your current password"]})
+        try:
+            services.user_update(
+                user=request.user,
+                data={"password": serializer.validated_data["new_password"]},
+                by=request.user,
+                **service_context(request),
+            )
+        except ConfigValidationError as exc:
+            # The service names the user's `password`; here the client sent it as `new_password`.
+            raise ValidationError({"new_password": exc.fields().get("password", [exc.message])}) from None
         return Response(status=status.HTTP_204_NO_CONTENT)

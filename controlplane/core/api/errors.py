@@ -16,10 +16,13 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from controlplane.accounts.lockout import TooManyLoginAttempts, locked_out
 from controlplane.core.errors import ConfigValidationError, GatewayError
 from controlplane.core.middleware import request_id_of
 
 _CODES = {
+    # Before Throttled, its base class.
+    TooManyLoginAttempts: "too_many_attempts",
     exceptions.NotAuthenticated: "not_authenticated",
     exceptions.AuthenticationFailed: "authentication_failed",
     exceptions.PermissionDenied: "permission_denied",
@@ -67,7 +70,11 @@ def _body(request: Any, code: str, message: str, fields: dict[str, list[str]] | 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     request = context.get("request")
-    if isinstance(exc, Http404):
+    if locked_out(request):
+        # A password check on this request was refused or locked by the login lockout (accounts.lockout):
+        # whatever the view made of it (401, 400), the client is told to wait.
+        exc = TooManyLoginAttempts()
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()

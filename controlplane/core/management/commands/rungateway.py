@@ -149,6 +149,10 @@ class Command(BaseCommand):
                     "--http",
                     "httptools",
                     "--no-access-log",
+                    # The client address is the peer: uvicorn would otherwise take X-Forwarded-For from any
+                    # local process, which could then dodge the login lockout. GATEWAY_TRUSTED_PROXIES is
+                    # where proxies are trusted (accounts/lockout.py).
+                    "--no-proxy-headers",
                     # Long-polls park for up to 60 s; don't make a stop wait for them.
                     "--timeout-graceful-shutdown",
                     "5",
