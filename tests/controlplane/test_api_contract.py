@@ -72,6 +72,21 @@ def test_an_unexpected_exception_under_api_is_a_json_500_with_the_request_id(
     assert "boom" not in response.content.decode()
 
 
+@pytest.mark.parametrize("path", [f"{API}/schema/", f"{API}/docs/"])
+def test_the_schema_and_docs_views_answer_errors_in_json_not_yaml_or_html(path: str) -> None:
+    refused = Client().generic("TRACE", path)
+    unknown = Client().get(f"{API}/schema/?format=bogus")
+
+    assert is_envelope(refused, 405, "method_not_allowed") and "GET" in refused["Allow"]
+    assert is_envelope(unknown, 404, "not_found")
+
+
+def test_the_browsable_apis_error_page_stays_a_page_for_people(readonly_client: APIClient) -> None:
+    response = readonly_client.get(f"{API}/endpoints/nope:v1/", HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+
+
 def test_a_query_parameter_given_twice_is_refused_naming_it(admin_client: APIClient) -> None:
     response = admin_client.get(f"{API}/endpoints/?limit=1&limit=5&name=a")
 

@@ -16,6 +16,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
@@ -120,8 +121,10 @@ class ApiErrorMiddleware:
     Django answers some requests before (or without) a DRF view: a path no route matches (404, also
     with DEBUG's technical page), an exception nothing caught (500, the technical page or handler500),
     a refused host or an unreadable body (400). Those pages are HTML; an API client gets the envelope,
-    with the same request id as the logged error. DRF's own answers are already in the envelope and
-    are left alone, and so is everything outside /api/ (the admin, the dashboards).
+    with the same request id as the logged error. DRF's errors are the envelope already, but the schema
+    and docs views render them as YAML or HTML: those become JSON too. The browsable API's error pages
+    (for people, on local setups) are left alone, and so is everything outside /api/ (the admin, the
+    dashboards).
 
     No query parameter of this API takes several values, and Django keeps only the last of
     `?limit=1&limit=5`, so a repeated one is refused (400 naming it) rather than half-read.
@@ -139,11 +142,17 @@ class ApiErrorMiddleware:
             body = error_body(request, "validation_error", "the query is not valid", fields)
             return JsonResponse(body, status=400)
         response = self.get_response(request)
-        if response.status_code < 400 or isinstance(response, Response) or _is_json(response):
+        if response.status_code < 400 or _is_json(response):
             return response
         status_code = response.status_code
-        code, message = _DJANGO_ERRORS.get(status_code, ("error", str(response.reason_phrase).lower()))
-        answer = JsonResponse(error_body(request, code, message), status=status_code)
+        if isinstance(response, Response):
+            if isinstance(response.accepted_renderer, BrowsableAPIRenderer) or not isinstance(response.data, dict):
+                return response
+            # The envelope, rendered by a view's own renderer: the schema's YAML, the docs page's template.
+            answer = JsonResponse(response.data, status=status_code)
+        else:
+            code, message = _DJANGO_ERRORS.get(status_code, ("error", str(response.reason_phrase).lower()))
+            answer = JsonResponse(error_body(request, code, message), status=status_code)
         for header in ("Allow", "WWW-Authenticate", "Retry-After"):
             if header in response:
                 answer[header] = response[header]
