@@ -2,11 +2,12 @@
 answered before Django.
 
 **Errors.** `GatewayAutoSchema` attaches to every operation the error statuses it really answers, each in
-the one envelope (the `GatewayError` component, controlplane/core/api/errors.py): 400 where a body or
-a query is read, 401 everywhere (a bad token is refused even where none is needed), 403 where a role
-is checked, 404 where the path names an object, 412 on the writes that take `If-Match`, 415 where a
-body is read, 429 where a throttle applies; and what a view declares for one action in `action_errors`
-(409 for a conflict, 404 for a revision named in the query, or its own wording of a status).
+the one envelope (the `GatewayError` component, controlplane/core/api/errors.py): 400 everywhere (a bad
+body or query; at least a query parameter given twice), 401 everywhere (a bad token is refused even
+where none is needed), 403 where a role is checked, 404 where the path names an object, 412 on the
+writes that take `If-Match`, 415 where a body is read, 429 where a throttle applies; and what a view
+declares for one action in `action_errors` (409 for a conflict, 404 for a revision named in the query,
+or its own wording of a status).
 Optional query parameters are marked `allowEmptyValue`: an empty value is no value everywhere in this
 API (django-filter's and DRF's reading).
 
@@ -66,7 +67,10 @@ class GatewayAutoSchema(AutoSchema):
         if operation is None:
             return None
         responses = operation.setdefault("responses", {})
-        own = self.own_errors()
+        reads_input = "requestBody" in operation or any(p["in"] == "query" for p in operation.get("parameters", []))
+        # Without a body or a query, only a query parameter given twice is a 400 (ApiErrorMiddleware).
+        own = {} if reads_input else {400: "`validation_error`: a query parameter given twice."}
+        own.update(self.own_errors())
         for status in sorted(set(self.error_statuses(operation)) | set(own)):
             responses.setdefault(str(status), _error(own.get(status, _ERROR_DESCRIPTIONS[status])))
         for parameter in operation.get("parameters", []):
@@ -79,10 +83,7 @@ class GatewayAutoSchema(AutoSchema):
         from controlplane.core.api.views import DocumentObjectViewSet
 
         view, method = self.view, self.method
-        reads_query = any(p["in"] == "query" for p in operation.get("parameters", []))
-        statuses = [401]
-        if "requestBody" in operation or reads_query:
-            statuses.append(400)
+        statuses = [400, 401]
         if any(not isinstance(permission, AllowAny) for permission in view.get_permissions()):
             statuses.append(403)
         if "{" in self.path:

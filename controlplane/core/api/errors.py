@@ -146,7 +146,8 @@ class ApiErrorMiddleware:
             return response
         status_code = response.status_code
         if isinstance(response, Response):
-            if isinstance(response.accepted_renderer, BrowsableAPIRenderer) or not isinstance(response.data, dict):
+            renderer = getattr(response, "accepted_renderer", None)
+            if isinstance(renderer, BrowsableAPIRenderer) or not isinstance(response.data, dict):
                 return response
             # The envelope, rendered by a view's own renderer: the schema's YAML, the docs page's template.
             answer = JsonResponse(response.data, status=status_code)
