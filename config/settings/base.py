@@ -119,6 +119,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "controlplane.core.middleware.RequestIdMiddleware",
+    # Inside the request id (its errors carry it), outside everything that can fail or answer 404.
+    "controlplane.core.api.errors.ApiErrorMiddleware",
     "controlplane.core.middleware.UrlKeyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -239,7 +241,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["controlplane.core.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "controlplane.core.api.pagination.LimitOffsetPagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "controlplane.core.openapi.GatewayAutoSchema",
     "EXCEPTION_HANDLER": "controlplane.core.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

@@ -77,7 +77,9 @@ def breaker_policy_update(
         policy = _locked(policy)
         check_if_match(policy.canonical, if_match)
         before = policy.document
-        document = _normalize({**before, **data} if partial else {"name": policy.name, **data})
+        # A PUT (not partial) is the whole representation, `name` included, like an endpoint's: filling in
+        # the name here made an empty PUT reset the policy to every default.
+        document = _normalize({**before, **data} if partial else dict(data))
         if document["name"] != policy.name:
             # Endpoints refer to policies by name; a rename would silently rewrite all of them.
             raise ConfigValidationError(

@@ -1,4 +1,17 @@
-"""The routes answered before Django, added to the OpenAPI schema (drf-spectacular postprocessing hook).
+"""What the OpenAPI schema says beyond drf-spectacular's defaults: the error answers and the routes
+answered before Django.
+
+**Errors.** `GatewayAutoSchema` attaches to every operation the error statuses it really answers, each in
+the one envelope (the `GatewayError` component, controlplane/core/api/errors.py): 400 everywhere (a bad
+body or query; at least a query parameter given twice), 401 everywhere (a bad token is refused even
+where none is needed), 403 where a role is checked, 404 where the path names an object, 412 on the
+writes that take `If-Match`, 415 where a body is read, 429 where a throttle applies; and what a view
+declares for one action in `action_errors` (409 for a conflict, 404 for a revision named in the query,
+or its own wording of a status).
+Optional query parameters are marked `allowEmptyValue`: an empty value is no value everywhere in this
+API (django-filter's and DRF's reading).
+
+**Routes answered before Django** (drf-spectacular postprocessing hook).
 
 `config/asgi.py` sends three paths to async handlers so waiting holds no thread (ARCHITECTURE §4):
 the data-plane sync (`dataplane/config`, `dataplane/status`, `controlplane/dataplanes/sync.py`) and the
@@ -11,19 +24,85 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.openapi import AutoSchema
+from rest_framework.permissions import AllowAny
+
 from controlplane.dataplanes.status import FIELDS, IDENTIFIER, MAX_ERROR_CHARS, OPTIONAL, RESULTS
 
 API = "/api/v1"
 
 _ERROR = {
     "type": "object",
+    "description": "The API's one error envelope (docs/api.md). Some answers add keys of their own.",
     "required": ["error", "message", "request_id"],
     "properties": {
-        "error": {"type": "string", "description": "A stable error code, e.g. `rollout_failed`."},
-        "message": {"type": "string"},
-        "request_id": {"type": "string"},
+        "error": {"type": "string", "description": "A stable error code, e.g. `validation_error`, `not_found`."},
+        "message": {"type": "string", "description": "A sentence for people."},
+        "fields": {
+            "type": "object",
+            "description": "With `validation_error`: the messages for each bad field or query parameter.",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+        "request_id": {"type": "string", "description": "The X-Request-ID of the request, as logged."},
     },
 }
+_ERROR_DESCRIPTIONS = {
+    400: "`validation_error` naming each bad field or query parameter in `fields`, or `parse_error` "
+    "(a body that is not JSON).",
+    401: "`not_authenticated` or `authentication_failed`: no valid token.",
+    403: "`permission_denied`: the role lacks the permission.",
+    404: "`not_found`: no such object.",
+    409: "`conflict`.",
+    412: "`precondition_failed`: `If-Match` names an older version; nothing was written.",
+    415: "`unsupported_media_type`: a body in a media type not listed here.",
+    429: "`throttled`: too many attempts; `Retry-After` says when to try again.",
+}
+
+
+class GatewayAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema plus the error answers of each operation (the module docstring)."""
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation: dict[str, Any] | None = super().get_operation(*args, **kwargs)
+        if operation is None:
+            return None
+        responses = operation.setdefault("responses", {})
+        reads_input = "requestBody" in operation or any(p["in"] == "query" for p in operation.get("parameters", []))
+        # Without a body or a query, only a query parameter given twice is a 400 (ApiErrorMiddleware).
+        own = {} if reads_input else {400: "`validation_error`: a query parameter given twice."}
+        own.update(self.own_errors())
+        for status in sorted(set(self.error_statuses(operation)) | set(own)):
+            responses.setdefault(str(status), _error(own.get(status, _ERROR_DESCRIPTIONS[status])))
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "query" and not parameter.get("required"):
+                parameter["allowEmptyValue"] = True
+        return operation
+
+    def error_statuses(self, operation: dict[str, Any]) -> list[int]:
+        """The statuses every operation of its kind answers."""
+        from controlplane.core.api.views import DocumentObjectViewSet
+
+        view, method = self.view, self.method
+        statuses = [400, 401]
+        if any(not isinstance(permission, AllowAny) for permission in view.get_permissions()):
+            statuses.append(403)
+        if "{" in self.path:
+            statuses.append(404)
+        if isinstance(view, DocumentObjectViewSet) and method in ("PUT", "PATCH", "DELETE"):
+            statuses.append(412)
+        if "requestBody" in operation:
+            statuses.append(415)
+        if view.get_throttles():
+            statuses.append(429)
+        return statuses
+
+    def own_errors(self) -> dict[int, str]:
+        """A view's `action_errors` maps its actions (viewsets) or methods (APIViews) to the statuses
+        only they answer (a conflict, a revision that does not exist), or word their own way."""
+        errors: dict[str, dict[int, str]] = getattr(self.view, "action_errors", {})
+        return errors.get(getattr(self.view, "action", None) or self.method.lower(), {})
+
+
 _ROLLOUT = {
     "type": "object",
     "required": ["revision", "share", "applied", "rejected", "live"],
@@ -47,7 +126,15 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"in": "query", "name": name, "required": False, "description": description, "schema": schema}
+    # Like every optional query parameter of the API, an empty value is no value (parse_qs drops it).
+    return {
+        "in": "query",
+        "name": name,
+        "required": False,
+        "allowEmptyValue": True,
+        "description": description,
+        "schema": schema,
+    }
 
 
 def _header(name: str, description: str) -> dict[str, Any]:
@@ -67,11 +154,15 @@ def _rollout_wait(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "security": security,
             "parameters": [
                 {"in": "path", "name": "number", "required": True, "schema": {"type": "integer"}},
-                _query("share", "Share of the live nodes, in (0, 1]; default 1.", {"type": "number", "default": 1.0}),
+                _query(
+                    "share",
+                    "Share of the live nodes, in (0, 1]; default 1.",
+                    {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "default": 1.0},
+                ),
                 _query(
                     "timeout",
-                    "Seconds to wait, 1-60; default 30.",
-                    {"type": "integer", "minimum": 1, "maximum": 60, "default": 30},
+                    "Seconds to wait, 1-60 (fractions allowed); default 30.",
+                    {"type": "number", "minimum": 1, "maximum": 60, "default": 30},
                 ),
             ],
             "responses": {

@@ -46,6 +46,8 @@ DEFAULT_SHARE, DEFAULT_TIMEOUT = 1.0, 30.0
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 60.0
 WAIT_PATH = re.compile(r"^/api/v1/revisions/(?P<number>[0-9]+)/wait/?$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# A plain decimal number: float() alone also takes " 1", "1_0", "inf" and "nan".
+_NUMBER = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 
 
 @dataclass
@@ -114,10 +116,19 @@ def _authenticate(authorization: str | None) -> Any:
     try:
         user = auth.get_user(auth.get_validated_token(raw.strip().encode()))
     except (InvalidToken, AuthenticationFailed, TokenError) as exc:
-        raise WaitError(401, "authentication_failed", str(getattr(exc, "detail", exc))) from None
+        raise WaitError(401, "authentication_failed", _sentence(exc)) from None
     if not user.is_active:
         raise WaitError(401, "authentication_failed", "User is inactive")
     return user
+
+
+def _sentence(exc: Exception) -> str:
+    """simplejwt's message for a refused token: InvalidToken's `detail` is a dict (`detail`, `code`,
+    `messages`), whose str() is a Python repr; the API's other routes answer its `detail` sentence."""
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict):
+        detail = detail.get("detail")
+    return str(detail or exc)
 
 
 def _may(user: Any, permission: str) -> bool:
@@ -134,18 +145,19 @@ def _revision_created_at(number: int) -> datetime | None:
 
 def _parse_params(query_string: bytes) -> tuple[float, float]:
     params = parse_qs(query_string.decode("latin-1"))
-    fields: dict[str, list[str]] = {}
+    # As on every API route (core.api.errors.ApiErrorMiddleware): a parameter given twice is refused.
+    fields: dict[str, list[str]] = {name: ["give this parameter once"] for name, v in params.items() if len(v) > 1}
     share, timeout = DEFAULT_SHARE, DEFAULT_TIMEOUT
     if "share" in params:
         try:
-            share = float(params["share"][-1])
+            share = _number(params["share"][-1])
         except ValueError:
             share = math.nan
         if not 0 < share <= 1:  # NaN fails too
             fields["share"] = ["must be a number greater than 0 and at most 1"]
     if "timeout" in params:
         try:
-            timeout = float(params["timeout"][-1])
+            timeout = _number(params["timeout"][-1])
         except ValueError:
             timeout = math.nan
         if not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
@@ -153,6 +165,12 @@ def _parse_params(query_string: bytes) -> tuple[float, float]:
     if fields:
         raise WaitError(400, "validation_error", "invalid query parameters", fields=fields)
     return share, timeout
+
+
+def _number(raw: str) -> float:
+    if not _NUMBER.match(raw):
+        raise ValueError(raw)
+    return float(raw)
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -189,6 +207,8 @@ class RolloutWaitApp:
             status, body = error.status, {"error": error.code, "message": error.message, **error.extra}
             if status == 401:
                 headers.append((b"www-authenticate", b'Bearer realm="api"'))
+            elif status == 405:
+                headers.append((b"allow", b"GET"))
         if status == 0:  # the client went away while waiting: nobody to answer
             return
         if status >= 400:

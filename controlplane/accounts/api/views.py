@@ -22,7 +22,7 @@ from controlplane.core.errors import ConfigValidationError
 
 from .. import services
 from ..roles import USERS_MANAGE
-from .serializers import PasswordChangeSerializer, RoleSerializer, UserSerializer
+from .serializers import PasswordChangeSerializer, RoleSerializer, UserReplaceSerializer, UserSerializer
 
 
 class UserViewSet(
@@ -40,9 +40,18 @@ class UserViewSet(
     filter_backends = [filters.SearchFilter, filters.OrderingFilter]
     search_fields = ["username", "email"]
     ordering = ["username"]
+    action_errors = {
+        "create": {409: "`conflict`: a user with this username exists."},
+        "update": {409: "`conflict`: the last active admin cannot be demoted, deactivated or deleted."},
+        "partial_update": {409: "`conflict`: the last active admin cannot be demoted, deactivated or deleted."},
+        "destroy": {409: "`conflict`: the last active admin cannot be demoted, deactivated or deleted."},
+    }
 
     def get_queryset(self) -> Any:
         return get_user_model().objects.prefetch_related("groups").order_by("username")
+
+    def get_serializer_class(self) -> type[UserSerializer]:
+        return UserReplaceSerializer if self.action == "update" else UserSerializer
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
@@ -67,7 +76,7 @@ class UserViewSet(
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         user = self.get_object()
-        serializer = self.get_serializer(data=request.data, partial=True)
+        serializer = self.get_serializer(data=request.data, partial=kwargs.get("partial", False))
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         if data.pop("username", user.username) != user.username:
@@ -76,7 +85,7 @@ class UserViewSet(
         return Response(self.get_serializer(user).data)
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return self.update(request, *args, **kwargs)
+        return self.update(request, *args, partial=True, **kwargs)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         services.user_delete(user=self.get_object(), by=request.user, **service_context(request))

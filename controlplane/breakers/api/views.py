@@ -32,6 +32,10 @@ class BreakerPolicyViewSet(DocumentObjectViewSet):
         "delete": services.breaker_policy_delete,
     }
     service_object = "policy"
+    action_errors = {
+        "create": {409: "`conflict`: a policy with this name exists."},
+        "destroy": {409: "`conflict`: the `default` policy, or a policy endpoints use, cannot be deleted."},
+    }
 
 
 class BreakerViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]

@@ -77,6 +77,7 @@ class ConfigRevisionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type
     queryset = ConfigRevision.objects.defer("checkpoint").order_by("-number")
     lookup_field = "number"
     lookup_value_regex = r"[0-9]+"
+    action_errors = {"diff": {404: "`not_found`: no such revision."}}
 
     def get_serializer_class(self) -> type[serializers.Serializer]:  # type: ignore[type-arg]
         return ConfigRevisionDetailSerializer if self.action == "retrieve" else ConfigRevisionSerializer
@@ -90,7 +91,10 @@ class ConfigRevisionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type
         return context
 
     @extend_schema(
-        parameters=[OpenApiParameter("from", int, required=True), OpenApiParameter("to", int, required=True)],
+        parameters=[
+            OpenApiParameter("from", int, required=True, description="a revision number"),
+            OpenApiParameter("to", int, required=True, description="a revision number"),
+        ],
         responses={200: OpenApiTypes.OBJECT},
     )
     @action(detail=False, methods=["get"], url_path="diff")
@@ -101,8 +105,8 @@ class ConfigRevisionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type
         numbers = {}
         for param in ("from", "to"):
             value = request.query_params.get(param, "")
-            # ASCII digits only: str.isdigit() is also true of "²", which int() refuses (a 500).
-            if not (value.isascii() and value.isdigit()):
+            # ASCII digits only: isdigit() and int() also take "٣"; past 18 digits no revision exists.
+            if not (value.isascii() and value.isdigit() and len(value) <= 18):
                 raise ConfigValidationError([Problem(param, "must be a revision number")])
             numbers[param] = int(value)
         found = set(ConfigRevision.objects.filter(number__in=numbers.values()).values_list("number", flat=True))

@@ -76,6 +76,9 @@ class EndpointCheckApi(APIView):
     """Probe an endpoint's targets now; the results count like any scheduled probe and are answered."""
 
     write_permission = "config:write"
+    action_errors = {
+        "post": {409: "`conflict`: the endpoint has no active health check (disabled, no enabled target, or no path)."}
+    }
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request, key: str) -> Response:

@@ -13,7 +13,7 @@ import threading
 from hashlib import sha256
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,10 +29,12 @@ METHOD = re.compile(r"^[A-Za-z]{1,20}$")
 
 
 class ResolveQuery(serializers.Serializer):  # type: ignore[type-arg]
+    # 2,048 characters: percent-encoded (up to 12 bytes each) the query stays well inside the 64 KiB
+    # request line the server reads; a longer one was refused by uvicorn in plain text, not by this API.
     path = serializers.CharField(
-        max_length=8192, trim_whitespace=False, help_text="the raw request path, e.g. /users/42"
+        max_length=2048, trim_whitespace=False, help_text="the raw request path, e.g. /users/42"
     )
-    method = serializers.RegexField(METHOD, required=False, default="GET")
+    method = serializers.RegexField(METHOD, required=False, default="GET", help_text="the request method, default GET")
 
 
 class _TableCache:
@@ -67,13 +69,17 @@ class RouteResolveApi(APIView):
     """Which endpoint and upstream URL(s) a request path goes to, as the data plane would route it."""
 
     read_permission = "config:read"
+    action_errors = {
+        "get": {
+            400: "`validation_error` (a bad `path` or `method`), or `bad_request` with the `path`: one the proxy "
+            "refuses (a `.`/`..` segment, no leading `/`).",
+            404: "`no_route` with the `path`: no endpoint serves it.",
+        }
+    }
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("path", str, required=True, description="raw request path, query allowed"),
-            OpenApiParameter("method", str, required=False, description="request method, default GET"),
-        ],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
+        parameters=[ResolveQuery],
+        responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> Response:
         query = ResolveQuery(data=request.query_params)

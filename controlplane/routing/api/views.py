@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import filters
 
+from controlplane.core.api.params import FlagFilter
 from controlplane.core.api.views import DocumentObjectViewSet
 
 from .. import selectors, services
@@ -21,8 +22,8 @@ KEY_PATTERN = r"[A-Za-z0-9_-]+:v?[0-9]+(?:\.[0-9]+)*"
 class EndpointFilter(django_filters.FilterSet):
     name = django_filters.CharFilter()
     version = django_filters.CharFilter()
-    enabled = django_filters.BooleanFilter()
-    default = django_filters.BooleanFilter(field_name="is_default")
+    enabled = FlagFilter()
+    default = FlagFilter(field_name="is_default")
     tag = django_filters.CharFilter(method="filter_tag", label="endpoints carrying this tag")
     breaker_policy = django_filters.CharFilter(field_name="breaker_policy__name")
 
@@ -54,6 +55,11 @@ class EndpointViewSet(DocumentObjectViewSet):
         "delete": services.endpoint_delete,
     }
     service_object = "endpoint"
+    action_errors = {
+        "create": {409: "`conflict`: an endpoint with this name:version exists."},
+        "update": {409: "`conflict`: another endpoint has the new name:version."},
+        "partial_update": {409: "`conflict`: another endpoint has the new name:version."},
+    }
 
     def get_queryset(self) -> Any:
         return selectors.endpoint_list()

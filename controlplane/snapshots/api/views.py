@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from configdoc import Problem, config_sha256, load_document
 from configdoc.yamlio import MAX_DOCUMENT_BYTES
+from controlplane.core.api.params import flag_parameter, query_flag
 from controlplane.core.api.views import service_context
 from controlplane.core.errors import ConfigValidationError
 from controlplane.core.middleware import request_id_of
@@ -23,7 +24,6 @@ from ..formats import FORMATS, render_document
 from ..services import config_export, config_import
 
 CONTENT_TYPES = {"yaml": "application/yaml; charset=utf-8", "json": "application/json"}
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def validation_error_response(request: Request, problems: list[Problem], warnings: list[Problem]) -> Response:
@@ -55,10 +55,11 @@ class ConfigExportApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=list(FORMATS), description="yaml (default) or json")],
-        responses={(200, "application/yaml"): OpenApiTypes.STR, (200, "application/json"): OpenApiTypes.OBJECT},
+        # Either way the body is the document, a mapping (docs/config-document.md).
+        responses={(200, "application/yaml"): OpenApiTypes.OBJECT, (200, "application/json"): OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> HttpResponse:
-        fmt = request.query_params.get("format", "yaml")
+        fmt = request.query_params.get("format") or "yaml"
         if fmt not in FORMATS:
             raise ConfigValidationError([Problem("format", f"must be one of {', '.join(FORMATS)}, not {fmt!r}")])
         document = config_export()
@@ -72,16 +73,17 @@ class ConfigImportApi(APIView):
     what the document does not name. Answers the plan: every object and field changed, and the revision."""
 
     @extend_schema(
-        request={"application/json": OpenApiTypes.OBJECT, "application/yaml": OpenApiTypes.STR},
+        request={"application/json": OpenApiTypes.OBJECT, "application/yaml": OpenApiTypes.OBJECT},
         parameters=[
-            OpenApiParameter("dry_run", bool, description="plan only: change nothing"),
-            OpenApiParameter("prune", bool, description="delete what the document does not name"),
+            flag_parameter("dry_run", "plan only: change nothing"),
+            flag_parameter("prune", "delete what the document does not name"),
         ],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT},
     )
     def post(self, request: Request) -> Response:
         # Read the raw body (not request.data): YAML and JSON alike, with lines for every problem,
         # under the document's own size cap rather than the form-data one.
+        prune, dry_run = query_flag(request, "prune"), query_flag(request, "dry_run")
         stream = request.stream
         raw = stream.read(MAX_DOCUMENT_BYTES + 1) if stream is not None else b""
         result = load_document(raw, allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS)
@@ -90,8 +92,8 @@ class ConfigImportApi(APIView):
         try:
             plan = config_import(
                 document=result.document,
-                prune=request.query_params.get("prune", "").lower() in _TRUE,
-                dry_run=request.query_params.get("dry_run", "").lower() in _TRUE,
+                prune=prune,
+                dry_run=dry_run,
                 summary="import config over the API",
                 **service_context(request),
             )

@@ -1,0 +1,152 @@
+"""Schemathesis against a live control plane: every answer of the API is one its OpenAPI schema describes.
+
+A real uvicorn control plane (config.asgi, so the routes answered before Django are included) runs on a
+fresh PostgreSQL test database with DEBUG off, as in production. `schemathesis run` reads the served
+schema and sends generated requests, valid and invalid, with an admin's JWT: no 5xx, every status,
+content type, header and body as documented, invalid input refused, `Allow` on a 405, no answer
+without credentials. Bounded: a fixed seed, a fixed number of examples per operation, no shrinking.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from django.db import connection
+
+from controlplane.core.actors import Actor
+from controlplane.dataplanes.services import dataplane_token_issue
+from controlplane.routing.services import endpoint_create
+from tests.conftest import endpoint_body
+from tests.e2e.servers import clean_env, free_port, running
+from tests.e2e.test_rollout_wait import login, make_person, reporter
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+# Server errors that changes made elsewhere fix, recognised by the exception in the server's log; the
+# test then reports them (xfail, with the list) instead of failing. Drop an entry once its fix is in.
+KNOWN_ELSEWHERE = {
+    "surrogates not allowed": "a lone surrogate in a request body is answered 500",
+    "RecursionError": "deeply nested JSON or YAML is answered 500",
+    "(0x00)": "a NUL character in a request is answered 500",
+    "time zone displacement out of range": "an audit ?since=/?until= offset beyond ±15:59 is answered 500",
+}
+SERVER_ERROR_CHECKS = {"ST101", "ST103"}  # not_a_server_error, and the 500 as an undocumented status
+
+
+@contextmanager
+def control_plane(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """uvicorn config.asgi on the test database, DEBUG off; yields the base URL and the server's log."""
+    port = free_port()
+    database = connection.settings_dict
+    env = clean_env(
+        DATABASE_URL=f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        GATEWAY_VAR_DIR=str(tmp_path / "var"),
+        DJANGO_DEBUG="false",
+        # Nothing the run does may reach a shared broker.
+        CELERY_BROKER_URL="filesystem://",
+        # The node reported before the run is stale within a second, so `revisions/{n}/wait/` answers
+        # no_live_nodes at once instead of waiting out its timeout for revisions the run creates.
+        GATEWAY_NODE_STALE_SECONDS="1",
+    )
+    argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--http", "httptools"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", "--no-access-log"]
+    base, log = f"http://127.0.0.1:{port}", tmp_path / "uvicorn.log"
+    with running(argv, env=env, ready_url=f"{base}/healthz", log=log):
+        yield base, log
+
+
+# Generated path values almost never name an object, so the reads of the objects made before the run
+# are also sent with their real names, and their 200 answers checked against the schema too.
+CONFIG = """
+[[operations]]
+include-method = "GET"
+include-path-regex = '^/api/v1/(endpoints|breakers|stats/endpoints)/[{]key[}]/$'
+parameters = { "path.key" = "users:v1" }
+
+[[operations]]
+include-path = "/api/v1/dataplanes/{node_id}/"
+parameters = { "path.node_id" = "edge-a" }
+"""
+
+
+def schemathesis(base: str, token: str, report: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    (cwd / "schemathesis.toml").write_text(CONFIG)
+    argv = [
+        str(SCHEMATHESIS),
+        "--config-file",
+        str(cwd / "schemathesis.toml"),
+        "run",
+        f"{base}/api/v1/schema/?format=json",
+        "--header",
+        f"Authorization: Bearer {token}",
+    ]
+    # Every check but positive_data_acceptance: the services refuse some schema-valid bodies for reasons
+    # a schema cannot state (a target the SSRF guard denies, renaming a breaker policy, an endpoint
+    # without targets), with a documented 400 validation_error.
+    argv += ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
+    # The stateful phase is left out: the schema has no links between operations to follow.
+    argv += ["--phases", "examples,coverage,fuzzing", "--max-examples", "20", "--seed", "20261205", "--no-shrink"]
+    argv += ["--workers", "2", "--request-timeout", "20", "--no-color"]
+    argv += ["--report", "junit", "--report-junit-path", str(report)]
+    # Excluded: "check now" probes the endpoint's targets, and generated targets name hosts anywhere;
+    # tests send traffic to loopback only. Its errors are the generic ones, covered on other operations.
+    argv += ["--exclude-path-regex", r"/endpoints/\{key\}/check/$"]
+    # From tmp_path: schemathesis keeps a cache directory where it runs.
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603
+
+
+def junit(report: Path) -> ElementTree.Element:
+    return ElementTree.parse(report).getroot()  # noqa: S314 - the report our own run just wrote
+
+
+def failures(report: Path) -> dict[str, tuple[set[str], str]]:
+    """Each failing operation of the JUnit report: its check codes (ST101, ...) and the report text."""
+    found: dict[str, tuple[set[str], str]] = {}
+    for case in junit(report).iter("testcase"):
+        for problem in [*case.iter("failure"), *case.iter("error")]:
+            codes = set(re.findall(r"ST\d+", problem.get("message", "")))
+            found[case.get("name", "?")] = (codes, problem.text or problem.get("message", ""))
+    return found
+
+
+def test_every_answer_of_the_live_api_is_the_one_its_openapi_schema_documents(tmp_path: Path) -> None:
+    make_person("alice", "admin")
+    endpoint_create(data=endpoint_body("users"), actor=Actor.command("test"))
+    _, secret = dataplane_token_issue(name="edge", actor=Actor.command("test"))
+    report = tmp_path / "junit.xml"
+    with control_plane(tmp_path) as (base, log):
+        reporter(base, secret)("edge-a", 1, result="rejected", error="a node that refused a revision")
+        headers = login(base, "alice")
+        token = headers["Authorization"].removeprefix("Bearer ")
+        run = schemathesis(base, token, report, tmp_path)
+        # The run kept its authority to the end (nothing it sent revoked the token), so every
+        # operation was exercised as an admin and not merely answered 401.
+        assert httpx.get(f"{base}/api/v1/users/alice/", headers=headers).status_code == 200
+    output = run.stdout[-6000:] + run.stderr[-3000:]
+    assert report.exists(), output
+    tested = int(junit(report).get("tests", "0"))
+    assert tested >= 45, output
+
+    failed = failures(report)
+    if run.returncode == 0 and not failed:
+        return
+    assert failed, output
+    ours = {name: text for name, (codes, text) in failed.items() if not codes <= SERVER_ERROR_CHECKS}
+    assert not ours, "\n\n".join(f"{name}\n{text[:3000]}" for name, text in ours.items())
+    # Only server errors are left: each must be one a change elsewhere fixes.
+    crashes = [
+        line for line in log.read_text(errors="replace").splitlines() if re.match(r"^[\w.]+(Error|Exception)\b", line)
+    ]
+    unknown = [line for line in crashes if not any(sign in line for sign in KNOWN_ELSEWHERE)]
+    assert crashes and not unknown, "\n".join(unknown) + "\n\n" + output
+    seen = sorted({KNOWN_ELSEWHERE[sign] for sign in KNOWN_ELSEWHERE for line in crashes if sign in line})
+    pytest.xfail("server errors fixed elsewhere: " + "; ".join(seen) + " (in " + ", ".join(sorted(failed)) + ")")
