@@ -62,9 +62,6 @@ HOP_BY_HOP = frozenset(
 )
 # Headers that say who the client is, besides X-Forwarded-*: believed only from a trusted proxy.
 CLIENT_IDENTITY = frozenset({b"forwarded", b"x-real-ip"})
-# The scope extension under which the server puts the authority (host[:port], bytes) of an absolute-form
-# request target (`GET http://host:port/path HTTP/1.1`); absent for the usual origin-form (`GET /path`).
-ABSOLUTE_FORM_AUTHORITY = "dataplane.absolute_form_authority"
 MAX_URI = 8 * 1024
 MAX_HEADER_BLOCK = 32 * 1024
 BODY_STALL_TIMEOUT = 30.0
@@ -463,11 +460,10 @@ class ProxyApp:
             out.append((b"x-forwarded-for", peer))
         out.append((b"x-forwarded-proto", forwarded_proto if trusted and forwarded_proto else scope["scheme"].encode()))
         if not (trusted and forwarded_host):
-            # An absolute-form request target (`GET http://host/path`) names the host the client asked
-            # for, and then the Host header is not what counts (RFC 9112 §3.2.2); the server passes it on.
-            extensions = scope.get("extensions")
-            authority = extensions.get(ABSOLUTE_FORM_AUTHORITY) if extensions else None
-            forwarded_host = authority or client_host
+            # The server's validated authority: an absolute-form request target's (`GET http://host/path`)
+            # when there is one, since then the Host header is not what counts (RFC 9112 §3.2.2), else
+            # the Host header's. A scope from another server (tests' ASGI transports) has none.
+            forwarded_host = scope.get("authority") or client_host
         out.append((b"x-forwarded-host", forwarded_host))
         hop = b"1.1 " + self.node_token
         out.append((b"via", via + b", " + hop if via else hop))

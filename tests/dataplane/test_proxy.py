@@ -105,15 +105,13 @@ def test_forwarded_headers_from_a_trusted_proxy_are_kept_and_appended_to() -> No
 
 
 def test_an_absolute_form_targets_authority_the_server_passes_on_is_the_forwarded_host() -> None:
-    from dataplane.proxy import ABSOLUTE_FORM_AUTHORITY
-
     gateway = Gateway(document(endpoint("users", default=True)), ok)
     # The scope the server builds for `GET http://public.example:8443/users/1 HTTP/1.1` + `Host: other`.
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
         "path": "/users/1", "raw_path": b"/users/1", "query_string": b"", "root_path": "",
         "headers": [(b"host", b"other.example")], "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8080),
-        "extensions": {ABSOLUTE_FORM_AUTHORITY: b"public.example:8443"},
+        "authority": b"public.example:8443",
     }  # fmt: skip
     sent: list[dict[str, Any]] = []
 

@@ -111,11 +111,6 @@ def test_header_names_with_underscores_are_dropped_even_from_a_trusted_proxy(gat
     assert named(headers, "x-kept") == ["yes"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs dataplane/server.py to pass an absolute-form target's authority in the scope "
-    "(proxy.ABSOLUTE_FORM_AUTHORITY); the proxy side is tested in tests/dataplane/test_proxy.py",
-)
 def test_an_absolute_form_target_names_the_forwarded_host(gateway: DataPlane) -> None:
     headers = received(gateway, target="http://public.example:8443/users/echo")
     assert named(headers, "x-forwarded-host") == ["public.example:8443"]
