@@ -47,9 +47,11 @@ class TooManyLoginAttempts(exceptions.Throttled):
     def __init__(self) -> None:
         seconds = cooloff_seconds()
         super().__init__(
-            wait=seconds,
-            detail=f"too many failed logins for this user or from this address: try again in {seconds} seconds",
+            detail=f"too many failed logins for this user or from this address: try again in {seconds} seconds"
         )
+        # Set after: given to Throttled, `wait` would also append its own "Expected available in …" to
+        # the message. DRF's handler still reads it for Retry-After.
+        self.wait = seconds
 
 
 def cooloff_seconds() -> int:

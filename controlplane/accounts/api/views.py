@@ -106,6 +106,8 @@ class TokenObtainApi(TokenObtainPairView):
     pair's failures, as the admin's login does through Django's `user_logged_in` signal, which a token
     login does not send."""
 
+    action_errors = {"post": {429: "`too_many_attempts`: this username or address is locked out (`Retry-After`)."}}
+
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         try:
@@ -120,6 +122,7 @@ class PasswordChangeApi(APIView):
     """Change your own password; every token you hold stops working."""
 
     permission_classes = [IsAuthenticated]
+    action_errors = {"post": {429: "`too_many_attempts`: too many wrong old passwords (`Retry-After`)."}}
 
     @extend_schema(request=PasswordChangeSerializer, responses={204: None})
     def post(self, request: Request) -> Response:
