@@ -38,7 +38,7 @@ def test_a_seed_in_the_seed_gateways_v0_format_is_served(tmp_path: Path) -> None
     assert users.targets[0].url == "http://127.0.0.1:8010/api"
     assert users.methods == {"GET", "HEAD", "POST"}
     assert users.timeout == 20
-    assert users.breaker["failure_threshold"] == 3
+    assert users.breaker.failure_threshold == 3
     assert snapshot.endpoints["legacy:v1"].enabled is False
     match = snapshot.routes.match("/users/1")
     assert match is not None and match.value is users
@@ -105,7 +105,7 @@ def test_the_golden_control_plane_snapshot_compiles_into_routes() -> None:
     users = snapshot.routes.match("/users/7")
     assert users is not None and users.value.key == "users:v1"
     assert [t.weight for t in users.value.targets] == [100, 50]
-    assert users.value.breaker["fallback_strategy"] == "default_response"
+    assert users.value.breaker.fallback_strategy == "default_response"
     orders = snapshot.routes.match("/api/orders/1")
     assert orders is not None and orders.value.key == "orders:v2"
 
