@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 
 from .exchange import Exchange
@@ -33,30 +34,9 @@ MAX_USER_AGENT = 512
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
-def quoted(value: str) -> str:
-    """`value` as a double-quoted string that cannot break a line or a field: printable ASCII without a
-    quote or backslash as it is (the common case, at the cost of three C-level checks), anything
-    else through the JSON encoder (`\\n`, `\\"`, `\\u0085`...)."""
-    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-        return f'"{value}"'
-    return _dumps(value)  # type: ignore[no-any-return]
-
-
-def request_fields(exchange: Exchange) -> tuple[str, str, str]:
-    """The client address, path and user agent as the log shows them (decoded, capped)."""
-    scope = exchange.scope
-    client = scope.get("client")
-    path = exchange.raw_path or (scope.get("raw_path") or b"").split(b"?", 1)[0]
-    agent = b""
-    for name, value in scope["headers"]:
-        if name == b"user-agent":
-            agent = value
-            break
-    return (
-        client[0] if client else "",
-        path[:MAX_PATH].decode("latin-1"),
-        agent[:MAX_USER_AGENT].decode("latin-1"),
-    )
+# Anything but printable ASCII other than a quote or a backslash: a value without any goes in quotes as
+# it is (the common case: one C-level search), one with some through the JSON encoder (`\\n`, `\\"`...).
+_NEEDS_ESCAPING = re.compile(r"[^ !#-\[\]-~]").search
 
 
 class AccessLog:
@@ -66,6 +46,7 @@ class AccessLog:
     def __init__(self, log_format: str = "text", logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("dataplane.access")
         self.format = log_format
+        self.off, self.json = log_format == "off", log_format == "json"
         self._prefix = f" INFO {self.logger.name} "
         self._lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -73,25 +54,33 @@ class AccessLog:
         self._stamp = ""
 
     def write(self, exchange: Exchange, elapsed: float) -> None:
-        if self.format == "off" or not self.logger.isEnabledFor(logging.INFO):
+        if self.off or not self.logger.isEnabledFor(logging.INFO):
             return
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         stamp = f"{self._stamp},{int((now - second) * 1000):03d}"
-        client, path, agent = request_fields(exchange)
-        if self.format == "json":
+        # The client address, path and user agent as the line shows them (decoded, capped); inline, not
+        # a helper: this runs once per request.
+        client_pair = exchange.scope.get("client")
+        client = client_pair[0] if client_pair else ""
+        path = exchange.raw_path[:MAX_PATH].decode("latin-1")
+        agent = exchange.user_agent[:MAX_USER_AGENT].decode("latin-1")
+        if self.json:
             line = self._json(exchange, stamp, client, path, agent, elapsed)
         else:
+            # A client's values in quotes, escaped when they need it (inline: this runs once per request).
+            quoted_path = f'"{path}"' if _NEEDS_ESCAPING(path) is None else _dumps(path)
+            quoted_agent = f'"{agent}"' if _NEEDS_ESCAPING(agent) is None else _dumps(agent)
             line = (
                 f"{stamp}{self._prefix}request_id={exchange.request_id}"
                 f" method={exchange.method} endpoint={exchange.endpoint_key or '-'} target={exchange.target or '-'}"
                 f" status={exchange.status or '-'} duration_ms={elapsed * 1000:.1f}"
                 f" upstream_ms={exchange.upstream_seconds * 1000:.1f} error={exchange.error or '-'}"
-                f" client={client or '-'} path={quoted(path)} bytes_in={exchange.bytes_in}"
+                f" client={client or '-'} path={quoted_path} bytes_in={exchange.bytes_in}"
                 f" bytes_out={exchange.bytes_out} trace_id=- consumer={exchange.consumer or '-'}"
-                f" user_agent={quoted(agent)}" + (f" detail={_dumps(exchange.detail)}" if exchange.detail else "")
+                f" user_agent={quoted_agent}" + (f" detail={_dumps(exchange.detail)}" if exchange.detail else "")
             )
         lines = self._lines
         lines.append(line)

@@ -64,6 +64,7 @@ class Exchange:
         "status",
         "target",
         "upstream_seconds",
+        "user_agent",
     )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, began: float) -> None:
@@ -74,6 +75,7 @@ class Exchange:
         self.began = began  # time.perf_counter() when the request reached the app
         self.request_id = ""
         self.raw_path = b""  # without the query; set once the head passed the framing checks
+        self.user_agent = b""  # for the access log, picked up by the proxy's one pass over the headers
         self.endpoint: Endpoint | None = None
         self.endpoint_key: str | None = None
         self.state: EndpointState | None = None

@@ -176,6 +176,8 @@ class ProxyApp:
         """Framing, loop and upgrade checks in one pass over the request headers; sets the request id.
         Returns the Content-Length (None without one) and whether the body is chunked."""
         scope = exchange.scope
+        # ASGI's raw_path has no query, but some servers (and httpx's ASGITransport) include it.
+        exchange.raw_path = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
         headers: Headers = scope["headers"]
         hosts = lengths = 0
         encodings = 0
@@ -210,6 +212,8 @@ class ProxyApp:
                 upgrade = value
             elif name == b"connection":
                 connection += b"," + value
+            elif name == b"user-agent":
+                exchange.user_agent = value
         exchange.request_id = request_id or new_request_id()
         if bad_length:
             raise BadRequest("the Content-Length header is not a number")
@@ -235,10 +239,7 @@ class ProxyApp:
         snapshot = self.runtime.snapshot
         if snapshot is None:
             raise NoConfig("no configuration has been loaded yet")
-        scope = exchange.scope
-        # ASGI's raw_path has no query, but some servers (and httpx's ASGITransport) include it.
-        raw_path: bytes = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
-        exchange.raw_path = raw_path
+        raw_path = exchange.raw_path
         try:
             match = snapshot.routes.match(raw_path.decode("latin-1"))
         except UnsafePath as exc:
