@@ -31,6 +31,7 @@ from .exchange import Exchange
 
 MAX_PATH = 2048
 MAX_USER_AGENT = 512
+AGENTS_KEPT = 256
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
@@ -52,6 +53,7 @@ class AccessLog:
         self._timer: asyncio.TimerHandle | None = None
         self._second = -1
         self._stamp = ""
+        self._agents: dict[bytes, str] = {}
 
     def write(self, exchange: Exchange, elapsed: float) -> None:
         if self.off or not self.logger.isEnabledFor(logging.INFO):
@@ -66,13 +68,15 @@ class AccessLog:
         client_pair = exchange.scope.get("client")
         client = client_pair[0] if client_pair else ""
         path = exchange.raw_path[:MAX_PATH].decode("latin-1")
-        agent = exchange.user_agent[:MAX_USER_AGENT].decode("latin-1")
         if self.json:
+            agent = exchange.user_agent[:MAX_USER_AGENT].decode("latin-1")
             line = self._json(exchange, stamp, client, path, agent, elapsed)
         else:
             # A client's values in quotes, escaped when they need it (inline: this runs once per request).
             quoted_path = f'"{path}"' if _NEEDS_ESCAPING(path) is None else _dumps(path)
-            quoted_agent = f'"{agent}"' if _NEEDS_ESCAPING(agent) is None else _dumps(agent)
+            quoted_agent = self._agents.get(exchange.user_agent)
+            if quoted_agent is None:
+                quoted_agent = self._quote_agent(exchange.user_agent)
             line = (
                 f"{stamp}{self._prefix}request_id={exchange.request_id}"
                 f" method={exchange.method} endpoint={exchange.endpoint_key or '-'} target={exchange.target or '-'}"
@@ -91,6 +95,16 @@ class AccessLog:
                 self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
             except RuntimeError:
                 self.flush()
+
+    def _quote_agent(self, raw: bytes) -> str:
+        """A user agent as the text line shows it, remembered: a node sees a few agents over and over, so
+        most requests find theirs quoted already (at most AGENTS_KEPT are kept)."""
+        agent = raw[:MAX_USER_AGENT].decode("latin-1")
+        quoted = f'"{agent}"' if _NEEDS_ESCAPING(agent) is None else _dumps(agent)
+        if len(self._agents) >= AGENTS_KEPT:
+            self._agents.clear()
+        self._agents[raw] = quoted
+        return quoted  # type: ignore[no-any-return]
 
     def _json(self, exchange: Exchange, stamp: str, client: str, path: str, agent: str, elapsed: float) -> str:
         return _dumps(  # type: ignore[no-any-return]

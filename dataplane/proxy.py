@@ -460,6 +460,7 @@ class ProxyApp:
         origin_headers = list(headers) if cache is not None else headers  # the cache keeps the upstream's own
         if panic:
             headers.append((b"x-gateway-panic", b"1"))
+        exchange.status = response.status  # before the response hooks, which may read it
         headers = self.answer_headers(exchange, headers)
         method = exchange.method
         keep: list[bytes] | None = None
@@ -470,7 +471,6 @@ class ProxyApp:
             and cache.response_cacheable(response.status, origin_headers)
         ):
             keep = []
-        exchange.status = response.status
         exchange.started = True
         # uvicorn's send() silently drops writes once the client is gone, so without a watcher an
         # endless upstream stream (SSE, a long download) would be pulled forever for nobody.

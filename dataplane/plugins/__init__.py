@@ -17,13 +17,15 @@ Phases, in the order of §11 (the proxy calls them; a plugin overrides only the 
   (`ip_restriction`, `cors`); LATE for authentication, `acl`, `rate_limit`.
 - `request(exchange, headers)`: edit the upstream request's headers in place (a list of
   (name, value) byte pairs, lower-case names), after the gateway set its own.
-- `response(exchange, headers)`: edit the answer's headers in place, for upstream answers and
-  gateway-made ones alike (a 404 `no_route` has no endpoint, so no chain: only answers after the
-  route reach an endpoint's plugins).
+- `response(exchange, headers)`: edit the answer's headers in place (`exchange.status` is the
+  answer's), for upstream answers and gateway-made ones alike; a 404 `no_route` has no endpoint, so
+  there the document's global plugins' response and log hooks run.
 - `log(exchange)`: after the answer, once per request, with its status, error and timings.
 
 Within a phase, plugins run by `priority` (lower first), then by name, so the order never depends
-on the document's key order.
+on the document's key order. A hook that raises anything but a `GatewayError` is a bug: the request
+gets uvicorn's 500 and the traceback is logged (the log hook's errors are logged and swallowed: the
+answer is out by then).
 """
 
 from __future__ import annotations

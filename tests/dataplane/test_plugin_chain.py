@@ -50,6 +50,7 @@ class Probe(Plugin):
 
     def response(self, exchange: Exchange, headers: Headers) -> None:
         headers.append((b"x-probe-tag", self.tag))
+        headers.append((b"x-probe-status", str(exchange.status).encode()))
 
     def log(self, exchange: Exchange) -> None:
         LOGGED.append((self.tag.decode(), exchange.request_id, exchange.status, exchange.error))
@@ -96,7 +97,7 @@ def test_a_request_passes_every_phase_of_the_chain() -> None:
     assert response.status_code == 200
     upstream = gateway.seen[0].headers
     assert upstream["x-probe-tag"] == "one" and "x-drop-me" not in upstream
-    assert response.headers["x-probe-tag"] == "one"
+    assert response.headers["x-probe-tag"] == "one" and response.headers["x-probe-status"] == "200"
     assert response.headers["x-request-id"] == "chain-1" and response.headers["x-endpoint-id"] == "users:v1"
     assert LOGGED == [("one", "chain-1", 200, None)]
 
@@ -146,7 +147,7 @@ def test_gateway_made_answers_get_the_response_hooks_a_503_and_a_404_by_the_glob
     gateway.runtime.states["users:v1"].breaker.force(State.OPEN)
     circuit = call(gateway, "GET", "/users")
     assert circuit.status_code == 503 and circuit.json()["error"] == "circuit_open"
-    assert circuit.headers["x-probe-tag"] == "global"
+    assert circuit.headers["x-probe-tag"] == "global" and circuit.headers["x-probe-status"] == "503"
     missing = call(gateway, "GET", "/nothing-here", headers={"X-Request-ID": "chain-404"})
     assert missing.status_code == 404 and missing.json()["error"] == "no_route"
     assert missing.headers["x-probe-tag"] == "global" and "x-endpoint-id" not in missing.headers
