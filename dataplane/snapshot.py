@@ -136,13 +136,16 @@ def compile_document(
     sha256: str | None = None,
 ) -> Snapshot:
     """A canonical (validated) document → a snapshot. Route keys get the mount prefix in front.
-    `sha256` is the document's config_sha256 when the caller already computed it.
+    `sha256` is the document's config_sha256 when the caller already computed it. Each endpoint's
+    policies are typed (policies.py) and its plugin chain compiled (plugins/): the endpoint's own
+    `plugins` over the document's global ones; a plugin this node does not have is a SnapshotError.
 
     With `previous`, an endpoint whose inputs are equal to the ones `previous` compiled it from (its
-    canonical form, its breaker policy, the document's health_check defaults, the mount prefix) keeps
-    `previous`'s Endpoint object: equal inputs make an equal effective config, so its fingerprint and
-    with it the runtime state's survival are what a fresh compile would give, at a dict comparison's
-    cost instead of effective_endpoint and canonical_json per endpoint (issue 8, 10,000 endpoints)."""
+    canonical form, its breaker policy, the document's health_check defaults and global plugins, the
+    mount prefix) keeps `previous`'s Endpoint object: equal inputs make an equal effective config, so
+    its fingerprint and with it the runtime state's survival are what a fresh compile would give, at a
+    dict comparison's cost instead of effective_endpoint and canonical_json per endpoint (10,000
+    endpoints)."""
     policies = _policies(document, previous)
     health_defaults = document.get("health_check")
     plugin_defaults = document.get("plugins")

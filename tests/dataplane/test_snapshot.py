@@ -141,3 +141,25 @@ def test_config_info_names_only_the_applied_config() -> None:
     text = runtime.metrics.render().decode()
     assert f'gateway_config_info{{config_sha256="{second.config_sha256}"}} 1.0' in text
     assert first.config_sha256 not in text
+
+
+def test_policies_are_typed_and_equal_ones_are_one_object() -> None:
+    outlier = {"consecutive_failures": 3, "base_ejection_seconds": 10, "max_ejection_percent": 50}
+    snapshot = compile_document(
+        document(
+            endpoint("a"),
+            endpoint("b"),
+            endpoint("c", outlier=outlier, retries={"attempts": 3, "on": ["connect_error", "timeout", "503"]}),
+            endpoint("d", outlier=dict(outlier)),
+        )
+    )
+    a, b, c, d = (snapshot.endpoints[f"{name}:v1"] for name in "abcd")
+    for part in ("retries", "outlier", "tls", "health_check", "breaker"):
+        assert getattr(a, part) is getattr(b, part), part  # the defaults: one object for every endpoint
+    assert c.outlier is d.outlier and c.outlier is not a.outlier  # equal custom ones: interned
+    assert (c.outlier.consecutive_failures, c.outlier.base_ejection_seconds) == (3, 10.0)
+    assert c.retries.attempts == 3 and c.retries.on_timeout and 503 in c.retries.statuses
+    assert not a.retries.on_timeout and a.retries.statuses == frozenset()
+    assert a.tls.verify is True and a.tls.ca_file is None and a.health_check.panic is False
+    with pytest.raises(AttributeError):
+        a.retries.attempts = 5  # type: ignore[misc]  # frozen: nothing on the request path changes a policy
