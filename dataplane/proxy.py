@@ -44,7 +44,7 @@ from .errors import (
 from .exchange import REQUEST_ID, Exchange, new_request_id
 from .fallback import cache_key, fallback
 from .forwarding import ABSOLUTE_FORM_AUTHORITY, HOP_BY_HOP, Forwarding, asks_upgrade, strip_hop_by_hop
-from .plugins import Answer, Chain
+from .plugins import Answer, Chain, Plugin
 from .policies import NOTHING_SENT
 from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout, replays_after_sending
 from .runtime import EndpointState, Runtime
@@ -284,12 +284,12 @@ class ProxyApp:
             runtime.in_flight -= 1
 
     @staticmethod
-    def _access(plugins: tuple[Any, ...], exchange: Exchange) -> Answer | None:
+    def _access(plugins: tuple[Plugin, ...], exchange: Exchange) -> Answer | None:
         """The plugins' access hooks, in order: the first answer (or GatewayError) ends the request."""
         for plugin in plugins:
             answer = plugin.access(exchange)
             if answer is not None:
-                return answer  # type: ignore[no-any-return]
+                return answer
         return None
 
     # --- upstream --------------------------------------------------------------------------------
