@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .policies import OutlierPolicy, compile_outlier
 from .snapshot import Target
 
 Clock = Callable[[], float]
@@ -30,9 +31,11 @@ class TargetState:
 
 
 class Balancer:
-    def __init__(self, targets: Sequence[Target], outlier: Mapping[str, Any], *, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, targets: Sequence[Target], outlier: OutlierPolicy | Mapping[str, Any], *, clock: Clock = time.monotonic
+    ) -> None:
         self.states = [TargetState(target) for target in targets]
-        self.outlier = outlier
+        self.outlier = outlier if isinstance(outlier, OutlierPolicy) else compile_outlier(outlier)
         self._clock = clock
 
     def _ejected(self, state: TargetState, now: float) -> bool:
@@ -81,17 +84,17 @@ class Balancer:
             state.consecutive_failures = 0
             return False
         state.consecutive_failures += 1
-        if state.consecutive_failures < self.outlier["consecutive_failures"]:
+        if state.consecutive_failures < self.outlier.consecutive_failures:
             return False
         now = self._clock()
         already = sum(1 for s in self.states if self._ejected(s, now))
         count = len(self.states)
         # A lone target is never ejected, even at max_ejection_percent 100: its breaker protects it.
-        allowed = count * int(self.outlier["max_ejection_percent"]) // 100 if count > 1 else 0
+        allowed = count * self.outlier.max_ejection_percent // 100 if count > 1 else 0
         if self._ejected(state, now) or already >= allowed:
             return False
         state.times_ejected += 1
-        state.ejected_until = now + float(self.outlier["base_ejection_seconds"]) * state.times_ejected
+        state.ejected_until = now + self.outlier.base_ejection_seconds * state.times_ejected
         state.consecutive_failures = 0
         return True
 

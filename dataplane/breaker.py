@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .policies import BreakerPolicy, CacheLimits, compile_breaker, compile_cache_limits
+
 Clock = Callable[[], float]
 
 
@@ -33,20 +35,6 @@ class State(enum.Enum):
     def gauge(self) -> int:
         """The value of `gateway_circuit_state` (§9)."""
         return {State.CLOSED: 0, State.OPEN: 1, State.HALF_OPEN: 2}[self]
-
-
-def status_set(patterns: list[Any] | tuple[Any, ...]) -> frozenset[int]:
-    """A list of statuses and classes like "5xx" (`failure_statuses`, `retries.on`) as the set of every
-    status it covers (a class is its 100 codes), so the per-request question is one C-level set
-    lookup. Entries that are neither (`connect_error`) are skipped."""
-    codes: set[int] = set()
-    for pattern in patterns:
-        if isinstance(pattern, int):
-            codes.add(pattern)
-        elif str(pattern).endswith("xx") and str(pattern)[0].isdigit():
-            first = int(str(pattern)[0]) * 100
-            codes.update(range(first, first + 100))
-    return frozenset(codes)
 
 
 @dataclass(frozen=True)
@@ -64,9 +52,14 @@ Transition = Callable[[State, State], None]
 
 class CircuitBreaker:
     def __init__(
-        self, policy: Mapping[str, Any], *, clock: Clock = time.monotonic, on_transition: Transition | None = None
+        self,
+        policy: BreakerPolicy | Mapping[str, Any],
+        *,
+        clock: Clock = time.monotonic,
+        on_transition: Transition | None = None,
     ):
-        self.policy = policy
+        # A mapping (the effective policy, as configdoc gives it) is compiled here: tests and tools.
+        self.policy = policy if isinstance(policy, BreakerPolicy) else compile_breaker(policy)
         self._clock = clock
         self._on_transition = on_transition
         self._state = State.CLOSED
@@ -79,7 +72,7 @@ class CircuitBreaker:
         # O(1) per call however many calls the window holds.
         self._calls: deque[float] = deque()
         self._failures: deque[float] = deque()
-        self._failure_statuses = status_set(policy["failure_statuses"])
+        self._failure_statuses = self.policy.failure_statuses
         # Operator overrides (§6): a forced state, until a monotonic deadline (None: until lifted).
         self._forced: State | None = None
         self._forced_until: float | None = None
@@ -88,7 +81,7 @@ class CircuitBreaker:
     @property
     def state(self) -> State:
         """The state as the next request would find it (OPEN turns HALF_OPEN lazily after reset_timeout)."""
-        if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy["reset_timeout"]:
+        if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy.reset_timeout:
             self._move(State.HALF_OPEN)
             self._probes_in_flight = 0
             self._probe_successes = 0
@@ -97,7 +90,7 @@ class CircuitBreaker:
     def peek(self) -> State:
         """The breaker's own state as the next request would find it (overrides aside), without making
         the OPEN → HALF_OPEN move: reading it changes nothing."""
-        if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy["reset_timeout"]:
+        if self._state is State.OPEN and self._clock() - self._opened_at >= self.policy.reset_timeout:
             return State.HALF_OPEN
         return self._state
 
@@ -115,9 +108,9 @@ class CircuitBreaker:
         no end)."""
         if self.forced() is State.OPEN:
             until = self._forced_until
-            remaining = until - self._clock() if until is not None else float(self.policy["reset_timeout"])
+            remaining = until - self._clock() if until is not None else float(self.policy.reset_timeout)
         else:
-            remaining = self.policy["reset_timeout"] - (self._clock() - self._opened_at)
+            remaining = self.policy.reset_timeout - (self._clock() - self._opened_at)
         return max(1, int(remaining + 0.999))
 
     def forced(self) -> State | None:
@@ -136,7 +129,7 @@ class CircuitBreaker:
         state = self.state
         if state is State.CLOSED:
             return NORMAL
-        if state is State.HALF_OPEN and self._probes_in_flight < self.policy["half_open_max_calls"]:
+        if state is State.HALF_OPEN and self._probes_in_flight < self.policy.half_open_max_calls:
             self._probes_in_flight += 1
             return PROBE
         return None
@@ -155,7 +148,7 @@ class CircuitBreaker:
                 self._open(now)
             else:
                 self._probe_successes += 1
-                if self._probe_successes >= self.policy["success_threshold"]:
+                if self._probe_successes >= self.policy.success_threshold:
                     self._close()
             return
         if self._state is not State.CLOSED:
@@ -164,7 +157,7 @@ class CircuitBreaker:
         calls.append(now)
         if failed:
             failures.append(now)
-        horizon = now - self.policy["window_seconds"]
+        horizon = now - self.policy.window_seconds
         while calls[0] < horizon:
             calls.popleft()
         while failures and failures[0] < horizon:
@@ -172,7 +165,7 @@ class CircuitBreaker:
         self._consecutive_failures = self._consecutive_failures + 1 if failed else 0
         if self._forced is State.CLOSED:
             return  # forced closed: outcomes are kept, but the operator's word holds
-        if self._consecutive_failures >= self.policy["failure_threshold"] or self._rate_exceeded():
+        if self._consecutive_failures >= self.policy.failure_threshold or self._rate_exceeded():
             self._open(now)
 
     def release(self, permit: Permit) -> None:
@@ -206,9 +199,9 @@ class CircuitBreaker:
             self.force(None)
 
     def _rate_exceeded(self) -> bool:
-        threshold = self.policy.get("failure_rate_threshold")
+        threshold = self.policy.failure_rate_threshold
         calls = len(self._calls)
-        if threshold is None or calls < self.policy["minimum_calls"]:
+        if threshold is None or calls < self.policy.minimum_calls:
             return False
         return bool(len(self._failures) * 100 >= threshold * calls)
 
@@ -249,10 +242,12 @@ class ResponseCache:
     """The last 2xx answer per GET/HEAD path + query (+ the request headers the answer `Vary`s on),
     bounded by entries, bytes and age. Only answers safe to show another caller are stored."""
 
-    def __init__(self, limits: Mapping[str, Any], *, clock: Clock = time.monotonic) -> None:
-        self.max_entries = int(limits["max_entries"])
-        self.max_bytes = int(limits["max_bytes"])
-        self.max_age = float(limits["max_age"])
+    def __init__(self, limits: CacheLimits | Mapping[str, Any], *, clock: Clock = time.monotonic) -> None:
+        if not isinstance(limits, CacheLimits):
+            limits = compile_cache_limits(limits)
+        self.max_entries = limits.max_entries
+        self.max_bytes = limits.max_bytes
+        self.max_age = limits.max_age
         self._clock = clock
         self._entries: OrderedDict[bytes, tuple[tuple[bytes, ...], tuple[bytes, ...], CachedResponse]] = OrderedDict()
         self._bytes = 0

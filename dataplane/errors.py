@@ -17,13 +17,20 @@
     │   ├── CircuitOpen                  circuit_open       (+ Retry-After, X-Circuit-Breaker)
     │   ├── NoHealthyTarget              no_healthy_target  (+ Retry-After)
     │   └── NoConfig                     no_config
-    └── UpstreamError                    (an attempt failed; `retry_condition` says which retry rule applies)
-        ├── UpstreamUnavailable     502  upstream_unavailable   (refused, or reset before answering)
+    └── UpstreamError                    (a try failed; its class is what the retry rules read)
+        ├── UpstreamUnavailable     502  upstream_unavailable
+        │   ├── UpstreamConnectError          refused, or the TLS handshake failed: nothing was sent
+        │   └── UpstreamReset                 the connection closed before an answer: never retried
         ├── UpstreamProtocolError   502  upstream_protocol_error
-        ├── UpstreamTimeout         504  upstream_timeout
+        ├── UpstreamTimeout         504  upstream_timeout   (no response head in time: `timeout`)
+        │   └── UpstreamConnectTimeout        connecting timed out: nothing was sent
         └── UpstreamAborted              upstream_aborted   (mid-body: the client connection is dropped)
 
-`error_response` is the one place an error becomes a response: JSON
+Every transport raises these classes (transport*.py), so the retry rules hold whichever is in use:
+`retries.on: [connect_error]` retries UpstreamConnectError and UpstreamConnectTimeout (any method,
+any body), `timeout` retries UpstreamTimeout besides the connect timeout (policies.RetryPolicy).
+
+`error_answer` is the one place an error becomes a response: JSON
 `{"error", "message", "request_id", "endpoint"}`.
 
 An upstream failure's `message` goes to the client, so it is one of the fixed sentences below and never
@@ -127,44 +134,56 @@ CANNOT_SEND = "the request cannot be sent to the upstream as is"
 
 class UpstreamError(GatewayError):
     status = 502
-    # Which `retries.on` condition this failure is; a connect error is safe to retry for any method.
-    retry_condition = "connect_error"
-    nothing_sent = False
 
 
 class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
 
 
+class UpstreamConnectError(UpstreamUnavailable):
+    """No connection: refused, unreachable, or the TLS handshake failed. Nothing reached the upstream."""
+
+
+class UpstreamReset(UpstreamUnavailable):
+    """The connection closed before the answer's head: the request may have been acted on."""
+
+
 class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
-    retry_condition = "protocol_error"
 
 
 class UpstreamTimeout(UpstreamError):
     status, code = 504, "upstream_timeout"
-    retry_condition = "timeout"
+
+
+class UpstreamConnectTimeout(UpstreamTimeout):
+    """Connecting took too long. Nothing reached the upstream."""
 
 
 class UpstreamAborted(UpstreamError):
     code = "upstream_aborted"
-    retry_condition = "aborted"
 
 
-def error_response(error: GatewayError, request_id: str, endpoint: str | None) -> tuple[int, Headers, bytes]:
-    """Status, headers and JSON body for a gateway-made error."""
+def error_answer(error: GatewayError, request_id: str, endpoint: str | None) -> tuple[int, Headers, bytes]:
+    """Status, headers and JSON body for a gateway-made error: the content headers and the error's own
+    (`Allow`, `Retry-After`, `Connection: close`), not the gateway's response headers (`X-Request-ID`,
+    `X-Endpoint-ID`, ...), which the proxy adds to every answer in one place (ProxyApp.answer_headers)."""
     body = json.dumps(
         {"error": error.code, "message": error.message, "request_id": request_id, "endpoint": endpoint},
         separators=(",", ":"),
     ).encode()
-    headers: Headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-        *error.headers,
-    ]
-    if endpoint:
-        headers.append((b"x-endpoint-id", endpoint.encode()))
+    headers: Headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += error.headers
     if error.close_connection:
         headers.append((b"connection", b"close"))
     return error.status, headers, body
+
+
+def error_response(error: GatewayError, request_id: str, endpoint: str | None) -> tuple[int, Headers, bytes]:
+    """`error_answer` with `X-Request-ID` (and `X-Endpoint-ID`): for an answer made before any app runs
+    (the server's own 400 and 408)."""
+    status, headers, body = error_answer(error, request_id, endpoint)
+    headers.append((b"x-request-id", request_id.encode()))
+    if endpoint:
+        headers.append((b"x-endpoint-id", endpoint.encode()))
+    return status, headers, body

@@ -209,7 +209,7 @@ def require_config(settings: Settings, runtime: Runtime) -> None:
 
 
 class LogFormatter(logging.Formatter):
-    """`%(asctime)s %(levelname)s %(name)s %(message)s`; a batch of access lines (proxy.AccessLog),
+    """`%(asctime)s %(levelname)s %(name)s %(message)s`; a batch of access lines (accesslog.AccessLog),
     already in that format, is written as it is."""
 
     def __init__(self) -> None:

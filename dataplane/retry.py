@@ -11,8 +11,10 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+
+from .errors import UpstreamConnectError, UpstreamError
+from .policies import NOTHING_SENT, RetryPolicy
 
 Clock = Callable[[], float]
 
@@ -50,37 +52,33 @@ class RetryBudget:
         return True
 
 
-def may_retry(policy: Mapping[str, Any], method: str, condition: str, *, replayable: bool) -> bool:
+def may_retry(policy: RetryPolicy, method: str, failure: UpstreamError | None, *, replayable: bool) -> bool:
     """Whether a failed try may be tried again, before the budget and the deadline are asked.
-    `condition` is the failure's (`connect_error`, `timeout`, ...) or "status": the answer's status is
-    one `on` lists (the caller asks `Endpoint.retry_statuses`)."""
-    on = policy["on"]
-    if condition != "status" and condition not in on and not (condition == "connect_timeout" and "connect_error" in on):
-        return False
-    if condition in ("connect_error", "connect_timeout"):
-        return True  # nothing reached the upstream: any method, any body
+    `failure` is the try's error (its class decides), or None: the answer's status is one `on` lists
+    (the caller asks `RetryPolicy.statuses`)."""
+    if failure is not None:
+        if isinstance(failure, NOTHING_SENT):
+            # Nothing reached the upstream: any method, any body, when `connect_error` is asked for.
+            return UpstreamConnectError in policy.on_errors
+        if not isinstance(failure, policy.on_errors):
+            return False
     return replayable and _repeatable(policy, method)
 
 
-def _repeatable(policy: Mapping[str, Any], method: str) -> bool:
+def _repeatable(policy: RetryPolicy, method: str) -> bool:
     """Whether the upstream may see this method twice: idempotent, or `retry_non_idempotent`."""
-    return method in IDEMPOTENT or bool(policy["retry_non_idempotent"])
+    return method in IDEMPOTENT or policy.retry_non_idempotent
 
 
-def replays_after_sending(policy: Mapping[str, Any], method: str) -> bool:
+def replays_after_sending(policy: RetryPolicy, method: str) -> bool:
     """Whether a try that reached the upstream may be retried for this method at all (so a body worth
     keeping for a replay): more than one attempt, a condition besides `connect_error`, and a method
     that may be repeated."""
-    return (
-        int(policy["attempts"]) > 1
-        and any(condition != "connect_error" for condition in policy["on"])
-        and _repeatable(policy, method)
-    )
+    return policy.attempts > 1 and policy.after_sending and _repeatable(policy, method)
 
 
-def per_try_timeout(policy: Mapping[str, Any], timeout: float) -> float:
-    configured = policy.get("per_try_timeout")
-    return float(configured) if configured else timeout / int(policy["attempts"])
+def per_try_timeout(policy: RetryPolicy, timeout: float) -> float:
+    return policy.per_try_timeout or timeout / policy.attempts
 
 
 def backoff(attempt: int) -> float:

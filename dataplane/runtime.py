@@ -200,8 +200,8 @@ class Runtime:
             policy = endpoint.breaker
             breaker = CircuitBreaker(policy, clock=self.clock, on_transition=transition)
             cache = None
-            if policy["fallback_strategy"] == "cached_response":
-                cache = ResponseCache(policy["cache"], clock=self.clock)
+            if policy.fallback_strategy == "cached_response":
+                cache = ResponseCache(policy.cache, clock=self.clock)
         if before is not None and balancer_survives(before.endpoint, endpoint):
             balancer = before.balancer
         else:

@@ -123,6 +123,7 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name} must be 1, true, yes or on, or 0, false, no, off or empty, not {raw!r}")
 
 
+ACCESS_LOG_FORMATS = ("text", "json", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # logging's own aliases: they worked before the level was checked here, so they still do.
 _LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
@@ -166,6 +167,7 @@ class Settings:
     transport: str = "native"  # the upstream client (transport.py): native, aiohttp or httpx
     report_interval: float = 10.0  # seconds between status reports to the control plane (§4)
     log_level: str = "INFO"  # DATAPLANE_LOG_LEVEL, validated here so a typo fails at start like the rest
+    access_log: str = "text"  # DATAPLANE_ACCESS_LOG: text, json or off (accesslog.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -203,6 +205,10 @@ class Settings:
         if transport not in ("native", "aiohttp", "httpx"):
             raise SettingsError(f"DATAPLANE_TRANSPORT must be native, aiohttp or httpx, not {transport!r}")
         values["transport"] = transport
+        access_log = environ.get("DATAPLANE_ACCESS_LOG", "").strip().lower() or "text"
+        if access_log not in ACCESS_LOG_FORMATS:
+            raise SettingsError(f"DATAPLANE_ACCESS_LOG must be text, json or off, not {access_log!r}")
+        values["access_log"] = access_log
         if values["control_plane_url"] and not values["token"]:
             raise SettingsError("DATAPLANE_TOKEN is required when DATAPLANE_CONTROL_PLANE_URL is set")
         cache_dir = environ.get("DATAPLANE_CACHE_DIR", "").strip()

@@ -7,23 +7,35 @@ a document, so the shared `configdoc.load_document` (YAML caps, v0 mapping) slot
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import configdoc
 from configdoc import RouteTable, config_sha256, effective_breaker_policy, effective_endpoint, endpoint_key, route_keys
 
-from .breaker import status_set
+from .plugins import Chain, UnknownPlugin, compile_chain
+from .policies import (
+    BreakerPolicy,
+    HealthCheckPolicy,
+    OutlierPolicy,
+    RetryPolicy,
+    TlsPolicy,
+    compile_breaker,
+    compile_health_check,
+    compile_outlier,
+    compile_retries,
+    compile_tls,
+)
 
 logger = logging.getLogger("dataplane")
+_P = TypeVar("_P")
 
 
 class SnapshotError(ValueError):
@@ -60,13 +72,13 @@ class Endpoint:
     connect_timeout: float
     read_idle_timeout: float
     max_body_bytes: int
-    retries: Mapping[str, Any]
-    outlier: Mapping[str, Any]
-    tls: Mapping[str, Any]
-    breaker: Mapping[str, Any]
-    health_check: Mapping[str, Any]
-    # The statuses and classes (429, "5xx") in `retries.on`: an answer with one of them may be retried.
-    retry_statuses: frozenset[int] = field(compare=False, default=frozenset())
+    retries: RetryPolicy
+    outlier: OutlierPolicy
+    tls: TlsPolicy
+    breaker: BreakerPolicy
+    health_check: HealthCheckPolicy
+    # The plugin chain (plugins/__init__.py), compiled in order; None: the plain path, at no cost.
+    chain: Chain | None = field(compare=False, default=None)
     # The sha256 of the effective config as a whole (canonical JSON, policy included), to tell whether
     # runtime state (breaker, ejections) survives a reload; the digest, not the ~1 KiB of JSON it hashes.
     fingerprint: bytes = field(compare=False, default=b"")
@@ -94,6 +106,9 @@ class Snapshot:
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     mount_prefix: str = ""
+    # The document's global plugins, for answers no endpoint owns (404 `no_route`): their response and
+    # log hooks run there too, so a global header rule or CORS covers every answer of the node.
+    global_chain: Chain | None = None
 
 
 def compile_target(raw: Mapping[str, Any]) -> Target:
@@ -121,17 +136,22 @@ def compile_document(
     sha256: str | None = None,
 ) -> Snapshot:
     """A canonical (validated) document → a snapshot. Route keys get the mount prefix in front.
-    `sha256` is the document's config_sha256 when the caller already computed it.
+    `sha256` is the document's config_sha256 when the caller already computed it. Each endpoint's
+    policies are typed (policies.py) and its plugin chain compiled (plugins/): the endpoint's own
+    `plugins` over the document's global ones; a plugin this node does not have is a SnapshotError.
 
     With `previous`, an endpoint whose inputs are equal to the ones `previous` compiled it from (its
-    canonical form, its breaker policy, the document's health_check defaults, the mount prefix) keeps
-    `previous`'s Endpoint object: equal inputs make an equal effective config, so its fingerprint and
-    with it the runtime state's survival are what a fresh compile would give, at a dict comparison's
-    cost instead of effective_endpoint and canonical_json per endpoint (issue 8, 10,000 endpoints)."""
+    canonical form, its breaker policy, the document's health_check defaults and global plugins, the
+    mount prefix) keeps `previous`'s Endpoint object: equal inputs make an equal effective config, so
+    its fingerprint and with it the runtime state's survival are what a fresh compile would give, at a
+    dict comparison's cost instead of effective_endpoint and canonical_json per endpoint (10,000
+    endpoints)."""
     policies = _policies(document, previous)
     health_defaults = document.get("health_check")
-    reusable = _reusable_sources(previous, mount_prefix, health_defaults)
+    plugin_defaults = document.get("plugins")
+    reusable = _reusable_sources(previous, mount_prefix, health_defaults, plugin_defaults)
     shared = _SharedDefaults(health_defaults)
+    typed_policies = {name: compile_breaker(policy) for name, policy in policies.items()}
     endpoints: dict[str, Endpoint] = {}
     sources: dict[str, Mapping[str, Any]] = {}
     routes: dict[str, Endpoint] = {}
@@ -139,12 +159,22 @@ def compile_document(
         key = endpoint_key(canonical["name"], canonical["version"])
         endpoint = _reused(previous, reusable, key, canonical, policies)
         if endpoint is None:
-            endpoint = _compile_endpoint(canonical, policies, shared, health_defaults, mount_prefix)
+            try:
+                endpoint = _compile_endpoint(
+                    canonical, policies, typed_policies, plugin_defaults, shared, health_defaults, mount_prefix
+                )
+            except UnknownPlugin as exc:
+                raise SnapshotError([f"endpoints[{key}].plugins: {exc}"]) from None
         endpoints[key] = endpoint
         sources[key] = canonical
         for route in route_keys(canonical):
             routes[mount_prefix + route] = endpoint
+    try:
+        global_chain = compile_chain(None, plugin_defaults)
+    except UnknownPlugin as exc:
+        raise SnapshotError([f"plugins: {exc}"]) from None
     return Snapshot(
+        global_chain=global_chain,
         config_sha256=sha256 or config_sha256(document),
         revision=revision,
         endpoints=endpoints,
@@ -190,7 +220,10 @@ def _reused(
 
 
 def _reusable_sources(
-    previous: Snapshot | None, mount_prefix: str, health_defaults: Mapping[str, Any] | None
+    previous: Snapshot | None,
+    mount_prefix: str,
+    health_defaults: Mapping[str, Any] | None,
+    plugin_defaults: Mapping[str, Any] | None,
 ) -> Mapping[str, Mapping[str, Any]]:
     """`previous`'s sources when its document-wide inputs match, else none: the health_check defaults
     are part of every endpoint's effective config and the prefix of every route key."""
@@ -198,14 +231,16 @@ def _reusable_sources(
         return {}
     if previous.document.get("health_check") != health_defaults:
         return {}
+    if previous.document.get("plugins") != plugin_defaults:
+        return {}  # the global plugins are part of every endpoint's chain
     return previous.sources
 
 
 class _SharedDefaults:
     """One effective retries/outlier/tls/health_check dict per compile for the endpoints that leave
-    that part at its default (most do), and one frozenset per distinct method or path set: 10,000
-    endpoints then hold references to a few objects, not 60,000 copies. Nothing mutates an Endpoint
-    (STYLE 12), so sharing is safe."""
+    that part at its default (most do), one typed policy object per distinct policy (policies.py), and
+    one frozenset per distinct method or path set: 10,000 endpoints then hold references to a few
+    objects, not 60,000 copies. Nothing mutates an Endpoint (STYLE 12), so sharing is safe."""
 
     PARTS = ("retries", "outlier", "tls", "health_check")
 
@@ -213,6 +248,20 @@ class _SharedDefaults:
         defaults = effective_endpoint({}, health_defaults)
         self.values = {part: defaults[part] for part in self.PARTS}
         self.sets: dict[frozenset[str], frozenset[str]] = {}
+        # Typed policies by the identity of the dict they were compiled from (the shared defaults hit
+        # this), then by value: equal policies become one object.
+        self._compiled: dict[tuple[str, int], Any] = {}
+        self._interned: dict[Any, Any] = {}
+
+    def policy(self, part: str, raw: Mapping[str, Any], compile_part: Callable[[Mapping[str, Any]], _P]) -> _P:
+        key = (part, id(raw))
+        found = self._compiled.get(key) if raw is self.values.get(part) else None
+        if found is None:
+            compiled = compile_part(raw)
+            found = self._interned.setdefault(compiled, compiled)
+            if raw is self.values.get(part):
+                self._compiled[key] = found
+        return found  # type: ignore[no-any-return]
 
     def frozen(self, values: set[str] | frozenset[str]) -> frozenset[str]:
         """One frozenset per distinct value (nearly every endpoint has methods {GET, HEAD}, no paths)."""
@@ -228,6 +277,8 @@ class _SharedDefaults:
 def _compile_endpoint(
     canonical: Mapping[str, Any],
     policies: Mapping[str, Mapping[str, Any]],
+    typed_policies: Mapping[str, BreakerPolicy],
+    plugin_defaults: Mapping[str, Any] | None,
     shared: _SharedDefaults,
     health_defaults: Mapping[str, Any] | None,
     mount_prefix: str,
@@ -250,20 +301,14 @@ def _compile_endpoint(
         connect_timeout=float(eff["connect_timeout"]),
         read_idle_timeout=float(eff["read_idle_timeout"]),
         max_body_bytes=int(eff["max_body_bytes"]),
-        retries=eff["retries"],
-        retry_statuses=_retry_statuses(tuple(eff["retries"]["on"])),
-        outlier=eff["outlier"],
-        tls=eff["tls"],
-        breaker=policy,
-        health_check=eff["health_check"],
+        retries=shared.policy("retries", eff["retries"], compile_retries),
+        outlier=shared.policy("outlier", eff["outlier"], compile_outlier),
+        tls=shared.policy("tls", eff["tls"], compile_tls),
+        breaker=typed_policies[eff["breaker_policy"]],
+        health_check=shared.policy("health_check", eff["health_check"], compile_health_check),
+        chain=compile_chain(canonical.get("plugins"), plugin_defaults),
         fingerprint=hashlib.sha256(configdoc.canonical_json({"endpoint": eff, "policy": policy})).digest(),
     )
-
-
-@functools.lru_cache(maxsize=256)
-def _retry_statuses(on: tuple[Any, ...]) -> frozenset[int]:
-    """One set per distinct `retries.on` (at 10,000 endpoints, nearly all share a few)."""
-    return status_set(on)
 
 
 def load_document_text(text: str) -> dict[str, Any]:

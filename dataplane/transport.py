@@ -2,11 +2,12 @@
 
 A `Transport` takes an `UpstreamRequest` (head, and a body as bytes or a byte iterator) and returns an
 `UpstreamResponse` (status, headers, body iterator), or raises one of the typed errors of
-`errors.py`: `UpstreamUnavailable` (refused, or reset before answering), `UpstreamTimeout` (connect
-timeout, or no response head in time), `UpstreamProtocolError` (garbage). A failure while the body
-streams raises `UpstreamAborted`. So the client can be swapped (`DATAPLANE_TRANSPORT`: native, the
-default, in transport_native.py; aiohttp in transport_aiohttp.py; or httpx, below) and the same wire
-and fault suites run against each.
+`errors.py`: `UpstreamConnectError` (refused, TLS failed), `UpstreamReset` (closed before answering),
+`UpstreamConnectTimeout`, `UpstreamTimeout` (no response head in time), `UpstreamProtocolError`
+(garbage). A failure while the body streams raises `UpstreamAborted`. The retry rules read these
+classes, so every transport must raise the same one for the same failure. So the client can be
+swapped (`DATAPLANE_TRANSPORT`: native, the default, in transport_native.py; aiohttp in
+transport_aiohttp.py; or httpx, below) and the same wire and fault suites run against each.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from .errors import (
     REFUSED,
     TLS_FAILED,
     UpstreamAborted,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
     UpstreamProtocolError,
+    UpstreamReset,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from .types import Headers
 from .upstream import guarded_transport
@@ -169,26 +172,20 @@ class HttpxTransport:
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
             raise UpstreamTimeout(NO_HEAD_IN_TIME, detail=f"{origin} sent no response head in time") from exc
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            timeout_error = UpstreamTimeout(CONNECT_TIMED_OUT, detail=f"connecting to {origin} timed out ({exc})")
-            timeout_error.retry_condition = "connect_timeout"
-            raise timeout_error from exc
+            raise UpstreamConnectTimeout(CONNECT_TIMED_OUT, detail=f"connecting to {origin} timed out ({exc})") from exc
         except httpx.ConnectError as exc:
             if tls_failure(exc):
-                raise UpstreamUnavailable(TLS_FAILED, detail=f"TLS with {origin} failed: {exc}") from exc
-            raise UpstreamUnavailable(REFUSED, detail=f"{origin} refused the connection ({exc})") from exc
+                raise UpstreamConnectError(TLS_FAILED, detail=f"TLS with {origin} failed: {exc}") from exc
+            raise UpstreamConnectError(REFUSED, detail=f"{origin} refused the connection ({exc})") from exc
         except (httpx.ReadError, httpx.WriteError) as exc:
-            error = UpstreamUnavailable(
+            raise UpstreamReset(
                 CLOSED_BEFORE_ANSWERING, detail=f"{origin} reset the connection before answering ({exc!r})"
-            )
-            error.retry_condition = "reset"
-            raise error from exc
+            ) from exc
         except httpx.RemoteProtocolError as exc:
             if "disconnected" in str(exc).lower() or "without sending" in str(exc):
-                error = UpstreamUnavailable(
+                raise UpstreamReset(
                     CLOSED_BEFORE_ANSWERING, detail=f"{origin} closed the connection before answering ({exc})"
-                )
-                error.retry_condition = "reset"
-                raise error from exc
+                ) from exc
             detail = f"{origin} answered with a malformed response ({exc})"
             raise UpstreamProtocolError(MALFORMED, detail=detail) from exc
         except httpx.HTTPError as exc:

@@ -33,9 +33,11 @@ from .errors import (
     TLS_FAILED,
     GatewayError,
     UpstreamAborted,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
     UpstreamProtocolError,
+    UpstreamReset,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from .transport import UpstreamRequest, UpstreamResponse, head_deadline, tls_failure
 from .types import Headers
@@ -199,35 +201,29 @@ class AiohttpTransport:
                 )
         except aiohttp.ConnectionTimeoutError as exc:
             self._raise_body_error(outcome, exc)
-            timeout_error = UpstreamTimeout(CONNECT_TIMED_OUT, detail=f"connecting to {origin} timed out")
-            timeout_error.retry_condition = "connect_timeout"
-            raise timeout_error from exc
+            raise UpstreamConnectTimeout(CONNECT_TIMED_OUT, detail=f"connecting to {origin} timed out") from exc
         except aiohttp.ClientConnectorError as exc:
             self._raise_body_error(outcome, exc)
             if isinstance(exc, aiohttp.ClientSSLError) or tls_failure(exc):
-                raise UpstreamUnavailable(TLS_FAILED, detail=f"TLS with {origin} failed: {exc}") from exc
-            raise UpstreamUnavailable(REFUSED, detail=f"{origin} refused the connection ({exc})") from exc
+                raise UpstreamConnectError(TLS_FAILED, detail=f"TLS with {origin} failed: {exc}") from exc
+            raise UpstreamConnectError(REFUSED, detail=f"{origin} refused the connection ({exc})") from exc
         except TimeoutError as exc:  # the head deadline, or silence while waiting for the head
             self._raise_body_error(outcome, exc)
             raise UpstreamTimeout(NO_HEAD_IN_TIME, detail=f"{origin} sent no response head in time") from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             self._raise_body_error(outcome, exc)
-            error = UpstreamUnavailable(
+            raise UpstreamReset(
                 CLOSED_BEFORE_ANSWERING, detail=f"{origin} reset the connection before answering ({exc!r})"
-            )
-            error.retry_condition = "reset"
-            raise error from exc
+            ) from exc
         except aiohttp.ClientResponseError as exc:
             self._raise_body_error(outcome, exc)
             detail = f"{origin} answered with a malformed response ({exc})"
             raise UpstreamProtocolError(MALFORMED, detail=detail) from exc
         except aiohttp.ClientConnectionError as exc:
             self._raise_body_error(outcome, exc)
-            error = UpstreamUnavailable(
+            raise UpstreamReset(
                 CLOSED_BEFORE_ANSWERING, detail=f"{origin} closed the connection before answering ({exc!r})"
-            )
-            error.retry_condition = "reset"
-            raise error from exc
+            ) from exc
         except (aiohttp.ClientError, ValueError) as exc:
             self._raise_body_error(outcome, exc)
             raise UpstreamProtocolError(MALFORMED, detail=f"{origin}: {type(exc).__name__}: {exc}") from exc

@@ -53,9 +53,11 @@ from .errors import (
     TLS_FAILED,
     GatewayError,
     UpstreamAborted,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
     UpstreamProtocolError,
+    UpstreamReset,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from .transport import UpstreamRequest, UpstreamResponse, tls_failure
 from .types import Headers
@@ -580,11 +582,9 @@ class NativeTransport:
                 if connection.reused and method in IDEMPOTENT and isinstance(body, bytes) and not exchange.received:
                     fresh_only = True  # the pool's connection was stale: once more on a new one
                     continue
-                error = UpstreamUnavailable(
+                raise UpstreamReset(
                     CLOSED_BEFORE_ANSWERING, detail=f"{origin} reset the connection before answering ({exc})"
-                )
-                error.retry_condition = "reset"
-                raise error from exc
+                ) from exc
             except BaseException:
                 connection.exchange = None  # nobody waits for this exchange any more
                 connection.close()
@@ -605,13 +605,11 @@ class NativeTransport:
         except TimeoutError as exc:
             if head_left <= request.connect_timeout:
                 raise UpstreamTimeout(NO_HEAD_IN_TIME, detail=f"{pool.origin} sent no response head in time") from exc
-            timeout_error = UpstreamTimeout(CONNECT_TIMED_OUT, detail=f"connecting to {pool.origin} timed out")
-            timeout_error.retry_condition = "connect_timeout"
-            raise timeout_error from exc
+            raise UpstreamConnectTimeout(CONNECT_TIMED_OUT, detail=f"connecting to {pool.origin} timed out") from exc
         except (OSError, ValueError) as exc:
             if tls_failure(exc):
-                raise UpstreamUnavailable(TLS_FAILED, detail=f"TLS with {pool.origin} failed: {exc}") from exc
-            raise UpstreamUnavailable(REFUSED, detail=f"{pool.origin} refused the connection ({exc})") from exc
+                raise UpstreamConnectError(TLS_FAILED, detail=f"TLS with {pool.origin} failed: {exc}") from exc
+            raise UpstreamConnectError(REFUSED, detail=f"{pool.origin} refused the connection ({exc})") from exc
 
     async def _exchange(
         self,

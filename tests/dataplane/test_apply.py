@@ -240,7 +240,7 @@ def test_a_changed_breaker_policy_recompiles_the_endpoints_using_it() -> None:
         policies=[{**strict, "failure_threshold": 3}],
     )
     assert second.endpoints["a:v1"] is not first.endpoints["a:v1"]
-    assert second.endpoints["a:v1"].breaker["failure_threshold"] == 3
+    assert second.endpoints["a:v1"].breaker.failure_threshold == 3
     assert second.endpoints["b:v1"] is first.endpoints["b:v1"]
 
 
@@ -249,7 +249,7 @@ def test_changed_health_check_defaults_recompile_every_endpoint() -> None:
     doc = {**document(endpoint("a")), "health_check": {"interval": 60}}
     second = compile_document(doc, previous=first)
     assert second.endpoints["a:v1"] is not first.endpoints["a:v1"]
-    assert second.endpoints["a:v1"].health_check["interval"] == 60
+    assert second.endpoints["a:v1"].health_check.interval == 60
 
 
 def test_another_mount_prefix_recompiles_every_endpoint() -> None:

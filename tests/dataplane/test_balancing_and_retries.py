@@ -6,6 +6,14 @@ from collections import Counter
 
 from configdoc import effective_endpoint
 from dataplane.balancer import Balancer
+from dataplane.errors import (
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamProtocolError,
+    UpstreamReset,
+    UpstreamTimeout,
+)
+from dataplane.policies import RetryPolicy, compile_retries
 from dataplane.retry import RetryBudget, may_retry, per_try_timeout
 from dataplane.snapshot import Target, compile_target
 
@@ -26,7 +34,12 @@ def targets(*weights: int, enabled: bool = True) -> list[Target]:
 
 
 OUTLIER = {"consecutive_failures": 2, "base_ejection_seconds": 30, "max_ejection_percent": 50}
-RETRIES = effective_endpoint({"name": "e", "version": "v1", "targets": [{"url": "http://127.0.0.1"}]})["retries"]
+RAW_RETRIES = effective_endpoint({"name": "e", "version": "v1", "targets": [{"url": "http://127.0.0.1"}]})["retries"]
+RETRIES = compile_retries(RAW_RETRIES)
+
+
+def retries(**fields: object) -> RetryPolicy:
+    return compile_retries({**RAW_RETRIES, **fields})
 
 
 def test_round_robin_follows_the_weights_smoothly() -> None:
@@ -82,23 +95,32 @@ def test_ejection_never_exceeds_max_ejection_percent_rounded_down() -> None:
     assert sum(b.is_ejected(t) for t in ts) == 1
 
 
-def test_a_connect_error_retries_any_method() -> None:
-    assert may_retry(RETRIES, "POST", "connect_error", replayable=False)
+def test_a_connect_error_or_connect_timeout_retries_any_method() -> None:
+    assert may_retry(RETRIES, "POST", UpstreamConnectError(), replayable=False)
+    assert may_retry(RETRIES, "POST", UpstreamConnectTimeout(), replayable=False)
 
 
 def test_timeouts_retry_only_idempotent_methods_unless_allowed() -> None:
-    policy = {**RETRIES, "on": ["connect_error", "timeout"]}
-    assert may_retry(policy, "GET", "timeout", replayable=True)
-    assert not may_retry(policy, "POST", "timeout", replayable=True)
-    assert may_retry({**policy, "retry_non_idempotent": True}, "POST", "timeout", replayable=True)
+    policy = retries(on=["connect_error", "timeout"])
+    assert may_retry(policy, "GET", UpstreamTimeout(), replayable=True)
+    assert not may_retry(policy, "POST", UpstreamTimeout(), replayable=True)
+    assert may_retry(retries(on=["timeout"], retry_non_idempotent=True), "POST", UpstreamTimeout(), replayable=True)
 
 
 def test_a_condition_not_listed_is_not_retried() -> None:
-    assert not may_retry(RETRIES, "GET", "timeout", replayable=True)
+    assert not may_retry(RETRIES, "GET", UpstreamTimeout(), replayable=True)
+    # A connect timeout is a connect error's kind: `timeout` alone does not retry it.
+    assert not may_retry(retries(on=["timeout"]), "GET", UpstreamConnectTimeout(), replayable=True)
+
+
+def test_a_reset_or_garbage_is_never_retried_whatever_the_policy() -> None:
+    policy = retries(on=["connect_error", "timeout", "5xx"])
+    assert not may_retry(policy, "GET", UpstreamReset(), replayable=True)
+    assert not may_retry(policy, "GET", UpstreamProtocolError(), replayable=True)
 
 
 def test_a_body_too_large_to_replay_is_not_retried_after_it_was_sent() -> None:
-    assert not may_retry({**RETRIES, "on": ["5xx"]}, "PUT", "status", replayable=False)
+    assert not may_retry(retries(on=["5xx"]), "PUT", None, replayable=False)
 
 
 def test_two_targets_may_both_be_ejected_at_100_percent() -> None:
@@ -109,8 +131,8 @@ def test_two_targets_may_both_be_ejected_at_100_percent() -> None:
 
 
 def test_the_per_try_timeout_defaults_to_timeout_over_attempts() -> None:
-    assert per_try_timeout({**RETRIES, "attempts": 3}, 30) == 10
-    assert per_try_timeout({**RETRIES, "per_try_timeout": 4}, 30) == 4
+    assert per_try_timeout(retries(attempts=3), 30) == 10
+    assert per_try_timeout(retries(per_try_timeout=4), 30) == 4
 
 
 def test_the_budget_allows_three_retries_with_little_traffic() -> None:

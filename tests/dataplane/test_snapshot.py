@@ -38,7 +38,7 @@ def test_a_seed_in_the_seed_gateways_v0_format_is_served(tmp_path: Path) -> None
     assert users.targets[0].url == "http://127.0.0.1:8010/api"
     assert users.methods == {"GET", "HEAD", "POST"}
     assert users.timeout == 20
-    assert users.breaker["failure_threshold"] == 3
+    assert users.breaker.failure_threshold == 3
     assert snapshot.endpoints["legacy:v1"].enabled is False
     match = snapshot.routes.match("/users/1")
     assert match is not None and match.value is users
@@ -105,7 +105,7 @@ def test_the_golden_control_plane_snapshot_compiles_into_routes() -> None:
     users = snapshot.routes.match("/users/7")
     assert users is not None and users.value.key == "users:v1"
     assert [t.weight for t in users.value.targets] == [100, 50]
-    assert users.value.breaker["fallback_strategy"] == "default_response"
+    assert users.value.breaker.fallback_strategy == "default_response"
     orders = snapshot.routes.match("/api/orders/1")
     assert orders is not None and orders.value.key == "orders:v2"
 
@@ -141,3 +141,25 @@ def test_config_info_names_only_the_applied_config() -> None:
     text = runtime.metrics.render().decode()
     assert f'gateway_config_info{{config_sha256="{second.config_sha256}"}} 1.0' in text
     assert first.config_sha256 not in text
+
+
+def test_policies_are_typed_and_equal_ones_are_one_object() -> None:
+    outlier = {"consecutive_failures": 3, "base_ejection_seconds": 10, "max_ejection_percent": 50}
+    snapshot = compile_document(
+        document(
+            endpoint("a"),
+            endpoint("b"),
+            endpoint("c", outlier=outlier, retries={"attempts": 3, "on": ["connect_error", "timeout", "503"]}),
+            endpoint("d", outlier=dict(outlier)),
+        )
+    )
+    a, b, c, d = (snapshot.endpoints[f"{name}:v1"] for name in "abcd")
+    for part in ("retries", "outlier", "tls", "health_check", "breaker"):
+        assert getattr(a, part) is getattr(b, part), part  # the defaults: one object for every endpoint
+    assert c.outlier is d.outlier and c.outlier is not a.outlier  # equal custom ones: interned
+    assert (c.outlier.consecutive_failures, c.outlier.base_ejection_seconds) == (3, 10.0)
+    assert c.retries.attempts == 3 and c.retries.on_timeout and 503 in c.retries.statuses
+    assert not a.retries.on_timeout and a.retries.statuses == frozenset()
+    assert a.tls.verify is True and a.tls.ca_file is None and a.health_check.panic is False
+    with pytest.raises(AttributeError):
+        a.retries.attempts = 5  # type: ignore[misc]  # frozen: nothing on the request path changes a policy

@@ -426,6 +426,23 @@ def test_each_request_is_written_to_the_access_log(gateway: DataPlane, workdir: 
     assert "endpoint=users:v1" in line and "status=200" in line and "target=http://127.0.0.1:" in line
 
 
+def test_a_client_cannot_forge_access_log_fields_with_its_user_agent_or_path(gateway: DataPlane, workdir: Path) -> None:
+    agent = b'x" status=999 request_id=forged error=- \xff'
+    raw_exchange(
+        gateway.port,
+        b'GET /users/a"b HTTP/1.1\r\nHost: gw\r\nX-Request-ID: forge-probe\r\nUser-Agent: '
+        + agent
+        + b"\r\nConnection: close\r\n\r\n",
+    )
+    log = workdir / "dataplane.log"
+    wait_until(lambda: "request_id=forge-probe" in log.read_text(errors="replace"))
+    [line] = [x for x in log.read_text(errors="replace").splitlines() if "forge-probe" in x]
+    head, _, quoted_agent = line.partition(" user_agent=")
+    assert head.count(" status=") == 1 and "status=200" in head and "forged" not in head
+    assert 'path="/users/a\\"b"' in head
+    assert json.loads(quoted_agent) == agent.decode("latin-1")
+
+
 def test_a_client_leaving_an_endless_stream_ends_the_upstream_request(gateway: DataPlane, workdir: Path) -> None:
     with httpx.stream("GET", f"{gateway.url}/plain/endless", headers={"X-Request-ID": "leaves-early"}) as response:
         assert response.status_code == 200
@@ -435,8 +452,13 @@ def test_a_client_leaving_an_endless_stream_ends_the_upstream_request(gateway: D
     assert "error=client_closed_request" in line
 
 
-def test_without_a_seed_the_node_is_not_ready_and_answers_no_config(tmp_path: Path) -> None:
-    with dataplane(tmp_path, None) as node:
+def test_without_a_seed_or_an_answering_control_plane_the_node_is_not_ready_and_answers_no_config(
+    tmp_path: Path,
+) -> None:
+    """§4: a node with a control plane waits for it, unready (standalone, no seed is a refusal to start:
+    tests/e2e/test_dataplane_process.py)."""
+    nobody = {"DATAPLANE_CONTROL_PLANE_URL": f"http://127.0.0.1:{free_port()}", "DATAPLANE_TOKEN": "gwdp_nobody"}
+    with dataplane(tmp_path, None, **nobody) as node:
         assert httpx.get(f"{node.admin}/-/readyz").status_code == 503
         response = httpx.get(f"{node.url}/users")
         assert (response.status_code, response.json()["error"]) == (503, "no_config")

@@ -1,0 +1,128 @@
+"""Instructions per proxied request of the plain endpoint, under callgrind (bench/README.md, "What cut
+the CPU per request"): the only figure on a shared machine that repeats to ~1 %.
+
+    .venv/bin/python bench/callgrind_proxy.py [--requests 2000] [--connections 20] [--warmup 2000]
+
+Needs `nginx` and `valgrind` on PATH. Starts nginx as the upstream (answering a small body) and
+`python -m dataplane` under `valgrind --tool=callgrind --instr-atstart=no`, sends a warm-up, then
+switches instrumentation on (`callgrind_control -i on`), zeroes the counters, sends `--requests` GETs
+from `--connections` keep-alive connections (raw sockets, one thread each), dumps the counters and
+prints the instructions (Ir) per request. The access log is on, as shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import BODY, free_port, nginx_conf, started, upstream_block  # noqa: E402
+
+
+def load(port: int, requests: int, connections: int) -> None:
+    """`requests` GETs of /bench/x over `connections` keep-alive connections; each answer read whole."""
+    request = b"GET /bench/x HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: callgrind-bench\r\n\r\n"
+    errors: list[BaseException] = []
+
+    def client(count: int) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+                for _ in range(count):
+                    sock.sendall(request)
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += sock.recv(65536)
+                    head, _, rest = data.partition(b"\r\n\r\n")
+                    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                    while len(rest) < length:
+                        rest += sock.recv(65536)
+                    assert head.startswith(b"HTTP/1.1 200"), head
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(requests // connections,)) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        up_port, port, admin = free_port(), free_port(), free_port()
+        conf = nginx_conf(work, "upstream", up_port, upstream_block(up_port))
+        stack.enter_context(
+            started(
+                ["nginx", "-c", str(conf), "-p", str(work / "upstream")],
+                work / "nginx.log",
+                f"http://127.0.0.1:{up_port}/",
+            )
+        )
+        seed = work / "seed.yaml"
+        document = {
+            "format_version": 1,
+            "breaker_policies": [],
+            "endpoints": [
+                {"name": "bench", "version": "v1", "default": True, "targets": [{"url": f"http://127.0.0.1:{up_port}"}]}
+            ],
+        }
+        seed.write_text(yaml.safe_dump(document))
+        out = work / "callgrind.out"
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
+            "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+            "DATAPLANE_SEED": str(seed),
+            "DATAPLANE_NODE_ID": "bench-callgrind",
+            "PYTHONHASHSEED": "0",
+        }
+        argv = [
+            "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+            sys.executable, "-m", "dataplane",
+        ]  # fmt: skip
+        process = stack.enter_context(
+            started(argv, work / "dataplane.log", f"http://127.0.0.1:{admin}/-/readyz", env=env)
+        )
+        load(port, args.warmup, args.connections)
+        subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], check=True, capture_output=True)  # noqa: S603, S607
+        subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)  # noqa: S603, S607
+        time.sleep(0.5)
+        load(port, args.requests, args.connections)
+        subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)  # noqa: S603, S607
+        time.sleep(1)
+        total = 0
+        for dump in sorted(work.glob("callgrind.out*")):
+            text = dump.read_text(errors="replace")
+            if "\n-" not in text and "summary:" not in text and "totals:" not in text:
+                continue
+            found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+            if found and dump.name != "callgrind.out":
+                total = max(total, int(found.group(1)))
+        served = args.requests // args.connections * args.connections
+        print(f"{total / served:,.0f} instructions per request ({total:,} over {served} requests)")
+        assert BODY
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

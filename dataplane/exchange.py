@@ -1,0 +1,106 @@
+"""Per-request state on one object (STYLE 15c): the `Exchange` carries one client request from the
+ASGI call to the access log line, so the proxy's steps, the plugins' hooks and the log all take one
+argument instead of eight."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from .types import Headers, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .plugins import Chain
+    from .runtime import EndpointState
+    from .snapshot import Endpoint
+
+REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,200}$")
+
+
+class _RequestIds:
+    """32 random hex digits per id (the form of a uuid4's hex, without the version bits), cut from
+    4 KiB of `os.urandom` at a time rather than one system call per request."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at + 16 > len(self._pool):
+            self._pool, at = os.urandom(4096), 0
+        self._at = at + 16
+        return self._pool[at : at + 16].hex()
+
+
+new_request_id = _RequestIds()
+
+
+class Exchange:
+    """What one client request has accumulated so far: the ASGI triple, ids, the endpoint and its
+    runtime state once routed, what was sent, and what the access log line reports."""
+
+    __slots__ = (
+        "began",
+        "bytes_in",
+        "body_streamed",
+        "bytes_out",
+        "chain",
+        "consumer",
+        "context",
+        "detail",
+        "endpoint",
+        "endpoint_key",
+        "error",
+        "method",
+        "raw_path",
+        "receive",
+        "request_id",
+        "scope",
+        "send",
+        "started",
+        "state",
+        "status",
+        "target",
+        "upstream_seconds",
+        "user_agent",
+    )
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, began: float) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.method: str = scope["method"]
+        self.began = began  # time.perf_counter() when the request reached the app
+        self.request_id = ""
+        self.raw_path = b""  # without the query; set once the head passed the framing checks
+        self.user_agent = b""  # for the access log, picked up by the proxy's one pass over the headers
+        self.endpoint: Endpoint | None = None
+        self.endpoint_key: str | None = None
+        self.state: EndpointState | None = None
+        # The plugins this request passes through: its endpoint's chain, or with no route the
+        # document's global plugins (their response and log hooks only); None: no plugins at all.
+        self.chain: Chain | None = None
+        self.started = False  # the response head went out
+        self.status = 0
+        self.error: str | None = None
+        self.detail = ""  # for the access log only (GatewayError.detail)
+        self.target: str | None = None
+        self.upstream_seconds = 0.0
+        self.bytes_in = 0  # request body bytes received
+        self.bytes_out = 0  # response body bytes sent
+        self.body_streamed = False  # part of a streamed request body went to an upstream (no replay)
+        self.consumer = ""  # who called, once an authentication plugin said so
+        self.context: dict[str, Any] | None = None  # the plugins' own per-request notes, made on first use
+
+    @property
+    def headers(self) -> Headers:
+        """The request headers as the client sent them (lower-case names)."""
+        return self.scope["headers"]  # type: ignore[no-any-return]
+
+    def note(self) -> dict[str, Any]:
+        """The plugins' per-request notes (one dict, made when a plugin first asks)."""
+        if self.context is None:
+            self.context = {}
+        return self.context

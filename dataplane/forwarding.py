@@ -1,0 +1,118 @@
+"""What the upstream sees of the client's request head (ARCHITECTURE §5): hop-by-hop headers dropped
+both ways; who the client is (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) believed only from a
+trusted proxy, else set by the gateway; `Via` and `X-Request-ID` added; `Host` the target's."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .exchange import Exchange
+from .settings import Settings
+from .snapshot import Target
+from .types import Headers, Scope
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Headers that say who the client is, besides X-Forwarded-*: believed only from a trusted proxy.
+CLIENT_IDENTITY = frozenset({b"forwarded", b"x-real-ip"})
+
+
+def strip_hop_by_hop(headers: Headers, drop: frozenset[bytes] = HOP_BY_HOP) -> Headers:
+    """Drop hop-by-hop headers (`Proxy-*` among them), the names `Connection` lists (RFC 9110 §7.6.1)
+    and any other name in `drop` (a superset of HOP_BY_HOP)."""
+    # `b"proxy-" <= name < b"proxy."` is "starts with proxy-" ('-' sorts just before '.') as two C-level
+    # comparisons: half the cost of a startswith call per header.
+    kept = [(name, value) for name, value in headers if name not in drop and not b"proxy-" <= name < b"proxy."]
+    if len(kept) == len(headers):
+        return kept  # no Connection header among them, so nothing it lists either
+    listed = {token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")}
+    return [(name, value) for name, value in kept if name not in listed] if listed else kept
+
+
+def asks_upgrade(connection: bytes, upgrade: bytes) -> bool:
+    """An upgrade request (RFC 9110 §7.8): `Upgrade` named in `Connection`, to a protocol other than
+    h2c. An h2c offer is optional for the server: it is answered over HTTP/1.1 (the server closes the
+    connection after it), and `Upgrade` without `Connection: upgrade` is only a hop-by-hop header."""
+    if b"upgrade" not in {token.strip().lower() for token in connection.split(b",")}:
+        return False
+    return any(protocol.strip().lower().split(b"/")[0] != b"h2c" for protocol in upgrade.split(b","))
+
+
+class Forwarding:
+    """Builds the upstream request headers for one node's settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.trusted_proxies = settings.trusted_proxies
+        self.node_token = settings.node_id.encode()
+
+    def trusted(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if not client or not self.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)
+
+    def upstream_headers(self, exchange: Exchange, target: Target) -> Headers:
+        """The request headers as the upstream gets them (§5): hop-by-hop ones dropped; what says who the
+        client is (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) kept only from a trusted proxy, else set
+        by the gateway (For, Proto, Host) or dropped; names with `_` dropped from anyone."""
+        scope = exchange.scope
+        headers = strip_hop_by_hop(scope["headers"])
+        trusted = self.trusted(scope)
+        client_host = b""
+        forwarded_for = forwarded_proto = forwarded_host = None
+        via = None
+        out: Headers = []
+        for name, value in headers:
+            if b"_" in name:
+                # CGI-style backends (WSGI, PHP, nginx's underscores_in_headers) read `X_Forwarded_For` as
+                # `X-Forwarded-For`: a client could pass for anyone under a name this loop does not know.
+                continue
+            if name == b"host":
+                client_host = value
+            elif name == b"x-forwarded-for":
+                forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+            elif name == b"x-forwarded-proto":
+                forwarded_proto = value
+            elif name == b"x-forwarded-host":
+                forwarded_host = value
+            elif name == b"via":
+                via = value if via is None else via + b", " + value
+            elif b"x-forwarded-" <= name < b"x-forwarded." or name in CLIENT_IDENTITY:  # (see strip_hop_by_hop)
+                if trusted:  # X-Forwarded-Port, Forwarded, X-Real-IP...: a client's say-so only through a trusted proxy
+                    out.append((name, value))
+            elif name not in (b"x-request-id", b"expect"):
+                # `Expect: 100-continue` was answered by our server already; the upstream gets the body.
+                out.append((name, value))
+        client = scope.get("client")
+        peer = (client[0] if client else "").encode()
+        if trusted and forwarded_for:
+            out.append((b"x-forwarded-for", forwarded_for + b", " + peer))
+        else:
+            out.append((b"x-forwarded-for", peer))
+        out.append((b"x-forwarded-proto", forwarded_proto if trusted and forwarded_proto else scope["scheme"].encode()))
+        if not (trusted and forwarded_host):
+            # The server's validated authority: an absolute-form request target's (`GET http://host/path`)
+            # when there is one, since then the Host header is not what counts (RFC 9112 §3.2.2), else
+            # the Host header's. A scope from another server (tests' ASGI transports) has none.
+            forwarded_host = scope.get("authority") or client_host
+        out.append((b"x-forwarded-host", forwarded_host))
+        hop = b"1.1 " + self.node_token
+        out.append((b"via", via + b", " + hop if via else hop))
+        out.append((b"x-request-id", exchange.request_id.encode()))
+        out.append((b"host", target.host.encode()))
+        return out

@@ -1,0 +1,143 @@
+"""The per-endpoint plugin chain (ARCHITECTURE §11, STYLE 15a): the seam every policy plugs into.
+
+A plugin is one module behind the `Plugin` interface below, registered by name with a compile
+function (its valid config → an instance, built once per snapshot, holding typed config only).
+For each endpoint the snapshot compiles the ordered `Chain` of the plugins it uses (its own
+`plugins`, over the document's global ones; `{enabled: false}` turns a global one off); an endpoint
+with none gets `None`, and the proxy's plain path asks nothing more (`if endpoint.chain is not None`).
+
+Phases, in the order of §11 (the proxy calls them; a plugin overrides only the hooks it needs):
+
+    framing → route → [access, EARLY] → method → enabled → body size → [access, LATE] → overload
+    → breaker → [request] → upstream → [response] (every answer: upstream or gateway-made) → [log]
+
+- `access(exchange)` → None to go on, or an `Answer` to send instead of going upstream (a CORS
+  preflight), or raise a `GatewayError` (403 `ip_forbidden`): either way the answer still passes
+  through the `response` hooks. EARLY is for what must come before the method check
+  (`ip_restriction`, `cors`); LATE for authentication, `acl`, `rate_limit`.
+- `request(exchange, headers)`: edit the upstream request's headers in place (a list of
+  (name, value) byte pairs, lower-case names), after the gateway set its own.
+- `response(exchange, headers)`: edit the answer's headers in place (`exchange.status` is the
+  answer's), for upstream answers and gateway-made ones alike; a 404 `no_route` has no endpoint, so
+  there the document's global plugins' response and log hooks run.
+- `log(exchange)`: after the answer, once per request, with its status, error and timings.
+
+Within a phase, plugins run by `priority` (lower first), then by name, so the order never depends
+on the document's key order. A hook that raises anything but a `GatewayError` is a bug: the request
+gets uvicorn's 500 and the traceback is logged (the log hook's errors are logged and swallowed: the
+answer is out by then).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..types import Headers
+
+if TYPE_CHECKING:
+    from ..exchange import Exchange
+
+
+class Phase(enum.IntEnum):
+    EARLY = 0  # right after the route: before the method, enabled and body size checks
+    LATE = 1  # after the body size check: before overload, breaker and the upstream
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer a plugin makes itself (the gateway adds its own headers and the response hooks')."""
+
+    status: int
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+    error: str | None = None  # the access log's `error` field, if this answer is a refusal
+
+
+class Plugin:
+    """The interface: every hook does nothing unless a plugin overrides it; the chain calls only the
+    hooks a plugin overrides."""
+
+    name: ClassVar[str] = ""
+    phase: ClassVar[Phase] = Phase.LATE
+    priority: ClassVar[int] = 1000
+
+    def access(self, exchange: Exchange) -> Answer | None:
+        return None
+
+    def request(self, exchange: Exchange, headers: Headers) -> None:
+        return None
+
+    def response(self, exchange: Exchange, headers: Headers) -> None:
+        return None
+
+    def log(self, exchange: Exchange) -> None:
+        return None
+
+
+def _overrides(plugin: Plugin, hook: str) -> bool:
+    return getattr(type(plugin), hook) is not getattr(Plugin, hook)
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """An endpoint's compiled plugins, split per hook so each call site loops only over the plugins
+    that have something to do there."""
+
+    plugins: tuple[Plugin, ...] = ()
+    early: tuple[Plugin, ...] = ()
+    late: tuple[Plugin, ...] = ()
+    request: tuple[Plugin, ...] = ()
+    response: tuple[Plugin, ...] = ()
+    log: tuple[Plugin, ...] = ()
+
+    @classmethod
+    def of(cls, plugins: list[Plugin] | tuple[Plugin, ...]) -> Chain:
+        ordered = tuple(sorted(plugins, key=lambda plugin: (plugin.phase, plugin.priority, plugin.name)))
+        access = [plugin for plugin in ordered if _overrides(plugin, "access")]
+        return cls(
+            plugins=ordered,
+            early=tuple(plugin for plugin in access if plugin.phase is Phase.EARLY),
+            late=tuple(plugin for plugin in access if plugin.phase is Phase.LATE),
+            request=tuple(plugin for plugin in ordered if _overrides(plugin, "request")),
+            response=tuple(plugin for plugin in ordered if _overrides(plugin, "response")),
+            log=tuple(plugin for plugin in ordered if _overrides(plugin, "log")),
+        )
+
+
+# Plugin name → compile function (the plugin's valid config → an instance). A plugin module registers
+# itself with `@register("name")` on import; the modules are imported below as they are written.
+CompileFunction = Callable[[Mapping[str, Any]], Plugin]
+REGISTRY: dict[str, CompileFunction] = {}
+
+
+def register(name: str) -> Callable[[CompileFunction], CompileFunction]:
+    def add(compile_function: CompileFunction) -> CompileFunction:
+        REGISTRY[name] = compile_function
+        return compile_function
+
+    return add
+
+
+class UnknownPlugin(ValueError):
+    """A document names a plugin this node does not have: the snapshot is refused (never half-applied)."""
+
+
+def compile_chain(endpoint: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None) -> Chain | None:
+    """The chain of one endpoint: `defaults` (the document's global `plugins`) under the endpoint's
+    own (`plugins`: name → config), a config with `enabled: false` dropping the name; None without
+    any. Raises UnknownPlugin for a name nobody registered."""
+    configs: dict[str, Any] = {**(defaults or {}), **(endpoint or {})}
+    if not configs:
+        return None
+    plugins: list[Plugin] = []
+    for name, config in configs.items():
+        if isinstance(config, Mapping) and config.get("enabled", True) is False:
+            continue
+        compile_function = REGISTRY.get(name)
+        if compile_function is None:
+            raise UnknownPlugin(f"plugin {name!r} is not one this data plane has")
+        plugins.append(compile_function(config or {}))
+    return Chain.of(plugins) if plugins else None
