@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
+from configdoc.plugins import PLUGINS, PluginSpec
+from configdoc.schema import Field
 from dataplane.breaker import State
 from dataplane.errors import GatewayError
 from dataplane.exchange import Exchange
@@ -65,6 +67,10 @@ class EarlyProbe(Probe):
 
 @pytest.fixture(autouse=True)
 def registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Both halves of a plugin: its schema entry in configdoc and its module in the data plane."""
+    tag = {"tag": Field("str", default="probe", max_length=100), "enabled": Field("bool", default=True)}
+    for name, phase in (("probe", "rate_limit"), ("early_probe", "ip_restriction")):
+        monkeypatch.setitem(PLUGINS, name, PluginSpec(name, phase, "a test plugin", tag))  # type: ignore[index]
     monkeypatch.setitem(REGISTRY, "probe", Probe)
     monkeypatch.setitem(REGISTRY, "early_probe", EarlyProbe)
     LOGGED.clear()
@@ -172,7 +178,10 @@ def test_an_endpoint_without_plugins_has_no_chain() -> None:
     assert snapshot.endpoints["users:v1"].chain is None and snapshot.global_chain is None
 
 
-def test_a_plugin_this_node_does_not_have_refuses_the_snapshot_naming_it() -> None:
+def test_a_plugin_this_node_does_not_have_refuses_the_snapshot_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract knows it (a newer control plane's), this data plane has no module for it."""
+    spec = PluginSpec("no_such_plugin", "acl", "newer than this node", {"enabled": Field("bool", default=True)})
+    monkeypatch.setitem(PLUGINS, "no_such_plugin", spec)  # type: ignore[index]
     with pytest.raises(SnapshotError, match="no_such_plugin"):
         compile_document(with_plugins(document(endpoint("users")), {"no_such_plugin": {}}))
 
