@@ -311,10 +311,16 @@ def _compile_endpoint(
     )
 
 
+# The newest document (and snapshot) format this node applies: 2 carries plugins (§11). A plugin the
+# document names and this node has no module for refuses the snapshot (plugins.UnknownPlugin), so a
+# policy is never half-applied.
+READ_FORMAT_VERSION = 2
+
+
 def load_document_text(text: str) -> dict[str, Any]:
     """YAML text (v1, or the seed gateway's v0 `config.yaml`) → a canonical document, or SnapshotError
     listing every problem. Warnings (ignored v0 keys) are logged."""
-    result = configdoc.load_document(text)
+    result = configdoc.load_document(text, max_format_version=READ_FORMAT_VERSION)
     for warning in result.warnings:
         logger.warning("seed: %s: %s", warning.path or "(document)", warning.message)
     if result.problems:
@@ -418,12 +424,12 @@ def load_sync_snapshot(body: bytes, *, mount_prefix: str = "", previous: Snapsho
         raise SnapshotError([f"the snapshot is not JSON: {exc}"]) from None
     if not isinstance(data, dict):
         raise SnapshotError(["the snapshot must be a JSON object"])
-    if data.get("format_version") != SNAPSHOT_FORMAT_VERSION:
+    if data.get("format_version") not in range(SNAPSHOT_FORMAT_VERSION, READ_FORMAT_VERSION + 1):
         raise SnapshotError([f"format_version {data.get('format_version')!r} is not one this node reads"])
     config, claimed = data.get("config"), data.get("config_sha256")
     if document_sha256(config) != claimed:
         raise SnapshotError(["config_sha256 does not match the document"])
-    document, problems = configdoc.validate_document(config)
+    document, problems = configdoc.validate_document(config, max_format_version=READ_FORMAT_VERSION)
     if problems:
         raise SnapshotError([f"{p.path or '(document)'}: {p.message}" for p in problems])
     state = data.get("state") or {}

@@ -36,13 +36,13 @@ from . import __version__
 from .report import build_breakers, build_counters
 from .runtime import Runtime
 from .settings import Settings
-from .snapshot import Snapshot, load_sync_snapshot
+from .snapshot import READ_FORMAT_VERSION, Snapshot, load_sync_snapshot
 
 logger = logging.getLogger("dataplane.sync")
 
 CONFIG_PATH = "/api/v1/dataplane/config"
 STATUS_PATH = "/api/v1/dataplane/status"
-FORMAT = "1"  # the highest snapshot format this node reads
+FORMAT = str(READ_FORMAT_VERSION)  # the highest snapshot format this node reads
 WAIT = 30.0  # long-poll wait asked of the control plane; plus up to WAIT_JITTER
 WAIT_JITTER = 3.0
 BACKOFF_FIRST = 0.5

@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from configdoc.plugins import effective_plugins
+
 from ..types import Headers
 
 if TYPE_CHECKING:
@@ -127,17 +129,15 @@ class UnknownPlugin(ValueError):
 
 def compile_chain(endpoint: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None) -> Chain | None:
     """The chain of one endpoint: `defaults` (the document's global `plugins`) under the endpoint's
-    own (`plugins`: name → config), a config with `enabled: false` dropping the name; None without
-    any. Raises UnknownPlugin for a name nobody registered."""
-    configs: dict[str, Any] = {**(defaults or {}), **(endpoint or {})}
-    if not configs:
+    own (`plugins`: name → config, both canonical), merged by configdoc's rule (an endpoint's entry
+    replaces the global one wholly; `enabled: false` drops the name) with every default filled in;
+    None without any. Raises UnknownPlugin for a name no module here registered."""
+    if not endpoint and not defaults:
         return None
     plugins: list[Plugin] = []
-    for name, config in configs.items():
-        if isinstance(config, Mapping) and config.get("enabled", True) is False:
-            continue
+    for name, config in effective_plugins(defaults, endpoint).items():
         compile_function = REGISTRY.get(name)
         if compile_function is None:
             raise UnknownPlugin(f"plugin {name!r} is not one this data plane has")
-        plugins.append(compile_function(config or {}))
+        plugins.append(compile_function(config))
     return Chain.of(plugins) if plugins else None

@@ -423,8 +423,11 @@ def test_a_node_that_reads_format_2_gets_the_format_2_snapshot(secret: str, form
 
 
 def test_a_format_1_node_refused_a_format_2_document_keeps_its_config_and_the_node_view_says_why(
-    secret: str, format_2_live: bytes, tmp_path: Path, admin_client: Any
+    secret: str, format_2_live: bytes, tmp_path: Path, admin_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import dataplane.sync
+
+    monkeypatch.setattr(dataplane.sync, "FORMAT", "1")  # a node of the release before plugins
     settings = Settings(
         control_plane_url="http://testserver", token=secret, cache_dir=tmp_path / "cache", node_id="edge-1"
     )

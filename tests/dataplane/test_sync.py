@@ -107,7 +107,7 @@ def test_a_200_is_applied_and_cached_and_the_request_carries_the_protocol_header
     assert sync.result == "applied" and sync.error is None
     first, second = recorder.gets
     assert first.headers["authorization"] == "Bearer gwdp_test"
-    assert first.headers["x-gateway-format"] == "1"
+    assert first.headers["x-gateway-format"] == "2"
     assert "gzip" in first.headers["accept-encoding"]
     assert "if-none-match" not in first.headers and "wait" not in first.url.params
     assert second.headers["if-none-match"] == etag(body)
