@@ -26,6 +26,20 @@ def mask_url_passwords(text: str, substitute: str) -> str:
     return _URL_PASSWORD.sub(lambda match: f"{match['head']}{substitute}@", text)
 
 
+def _masked(value: Any, substitute: str) -> Any:
+    """`value` with URL passwords masked if it is text; anything else as it is.
+
+    A lazy object wrapping a string (the request's user, a lazy translation) passes isinstance(str)
+    without being one the regex module accepts, so the text is taken with str() first, and the
+    value is kept as it is when nothing in it needs masking.
+    """
+    if not isinstance(value, str):
+        return value
+    text = str(value)
+    masked = mask_url_passwords(text, substitute)
+    return value if masked == text else masked
+
+
 class GatewayExceptionReporterFilter(SafeExceptionReporterFilter):
     """Django's filter plus URL passwords (DATABASE_URL, CELERY_BROKER_URL, any such value)."""
 
@@ -36,14 +50,8 @@ class GatewayExceptionReporterFilter(SafeExceptionReporterFilter):
     def cleanse_setting(self, key: Any, value: Any) -> Any:
         # The base class recurses into dicts, lists and tuples through this method, and
         # get_safe_request_meta calls it for every META entry, so both get the URL rule.
-        cleansed = super().cleanse_setting(key, value)
-        if isinstance(cleansed, str):
-            return mask_url_passwords(cleansed, self.cleansed_substitute)
-        return cleansed
+        return _masked(super().cleanse_setting(key, value), self.cleansed_substitute)
 
     def get_traceback_frame_variables(self, request: HttpRequest | None, tb_frame: Any) -> Any:
         variables = super().get_traceback_frame_variables(request, tb_frame)
-        return [
-            (name, mask_url_passwords(value, self.cleansed_substitute) if isinstance(value, str) else value)
-            for name, value in variables
-        ]
+        return [(name, _masked(value, self.cleansed_substitute)) for name, value in variables]
