@@ -1,13 +1,14 @@
 """Instructions per proxied request of the plain endpoint, under callgrind (bench/README.md, "What cut
 the CPU per request"): the only figure on a shared machine that repeats to ~1 %.
 
-    .venv/bin/python bench/callgrind_proxy.py [--requests 2000] [--connections 20] [--warmup 2000]
+    .venv/bin/python bench/callgrind_proxy.py [--requests 2000] [--connections 20] [--warmup 2000] [--plugins]
 
 Needs `nginx` and `valgrind` on PATH. Starts nginx as the upstream (answering a small body) and
 `python -m dataplane` under `valgrind --tool=callgrind --instr-atstart=no`, sends a warm-up, then
 switches instrumentation on (`callgrind_control -i on`), zeroes the counters, sends `--requests` GETs
 from `--connections` keep-alive connections (raw sockets, one thread each), dumps the counters and
-prints the instructions (Ir) per request. The access log is on, as shipped.
+prints the instructions (Ir) per request. The access log is on, as shipped. With `--plugins` the
+endpoint runs bench/proxy.py's four plugins (target (h) there) and every request carries its Origin.
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import BODY, free_port, nginx_conf, started, upstream_block  # noqa: E402
+from proxy import ORIGIN, PLUGINS  # noqa: E402
 
 
 def load(port: int, requests: int, connections: int) -> None:
     """`requests` GETs of /bench/x over `connections` keep-alive connections; each answer read whole."""
-    request = b"GET /bench/x HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: callgrind-bench\r\n\r\n"
+    request = (
+        b"GET /bench/x HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: callgrind-bench\r\nOrigin: "
+        + ORIGIN.encode()
+        + b"\r\n\r\n"
+    )
     errors: list[BaseException] = []
 
     def client(count: int) -> None:
@@ -66,6 +72,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2000)
+    parser.add_argument("--plugins", action="store_true", help="the endpoint runs the four plugins of (h)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -86,6 +93,9 @@ def main() -> int:
                 {"name": "bench", "version": "v1", "default": True, "targets": [{"url": f"http://127.0.0.1:{up_port}"}]}
             ],
         }
+        if args.plugins:
+            document["format_version"] = 2
+            document["endpoints"][0]["plugins"] = PLUGINS  # type: ignore[index]
         seed.write_text(yaml.safe_dump(document))
         out = work / "callgrind.out"
         env = {

@@ -14,6 +14,11 @@ temporary directory:
   (e) dp-httpx  the data plane with DATAPLANE_TRANSPORT=httpx (only with --also-httpx)
   (f) dp-workers2  the data plane as shipped with `--workers 2`, allowed on both cores
   (g) dp-aiohttp   the data plane with DATAPLANE_TRANSPORT=aiohttp (only with --also-aiohttp)
+  (h) dp-plugins   the data plane as shipped, its endpoint running `ip_restriction`, `cors`,
+                   `request_headers` and `response_headers` (PLUGINS below): what a policy chain costs
+
+Every request carries `Origin: https://app.example.com` (an origin (h) allows, so its cors plugin
+does its whole work on each answer); the other targets ignore the header.
 
 The proxies (b)-(e) and (g) are pinned to core 0 with `taskset`; the upstream and wrk share core 1;
 (f) may use both cores (so its second worker shares core 1 with wrk and the upstream). Each
@@ -51,6 +56,14 @@ from configdoc import RouteTable  # noqa: E402
 
 PROXY_CORE = "0"
 LOAD_CORE = "1"
+ORIGIN = "https://app.example.com"
+# (h)'s endpoint: the four plugins a typical public API turns on first, each doing real work per request.
+PLUGINS = {
+    "ip_restriction": {"allow": ["127.0.0.0/8", "10.0.0.0/8"], "deny": ["10.9.0.0/16"]},
+    "cors": {"origins": [ORIGIN], "credentials": True, "expose_headers": ["X-Request-ID"]},
+    "request_headers": {"set": {"X-Env": "bench"}, "remove": ["X-Debug"]},
+    "response_headers": {"set": {"X-Frame-Options": "DENY"}, "remove": ["X-Powered-By"]},
+}
 
 
 def reverse_proxy_block(port: int, upstream_port: int) -> str:
@@ -67,7 +80,8 @@ def reverse_proxy_block(port: int, upstream_port: int) -> str:
 
 
 def wrk(url: str, connections: int, duration: float) -> tuple[float, float, float, int]:
-    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
+    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    argv += ["-H", f"Origin: {ORIGIN}", url]
     result = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603
     return parse_wrk(result.stdout)
 
@@ -171,7 +185,7 @@ def main() -> int:
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        names = ("upstream", "nginx", "seed", "dataplane", "dp-httpx", "dp-workers2", "dp-aiohttp")
+        names = ("upstream", "nginx", "seed", "dataplane", "dp-httpx", "dp-workers2", "dp-aiohttp", "dp-plugins")
         ports = {name: free_port() for name in names}
         upstream = f"http://127.0.0.1:{ports['upstream']}"
         conf = nginx_conf(work, "upstream", ports["upstream"], upstream_block(ports["upstream"]))
@@ -209,21 +223,27 @@ def main() -> int:
             "endpoints": [{"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}],
         }
         seed.write_text(yaml.safe_dump(document))
-        # (label, port name, DATAPLANE_TRANSPORT or None for the default, workers, cores)
-        variants: list[tuple[str, str, str | None, int, str]] = [("d dataplane", "dataplane", None, 1, PROXY_CORE)]
+        plugins_seed = work / "seed-plugins.yaml"
+        with_plugins = {**document["endpoints"][0], "plugins": PLUGINS}  # type: ignore[index]
+        plugins_seed.write_text(yaml.safe_dump({**document, "format_version": 2, "endpoints": [with_plugins]}))
+        # (label, port name, DATAPLANE_TRANSPORT or None for the default, workers, cores, seed)
+        variants: list[tuple[str, str, str | None, int, str, Path]] = [
+            ("d dataplane", "dataplane", None, 1, PROXY_CORE, seed)
+        ]
         if args.also_httpx:
-            variants.append(("e dp-httpx", "dp-httpx", "httpx", 1, PROXY_CORE))
-        variants.append(("f dp-workers2", "dp-workers2", None, 2, f"{PROXY_CORE},{LOAD_CORE}"))
+            variants.append(("e dp-httpx", "dp-httpx", "httpx", 1, PROXY_CORE, seed))
+        variants.append(("f dp-workers2", "dp-workers2", None, 2, f"{PROXY_CORE},{LOAD_CORE}", seed))
         if args.also_aiohttp:
-            variants.append(("g dp-aiohttp", "dp-aiohttp", "aiohttp", 1, PROXY_CORE))
+            variants.append(("g dp-aiohttp", "dp-aiohttp", "aiohttp", 1, PROXY_CORE, seed))
+        variants.append(("h dp-plugins", "dp-plugins", None, 1, PROXY_CORE, plugins_seed))
         pids: dict[str, int] = {}
-        for label, port_name, transport, workers, cores in variants:
+        for label, port_name, transport, workers, cores, variant_seed in variants:
             admin = free_port()
             env = {
                 **base_env,
                 "DATAPLANE_LISTEN": f"127.0.0.1:{ports[port_name]}",
                 "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-                "DATAPLANE_SEED": str(seed),
+                "DATAPLANE_SEED": str(variant_seed),
                 "DATAPLANE_NODE_ID": f"bench-{port_name}",
             }
             if transport is not None:
@@ -240,8 +260,11 @@ def main() -> int:
             targets[label] = f"http://127.0.0.1:{ports[port_name]}/bench/x"
 
         for label, url in targets.items():  # correctness and warm-up
-            response = httpx.get(url)
+            response = httpx.get(url, headers={"Origin": ORIGIN})
             assert response.status_code == 200 and response.text == BODY, (label, response.status_code, response.text)
+            if label == "h dp-plugins":  # the chain really ran
+                assert response.headers.get("access-control-allow-origin") == ORIGIN, response.headers
+                assert response.headers.get("x-frame-options") == "DENY", response.headers
             wrk(url, 50, 1)
 
         results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
@@ -280,6 +303,13 @@ def main() -> int:
             f" (d)/(b) = {d / median('b nginx', connections, 0):.3f}x"
             + (" (targets: >= 10x, >= 0.10x)" if connections == 50 else "")
         )
+    print(
+        "(h)/(d) = {:.3f}x at 50 connections, {:.3f}x at 1 (four plugins against the plain endpoint;"
+        " target >= 0.85x)".format(
+            median("h dp-plugins", 50, 0) / median("d dataplane", 50, 0),
+            median("h dp-plugins", 1, 0) / median("d dataplane", 1, 0),
+        )
+    )
     print(
         f"p99 @50: (d) {median('d dataplane', 50, 2):.2f} ms (target <= 10 ms),"
         f" (b) nginx {median('b nginx', 50, 2):.2f} ms"
