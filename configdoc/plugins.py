@@ -321,7 +321,8 @@ CORS_FIELDS: dict[str, Field] = {
         min_items=1,
         max_items=MAX_LIST,
         item=Field("str", max_length=MAX_ORIGIN, check=_origin_problem),
-        help="`*` alone, or exact origins `scheme://host[:port]` (scheme and host lower-cased, default port dropped)",
+        help="`*` alone, or exact origins `scheme://host[:port]` (scheme and host lower-cased, default port dropped; "
+        "`null` never)",
     ),
     "methods": Field(
         "list",
@@ -336,7 +337,8 @@ CORS_FIELDS: dict[str, Field] = {
         default=["Content-Type"],
         max_items=MAX_LIST,
         item=Field("str", check=_cors_header),
-        help="request headers a preflight may ask for (`Access-Control-Allow-Headers`)",
+        help="request headers a preflight may ask for (`Access-Control-Allow-Headers`); `*`: any, answered by name; "
+        "empty: none beyond the CORS-safelisted",
     ),
     "expose_headers": Field(
         "list",
