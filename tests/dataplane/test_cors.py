@@ -13,9 +13,12 @@ import httpx
 import pytest
 
 from configdoc import validate_document
-from configdoc.plugins import effective_plugin_config
+from configdoc.plugins import PLUGINS, PluginSpec, effective_plugin_config
+from configdoc.schema import Field
 from dataplane.breaker import State
-from dataplane.plugins import REGISTRY, Phase
+from dataplane.errors import GatewayError
+from dataplane.exchange import Exchange
+from dataplane.plugins import REGISTRY, Answer, Phase, Plugin
 from dataplane.plugins.cors import Cors, add_vary_origin
 from dataplane.snapshot import compile_document
 from tests.dataplane.harness import Gateway
@@ -175,6 +178,33 @@ def test_underscored_preflight_headers_are_not_preflight_headers(gateway: Gatewa
     """`Access_Control_Request_Method` is another header: an OPTIONS with it is an ordinary request."""
     response = call(gateway, "OPTIONS", "/users", [("Origin", APP), ("Access_Control_Request_Method", "PUT")])
     assert response.status_code == 405 and response.headers["access-control-allow-origin"] == APP
+
+
+class Unauthorized(GatewayError):
+    status, code = 401, "unauthorized"
+
+
+class Gatekeeper(Plugin):
+    """Stands for authentication and rate limits (the late access phase): refuses every request."""
+
+    name = "gatekeeper"
+
+    def access(self, exchange: Exchange) -> Answer | None:
+        raise Unauthorized("no credential")
+
+
+def test_a_preflight_never_meets_authentication_and_its_refusal_is_readable(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = PluginSpec("gatekeeper", "authentication", "a test plugin", {"enabled": Field("bool", default=True)})
+    monkeypatch.setitem(PLUGINS, "gatekeeper", spec)
+    monkeypatch.setitem(REGISTRY, "gatekeeper", lambda config: Gatekeeper())
+    doc = cors_document(CREDENTIALED)
+    doc["endpoints"][0]["plugins"]["gatekeeper"] = {}
+    gateway = Gateway(doc, upstream)
+    assert call(gateway, "OPTIONS", "/users", preflight()).status_code == 204
+    refused = call(gateway, "PUT", "/users", [("Origin", APP)])
+    assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
+    assert refused.headers["access-control-allow-origin"] == APP  # the page can tell why
+    assert call(gateway, "PUT", "/users", [("Origin", EVIL)]).json()["error"] == "cors_forbidden"
 
 
 # --- origins ------------------------------------------------------------------------------------
