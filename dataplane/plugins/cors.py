@@ -11,8 +11,9 @@ and rate limits), and a response hook on every answer:
   credentials), `-Allow-Methods`, `-Allow-Headers`, `-Max-Age`, `-Allow-Credentials: true` (with
   credentials) and `Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers`.
   Asking for a method or a header not allowed: 403 `cors_forbidden`.
-- Any request whose origin is not allowed (a `null` origin, a malformed one, or more than one
-  `Origin` header count as not allowed, unless `origins: ["*"]`): 403 `cors_forbidden`.
+- Any request whose origin is not allowed (a `null` origin or a malformed one count as not allowed,
+  unless `origins: ["*"]` without credentials), or that has more than one `Origin` header: 403
+  `cors_forbidden`.
 - Every other answer to an allowed origin (the upstream's, or the gateway's own: 404, 405, 502,
   503...) gets `Access-Control-Allow-Origin`, `-Expose-Headers` (when set), `-Allow-Credentials:
   true` (with credentials), and `Origin` added to its `Vary`; any `Access-Control-*` header the

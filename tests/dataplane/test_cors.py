@@ -283,6 +283,8 @@ def test_the_wildcard_answers_star_to_any_origin_null_included_without_credentia
         response = call(gateway, "GET", "/users", [("Origin", origin)])
         assert response.status_code == 200 and response.headers["access-control-allow-origin"] == "*", origin
         assert "access-control-allow-credentials" not in response.headers
+    twice = call(gateway, "GET", "/users", [("Origin", EVIL), ("Origin", APP)])
+    assert twice.status_code == 403 and twice.json()["error"] == "cors_forbidden"
     answer = call(gateway, "OPTIONS", "/users", preflight(origin=EVIL, method="POST"))
     assert answer.status_code == 204 and answer.headers["access-control-allow-origin"] == "*"
     assert answer.headers["access-control-allow-methods"] == "GET, POST"
