@@ -235,12 +235,13 @@ _ORIGIN = re.compile(
     r"(?::(?P<port>[0-9]{1,5}))?$"
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_ORIGIN = 2048
 
 
 def _origin_problem(value: Any) -> str | None:
     if value == "*":
         return None
-    match = _ORIGIN.match(value)
+    match = _ORIGIN.fullmatch(value)
     if match is None:
         if value.lower() == "null":
             return "'null' is the origin of sandboxed and file pages; allowing it allows any of them"
@@ -256,14 +257,34 @@ def _origin_problem(value: Any) -> str | None:
 
 
 def normalize_origin(value: str) -> str:
-    """An origin the way a browser serialises it: scheme and host lower-case, no default port."""
+    """An origin the way a browser serialises it: scheme and host lower-case, an IPv6 host in its
+    compressed form, no default port."""
     if value == "*":
         return value
-    match = _ORIGIN.match(value)
-    assert match is not None, "validated first"
+    origin = origin_key(value)
+    assert origin is not None, "validated first"
+    return origin
+
+
+def origin_key(value: str) -> str | None:
+    """`value` (an `Origin` header, or a configured origin) in the form `normalize_origin` writes, or
+    None when it is not an origin at all: `null`, `*`, a path or anything malformed. The data plane
+    compares a request's Origin with the configured ones through this, so both sides agree."""
+    match = _ORIGIN.fullmatch(value) if len(value) <= MAX_ORIGIN else None
+    if match is None:
+        return None
     scheme, host, port = match["scheme"].lower(), match["host"].lower(), match["port"]
-    if port is not None and int(port) != _DEFAULT_PORTS.get(scheme):
-        return f"{scheme}://{host}:{int(port)}"
+    if host.startswith("["):
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            return None
+    if port is not None:
+        number = int(port)
+        if not 1 <= number <= 65535:
+            return None
+        if number != _DEFAULT_PORTS.get(scheme):
+            return f"{scheme}://{host}:{number}"
     return f"{scheme}://{host}"
 
 
@@ -299,8 +320,9 @@ CORS_FIELDS: dict[str, Field] = {
         default=["*"],
         min_items=1,
         max_items=MAX_LIST,
-        item=Field("str", max_length=2048, check=_origin_problem),
-        help="`*` alone, or exact origins `scheme://host[:port]` (scheme and host lower-cased, default port dropped)",
+        item=Field("str", max_length=MAX_ORIGIN, check=_origin_problem),
+        help="`*` alone, or exact origins `scheme://host[:port]` (scheme and host lower-cased, default port dropped; "
+        "`null` never)",
     ),
     "methods": Field(
         "list",
@@ -315,7 +337,8 @@ CORS_FIELDS: dict[str, Field] = {
         default=["Content-Type"],
         max_items=MAX_LIST,
         item=Field("str", check=_cors_header),
-        help="request headers a preflight may ask for (`Access-Control-Allow-Headers`)",
+        help="request headers a preflight may ask for (`Access-Control-Allow-Headers`); `*`: any, answered by name; "
+        "empty: none beyond the CORS-safelisted",
     ),
     "expose_headers": Field(
         "list",
@@ -642,6 +665,7 @@ __all__ = [
     "normalize_endpoint_policies",
     "normalize_network",
     "normalize_origin",
+    "origin_key",
     "normalize_plugin_config",
     "normalize_plugins",
     "reference_markdown",

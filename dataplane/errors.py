@@ -7,6 +7,7 @@
     ├── HeadersTooLarge             431  headers_too_large
     ├── NoRoute                     404  no_route
     ├── MethodNotAllowed            405  method_not_allowed (+ Allow)
+    ├── CorsForbidden               403  cors_forbidden     (the cors plugin: origin, method or header not allowed)
     ├── BodyTooLarge                413  body_too_large
     ├── UpgradeNotSupported         501  upgrade_not_supported
     ├── LoopDetected                508  loop_detected
@@ -79,6 +80,10 @@ class NoRoute(GatewayError):
 
 class MethodNotAllowed(GatewayError):
     status, code = 405, "method_not_allowed"
+
+
+class CorsForbidden(GatewayError):
+    status, code = 403, "cors_forbidden"
 
 
 class BodyTooLarge(GatewayError):

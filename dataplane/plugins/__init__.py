@@ -31,6 +31,7 @@ answer is out by then).
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -110,7 +111,7 @@ class Chain:
 
 
 # Plugin name → compile function (the plugin's valid config → an instance). A plugin module registers
-# itself with `@register("name")` on import; the modules are imported below as they are written.
+# itself with `@register("name")` on import; the modules of PLUGIN_MODULES are imported at the end.
 CompileFunction = Callable[[Mapping[str, Any]], Plugin]
 REGISTRY: dict[str, CompileFunction] = {}
 
@@ -141,3 +142,10 @@ def compile_chain(endpoint: Mapping[str, Any] | None, defaults: Mapping[str, Any
             raise UnknownPlugin(f"plugin {name!r} is not one this data plane has")
         plugins.append(compile_function(config))
     return Chain.of(plugins) if plugins else None
+
+
+# The plugin modules of this package (one sorted line), imported here so REGISTRY is filled on import.
+PLUGIN_MODULES: tuple[str, ...] = ("cors",)
+
+for _module in PLUGIN_MODULES:
+    importlib.import_module(f"{__name__}.{_module}")

@@ -23,6 +23,8 @@ from configdoc.plugins import (
     FORMAT_2_ENDPOINT_KEYS,
     MAX_LIST,
     effective_plugin_config,
+    normalize_origin,
+    origin_key,
     reference_markdown,
 )
 
@@ -175,6 +177,19 @@ def test_canonical_plugin_configs_are_sorted_deduplicated_and_spelled_one_way() 
     assert rules == {"remove": ["A", "X-Debug"], "set": {"X-Env": "prod"}}
 
 
+def test_an_ipv6_origin_is_written_compressed_as_browsers_send_it() -> None:
+    cors, _ = endpoint_plugin("cors", {"origins": ["http://[0:0:0:0:0:0:0:1]:3000", "https://[2001:DB8::0:1]:443"]})
+    assert cors == {"origins": ["http://[::1]:3000", "https://[2001:db8::1]"]}
+
+
+def test_origin_key_reads_a_request_origin_as_normalize_origin_writes_a_configured_one() -> None:
+    assert origin_key("HTTPS://App.Example.com:443") == normalize_origin("https://app.example.com")
+    assert origin_key("http://localhost:08080") == "http://localhost:8080"
+    for not_an_origin in ("null", "*", "", "https://a.example/", "https://a.example\n", "https://a.example:0"):
+        assert origin_key(not_an_origin) is None, not_an_origin
+    assert origin_key("https://" + "a." * 2000 + "example") is None
+
+
 def test_validating_a_canonical_document_again_gives_the_same_bytes() -> None:
     data = document(
         global_plugins={"cors": {"origins": ["https://b.example", "https://A.example"], "credentials": True}},
@@ -282,6 +297,7 @@ def test_a_valid_plugin_config_is_accepted(name: str, config: dict[str, Any]) ->
         ("cors", {"origins": ["https://[1::2::3]"]}, "origins[0]", "not an IPv6 address"),
         ("cors", {"origins": ["null"]}, "origins[0]", "sandboxed"),
         ("cors", {"origins": ["https://*.example.com"]}, "origins[0]", "not an origin"),
+        ("cors", {"origins": ["https://app.example.com\n"]}, "origins[0]", "not an origin"),
         ("cors", {"origins": ["*", "https://a.example"]}, "origins", "list it alone"),
         ("cors", {"credentials": True}, "origins", "credentials: true"),
         ("cors", {"origins": ["*"], "credentials": True}, "origins", "credentials: true"),
