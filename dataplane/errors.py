@@ -7,6 +7,7 @@
     ├── HeadersTooLarge             431  headers_too_large
     ├── NoRoute                     404  no_route
     ├── MethodNotAllowed            405  method_not_allowed (+ Allow)
+    ├── IpForbidden                 403  ip_forbidden       (the ip_restriction plugin)
     ├── BodyTooLarge                413  body_too_large
     ├── UpgradeNotSupported         501  upgrade_not_supported
     ├── LoopDetected                508  loop_detected
@@ -79,6 +80,12 @@ class NoRoute(GatewayError):
 
 class MethodNotAllowed(GatewayError):
     status, code = 405, "method_not_allowed"
+
+
+class IpForbidden(GatewayError):
+    """The client's address is not allowed here (plugins/ip_restriction.py)."""
+
+    status, code = 403, "ip_forbidden"
 
 
 class BodyTooLarge(GatewayError):

@@ -31,6 +31,7 @@ answer is out by then).
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -141,3 +142,10 @@ def compile_chain(endpoint: Mapping[str, Any] | None, defaults: Mapping[str, Any
             raise UnknownPlugin(f"plugin {name!r} is not one this data plane has")
         plugins.append(compile_function(config))
     return Chain.of(plugins) if plugins else None
+
+
+# The plugin modules (one per plugin or family, each registering itself on import), sorted.
+PLUGIN_MODULES = ("headers", "ip_restriction")
+
+for _module in PLUGIN_MODULES:
+    importlib.import_module(f"{__name__}.{_module}")
