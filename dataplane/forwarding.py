@@ -40,12 +40,14 @@ def parse_address(text: str) -> Address | None:
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        if text.startswith("["):
-            text = text[1 : text.find("]")]
-        elif text.count(":") == 1:
-            text = text.partition(":")[0]
-        else:
+        host, colon, port = text.rpartition(":")
+        if not colon or not port.isdigit():
             return None
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            return None  # an IPv6 address with a port must be in brackets
+        text = host
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
