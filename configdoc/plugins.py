@@ -135,7 +135,9 @@ def header_name_problem(name: Any, *, request: bool) -> str | None:
         return f"a header name must be a string, not {_type(name)}"
     if len(name) > 256 or not _TOKEN.match(name):
         return f"{name[:256]!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
-    lower = name.lower()
+    # `_` read as `-`: CGI-style backends (WSGI, PHP, nginx's underscores_in_headers) take
+    # `X_Forwarded_For` for `X-Forwarded-For`, so the other spelling would forge the same header.
+    lower = name.lower().replace("_", "-")
     if lower in HOP_BY_HOP or lower.startswith(HOP_BY_HOP_PREFIXES):
         return f"{name} is a hop-by-hop header: the gateway manages it per connection, a rule may not name it"
     if lower in GATEWAY_OWNED or lower.startswith(GATEWAY_OWNED_PREFIXES):

@@ -8,6 +8,7 @@
     ├── NoRoute                     404  no_route
     ├── MethodNotAllowed            405  method_not_allowed (+ Allow)
     ├── CorsForbidden               403  cors_forbidden     (the cors plugin: origin, method or header not allowed)
+    ├── IpForbidden                 403  ip_forbidden       (the ip_restriction plugin)
     ├── BodyTooLarge                413  body_too_large
     ├── UpgradeNotSupported         501  upgrade_not_supported
     ├── LoopDetected                508  loop_detected
@@ -84,6 +85,12 @@ class MethodNotAllowed(GatewayError):
 
 class CorsForbidden(GatewayError):
     status, code = 403, "cors_forbidden"
+
+
+class IpForbidden(GatewayError):
+    """The client's address is not allowed here (plugins/ip_restriction.py)."""
+
+    status, code = 403, "ip_forbidden"
 
 
 class BodyTooLarge(GatewayError):

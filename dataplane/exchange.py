@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import re
+from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from .types import Headers, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from .forwarding import Forwarding
     from .plugins import Chain
     from .runtime import EndpointState
     from .snapshot import Endpoint
@@ -47,12 +49,15 @@ class Exchange:
         "body_streamed",
         "bytes_out",
         "chain",
+        "client",
         "consumer",
         "context",
+        "decisions",
         "detail",
         "endpoint",
         "endpoint_key",
         "error",
+        "forwarding",
         "method",
         "raw_path",
         "receive",
@@ -93,11 +98,34 @@ class Exchange:
         self.body_streamed = False  # part of a streamed request body went to an upstream (no replay)
         self.consumer = ""  # who called, once an authentication plugin said so
         self.context: dict[str, Any] | None = None  # the plugins' own per-request notes, made on first use
+        # Left unset on the plain path (no cost there): `forwarding` is set by the proxy wherever a
+        # chain runs, `client` on the first client_address(), `decisions` on the first decide().
+        self.forwarding: Forwarding
+        self.client: IPv4Address | IPv6Address | None
+        self.decisions: list[tuple[str, str]]
 
     @property
     def headers(self) -> Headers:
         """The request headers as the client sent them (lower-case names)."""
         return self.scope["headers"]  # type: ignore[no-any-return]
+
+    def client_address(self) -> IPv4Address | IPv6Address | None:
+        """The client's address (forwarding.Forwarding.client_address: the peer, or the first untrusted
+        hop of X-Forwarded-For behind a trusted proxy; IPv4-mapped IPv6 as IPv4), worked out once per
+        request; None when it cannot be told (no peer, an unreadable hop)."""
+        try:
+            return self.client
+        except AttributeError:
+            client = self.client = self.forwarding.client_address(self.scope)
+            return client
+
+    def decide(self, plugin: str, decision: str) -> None:
+        """An access plugin's decision (`allow`, `deny`, `would_deny`): counted per endpoint once the
+        request ends, in `gateway_policy_decisions_total{endpoint,plugin,decision}`."""
+        try:
+            self.decisions.append((plugin, decision))
+        except AttributeError:
+            self.decisions = [(plugin, decision)]
 
     def note(self) -> dict[str, Any]:
         """The plugins' per-request notes (one dict, made when a plugin first asks)."""

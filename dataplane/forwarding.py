@@ -1,10 +1,13 @@
 """What the upstream sees of the client's request head (ARCHITECTURE §5): hop-by-hop headers dropped
 both ways; who the client is (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) believed only from a
-trusted proxy, else set by the gateway; `Via` and `X-Request-ID` added; `Host` the target's."""
+trusted proxy, else set by the gateway; `Via` and `X-Request-ID` added; `Host` the target's (the
+client's with the endpoint's `preserve_host`). `Forwarding.client_address` is the one place that
+tells who the client is (plugins: ip_restriction)."""
 
 from __future__ import annotations
 
 import ipaddress
+from ipaddress import IPv4Address, IPv6Address
 
 from .exchange import Exchange
 from .settings import Settings
@@ -26,6 +29,32 @@ HOP_BY_HOP = frozenset(
 )
 # Headers that say who the client is, besides X-Forwarded-*: believed only from a trusted proxy.
 CLIENT_IDENTITY = frozenset({b"forwarded", b"x-real-ip"})
+
+Address = IPv4Address | IPv6Address
+
+
+def parse_address(text: str) -> Address | None:
+    """An address as a peer or an `X-Forwarded-For` hop names it, or None: IPv4-mapped IPv6
+    (`::ffff:10.0.0.1`, a dual-stack socket's view of an IPv4 client) as the IPv4 address it is, and
+    a port (`10.0.0.1:5000`, `[2001:db8::1]:443`, as some proxies write hops) left out."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        host, colon, port = text.rpartition(":")
+        if not colon or not port.isdigit():
+            return None
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            return None  # an IPv6 address with a port must be in brackets
+        text = host
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def strip_hop_by_hop(headers: Headers, drop: frozenset[bytes] = HOP_BY_HOP) -> Headers:
@@ -60,11 +89,40 @@ class Forwarding:
         client = scope.get("client")
         if not client or not self.trusted_proxies:
             return False
-        try:
-            address = ipaddress.ip_address(client[0])
-        except ValueError:
-            return False
+        address = parse_address(client[0])
+        return address is not None and self._trusts(address)
+
+    def _trusts(self, address: Address) -> bool:
         return any(address in network for network in self.trusted_proxies)
+
+    def client_address(self, scope: Scope) -> Address | None:
+        """Who the client is: the peer; behind a trusted proxy, the first hop of `X-Forwarded-For`
+        (every such header, in order, as one list) that is not a trusted proxy, read from the right
+        (the hops a trusted proxy appended are believed, what the client wrote itself is not); every
+        hop trusted: the leftmost. None when it cannot be told: no peer address, or an unreadable hop
+        before an untrusted one was found (a policy then refuses rather than guess)."""
+        client = scope.get("client")
+        peer = parse_address(client[0]) if client else None
+        if peer is None or not self.trusted_proxies or not self._trusts(peer):
+            return peer
+        hops = [
+            hop
+            for name, value in scope["headers"]
+            if name == b"x-forwarded-for"
+            for hop in value.decode("latin-1").split(",")
+        ]
+        found: Address = peer
+        for hop in reversed(hops):
+            hop = hop.strip(" \t")
+            if not hop:
+                continue
+            address = parse_address(hop)
+            if address is None:
+                return None
+            if not self._trusts(address):
+                return address
+            found = address
+        return found
 
     def upstream_headers(self, exchange: Exchange, target: Target) -> Headers:
         """The request headers as the upstream gets them (§5): hop-by-hop ones dropped; what says who the
@@ -114,5 +172,7 @@ class Forwarding:
         hop = b"1.1 " + self.node_token
         out.append((b"via", via + b", " + hop if via else hop))
         out.append((b"x-request-id", exchange.request_id.encode()))
-        out.append((b"host", target.host.encode()))
+        # The target's host, or with `preserve_host` (host_header empty) the client's: the validated
+        # authority of an absolute-form request target, else the Host header (RFC 9112 §3.2.2).
+        out.append((b"host", target.host_header or scope.get("authority") or client_host))
         return out

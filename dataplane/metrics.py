@@ -8,7 +8,7 @@ import math
 import os
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -26,7 +26,7 @@ def _remove(metric: Gauge, *labels: str) -> None:
 
 # Under `--workers` (Prometheus multiprocess mode) a gauge is shown per live worker pid: "liveall",
 # so a dead worker's gauges leave `/-/metrics` once the supervisor marks it dead (its counters stay).
-LIVE = "liveall"
+LIVE: Final = "liveall"
 
 
 class Metrics:
@@ -42,6 +42,7 @@ class Metrics:
         self._upstream_children: dict[str, Any] = {}
         self._pending_requests: dict[tuple[str, str, int], int] = {}
         self._pending_errors: dict[tuple[str, str], int] = {}
+        self._pending_decisions: dict[tuple[str, str, str], int] = {}
         # endpoint -> [count per bucket (the histograms' upper bounds, +Inf last), sum of seconds]
         self._pending_durations: dict[str, list[Any]] = {}
         self._pending_upstream: dict[str, list[Any]] = {}
@@ -59,6 +60,15 @@ class Metrics:
         )
         self.retries = Counter("gateway_upstream_retries", "Retries sent upstream", ["endpoint"], registry=r)
         self.errors = Counter("gateway_errors", "Gateway-made error answers", ["endpoint", "error"], registry=r)
+        # One per access plugin's decision (ARCHITECTURE §11), in `enforce` and `report` mode alike:
+        # `allow` (passed), `deny` (refused: the client got the plugin's error), `would_deny` (report
+        # mode: it would have been refused, and went through).
+        self.policy_decisions = Counter(
+            "gateway_policy_decisions",
+            "Access plugins' decisions",
+            ["endpoint", "plugin", "decision"],
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "gateway_circuit_state", "0 closed, 1 open, 2 half-open", ["endpoint"], registry=r, multiprocess_mode=LIVE
         )
@@ -119,6 +129,14 @@ class Metrics:
             errors[(endpoint, error)] = errors.get((endpoint, error), 0) + 1
         self._add(self._pending_durations, endpoint, seconds)
 
+    def observe_decisions(self, endpoint: str, decisions: list[tuple[str, str]]) -> None:
+        """The access plugins' decisions on one request (Exchange.decide): (plugin, decision) pairs."""
+        pending = self._pending_decisions
+        for plugin, decision in decisions:
+            key = (endpoint, plugin, decision)
+            pending[key] = pending.get(key, 0) + 1
+        self._arm()
+
     def observe_upstream(self, endpoint: str, seconds: float) -> None:
         self._add(self._pending_upstream, endpoint, seconds)
 
@@ -129,6 +147,9 @@ class Metrics:
         # The bucket prometheus_client's `observe` would pick: the first upper bound >= seconds.
         entry[0][bisect_left(self._bounds, seconds)] += 1
         entry[1] += seconds
+        self._arm()
+
+    def _arm(self) -> None:
         if not self._flush_armed:
             try:
                 loop = asyncio.get_running_loop()
@@ -149,6 +170,7 @@ class Metrics:
         errors, self._pending_errors = self._pending_errors, {}
         durations, self._pending_durations = self._pending_durations, {}
         upstream, self._pending_upstream = self._pending_upstream, {}
+        decisions, self._pending_decisions = self._pending_decisions, {}
         for (endpoint, method, status_class), count in requests.items():
             key = (endpoint, method, status_class)
             child = self._request_children.get(key)
@@ -158,6 +180,8 @@ class Metrics:
             child.inc(count)
         for (endpoint, error), count in errors.items():
             self.errors.labels(endpoint, error).inc(count)
+        for (endpoint, plugin, decision), count in decisions.items():
+            self.policy_decisions.labels(endpoint, plugin, decision).inc(count)
         for pending, metric, children in (
             (durations, self.request_duration, self._duration_children),
             (upstream, self.upstream_duration, self._upstream_children),

@@ -109,6 +109,9 @@ class ProxyApp:
                     exchange.endpoint_key or "", exchange.method, exchange.status, exchange.error, elapsed
                 )
             if exchange.chain is not None:
+                decisions = getattr(exchange, "decisions", None)
+                if decisions:
+                    self.runtime.metrics.observe_decisions(exchange.endpoint_key or "", decisions)
                 self._log_phase(exchange.chain, exchange)
             self.access_log.write(exchange, elapsed)
 
@@ -246,16 +249,19 @@ class ProxyApp:
             raise BadRequest(str(exc)) from None
         if match is None:
             exchange.chain = snapshot.global_chain
+            exchange.forwarding = self.forwarding
             raise NoRoute("no endpoint serves this path")
         endpoint = match.value
         exchange.endpoint = endpoint
         exchange.endpoint_key = endpoint.key
         chain = exchange.chain = endpoint.chain
-        if chain is not None and chain.early:
-            answer = self._access(chain.early, exchange)
-            if answer is not None:
-                await self._send_answer(exchange, answer)
-                return
+        if chain is not None:
+            exchange.forwarding = self.forwarding  # who the client is, for the plugins that ask
+            if chain.early:
+                answer = self._access(chain.early, exchange)
+                if answer is not None:
+                    await self._send_answer(exchange, answer)
+                    return
         method = exchange.method
         if method not in endpoint.methods:
             raise MethodNotAllowed(

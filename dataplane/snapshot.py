@@ -55,6 +55,9 @@ class Target:
     base_path: str  # the target's path, without a trailing '/'
     weight: int
     enabled: bool
+    # The upstream Host header's value, encoded once: `host`, or empty when the endpoint has
+    # `preserve_host` (then the client's Host goes upstream; TLS SNI and verification stay `host`'s).
+    host_header: bytes = b""
 
 
 # Slots: at 10,000 endpoints and 20,000 targets, no per-instance __dict__ each (issue 8).
@@ -77,6 +80,8 @@ class Endpoint:
     tls: TlsPolicy
     breaker: BreakerPolicy
     health_check: HealthCheckPolicy
+    # The client's Host goes upstream instead of the target's (its targets' `host_header` is empty).
+    preserve_host: bool = False
     # The plugin chain (plugins/__init__.py), compiled in order; None: the plain path, at no cost.
     chain: Chain | None = field(compare=False, default=None)
     # The sha256 of the effective config as a whole (canonical JSON, policy included), to tell whether
@@ -111,10 +116,11 @@ class Snapshot:
     global_chain: Chain | None = None
 
 
-def compile_target(raw: Mapping[str, Any]) -> Target:
+def compile_target(raw: Mapping[str, Any], *, preserve_host: bool = False) -> Target:
     parts = urlsplit(raw["url"])
     host = parts.netloc.rpartition("@")[2]
     return Target(
+        host_header=b"" if preserve_host else host.encode(),
         url=raw["url"],
         scheme=parts.scheme,
         host=host,
@@ -290,13 +296,14 @@ def _compile_endpoint(
         methods.add("HEAD")
     paths = frozenset(mount_prefix + path for path in eff["paths"])
     policy = policies[eff["breaker_policy"]]
+    preserve_host = bool(eff.get("preserve_host", False))
     return Endpoint(
         key=endpoint_key(eff["name"], eff["version"]),
         methods=shared.frozen(methods),
         enabled=eff["enabled"],
         strip_path=eff["strip_path"],
         extra_paths=shared.frozen(paths),
-        targets=tuple(compile_target(target) for target in eff["targets"]),
+        targets=tuple(compile_target(target, preserve_host=preserve_host) for target in eff["targets"]),
         timeout=float(eff["timeout"]),
         connect_timeout=float(eff["connect_timeout"]),
         read_idle_timeout=float(eff["read_idle_timeout"]),
@@ -306,6 +313,7 @@ def _compile_endpoint(
         tls=shared.policy("tls", eff["tls"], compile_tls),
         breaker=typed_policies[eff["breaker_policy"]],
         health_check=shared.policy("health_check", eff["health_check"], compile_health_check),
+        preserve_host=preserve_host,
         chain=compile_chain(canonical.get("plugins"), plugin_defaults),
         fingerprint=hashlib.sha256(configdoc.canonical_json({"endpoint": eff, "policy": policy})).digest(),
     )

@@ -144,8 +144,9 @@ def compile_chain(endpoint: Mapping[str, Any] | None, defaults: Mapping[str, Any
     return Chain.of(plugins) if plugins else None
 
 
-# The plugin modules of this package (one sorted line), imported here so REGISTRY is filled on import.
-PLUGIN_MODULES: tuple[str, ...] = ("cors",)
+# The plugin modules of this package (one per plugin or family, each registering itself on import),
+# one sorted line; imported here so REGISTRY is filled on import.
+PLUGIN_MODULES: tuple[str, ...] = ("cors", "headers", "ip_restriction")
 
 for _module in PLUGIN_MODULES:
     importlib.import_module(f"{__name__}.{_module}")

@@ -22,7 +22,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, transport: str) -> Iterato
             {"name": "verified", "version": "v1", "targets": [{"url": url}]},
             {"name": "pinned", "version": "v1", "targets": [{"url": url}], "tls": {"ca_file": str(cert)}},
             {"name": "unverified", "version": "v1", "targets": [{"url": url}], "tls": {"verify": False}},
+            {"name": "kept", "version": "v1", "targets": [{"url": url}], "tls": {"ca_file": str(cert)}},
         )
+        document["format_version"] = 2  # preserve_host (§11)
+        document["endpoints"][-1]["preserve_host"] = True
         with dataplane(workdir, document, DATAPLANE_TRANSPORT=transport) as node:
             yield node
 
@@ -41,3 +44,10 @@ def test_an_upstream_certificate_signed_by_the_endpoints_ca_file_is_trusted(gate
 
 def test_an_endpoint_can_turn_verification_off(gateway: DataPlane) -> None:
     assert httpx.get(f"{gateway.url}/v1/unverified/x").status_code == 200
+
+
+def test_preserve_host_sends_the_clients_host_but_verifies_the_targets_name(gateway: DataPlane) -> None:
+    # The certificate names 127.0.0.1 only: SNI and verification stay the target's, the Host is the client's.
+    response = httpx.get(f"{gateway.url}/v1/kept/echo", headers={"Host": "api.example.com"})
+    assert response.status_code == 200, response.text
+    assert ["host", "api.example.com"] in response.json()["headers"]
