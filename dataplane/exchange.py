@@ -50,6 +50,7 @@ class Exchange:
         "bytes_out",
         "chain",
         "client",
+        "client_known",
         "consumer",
         "context",
         "decisions",
@@ -98,11 +99,19 @@ class Exchange:
         self.body_streamed = False  # part of a streamed request body went to an upstream (no replay)
         self.consumer = ""  # who called, once an authentication plugin said so
         self.context: dict[str, Any] | None = None  # the plugins' own per-request notes, made on first use
-        # Left unset on the plain path (no cost there): `forwarding` is set by the proxy wherever a
-        # chain runs, `client` on the first client_address(), `decisions` on the first decide().
+        # Left unset on the plain path (no cost there): use_chain() sets them wherever a chain runs.
         self.forwarding: Forwarding
         self.client: IPv4Address | IPv6Address | None
-        self.decisions: list[tuple[str, str]]
+        self.client_known: bool
+        self.decisions: list[tuple[str, str]] | None
+
+    def use_chain(self, chain: Chain, forwarding: Forwarding) -> None:
+        """This request passes through `chain`: what its plugins may ask for is made ready (set here
+        rather than caught as a missing attribute later, which costs an exception each time)."""
+        self.chain = chain
+        self.forwarding = forwarding  # who the client is, for the plugins that ask
+        self.client_known = False
+        self.decisions = None
 
     @property
     def headers(self) -> Headers:
@@ -113,19 +122,19 @@ class Exchange:
         """The client's address (forwarding.Forwarding.client_address: the peer, or the first untrusted
         hop of X-Forwarded-For behind a trusted proxy; IPv4-mapped IPv6 as IPv4), worked out once per
         request; None when it cannot be told (no peer, an unreadable hop)."""
-        try:
+        if self.client_known:
             return self.client
-        except AttributeError:
-            client = self.client = self.forwarding.client_address(self.scope)
-            return client
+        client = self.client = self.forwarding.client_address(self.scope)
+        self.client_known = True
+        return client
 
     def decide(self, plugin: str, decision: str) -> None:
         """An access plugin's decision (`allow`, `deny`, `would_deny`): counted per endpoint once the
         request ends, in `gateway_policy_decisions_total{endpoint,plugin,decision}`."""
-        try:
-            self.decisions.append((plugin, decision))
-        except AttributeError:
+        if self.decisions is None:
             self.decisions = [(plugin, decision)]
+        else:
+            self.decisions.append((plugin, decision))
 
     def note(self) -> dict[str, Any]:
         """The plugins' per-request notes (one dict, made when a plugin first asks)."""

@@ -108,11 +108,12 @@ class ProxyApp:
                 self.runtime.metrics.observe_request(
                     exchange.endpoint_key or "", exchange.method, exchange.status, exchange.error, elapsed
                 )
-            if exchange.chain is not None:
-                decisions = getattr(exchange, "decisions", None)
-                if decisions:
-                    self.runtime.metrics.observe_decisions(exchange.endpoint_key or "", decisions)
-                self._log_phase(exchange.chain, exchange)
+            chain = exchange.chain
+            if chain is not None:
+                if exchange.decisions is not None:
+                    self.runtime.metrics.observe_decisions(exchange.endpoint_key or "", exchange.decisions)
+                if chain.log:
+                    self._log_phase(chain, exchange)
             self.access_log.write(exchange, elapsed)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -248,15 +249,15 @@ class ProxyApp:
         except UnsafePath as exc:
             raise BadRequest(str(exc)) from None
         if match is None:
-            exchange.chain = snapshot.global_chain
-            exchange.forwarding = self.forwarding
+            if snapshot.global_chain is not None:
+                exchange.use_chain(snapshot.global_chain, self.forwarding)
             raise NoRoute("no endpoint serves this path")
         endpoint = match.value
         exchange.endpoint = endpoint
         exchange.endpoint_key = endpoint.key
-        chain = exchange.chain = endpoint.chain
+        chain = endpoint.chain
         if chain is not None:
-            exchange.forwarding = self.forwarding  # who the client is, for the plugins that ask
+            exchange.use_chain(chain, self.forwarding)
             if chain.early:
                 answer = self._access(chain.early, exchange)
                 if answer is not None:

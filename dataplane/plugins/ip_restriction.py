@@ -46,8 +46,10 @@ class Networks:
 
     def __contains__(self, address: Address) -> bool:
         number = int(address)
-        table = self.v4 if address.version == 4 else self.v6
-        return any(number & mask in numbers for mask, numbers in table)
+        for mask, numbers in self.v4 if address.version == 4 else self.v6:
+            if number & mask in numbers:
+                return True
+        return False
 
 
 class IpRestriction(Plugin):
@@ -58,14 +60,16 @@ class IpRestriction(Plugin):
     def __init__(self, allow: Networks, deny: Networks, *, report: bool) -> None:
         self.allow = allow
         self.deny = deny
+        self.any_allow = bool(allow)
+        self.any_deny = bool(deny)
         self.report = report
 
     def refuses(self, address: Address | None) -> bool:
         if address is None:
             return True  # who is calling cannot be told: refuse rather than guess
-        if address in self.deny:
+        if self.any_deny and address in self.deny:
             return True
-        return bool(self.allow) and address not in self.allow
+        return self.any_allow and address not in self.allow
 
     def access(self, exchange: Exchange) -> Answer | None:
         address = exchange.client_address()
