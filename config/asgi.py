@@ -15,4 +15,5 @@ from controlplane.dataplanes.rollout import RolloutWaitApp  # noqa: E402 - needs
 from controlplane.dataplanes.sync import DataPlaneSyncApp  # noqa: E402 - needs the apps loaded
 
 # The ETag watcher and snapshot builds on a thread of their own, so status reports cannot delay a change.
-application = DataPlaneSyncApp(RolloutWaitApp(django_application), own_watcher_thread=True)
+# django-stubs types Django's ASGI handler with a dict scope and read-only messages: the same protocol.
+application = DataPlaneSyncApp(RolloutWaitApp(django_application), own_watcher_thread=True)  # type: ignore[arg-type]

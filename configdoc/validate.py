@@ -287,8 +287,8 @@ def _object(
 
 def _is_default(spec: Field, value: Any) -> bool:
     if spec.kind == "object":
-        return value == {}
-    return value == spec.default
+        return bool(value == {})
+    return bool(value == spec.default)
 
 
 def _effective(fields: Mapping[str, Field], sparse: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import math
 import os
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -26,7 +26,7 @@ def _remove(metric: Gauge, *labels: str) -> None:
 
 # Under `--workers` (Prometheus multiprocess mode) a gauge is shown per live worker pid: "liveall",
 # so a dead worker's gauges leave `/-/metrics` once the supervisor marks it dead (its counters stay).
-LIVE = "liveall"
+LIVE: Final = "liveall"
 
 
 class Metrics:

@@ -160,7 +160,7 @@ def fleet_context(request: HttpRequest, *, now: datetime | None = None) -> dict[
     latest_number = latest.number if latest else None
     clock = NodeClock.at(now)
     nodes = list(DataPlaneNode.objects.order_by("node_id"))
-    node_rows = [
+    node_rows: list[dict[str, Any]] = [
         {
             "node": node,
             "state": clock.state(node),

@@ -274,7 +274,7 @@ def revision_document_bytes(number: int) -> bytes:
         .only("number", "checkpoint")
         .first()
     )
-    if base is None:
+    if base is None or base.checkpoint is None:
         raise RuntimeError(f"no checkpoint at or before revision {number}")
     document = json.loads(zlib.decompress(bytes(base.checkpoint)))
     objects: dict[tuple[str, str], dict[str, Any]] = {}

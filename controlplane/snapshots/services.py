@@ -147,6 +147,7 @@ def _apply_document(wanted: dict[str, Any], changes: ChangeSet, *, prune: bool, 
     _apply_health_check(wanted.get("health_check") or None, changes)
     existing_policies = {p.name: p for p in BreakerPolicy.objects.select_for_update()}
     existing = {e.key: e for e in Endpoint.objects.select_for_update().select_related("breaker_policy")}
+    endpoint: Endpoint | None  # each step's loop variable; step 4 looks endpoints up, and some are new
 
     # 1. Prune first, so what goes frees its route keys and default flags for what comes.
     if prune:
