@@ -26,10 +26,11 @@ from configdoc import canonical_json, validate_document
 from configdoc.reports import BUCKET_COUNT
 from controlplane.breakers.services import breaker_policy_create
 from controlplane.core.actors import Actor
-from controlplane.core.models import AuditEvent, ConfigRevision
+from controlplane.core.models import AuditEvent, ConfigRevision, StateCounter
 from controlplane.core.revisions import latest_revision
-from controlplane.dataplanes.models import DataPlaneNode, DataPlaneToken, StateCounter
-from controlplane.dataplanes.services import bump_state_seq, dataplane_token_issue, hash_secret
+from controlplane.core.state import bump_state_seq
+from controlplane.dataplanes.models import DataPlaneNode, DataPlaneToken
+from controlplane.dataplanes.services import dataplane_token_issue, hash_secret
 from controlplane.dataplanes.snapshot import build_snapshot_bytes, document_format_version, load_snapshot, make_etag
 from controlplane.dataplanes.sync import (
     CONFIG_PATH,
