@@ -57,7 +57,7 @@ class Target:
     enabled: bool
 
 
-# Slots: at 10,000 endpoints and 20,000 targets, no per-instance __dict__ each (issue 8).
+# Slots: at 10,000 endpoints and 20,000 targets, no per-instance __dict__ each.
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """One endpoint's effective config: every field filled in, compiled for the hot path."""

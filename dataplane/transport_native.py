@@ -1,4 +1,4 @@
-"""The native `Transport` (issue 5, "Speed"): a lean HTTP/1.1 client of our own on an asyncio
+"""The native `Transport` (docs/dataplane.md, "Speed"): a lean HTTP/1.1 client of our own on an asyncio
 `Protocol` and httptools' response parser (llhttp, the parser our server side uses too).
 
 What it does, and nothing more:

@@ -1,4 +1,4 @@
-"""The admin's dashboards (issue 7): the landing page's fleet at a glance and one page per endpoint.
+"""The admin's dashboards: the landing page's fleet at a glance and one page per endpoint.
 
 Everything is read from what already exists — the nodes' last status reports (`DataPlaneNode`), the
 health app, and the stats selectors fed by the reports — and drawn on the server (health.charts), so

@@ -181,7 +181,7 @@ def _apply_document(wanted: dict[str, Any], changes: ChangeSet, *, prune: bool, 
 
     # 4. Endpoints, then their route keys all at once (a default moving between versions swaps keys).
     #    New endpoints and their targets are inserted in bulk: a few statements for any number of them
-    #    rather than four per endpoint (issue 8: bench/api_scale.py imports 10,000).
+    #    rather than four per endpoint (bench/api_scale.py imports 10,000).
     created: list[Endpoint] = []
     for done, (key, spec) in enumerate(endpoints.items(), start=1):
         if progress is not None and done % PROGRESS_EVERY == 0:

@@ -129,7 +129,7 @@ _ROW_FIELDS = [
 
 def _add_to(model: type[_Row], start: datetime, deltas: dict[str, dict[str, Any]]) -> None:
     """Add `deltas` to the endpoints' rows of the period at `start`, in a few statements per ROW_BATCH
-    endpoints rather than a few per endpoint (issue 8: a node reporting traffic on 10,000 endpoints)."""
+    endpoints rather than a few per endpoint (a node reporting traffic on 10,000 endpoints)."""
     keys = sorted(deltas)
     if not keys:
         return

@@ -606,7 +606,7 @@ def test_the_asgi_entry_point_puts_the_sync_app_in_front_of_django() -> None:
     from controlplane.dataplanes.rollout import RolloutWaitApp
 
     assert isinstance(application, DataPlaneSyncApp)
-    # Between them, the rollout wait (revisions/{n}/wait/), which also waits without a thread (issue 7).
+    # Between them, the rollout wait (revisions/{n}/wait/), which also waits without a thread.
     assert isinstance(application.fallback, RolloutWaitApp)
     assert isinstance(application.fallback.fallback, ASGIHandler)
 

@@ -1,4 +1,4 @@
-"""The ETag watcher does not queue behind the shared database thread (issue 8, bench/waiting_clients.py).
+"""The ETag watcher does not queue behind the shared database thread (bench/waiting_clients.py).
 
 Token lookups and status reports run one at a time on asgiref's shared thread. With the web process
 busy storing status reports, a change used to wait for that queue before the watcher saw it. With

@@ -1,4 +1,4 @@
-"""The data-plane nodes (config:read): what each node runs and when it last reported (issue 7); retiring a
+"""The data-plane nodes (config:read): what each node runs and when it last reported; retiring a
 node an operator stopped on purpose (config:write)."""
 
 from __future__ import annotations
