@@ -1,4 +1,4 @@
-"""The management API at 10,000 endpoints (issue 8, "API"), each figure beside the same at 10 endpoints.
+"""The management API at 10,000 endpoints (docs/performance.md, "API"), each figure beside the same at 10 endpoints.
 
 Starts two real control planes (uvicorn + httptools), each on a PostgreSQL database of its own
 (`gateway_bench_bigapi10` and `gateway_bench_bigapi<N>`, created and dropped), only on 127.0.0.1:

@@ -1,4 +1,4 @@
-"""How many health checks the Celery workers keep up with (ARCHITECTURE §7, issue 6 "Scale").
+"""How many health checks the Celery workers keep up with (ARCHITECTURE §7; docs/health.md, "Scale").
 
 1,000 targets (20 endpoints × 50) on a local test server, 10 % of them blackholed (the connection is
 accepted and never answered, so each of those probes runs into `health_check.timeout`), every target on

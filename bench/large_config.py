@@ -1,4 +1,4 @@
-"""What a large config costs (issue 8, "Large configs"): 10,000 endpoints with 2 targets each against 10.
+"""What a large config costs (docs/performance.md, "Large configs"): 10,000 endpoints with 2 targets each against 10.
 
 Starts, only on 127.0.0.1: an nginx upstream; two real control planes (uvicorn + httptools), each on a
 PostgreSQL database of its own (`gateway_bench_big10` and `gateway_bench_big<N>`, created and dropped);

@@ -1,4 +1,4 @@
-"""Propagation to a fleet: a committed API change → every data plane *serving* it (issue 8).
+"""Propagation to a fleet: a committed API change → every data plane *serving* it.
 
 Starts a real control plane (uvicorn config.asgi:application with httptools, as `rungateway` runs it)
 on a PostgreSQL database of its own, then for each fleet size in `--fleets` (default 1 and 50):

@@ -1,4 +1,4 @@
-"""Proxy throughput and latency (issue 5, "Speed"), with nginx as the reference from the same run.
+"""Proxy throughput and latency (docs/dataplane.md, "Speed"), with nginx as the reference from the same run.
 
 One command, one run, only 127.0.0.1:
 

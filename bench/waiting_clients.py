@@ -1,4 +1,4 @@
-"""What `--clients` waiting long-polls cost one control-plane web process (issue 8, ARCHITECTURE §4).
+"""What `--clients` waiting long-polls cost one control-plane web process (ARCHITECTURE §4).
 
 Starts one control-plane web process as `rungateway` runs it (uvicorn config.asgi:application with
 httptools, no access log) on a PostgreSQL database of its own, parks `--clients` (default 1,000)

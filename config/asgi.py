@@ -10,9 +10,10 @@ django_application = get_asgi_application()
 
 # The data-plane sync API (GET /api/v1/dataplane/config, POST /api/v1/dataplane/status) is answered
 # before Django, so a waiting long-poll holds no thread and no database connection (ARCHITECTURE §4).
-# So is `GET /api/v1/revisions/{n}/wait/` (issue 7), which waits for the nodes to apply a revision.
+# So is `GET /api/v1/revisions/{n}/wait/`, which waits for the nodes to apply a revision.
 from controlplane.dataplanes.rollout import RolloutWaitApp  # noqa: E402 - needs the apps loaded
 from controlplane.dataplanes.sync import DataPlaneSyncApp  # noqa: E402 - needs the apps loaded
 
 # The ETag watcher and snapshot builds on a thread of their own, so status reports cannot delay a change.
-application = DataPlaneSyncApp(RolloutWaitApp(django_application), own_watcher_thread=True)
+# django-stubs types Django's ASGI handler with a dict scope and read-only messages: the same protocol.
+application = DataPlaneSyncApp(RolloutWaitApp(django_application), own_watcher_thread=True)  # type: ignore[arg-type]

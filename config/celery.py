@@ -46,19 +46,19 @@ app.conf.beat_schedule = {
         "task": "controlplane.health.tasks.purge_health_history",
         "schedule": 3600.0,
     },
-    # Issue 7: traffic minute rows are kept 24 h, hour rows 30 days; every 10 minutes keeps the minute
+    # Traffic minute rows are kept 24 h, hour rows 30 days; every 10 minutes keeps the minute
     # table within ~24 h + 10 min of rows, in batches (controlplane/stats/services.py).
     "stats-retention": {
         "task": "controlplane.stats.tasks.prune_traffic_stats",
         "schedule": 600.0,
     },
-    # Issue 7: nodes silent for GATEWAY_NODE_PURGE_SECONDS (default 7 days) are deleted; hourly is plenty
+    # Nodes silent for GATEWAY_NODE_PURGE_SECONDS (default 7 days) are deleted; hourly is plenty
     # against a bound measured in days, and the delete is one indexed query on last_seen.
     "dataplane-node-purge": {
         "task": "controlplane.dataplanes.tasks.purge_silent_nodes",
         "schedule": 3600.0,
     },
-    # Issue 7: reported breaker transitions are kept 30 days (and at most 1,000 per endpoint, trimmed on
+    # Reported breaker transitions are kept 30 days (and at most 1,000 per endpoint, trimmed on
     # insert); hourly is plenty against a bound in days, and the delete is one query.
     "breaker-transitions-retention": {
         "task": "controlplane.breakers.tasks.purge_breaker_transitions",

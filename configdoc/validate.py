@@ -287,8 +287,8 @@ def _object(
 
 def _is_default(spec: Field, value: Any) -> bool:
     if spec.kind == "object":
-        return value == {}
-    return value == spec.default
+        return bool(value == {})
+    return bool(value == spec.default)
 
 
 def _effective(fields: Mapping[str, Field], sparse: Mapping[str, Any]) -> dict[str, Any]:
@@ -308,7 +308,7 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def _copied(value: Any) -> Any:
     """`copy.deepcopy` of document data, made directly for its JSON types (dicts, lists, scalars):
-    deepcopy's memo bookkeeping was a third of compiling 10,000 endpoints (issue 8)."""
+    deepcopy's memo bookkeeping was a third of compiling 10,000 endpoints."""
     if isinstance(value, list):
         return [_copied(entry) for entry in value]
     if isinstance(value, dict):
@@ -333,7 +333,7 @@ def normalize_target_url(url: str, path: str, problems: list[Problem], *, allow_
 def _normalized_target_url(url: str, allow_link_local: bool) -> tuple[str | None, str | None]:
     """normalize_target_url's answer as (URL, None) or (None, problem message). Memoised: it depends on
     its arguments alone, and the targets of a large document share a few hosts, so parsing each URL
-    once halves validating 10,000 endpoints (issue 8). Bounded: documents come and go for a process."""
+    once halves validating 10,000 endpoints. Bounded: documents come and go for a process."""
     try:
         parts = urlsplit(url)
         port = parts.port

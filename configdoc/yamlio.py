@@ -90,16 +90,20 @@ class GuardedLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             self.alias_count += 1
             if self.alias_count > MAX_ALIASES:
-                mark = self.peek_event().start_mark
-                raise DocumentTooLarge(f"more than {MAX_ALIASES} aliases", mark.line + 1)
+                raise DocumentTooLarge(f"more than {MAX_ALIASES} aliases", self._next_line())
         # `depth` counts the mappings and lists being composed around this node (configdoc.untrusted's rule).
         if self.depth >= MAX_DEPTH and self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
-            raise DocumentTooLarge(f"the document {too_deep_message()}", self.peek_event().start_mark.line + 1)
+            raise DocumentTooLarge(f"the document {too_deep_message()}", self._next_line())
         self.depth += 1
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+    def _next_line(self) -> int | None:
+        """The 1-based line where the next event starts (PyYAML's parser always marks its events)."""
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # types-PyYAML leaves it unannotated
+        return None if event.start_mark is None else event.start_mark.line + 1
 
 
 GuardedLoader.add_implicit_resolver(

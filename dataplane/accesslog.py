@@ -104,10 +104,10 @@ class AccessLog:
         if len(self._agents) >= AGENTS_KEPT:
             self._agents.clear()
         self._agents[raw] = quoted
-        return quoted  # type: ignore[no-any-return]
+        return quoted
 
     def _json(self, exchange: Exchange, stamp: str, client: str, path: str, agent: str, elapsed: float) -> str:
-        return _dumps(  # type: ignore[no-any-return]
+        return _dumps(
             {
                 "time": stamp,
                 "request_id": exchange.request_id,

@@ -27,6 +27,7 @@ import re
 import socket
 import struct
 import urllib.parse
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -547,6 +548,10 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
     graceful shutdown are uvicorn's. WebSocket upgrades are never served (ws="none"): the app answers
     501."""
 
+    # uvicorn types these with its own cycle class; this protocol only ever creates and queues LeanCycle.
+    cycle: LeanCycle  # type: ignore[assignment]
+    pipeline: deque[tuple[LeanCycle, Any]]  # type: ignore[assignment]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._idle = RestartingDeadline(self.loop, self.timeout_keep_alive, self._idle_expired)
@@ -560,7 +565,7 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         before it are answered, in order (an answer written now would be read as theirs)."""
         self._refusal = error
         self._head.cancel()
-        cycle: LeanCycle | None = self.cycle  # type: ignore[assignment]
+        cycle: LeanCycle | None = self.cycle
         if cycle is not None and cycle.more_body and not cycle.response_complete:
             if self.pipeline and self.pipeline[0][0] is cycle:
                 self.pipeline.popleft()  # queued behind another: it never ran
@@ -663,7 +668,7 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self.headers = []
         self.scope = scope  # type: ignore[assignment]
         existing = self.cycle
-        cycle = self.cycle = LeanCycle(  # type: ignore[assignment]
+        cycle = self.cycle = LeanCycle(
             self,
             scope,
             # HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
@@ -671,11 +676,11 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
             expect_100_continue=self.expect_100_continue,
         )
         if existing is None or existing.response_complete:
-            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+            self._start_asgi_task(cycle, self.app)
         else:
             # A pipelined request waits for the one before it.
             self.flow.pause_reading()
-            self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
+            self.pipeline.appendleft((cycle, self.app))
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         task = self.loop.create_task(cycle.run_asgi(app))
@@ -683,7 +688,7 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self.tasks.add(task)
 
     def on_body(self, body: bytes) -> None:
-        cycle: LeanCycle = self.cycle  # type: ignore[assignment]
+        cycle = self.cycle
         if cycle.response_complete:
             return
         cycle.body.append(body)
@@ -693,7 +698,7 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         cycle.wake()
 
     def on_message_complete(self) -> None:
-        cycle: LeanCycle = self.cycle  # type: ignore[assignment]
+        cycle = self.cycle
         if cycle.response_complete:
             return
         cycle.more_body = False

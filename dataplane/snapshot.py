@@ -60,7 +60,7 @@ class Target:
     host_header: bytes = b""
 
 
-# Slots: at 10,000 endpoints and 20,000 targets, no per-instance __dict__ each (issue 8).
+# Slots: at 10,000 endpoints and 20,000 targets, no per-instance __dict__ each.
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """One endpoint's effective config: every field filled in, compiled for the hot path."""

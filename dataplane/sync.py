@@ -269,7 +269,7 @@ class Sync:
 
     def backoff(self) -> float:
         """Capped, jittered exponential back-off for the current run of failures (0.5 s doubling to 30 s)."""
-        ceiling = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** max(0, self.failures - 1))
+        ceiling: float = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** max(0, self.failures - 1))
         return ceiling / 2 + random.random() * ceiling / 2
 
     def _failed(self, message: str) -> float:

@@ -1,4 +1,4 @@
-"""The one small interface between the proxy and an HTTP client library (issue 5).
+"""The one small interface between the proxy and an HTTP client library.
 
 A `Transport` takes an `UpstreamRequest` (head, and a body as bytes or a byte iterator) and returns an
 `UpstreamResponse` (status, headers, body iterator), or raises one of the typed errors of

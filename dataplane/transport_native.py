@@ -1,4 +1,4 @@
-"""The native `Transport` (issue 5, "Speed"): a lean HTTP/1.1 client of our own on an asyncio
+"""The native `Transport` (docs/dataplane.md, "Speed"): a lean HTTP/1.1 client of our own on an asyncio
 `Protocol` and httptools' response parser (llhttp, the parser our server side uses too).
 
 What it does, and nothing more:
@@ -393,9 +393,11 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 
 
 class _Pool:
-    def __init__(self, transport: NativeTransport, key: tuple[Any, ...], origin: str) -> None:
+    def __init__(
+        self, transport: NativeTransport, loop: asyncio.AbstractEventLoop, key: tuple[Any, ...], origin: str
+    ) -> None:
         self.owner = transport
-        self.loop = transport.loop
+        self.loop = loop
         self.key = key
         self.origin = origin
         self.idle: list[_Connection] = []
@@ -462,7 +464,7 @@ class NativeTransport:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pools: dict[tuple[Any, ...], _Pool] = {}
         self._contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
-        self._origins: dict[str, tuple[str, str, int, str]] = {}
+        self._origins: dict[str, tuple[str, str, str, int]] = {}
         self.connections: set[_Connection] = set()
 
     # --- pools -------------------------------------------------------------------------------
@@ -484,7 +486,7 @@ class NativeTransport:
                 host, _, port_text = authority.partition(":")
             port = int(port_text) if port_text else (443 if scheme == "https" else 80)
             parsed = self._origins[origin] = (origin, scheme, host, port)
-        return (*parsed, target)  # type: ignore[return-value]
+        return (*parsed, target)
 
     def _pool(self, request: UpstreamRequest, origin: str, scheme: str, host: str, port: int) -> _Pool:
         loop = asyncio.get_running_loop()
@@ -497,7 +499,7 @@ class NativeTransport:
             key = (origin,)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(self, key, origin)
+            pool = self._pools[key] = _Pool(self, loop, key, origin)
         return pool
 
     def _context(self, request: UpstreamRequest) -> ssl.SSLContext:

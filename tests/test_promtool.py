@@ -1,4 +1,4 @@
-"""Prometheus tooling on both planes (issue 7): `promtool check metrics` on the control plane's `/metrics`
+"""Prometheus tooling on both planes: `promtool check metrics` on the control plane's `/metrics`
 and the data plane's `/-/metrics` (one process, and `--workers 2`), and the documented alert rules
 (`promtool check rules`, `promtool test rules` with docs/prometheus/alerts_test.yml).
 

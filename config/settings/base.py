@@ -160,7 +160,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "gateway.sqlite3",
+            "NAME": str(VAR_DIR / "gateway.sqlite3"),
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
                 "transaction_mode": "IMMEDIATE",
@@ -326,7 +326,7 @@ CELERY_TIMEZONE = "UTC"
 # A task lost with a worker crash is simply claimed again once its lease runs out (§7), so late acks
 # are not needed; prefetch one so a busy worker does not sit on ticks another could run.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A broker restart must not need a worker or beat restart (issue 6): retry the broker connection at
+# A broker restart must not need a worker or beat restart: retry the broker connection at
 # start-up and after a loss, forever (None; Celery's default gives up after 100 tries, ~50 min).
 # tests/e2e/test_health_broker_restart.py kills and restarts Redis under a running worker and beat.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

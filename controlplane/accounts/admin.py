@@ -50,7 +50,8 @@ class UserForm(forms.ModelForm):  # type: ignore[type-arg]
             self.fields["roles"].initial = list(self.instance.groups.values_list("name", flat=True))
 
     def clean(self) -> dict[str, Any]:
-        cleaned: dict[str, Any] = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if not self.instance.pk and not cleaned.get("new_password"):
             self.add_error("new_password", "a new user needs a password")
         return cleaned
@@ -122,7 +123,7 @@ class RolesAdmin(RoleAdmin):
     view_permission = CONFIG_READ
     write_permission = None
     list_display = ["name", "permission_list"]
-    fields = ["name", "permission_list"]
+    fields = ("name", "permission_list")
     readonly_fields = fields
 
     @admin.display(description="permissions")

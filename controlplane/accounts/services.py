@@ -9,10 +9,10 @@ active admin cannot be removed, demoted or deactivated.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser, Group
+from django.contrib.auth.models import AnonymousUser, Group, User
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -29,7 +29,14 @@ from .roles import ADMIN, DATAPLANE, ROLES, has_gateway_perm
 STAFF_ROLES = frozenset(ROLES) - {DATAPLANE}
 
 
-def user_view(user: AbstractUser) -> dict[str, object]:
+class UserView(TypedDict):
+    username: str
+    email: str
+    is_active: bool
+    roles: list[str]
+
+
+def user_view(user: User) -> UserView:
     """What the audit log records of a user: never the password hash."""
     return {
         "username": user.username,
@@ -52,7 +59,7 @@ def _audit(actor: Actor, action: str, username: str, before: Any, after: Any, re
     )
 
 
-def _check_password(password: str, user: AbstractUser) -> None:
+def _check_password(password: str, user: User) -> None:
     try:
         validate_password(password, user)
     except ValidationError as exc:
@@ -76,7 +83,7 @@ def _role_permissions(group: Group) -> list[str]:
     return [codename.replace("_", ":", 1) for codename in group.permissions.values_list("codename", flat=True)]
 
 
-def _check_role_change(*, by: AbstractUser | None, user: AbstractUser | None, old: set[str], new: set[str]) -> None:
+def _check_role_change(*, by: User | AnonymousUser | None, user: User | None, old: set[str], new: set[str]) -> None:
     changed = old ^ new
     if not changed:
         return
@@ -94,7 +101,7 @@ def _check_role_change(*, by: AbstractUser | None, user: AbstractUser | None, ol
             )
 
 
-def _lock(user: AbstractUser) -> AbstractUser:
+def _lock(user: User) -> User:
     """Lock `user`'s row and every active admin's, and return `user` fresh; NotFoundError when a write
     that committed since the caller read it deleted the user.
 
@@ -104,27 +111,27 @@ def _lock(user: AbstractUser) -> AbstractUser:
     sees the earlier one's result (it reads again, after the lock, in its own statement). All the rows
     are locked in one statement in primary-key order, so two writers never hold them in opposite orders.
     """
-    User = get_user_model()
-    admins = User.objects.filter(is_active=True, groups__name=ADMIN).values("pk")
-    rows = User.objects.select_for_update(of=("self",)).filter(Q(pk=user.pk) | Q(pk__in=admins)).order_by("pk")
+    UserModel = get_user_model()
+    admins = UserModel.objects.filter(is_active=True, groups__name=ADMIN).values("pk")
+    rows = UserModel.objects.select_for_update(of=("self",)).filter(Q(pk=user.pk) | Q(pk__in=admins)).order_by("pk")
     locked = next((row for row in rows if row.pk == user.pk), None)
     if locked is None:
         raise NotFoundError(f"user {user.username} does not exist")
     return locked
 
 
-def _other_active_admins(user: AbstractUser) -> bool:
-    User = get_user_model()
-    return User.objects.filter(is_active=True, groups__name=ADMIN).exclude(pk=user.pk).exists()
+def _other_active_admins(user: User) -> bool:
+    UserModel = get_user_model()
+    return UserModel.objects.filter(is_active=True, groups__name=ADMIN).exclude(pk=user.pk).exists()
 
 
-def _check_last_admin(user: AbstractUser, *, keeps_admin: bool, stays_active: bool) -> None:
+def _check_last_admin(user: User, *, keeps_admin: bool, stays_active: bool) -> None:
     is_admin = user.is_active and user.groups.filter(name=ADMIN).exists()
     if is_admin and not (keeps_admin and stays_active) and not _other_active_admins(user):
         raise ConflictError(f"{user.username} is the last active admin: make another admin first")
 
 
-def _apply_roles(user: AbstractUser, groups: list[Group]) -> None:
+def _apply_roles(user: User, groups: list[Group]) -> None:
     user.groups.set(groups)
     names = {group.name for group in groups}
     staff = bool(names & STAFF_ROLES)
@@ -133,7 +140,7 @@ def _apply_roles(user: AbstractUser, groups: list[Group]) -> None:
         user.save(update_fields=["is_staff"])
 
 
-def _revoke_tokens(user: AbstractUser) -> None:
+def _revoke_tokens(user: User) -> None:
     """Blacklist every refresh token the user holds (access tokens die with the password hash claim)."""
     from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
@@ -152,19 +159,19 @@ def user_create(
     email: str = "",
     is_active: bool = True,
     roles: Iterable[str] = (),
-    by: AbstractUser | None,
+    by: User | AnonymousUser | None,
     actor: Actor,
     request_id: str = "",
-) -> AbstractUser:
+) -> User:
     """A person's account with `roles`. `by` is the user acting (None for commands, which are trusted)."""
-    User = get_user_model()
+    UserModel = get_user_model()
     if not username:
         raise ConfigValidationError([Problem("username", "is required")])
-    if User.objects.filter(username=username).exists():
+    if UserModel.objects.filter(username=username).exists():
         raise ConflictError(f"user {username} already exists")
     groups = _groups(roles)
     _check_role_change(by=by, user=None, old=set(), new={g.name for g in groups})
-    user = User(username=username, email=email, is_active=is_active)
+    user = UserModel(username=username, email=email, is_active=is_active)
     _check_password(password, user)
     user.set_password(password)
     try:
@@ -180,12 +187,12 @@ def user_create(
 
 @transaction.atomic
 def user_update(
-    *, user: AbstractUser, data: Mapping[str, Any], by: AbstractUser | None, actor: Actor, request_id: str = ""
-) -> AbstractUser:
+    *, user: User, data: Mapping[str, Any], by: User | AnonymousUser | None, actor: Actor, request_id: str = ""
+) -> User:
     """Change `email`, `is_active`, `roles` and/or `password` (a new password revokes every token)."""
     user = _lock(user)
     before = user_view(user)
-    old_roles = set(before["roles"])  # type: ignore[arg-type]
+    old_roles = set(before["roles"])
     if DATAPLANE in old_roles and by is not None:
         raise ForbiddenError("data-plane service users are managed with `manage.py issue_dataplane_token`")
     groups = _groups(data["roles"]) if "roles" in data else None
@@ -216,7 +223,7 @@ def user_update(
 
 
 @transaction.atomic
-def user_delete(*, user: AbstractUser, by: AbstractUser | None, actor: Actor, request_id: str = "") -> None:
+def user_delete(*, user: User, by: User | AnonymousUser | None, actor: Actor, request_id: str = "") -> None:
     if by is not None and by.pk == user.pk:
         raise ForbiddenError("you cannot delete yourself")
     user = _lock(user)
@@ -227,10 +234,10 @@ def user_delete(*, user: AbstractUser, by: AbstractUser | None, actor: Actor, re
     _check_last_admin(user, keeps_admin=False, stays_active=False)
     before = user_view(user)
     user.delete()
-    _audit(actor, "user.delete", before["username"], before, None, request_id)  # type: ignore[arg-type]
+    _audit(actor, "user.delete", before["username"], before, None, request_id)
 
 
-def admin_create(*, username: str, password: str, email: str = "", actor: Actor) -> AbstractUser:
+def admin_create(*, username: str, password: str, email: str = "", actor: Actor) -> User:
     """The first (or another) admin, from `createadmin` or `rungateway`.
 
     Raises ConflictError when the username is taken, ConfigValidationError when the password is weak.

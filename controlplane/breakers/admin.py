@@ -155,7 +155,7 @@ class BreakersAdmin(RoleAdmin):
         form = BreakerActionForm(request.POST)
         back = reverse("admin:breakers_breakeroverride_changelist")
         if not form.is_valid():
-            problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+            problems = "; ".join(f"{field}: {' '.join(map(str, errors))}" for field, errors in form.errors.items())
             self.message_user(request, f"Not changed: {problems}", messages.ERROR)
             return HttpResponseRedirect(back)
         action, minutes = form.cleaned_data["action"], form.cleaned_data["minutes"]

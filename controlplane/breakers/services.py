@@ -21,6 +21,7 @@ from controlplane.core.actors import Actor
 from controlplane.core.errors import ConfigValidationError, ConflictError, NotFoundError
 from controlplane.core.models import AuditEvent
 from controlplane.core.revisions import BREAKER_POLICY, check_if_match, config_write
+from controlplane.core.state import bump_state_seq
 from controlplane.routing.models import Endpoint
 
 from .models import BreakerOverride, BreakerPolicy, BreakerState, BreakerTransition, ForcedState
@@ -174,8 +175,6 @@ def breaker_force(
 ) -> BreakerOverride:
     """Force the endpoint's breaker `open` or `closed` on every node, for `seconds` or until lifted
     (None); `state=None` lifts the force. Audited (`breaker.force` / `breaker.lift`), bumps `state_seq`."""
-    from controlplane.dataplanes.services import bump_state_seq
-
     problems = []
     if state is not None and state not in ForcedState.values:
         problems.append(Problem("state", "must be open, closed or null"))
@@ -207,8 +206,6 @@ def breaker_force(
 def breaker_reset(*, endpoint: Endpoint, actor: Actor, request_id: str = "") -> BreakerOverride:
     """Close the endpoint's breaker once on every node (its `reset_generation` grows by one); a force stays.
     Audited (`breaker.reset`), bumps `state_seq`."""
-    from controlplane.dataplanes.services import bump_state_seq
-
     now = timezone.now()
     with transaction.atomic():
         override = _locked_override(endpoint)

@@ -35,8 +35,8 @@ class ConfigRevisionAdmin(ReadOnlyAdmin):
     search_fields = ["summary", "actor_label"]
     list_filter = ["created_at"]
     ordering = ["-number"]
-    fields = ["number", "summary", "actor_label", "request_id", "created_at", "config_sha256", "diff_previous",
-              "diff_current", "rollback_link", "changes_json"]  # fmt: skip
+    fields = ("number", "summary", "actor_label", "request_id", "created_at", "config_sha256", "diff_previous",
+              "diff_current", "rollback_link", "changes_json")  # fmt: skip
     readonly_fields = fields
 
     def get_urls(self) -> list[URLPattern]:
@@ -97,7 +97,9 @@ class ConfigRevisionAdmin(ReadOnlyAdmin):
             **self.admin_site.each_context(request),
             "title": f"Roll back to revision {number}",
             "revision": revision,
-            "diff": self._diff_html(latest, number) if (latest := self._latest()) != number else "",
+            "diff": self._diff_html(latest, number)
+            if (latest := self._latest()) is not None and latest != number
+            else "",
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/core/configrevision/rollback.html", context)
@@ -121,8 +123,8 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_filter = ["action", "object_type", "created_at"]
     search_fields = ["actor_label", "object_key", "action", "request_id"]
     ordering = ["-created_at"]
-    fields = ["created_at", "actor_label", "action", "object_type", "object_key", "revision_number", "request_id",
-              "before_json", "after_json"]  # fmt: skip
+    fields = ("created_at", "actor_label", "action", "object_type", "object_key", "revision_number", "request_id",
+              "before_json", "after_json")  # fmt: skip
     readonly_fields = fields
 
     @admin.display(description="before")

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.apps import AdminConfig
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
@@ -35,7 +35,10 @@ class GatewayAdminSite(admin.AdminSite):
             return False
         return has_gateway_perm(user, CONFIG_READ) or has_gateway_perm(user, USERS_MANAGE)
 
-    def password_change(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    # django-stubs says TemplateResponse; Django's own password_change returns its view's redirect too.
+    def password_change(  # type: ignore[override]
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponseBase:
         """Django's page, with the old password counted by the login lockout and the new one saved through
         the accounts services (controlplane/accounts/password_change.py)."""
         from controlplane.accounts.password_change import ThrottledPasswordChangeView

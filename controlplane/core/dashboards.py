@@ -1,4 +1,4 @@
-"""The admin's dashboards (issue 7): the landing page's fleet at a glance and one page per endpoint.
+"""The admin's dashboards: the landing page's fleet at a glance and one page per endpoint.
 
 Everything is read from what already exists — the nodes' last status reports (`DataPlaneNode`), the
 health app, and the stats selectors fed by the reports — and drawn on the server (health.charts), so
@@ -160,7 +160,7 @@ def fleet_context(request: HttpRequest, *, now: datetime | None = None) -> dict[
     latest_number = latest.number if latest else None
     clock = NodeClock.at(now)
     nodes = list(DataPlaneNode.objects.order_by("node_id"))
-    node_rows = [
+    node_rows: list[dict[str, Any]] = [
         {
             "node": node,
             "state": clock.state(node),

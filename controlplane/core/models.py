@@ -1,4 +1,4 @@
-"""Revisions of the config document and the audit log."""
+"""Revisions of the config document, the operational-state counter and the audit log."""
 
 from __future__ import annotations
 
@@ -22,6 +22,25 @@ class RevisionCounter(models.Model):
 
     def __str__(self) -> str:
         return f"revision counter at {self.last_number}"
+
+
+class StateCounter(models.Model):
+    """The single row holding `state_seq`, the version of the operational state (health, breaker overrides).
+
+    Like RevisionCounter: every change to operational state calls `state.bump_state_seq()` in the
+    transaction that makes the change, which locks this row, so the number grows in commit order and a
+    waiting data plane sees the change exactly when it is committed. Health, breakers and the data-plane
+    sync all use it, so it lives here, below them.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    state_seq = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="core_statecounter_single_row")]
+
+    def __str__(self) -> str:
+        return f"state counter at {self.state_seq}"
 
 
 class ConfigRevision(models.Model):

@@ -278,7 +278,7 @@ def add_asgi_routes(result: dict[str, Any], generator: Any, request: Any, public
         "description": "A data-plane token (`manage.py issue_dataplane_token`), not a user's JWT.",
     }
     # The wait takes the JWT only, not the session cookie (docs/api.md).
-    jwt_only = [{"jwtAuth": []}] if "jwtAuth" in schemes else []
+    jwt_only: list[dict[str, list[str]]] = [{"jwtAuth": []}] if "jwtAuth" in schemes else []
     paths = result.setdefault("paths", {})
     paths[f"{API}/revisions/{{number}}/wait/"] = _rollout_wait(jwt_only)
     paths[f"{API}/dataplane/config"] = _dataplane_config()

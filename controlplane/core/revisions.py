@@ -131,7 +131,7 @@ def _commit(counter: RevisionCounter, changeset: ChangeSet) -> ConfigRevision | 
 #
 # A revision records the sha256 of the whole canonical document, so a write must know the document's
 # bytes. Reading every endpoint's canonical text for that made each write cost O(document) in the
-# database (issue 8: 10,000 rows read by a PATCH of one endpoint at 10,000 endpoints). Instead each
+# database (10,000 rows read by a PATCH of one endpoint at 10,000 endpoints). Instead each
 # process remembers the last document it read or wrote (`_last`), and a write starts from it when it is
 # provably the live one: its sha256 equals the one recorded by the revision this write builds on (read
 # under the counter lock, so no other write can commit in between). The write then reads only the
@@ -274,7 +274,7 @@ def revision_document_bytes(number: int) -> bytes:
         .only("number", "checkpoint")
         .first()
     )
-    if base is None:
+    if base is None or base.checkpoint is None:
         raise RuntimeError(f"no checkpoint at or before revision {number}")
     document = json.loads(zlib.decompress(bytes(base.checkpoint)))
     objects: dict[tuple[str, str], dict[str, Any]] = {}

@@ -1,28 +1,10 @@
-"""Data-plane tokens, the nodes' reported status, and the operational-state counter (ARCHITECTURE §2, §4)."""
+"""Data-plane tokens and the nodes' reported status (ARCHITECTURE §2, §4)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-
-
-class StateCounter(models.Model):
-    """The single row holding `state_seq`, the version of the operational state (health, breaker overrides).
-
-    Like core's RevisionCounter: every change to operational state calls `services.bump_state_seq()`
-    in its own transaction, which locks this row, so the number grows in commit order and a waiting
-    data plane sees the change exactly when it is committed.
-    """
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    state_seq = models.PositiveBigIntegerField(default=0)
-
-    class Meta:
-        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="dataplanes_statecounter_single_row")]
-
-    def __str__(self) -> str:
-        return f"state counter at {self.state_seq}"
 
 
 class DataPlaneToken(models.Model):

@@ -1,4 +1,4 @@
-"""How far a config revision has rolled out over the live nodes, and `revisions/{n}/wait/` (issue 7).
+"""How far a config revision has rolled out over the live nodes, and `revisions/{n}/wait/`.
 
 **Which revision did a rejecting node reject?** A status report names only the revision the node *runs*
 (`revision`) and the outcome of the last snapshot it was sent (`result`); after a rejection the node

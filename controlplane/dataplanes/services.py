@@ -1,4 +1,4 @@
-"""Writes of the dataplanes app: tokens (audited, no config revision), node status, `state_seq`."""
+"""Writes of the dataplanes app: tokens (audited, no config revision), node status."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from controlplane.accounts.roles import DATAPLANE
+from controlplane.accounts.roles import DATAPLANE, DATAPLANE_SYNC, has_gateway_perm
+from controlplane.breakers.services import breaker_transitions_record
 from controlplane.core.actors import Actor
 from controlplane.core.models import AuditEvent
+from controlplane.stats.services import stats_ingest
 
-from .models import DataPlaneNode, DataPlaneToken, StateCounter
+from .models import DataPlaneNode, DataPlaneToken
 
 TOKEN_PREFIX = "gwdp_"  # noqa: S105 - the marker every token starts with, not a secret
 # What `prefix` stores: "gwdp_" and the first 8 characters of the random part, enough to find the row.
@@ -82,23 +83,9 @@ def dataplane_token_revoke(*, name: str, actor: Actor) -> None:
     _audit(actor, "dataplane_token.revoke", name, before=before, after=None)
 
 
-def bump_state_seq() -> int:
-    """Advance `state_seq` by one and return it. Call inside the transaction that changes operational state,
-    so the bump commits (and waiting data planes wake) together with the change."""
-    with transaction.atomic():
-        updated = StateCounter.objects.filter(pk=1).update(state_seq=F("state_seq") + 1)
-        if not updated:
-            # The data migration makes the row; a flushed test database may not have it.
-            StateCounter.objects.get_or_create(pk=1, defaults={"state_seq": 0})
-            StateCounter.objects.filter(pk=1).update(state_seq=F("state_seq") + 1)
-        return StateCounter.objects.get(pk=1).state_seq
-
-
 def node_status_record(*, report: Mapping[str, Any], token_name: str = "") -> DataPlaneNode:
     """Store a validated status report (see status.validate_status_report) as the node's latest status,
     with the name of the token it came with. A retired node that reports again reappears."""
-    from controlplane.stats.services import stats_ingest
-
     stats_ingest(report=report)  # traffic deltas against this boot's previous counters, before the row changes
     node, _ = DataPlaneNode.objects.update_or_create(
         node_id=report["node_id"],
@@ -118,8 +105,6 @@ def node_status_record(*, report: Mapping[str, Any], token_name: str = "") -> Da
         },
     )
     # The breakers app keeps the reported transitions as history (deduplicated, bounded).
-    from controlplane.breakers.services import breaker_transitions_record
-
     breaker_transitions_record(node_id=node.node_id, boot_id=node.boot_id, breakers=report["breakers"])
     return node
 
@@ -172,8 +157,6 @@ LAST_USED_RESOLUTION_SECONDS = 60
 
 def dataplane_token_authenticate(*, secret: str) -> DataPlaneToken | None:
     """The token whose secret this is, if it exists and its user may sync; else None. Records `last_used_at`."""
-    from controlplane.accounts.roles import DATAPLANE_SYNC, has_gateway_perm
-
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
     digest = hash_secret(secret)

@@ -95,9 +95,7 @@ def read_current_etag() -> str:
     """One query: the latest revision's sha256 and `state_seq`, as the current ETag (sync; call via sync_to_async)."""
     from django.db import connection
 
-    from controlplane.core.models import ConfigRevision
-
-    from .models import StateCounter
+    from controlplane.core.models import ConfigRevision, StateCounter
 
     revisions = ConfigRevision._meta.db_table
     counter = StateCounter._meta.db_table
@@ -118,9 +116,8 @@ def load_snapshot(now: datetime | None = None) -> Snapshot:
     view, and on SQLite our transactions are IMMEDIATE, i.e. they would take the write lock). So the
     document's hash must equal the revision's, or we read again.
     """
+    from controlplane.core.models import StateCounter
     from controlplane.core.revisions import current_document_bytes, latest_revision, remembered_document
-
-    from .models import StateCounter
 
     for _ in range(5):
         # `state_seq` before the state it numbers: a change committed in between then shows up as a

@@ -40,7 +40,7 @@ class TargetHealthAdmin(RoleAdmin):
     list_filter = ["status"]
     search_fields = ["target__url", "target__endpoint__name"]
     list_select_related = ["target__endpoint"]
-    readonly_fields = [
+    readonly_fields = (
         "target",
         "badge",
         "consecutive_successes",
@@ -51,7 +51,7 @@ class TargetHealthAdmin(RoleAdmin):
         "changed_at",
         "next_check_at",
         "uptime_report",
-    ]
+    )
     fields = readonly_fields
     actions = ["check_now"]
 

@@ -71,7 +71,7 @@ def target_health_state() -> dict[str, dict[str, str]]:
     from .services import check_plans
 
     # Plans only for the endpoints that have a known status: building every endpoint's plan made each
-    # snapshot cost O(all endpoints) in Python (issue 8: ~4 s at 10,000 endpoints, bench/large_config.py).
+    # snapshot cost O(all endpoints) in Python (~4 s at 10,000 endpoints, bench/large_config.py).
     rows = list(
         TargetHealth.objects.exclude(status=HealthStatus.UNKNOWN).values_list(
             "target_id", "status", "target__endpoint_id"

@@ -1,6 +1,6 @@
 """Writes of the health app (ARCHITECTURE §7): claiming due targets, recording probe results, retention.
 
-Health is operational state: a status change bumps `state_seq` (dataplanes.services.bump_state_seq) and
+Health is operational state: a status change bumps `state_seq` (core.state.bump_state_seq) and
 records an AuditEvent in the same transaction, and never makes a config revision.
 """
 
@@ -23,6 +23,7 @@ from django.utils import timezone
 from configdoc import effective_endpoint
 from controlplane.core.actors import Actor
 from controlplane.core.models import AuditEvent
+from controlplane.core.state import bump_state_seq
 from controlplane.routing.models import Endpoint, Target
 
 from . import hysteresis
@@ -206,8 +207,6 @@ def health_results_record(
 ) -> list[TargetHealth]:
     """Write a batch of probe results together: hysteresis, last results (trimmed to RESULTS_KEPT),
     hourly roll-ups, lease release; a status change bumps `state_seq` once and records an event each."""
-    from controlplane.dataplanes.services import bump_state_seq
-
     by_target = {result.target_id: result for result in results if result.target_id in plans}
     if not by_target:
         return []

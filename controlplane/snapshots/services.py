@@ -147,6 +147,7 @@ def _apply_document(wanted: dict[str, Any], changes: ChangeSet, *, prune: bool, 
     _apply_health_check(wanted.get("health_check") or None, changes)
     existing_policies = {p.name: p for p in BreakerPolicy.objects.select_for_update()}
     existing = {e.key: e for e in Endpoint.objects.select_for_update().select_related("breaker_policy")}
+    endpoint: Endpoint | None  # each step's loop variable; step 4 looks endpoints up, and some are new
 
     # 1. Prune first, so what goes frees its route keys and default flags for what comes.
     if prune:
@@ -180,7 +181,7 @@ def _apply_document(wanted: dict[str, Any], changes: ChangeSet, *, prune: bool, 
 
     # 4. Endpoints, then their route keys all at once (a default moving between versions swaps keys).
     #    New endpoints and their targets are inserted in bulk: a few statements for any number of them
-    #    rather than four per endpoint (issue 8: bench/api_scale.py imports 10,000).
+    #    rather than four per endpoint (bench/api_scale.py imports 10,000).
     created: list[Endpoint] = []
     for done, (key, spec) in enumerate(endpoints.items(), start=1):
         if progress is not None and done % PROGRESS_EVERY == 0:

@@ -1,4 +1,4 @@
-"""Traffic statistics aggregated from the data planes' status reports (ARCHITECTURE §4, issue 7).
+"""Traffic statistics aggregated from the data planes' status reports (ARCHITECTURE §4).
 
 Each report carries counters cumulative since the node's boot; `services.stats_ingest` turns them
 into deltas against the node's previous report for the same boot (NodeCounterBaseline) and adds

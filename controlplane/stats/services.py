@@ -23,15 +23,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from configdoc.reports import BUCKET_COUNT, STATUS_CLASSES, merge_histograms
 
-from .models import NodeCounterBaseline, TrafficHour, TrafficMinute
+from .models import NodeCounterBaseline, TrafficBucket, TrafficHour, TrafficMinute
 from .selectors import truncate
+
+# One period's rows: the functions below take either model, and their rows are of that model.
+_Row = TypeVar("_Row", TrafficMinute, TrafficHour)
 
 MINUTE_RETENTION = timedelta(hours=24)
 HOUR_RETENTION = timedelta(days=30)
@@ -124,9 +127,9 @@ _ROW_FIELDS = [
 ]
 
 
-def _add_to(model: type[TrafficMinute] | type[TrafficHour], start: datetime, deltas: dict[str, dict[str, Any]]) -> None:
+def _add_to(model: type[_Row], start: datetime, deltas: dict[str, dict[str, Any]]) -> None:
     """Add `deltas` to the endpoints' rows of the period at `start`, in a few statements per ROW_BATCH
-    endpoints rather than a few per endpoint (issue 8: a node reporting traffic on 10,000 endpoints)."""
+    endpoints rather than a few per endpoint (a node reporting traffic on 10,000 endpoints)."""
     keys = sorted(deltas)
     if not keys:
         return
@@ -160,7 +163,7 @@ def _add_to(model: type[TrafficMinute] | type[TrafficHour], start: datetime, del
         model.objects.bulk_update(rows, _ROW_FIELDS, batch_size=ROW_BATCH)
 
 
-def _insert_missing(model: type[TrafficMinute] | type[TrafficHour], start: datetime, keys: list[str]) -> None:
+def _insert_missing(model: type[_Row], start: datetime, keys: list[str]) -> None:
     """Insert empty rows for `keys` at `start`; one that exists meanwhile (a concurrent ingest) is
     skipped. On PostgreSQL one `INSERT … SELECT FROM unnest(keys)`: Django's bulk_create spends seconds
     preparing 10,000 rows' fields in Python."""
@@ -170,7 +173,7 @@ def _insert_missing(model: type[TrafficMinute] | type[TrafficHour], start: datet
         return
     blank = model(endpoint_key="", start=start)  # the model's own defaults, so they cannot drift
     names = ["endpoint_key", "start", *_ROW_FIELDS]
-    columns = ", ".join(connection.ops.quote_name(model._meta.get_field(name).column) for name in names)
+    columns = ", ".join(_quoted_column(model, name) for name in names)
     values = ["k", "%s::timestamptz"]
     params: list[Any] = [start]
     for name, kind in zip(_ROW_FIELDS, _ROW_TYPES, strict=True):
@@ -186,19 +189,26 @@ def _insert_missing(model: type[TrafficMinute] | type[TrafficHour], start: datet
         )
 
 
+def _quoted_column(model: type[TrafficBucket], name: str) -> str:
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or not field.column:
+        raise TypeError(f"{model.__name__}.{name} is not a column")
+    return connection.ops.quote_name(field.column)
+
+
 # The column types of _ROW_FIELDS (JSON goes as text and is cast in the SET), for `_write_rows`.
 _ROW_TYPES = ["bigint"] * len(STATUS_CLASSES) + ["jsonb", "bigint", "bigint", "jsonb", "double precision"]
 _ROW_TYPES += ["jsonb", "double precision"]
 
 
-def _write_rows(model: type[TrafficMinute] | type[TrafficHour], rows: list[Any]) -> None:
+def _write_rows(model: type[TrafficBucket], rows: list[Any]) -> None:
     """Write the rows' _ROW_FIELDS back with one `UPDATE … FROM unnest(<one array per column>)`.
     Django's bulk_update builds a CASE per field with a WHEN per row, whose compilation grows with the
     square of the rows (120 s for a report with traffic on 10,000 endpoints); a VALUES list with a
     parameter per cell still costs seconds in the driver's query building. Twelve array parameters
     cost neither. The rows are locked already (SELECT … FOR UPDATE above), so this only writes."""
     table = connection.ops.quote_name(model._meta.db_table)
-    columns = [connection.ops.quote_name(model._meta.get_field(name).column) for name in _ROW_FIELDS]
+    columns = [_quoted_column(model, name) for name in _ROW_FIELDS]
     aliases = [f"v{index}" for index in range(len(columns))]
     assignments = ", ".join(
         f"{column} = v.{alias}" + ("::jsonb" if kind == "jsonb" else "")

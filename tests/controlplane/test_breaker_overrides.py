@@ -17,8 +17,8 @@ from rest_framework.test import APIClient
 from controlplane.breakers import services
 from controlplane.breakers.models import BreakerOverride, BreakerTransition
 from controlplane.core.actors import Actor
-from controlplane.core.models import AuditEvent, ConfigRevision
-from controlplane.dataplanes.models import DataPlaneNode, StateCounter
+from controlplane.core.models import AuditEvent, ConfigRevision, StateCounter
+from controlplane.dataplanes.models import DataPlaneNode
 from controlplane.dataplanes.services import node_status_record
 from controlplane.dataplanes.snapshot import load_snapshot, read_state
 from controlplane.routing.models import Endpoint

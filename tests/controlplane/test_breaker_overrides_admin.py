@@ -12,8 +12,7 @@ from django.test import Client
 
 from controlplane.breakers.models import BreakerOverride
 from controlplane.core.actors import Actor
-from controlplane.core.models import AuditEvent, ConfigRevision
-from controlplane.dataplanes.models import StateCounter
+from controlplane.core.models import AuditEvent, ConfigRevision, StateCounter
 from controlplane.dataplanes.services import node_status_record
 from controlplane.routing.services import endpoint_create
 from tests.conftest import endpoint_body

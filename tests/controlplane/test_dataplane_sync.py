@@ -26,10 +26,11 @@ from configdoc import canonical_json, validate_document
 from configdoc.reports import BUCKET_COUNT
 from controlplane.breakers.services import breaker_policy_create
 from controlplane.core.actors import Actor
-from controlplane.core.models import AuditEvent, ConfigRevision
+from controlplane.core.models import AuditEvent, ConfigRevision, StateCounter
 from controlplane.core.revisions import latest_revision
-from controlplane.dataplanes.models import DataPlaneNode, DataPlaneToken, StateCounter
-from controlplane.dataplanes.services import bump_state_seq, dataplane_token_issue, hash_secret
+from controlplane.core.state import bump_state_seq
+from controlplane.dataplanes.models import DataPlaneNode, DataPlaneToken
+from controlplane.dataplanes.services import dataplane_token_issue, hash_secret
 from controlplane.dataplanes.snapshot import build_snapshot_bytes, document_format_version, load_snapshot, make_etag
 from controlplane.dataplanes.sync import (
     CONFIG_PATH,
@@ -605,7 +606,7 @@ def test_the_asgi_entry_point_puts_the_sync_app_in_front_of_django() -> None:
     from controlplane.dataplanes.rollout import RolloutWaitApp
 
     assert isinstance(application, DataPlaneSyncApp)
-    # Between them, the rollout wait (revisions/{n}/wait/), which also waits without a thread (issue 7).
+    # Between them, the rollout wait (revisions/{n}/wait/), which also waits without a thread.
     assert isinstance(application.fallback, RolloutWaitApp)
     assert isinstance(application.fallback.fallback, ASGIHandler)
 

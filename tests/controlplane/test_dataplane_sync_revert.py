@@ -3,7 +3,7 @@
 The ETag is `<config_sha256>.<state_seq>` and does not carry the revision, so a snapshot cached under A's
 ETag when A was revision n must not be served again once A returns as revision n + 2: the nodes would
 report n, and `revisions/{n+2}/wait/` would never see the rollout finish. Found by
-bench/propagation_fleet.py (issue 8).
+bench/propagation_fleet.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ETag watcher does not queue behind the shared database thread (issue 8, bench/waiting_clients.py).
+"""The ETag watcher does not queue behind the shared database thread (bench/waiting_clients.py).
 
 Token lookups and status reports run one at a time on asgiref's shared thread. With the web process
 busy storing status reports, a change used to wait for that queue before the watcher saw it. With
@@ -17,8 +17,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection
 
 from controlplane.core.actors import Actor
+from controlplane.core.state import bump_state_seq
 from controlplane.dataplanes.models import DataPlaneToken
-from controlplane.dataplanes.services import bump_state_seq, dataplane_token_issue
+from controlplane.dataplanes.services import dataplane_token_issue
 from controlplane.dataplanes.snapshot import read_current_etag
 from controlplane.dataplanes.sync import CONFIG_PATH, DataPlaneSyncApp
 

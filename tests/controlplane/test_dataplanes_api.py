@@ -1,5 +1,5 @@
 """The nodes API (`dataplanes/`), revisions' rollout counts, `revisions/{n}/wait/` in process, the purge
-task, the nodes in the admin, and the control plane's gateway_cp_* gauges (issue 7).
+task, the nodes in the admin, and the control plane's gateway_cp_* gauges.
 
 The wait is an ASGI app in front of Django (controlplane/dataplanes/rollout.py); here it is driven through
 httpx.ASGITransport inside `async_to_sync`, so its thread-sensitive database calls see the test's

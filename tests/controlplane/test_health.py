@@ -10,8 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from controlplane.core.actors import Actor
-from controlplane.core.models import AuditEvent, ConfigRevision
-from controlplane.dataplanes.models import StateCounter
+from controlplane.core.models import AuditEvent, ConfigRevision, StateCounter
 from controlplane.health import hysteresis
 from controlplane.health.models import HealthResult, HealthRollup, TargetHealth
 from controlplane.health.probes import ProbeResult, ProbeSpec, probe_one, probe_url

@@ -149,7 +149,7 @@ def test_each_role_gets_exactly_its_answer_on_the_health_routes(
     assert len(server.paths) == (1 if expected == 200 and path == "endpoints/checked:v1/check/" else 0)
 
 
-# --- stats routes (issue 7: config:read; read-only, so a write by anyone allowed to read meets the 405) -----
+# --- stats routes (config:read; read-only, so a write by anyone allowed to read meets the 405) -----
 STATS_ROUTES = (
     ("GET", "stats/"),
     ("POST", "stats/"),
@@ -238,7 +238,7 @@ def test_each_role_gets_exactly_its_answer_on_the_breaker_routes(
     assert BreakerOverride.objects.exists() == (method == "POST" and expected == 200)
 
 
-# --- data-plane nodes (issue 7): `dataplanes/` and its detail are config:read and read-only; retiring a
+# --- data-plane nodes: `dataplanes/` and its detail are config:read and read-only; retiring a
 # node (`dataplanes/{node_id}/retire/`, POST) is config:write --------------------------------------------
 NODE_ROUTES = (
     ("GET", "dataplanes/"),

@@ -1,4 +1,4 @@
-"""What a write and a list cost must not grow with the number of endpoints (issue 8, bench/large_config.py
+"""What a write and a list cost must not grow with the number of endpoints (bench/large_config.py
 and bench/api_scale.py measure the same at 10,000)."""
 
 from __future__ import annotations

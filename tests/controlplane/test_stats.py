@@ -1,5 +1,5 @@
 """Traffic statistics from the nodes' status reports: delta derivation, the minute and hour rows,
-retention, the selectors, the system summary and the `stats/` API (issue 7)."""
+retention, the selectors, the system summary and the `stats/` API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Applying snapshots in two steps (issue 8): the preparation off the event loop, the commit on it.
+"""Applying snapshots in two steps: the preparation off the event loop, the commit on it.
 
 What a user sees: state (breaker, ejections) survives a reload for the endpoints whose config did not
 change; a health or override change reaches the endpoint it names even when that endpoint's config is

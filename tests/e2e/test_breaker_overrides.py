@@ -1,4 +1,4 @@
-"""Breaker overrides across a fleet (ARCHITECTURE §4, §6; issue 7 "force a breaker and watch both nodes obey"):
+"""Breaker overrides across a fleet (ARCHITECTURE §4, §6; "force a breaker and watch both nodes obey"):
 a real uvicorn control plane on the test PostgreSQL database, two real `python -m dataplane` nodes following
 it by long-poll, and a real upstream, all on 127.0.0.1.
 

@@ -1,4 +1,4 @@
-"""The admin's dashboards in a real browser (issue 7): headless Chromium (Debian `chromium` and
+"""The admin's dashboards in a real browser: headless Chromium (Debian `chromium` and
 `chromium-driver`, driven by Selenium) logs in through the admin's login form on a real control plane
 (uvicorn on the test database), with endpoints imported over the API and traffic and an open breaker
 reported by two data-plane nodes over `POST /api/v1/dataplane/status`, as real nodes report.

@@ -1,4 +1,4 @@
-"""Issue 7's "done when", as a user runs it: `manage.py rungateway --dataplanes 2` on PostgreSQL with the
+"""The README's fleet, as a user runs it: `manage.py rungateway --dataplanes 2` on PostgreSQL with the
 demo upstream, then only HTTP — the management API, the two proxies, and the admin pages.
 
 A user sees which node runs which revision, which breakers are open where after making an upstream

@@ -1,4 +1,4 @@
-"""A broker restart (ARCHITECTURE §7, issue 6: "a broker restart loses no health state, and checks resume on
+"""A broker restart (ARCHITECTURE §7: "a broker restart loses no health state, and checks resume on
 their own"): a Redis server of this test's own on a free port (no persistence, so the restart loses every
 queued message), a real Celery worker and beat, a real upstream on 127.0.0.1, the test PostgreSQL database.
 

@@ -1,4 +1,4 @@
-"""`GET /api/v1/revisions/{n}/wait/` against a real uvicorn control plane (issue 7).
+"""`GET /api/v1/revisions/{n}/wait/` against a real uvicorn control plane.
 
 Simulated nodes report through the real `POST /api/v1/dataplane/status` while a client waits; then a real
 `python -m dataplane` applies a change published through the API and the wait answers 200. The wait is

@@ -1,4 +1,4 @@
-"""Traffic statistics end to end (issue 7): a real control plane, a real `python -m dataplane` syncing
+"""Traffic statistics end to end: a real control plane, a real `python -m dataplane` syncing
 with a data-plane token and reporting every half second, and a real upstream, all on 127.0.0.1.
 
 Requests answered 200, 404 and 500 through the data plane show up in the control plane's `stats/`

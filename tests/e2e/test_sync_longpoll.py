@@ -22,7 +22,8 @@ from django.db import connection
 
 from controlplane.core.actors import Actor
 from controlplane.core.revisions import latest_revision
-from controlplane.dataplanes.services import bump_state_seq, dataplane_token_issue
+from controlplane.core.state import bump_state_seq
+from controlplane.dataplanes.services import dataplane_token_issue
 from controlplane.routing.services import endpoint_create
 from tests.conftest import endpoint_body
 from tests.e2e.servers import clean_env, free_port, running
@@ -53,7 +54,7 @@ def control_plane(tmp_path: Path) -> Iterator[tuple[str, int]]:
 def expected_etag() -> str:
     revision = latest_revision()
     assert revision is not None
-    from controlplane.dataplanes.models import StateCounter
+    from controlplane.core.models import StateCounter
 
     seq = StateCounter.objects.filter(pk=1).values_list("state_seq", flat=True).first() or 0
     return f'"{revision.config_sha256}.{seq}"'

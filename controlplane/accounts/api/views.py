@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from axes.handlers.proxy import AxesProxyHandler
 from django.contrib.auth import authenticate, get_user_model
@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import TokenObtainSerializer
 from rest_framework_simplejwt.views import TokenObtainPairView
 
 from controlplane.core.api.views import service_context
@@ -109,7 +110,8 @@ class TokenObtainApi(TokenObtainPairView):
     action_errors = {"post": {429: "`too_many_attempts`: this username or address is locked out (`Retry-After`)."}}
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = self.get_serializer(data=request.data)
+        # simplejwt types its serializer class as any serializer; the obtain view's is a TokenObtainSerializer.
+        serializer = cast(TokenObtainSerializer, self.get_serializer(data=request.data))
         try:
             serializer.is_valid(raise_exception=True)
         except TokenError as exc:

@@ -83,7 +83,7 @@ class ConfigRevisionViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type
         return ConfigRevisionDetailSerializer if self.action == "retrieve" else ConfigRevisionSerializer
 
     def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
+        context = dict(super().get_serializer_context())
         if self.action in ("list", "retrieve") and not getattr(self, "swagger_fake_view", False):
             from controlplane.dataplanes.rollout import live_node_rows
 

@@ -7,6 +7,7 @@ a lone surrogate that fails later, when it is encoded for the database or for th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -21,7 +22,7 @@ class JSONParser(parsers.JSONParser):
     string → 400 `validation_error` naming where. NUL is left to the fields: each says whether it
     can hold one (the document's text fields and DRF's CharField refuse it)."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             return load_json(stream.read().decode(encoding), strict_constants=self.strict, allow_nul=True)

@@ -1,4 +1,4 @@
-"""The data-plane nodes (config:read): what each node runs and when it last reported (issue 7); retiring a
+"""The data-plane nodes (config:read): what each node runs and when it last reported; retiring a
 node an operator stopped on purpose (config:write)."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class DataPlaneNodeViewSet(viewsets.ReadOnlyModelViewSet):  # type: ignore[type-
         request.node_clock = NodeClock.at(timezone.now())
 
     def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
+        context = dict(super().get_serializer_context())
         if not getattr(self, "swagger_fake_view", False):
             latest = ConfigRevision.objects.order_by("-number").values_list("number", flat=True).first()
             context["latest_revision"] = latest

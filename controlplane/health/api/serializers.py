@@ -46,7 +46,8 @@ class TargetHealthSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
     def to_representation(self, target: Target) -> dict[str, Any]:
         data = super().to_representation(target)
-        health = getattr(target, "health", None) or TargetHealth(target=target, next_check_at=None)
+        # Never saved: a target not checked yet shows no next check (null), not the model's default of now.
+        health = getattr(target, "health", None) or TargetHealth(target=target, next_check_at=None)  # type: ignore[misc]
         for name in HEALTH_FIELDS:
             value = getattr(health, name)
             data[name] = self.fields[name].to_representation(value) if value is not None else None

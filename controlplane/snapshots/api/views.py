@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -9,6 +10,7 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -43,8 +45,11 @@ def validation_error_response(request: Request, problems: list[Problem], warning
 class _DocumentFormatNegotiation(DefaultContentNegotiation):
     """`?format=` names the document's format here, not a DRF renderer: errors always answer JSON."""
 
-    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
-        renderer = next((r for r in renderers if r.format == "json"), renderers[0])
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> Any:
+        choices = list(renderers)
+        renderer = next((r for r in choices if r.format == "json"), choices[0])
         return renderer, renderer.media_type
 
 
