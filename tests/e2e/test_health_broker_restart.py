@@ -110,10 +110,17 @@ def test_checks_resume_by_themselves_after_the_broker_is_killed_and_restarted(tm
         # The same port again, an empty Redis: worker and beat reconnect and the checks resume on their own.
         stack.enter_context(redis_server(port, tmp_path / "redis-2.log"))
         eventually(lambda: len(probes_of(server, path)) >= probed_before + 2, "the checks to resume", 90)
+        # The upstream sees a probe before the worker has written its result: wait for the writes too.
+        # The counters carry on from where they were (the state was not reset by the restart): a reset
+        # would start again from 1 and stay below this for the probes seen.
+        counted = before[watched].consecutive_successes + 2
+        eventually(
+            lambda: TargetHealth.objects.get(target__url=watched).consecutive_successes >= counted,
+            "two more successes counted on top of the ones before the outage",
+            30,
+        )
         resumed = TargetHealth.objects.get(target__url=watched)
-        # The counters carried on from where they were: the state was not reset by the restart.
         assert resumed.status == "healthy"
-        assert resumed.consecutive_successes >= before[watched].consecutive_successes + 2
 
         # Status transitions are still exact: unhealthy after exactly unhealthy_threshold failures.
         server.status = 500
