@@ -21,6 +21,7 @@ request line has one (RFC 9112 §3.2.2: it wins over Host), else the Host header
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
@@ -165,6 +166,7 @@ _HOST = re.compile(rb"(?:[A-Za-z0-9._~-]+|\[([0-9A-Fa-f:.]+)\])(?::([0-9]{1,5}))
 _ABSOLUTE_FORM = re.compile(rb"(?i)(https?)://([^/?#]*)")
 
 
+@functools.lru_cache(maxsize=1024)  # clients send the same few Host values over and over
 def valid_authority(value: bytes) -> bool:
     match = _HOST.fullmatch(value)
     if match is None:
@@ -339,10 +341,15 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-# uvicorn's checks, made once per response over all names and all values joined (each pattern is
-# one byte class, so a match in the join is a match in one of the parts) instead of twice per header.
-_BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
-_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+# uvicorn's checks (its byte classes of bad header names and values), made once per response over all
+# names and all values joined (a bad byte in the join is a bad byte in one of the parts) instead of
+# twice per header. Deleting every good byte with bytes.translate and looking at what is left is one C
+# pass at a few instructions a byte; the regex search of a byte class was ~40 a byte, a visible part
+# of the proxy's CPU on answers with many headers.
+_BAD_NAME_BYTES = bytes(range(0x20)) + b'\x7f()<>@,;:[]={} \t\\"'
+_BAD_VALUE_BYTES = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
+_GOOD_NAME_BYTES = bytes(byte for byte in range(256) if byte not in _BAD_NAME_BYTES)
+_GOOD_VALUE_BYTES = bytes(byte for byte in range(256) if byte not in _BAD_VALUE_BYTES)
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _UNTIL_CLOSE = 1 << 62  # `expected_length` of a body delimited by the connection's close
 _DISCONNECT = {"type": "http.disconnect"}
@@ -512,9 +519,9 @@ class LeanCycle:
                     self.keep_alive = False
                     close = True
             lines += (name, b": ", value, b"\r\n")
-        if _BAD_NAME.search(b"".join(names)):
+        if b"".join(names).translate(None, _GOOD_NAME_BYTES):
             raise RuntimeError("Invalid HTTP header name.")
-        if _BAD_VALUE.search(b"".join(values)):
+        if b"".join(values).translate(None, _GOOD_VALUE_BYTES):
             raise RuntimeError("Invalid HTTP header value.")
         old = self.scope["http_version"] == "1.0"
         if self.chunked is None and self.method != "HEAD" and status not in (204, 304):
