@@ -29,3 +29,15 @@ class DocumentDefaults(models.Model):
 
     def __str__(self) -> str:
         return f"document defaults {self.canonical or '{}'}"
+
+
+class GlobalPlugins(DocumentDefaults):
+    """The document's global plugins, as the admin shows them: a page of their own (the one row)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "global plugins"
+        verbose_name_plural = "global plugins"
+
+    def __str__(self) -> str:
+        return "global plugins"
