@@ -197,3 +197,10 @@ def test_every_plugin_and_its_fields_are_described_on_the_admin_endpoint_form(ad
         listed = html[start : html.find(")", html.find("enabled:", start))]
         missing += [f"{name}.{key}" for key in spec.fields if f"{key}:" not in listed]
     assert missing == []
+
+
+def test_a_patch_of_the_global_plugins_documents_null_as_removing_a_plugin(openapi: dict[str, Any]) -> None:
+    body = openapi["paths"][f"{API}/plugins/"]["patch"]["requestBody"]["content"]["application/json"]["schema"]
+    properties = _resolve(openapi, body)["properties"]
+    assert set(properties) == set(PLUGINS)
+    assert all(properties[name].get("nullable") is True for name in PLUGINS), properties

@@ -153,19 +153,28 @@ def plugin_serializer_class(spec: PluginSpec) -> type[serializers.Serializer]:  
     return object_serializer_class(f"{_camel(spec.name)}Plugin", spec.fields, doc)
 
 
+_PLUGINS_DOC = (
+    "Plugins by name (ARCHITECTURE §11): each key turns that plugin on with its config ({} = every "
+    "default). On an endpoint, an entry replaces the document's global entry of the same name "
+    "wholly, and {enabled: false} turns a global one off. Unknown names are refused."
+)
+
+
 @functools.cache
-def plugins_serializer_class() -> type[serializers.Serializer]:  # type: ignore[type-arg]
+def plugins_serializer_class(*, removable: bool = False) -> type[serializers.Serializer]:  # type: ignore[type-arg]
+    """The `plugins` mapping, one optional typed key per plugin. `removable`: a PATCH of the global
+    plugins, where `null` for a name removes that plugin (component `PatchedPlugins`)."""
     declared: dict[str, Any] = {
-        name: plugin_serializer_class(spec)(required=False, help_text=spec.description)
+        name: plugin_serializer_class(spec)(
+            required=False,
+            help_text=spec.description + (" null removes it." if removable else ""),
+            **({"allow_null": True} if removable else {}),
+        )
         for name, spec in sorted(PLUGINS.items())
     }
-    declared["__doc__"] = (
-        "Plugins by name (ARCHITECTURE §11): each key turns that plugin on with its config ({} = every "
-        "default). On an endpoint, an entry replaces the document's global entry of the same name "
-        "wholly, and {enabled: false} turns a global one off. Unknown names are refused."
-    )
+    declared["__doc__"] = _PLUGINS_DOC + (" null for a name removes that plugin." if removable else "")
     declared["__module__"] = __name__
-    return type("PluginsSerializer", (serializers.Serializer,), declared)
+    return type("PatchedPluginsSerializer" if removable else "PluginsSerializer", (serializers.Serializer,), declared)
 
 
 def plugins_field(**kwargs: Any) -> serializers.Serializer:  # type: ignore[type-arg]

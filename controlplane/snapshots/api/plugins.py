@@ -60,7 +60,7 @@ class PluginsApi(APIView):
         return self._write(request, partial=False)
 
     @extend_schema(
-        request=plugins_serializer_class()(partial=True),
+        request=plugins_serializer_class(removable=True)(partial=True),
         responses={200: plugins_serializer_class()},
         description="Merge by plugin name: a name given replaces that plugin's config wholly; null removes it.",
     )
