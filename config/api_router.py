@@ -11,6 +11,7 @@ from controlplane.dataplanes.api.views import DataPlaneNodeViewSet
 from controlplane.health.api.views import EndpointCheckApi, TargetHealthViewSet
 from controlplane.routing.api.resolve import RouteResolveApi
 from controlplane.routing.api.views import EndpointViewSet
+from controlplane.snapshots.api.plugins import PluginsApi
 from controlplane.snapshots.api.views import ConfigExportApi, ConfigImportApi
 from controlplane.stats.api.views import EndpointStatsApi, StatsApi, StatsSummaryApi
 
@@ -48,6 +49,8 @@ urlpatterns = [
     # --- the config document (snapshots): export and import as a whole ------------------------------
     path("config/export/", ConfigExportApi.as_view(), name="config-export"),
     path("config/import/", ConfigImportApi.as_view(), name="config-import"),
+    # --- the document's global plugins (§11): every endpoint runs them unless it sets the same name --
+    path("plugins/", PluginsApi.as_view(), name="plugins"),
     # --- operator tools: where would the data plane send this path (configdoc's matcher) -------------
     path("routes/resolve/", RouteResolveApi.as_view(), name="routes-resolve"),
     # --- health: probe an endpoint's targets now ----------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 from django import forms
 
+from configdoc.plugins import PLUGINS
 from configdoc.schema import Field
 
 
@@ -77,6 +78,31 @@ def form_field(name: str, spec: Field) -> forms.Field:
             max_length=spec.max_length,
         )
     return forms.CharField(required=False, label=label, help_text=_help(spec), max_length=spec.max_length)
+
+
+def plugins_form_field(*, label: str = "Plugins") -> forms.CharField:
+    """A `plugins` mapping (name -> config) as a JSON text area, its help listing every plugin and its
+    fields from configdoc's schema (so a new plugin field is documented on the form, or a test fails)."""
+    listed = "; ".join(
+        f"{name} ({', '.join(f'{key}: {_help(field) or field.kind}' for key, field in spec.fields.items())})"
+        for name, spec in sorted(PLUGINS.items())
+    )
+    return forms.CharField(
+        required=False,
+        label=label,
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 80, "style": "font-family: monospace"}),
+        help_text="JSON object, plugin name → config ({} turns a plugin on with its defaults; keys left out "
+        'take their defaults; an endpoint\'s {"enabled": false} turns a global plugin of that name off). '
+        f"Plugins: {listed}",
+    )
+
+
+def plugins_text(plugins: Mapping[str, Any] | None) -> str:
+    """The JSON a plugins text area shows: canonical sparse configs, keys sorted, ASCII only (so a
+    header value in Latin-1 survives any browser's encoding), one plugin per line, `""` for none."""
+    if not plugins:
+        return ""
+    return json.dumps(dict(plugins), sort_keys=True, indent=2)
 
 
 def form_fields(schema: Mapping[str, Field], names: Iterable[str]) -> dict[str, forms.Field]:

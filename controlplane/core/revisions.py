@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 
 from configdoc import assemble_document, canonical_json, endpoint_key
+from configdoc.plugins import FORMAT_2_ENDPOINT_KEYS
 
 from .actors import Actor
 from .models import AuditEvent, ConfigRevision, RevisionCounter
@@ -36,6 +37,12 @@ ENDPOINT = "endpoint"
 BREAKER_POLICY = "breaker_policy"
 # The document's own health_check defaults (one object, key "health_check"; snapshots.DocumentDefaults).
 HEALTH_CHECK = "health_check"
+# The document's own (global) plugins (one object, key "plugins"; snapshots.DocumentDefaults), §11.
+# Recorded with `{}` rather than None for "none", so its audit events are always `plugins.update`.
+PLUGINS = "plugins"
+# In canonical JSON (no whitespace, quotes inside strings escaped) these occur only as keys, so an
+# endpoint's canonical text uses a format-2 key (§11) exactly when it holds one of them.
+_FORMAT_2_ENDPOINT_MARKERS = tuple(f'"{key}":' for key in FORMAT_2_ENDPOINT_KEYS)
 
 
 @dataclass
@@ -164,16 +171,22 @@ class LiveDocument:
         policies: list[tuple[str, str]],
         endpoints: dict[EndpointKey, str],
         health: str | None,
+        plugins: str | None = None,
         order: list[EndpointKey] | None = None,
     ) -> LiveDocument:
         order = sorted(endpoints) if order is None else order
+        joined = ",".join([endpoints[key] for key in order])
+        # configdoc.required_format_version, read off the fragments: 2 when the document's plugins are
+        # set or an endpoint uses a format-2 key, else 1 (one scan of the text, no parsing).
+        uses_format_2 = bool(plugins) or any(marker in joined for marker in _FORMAT_2_ENDPOINT_MARKERS)
         parts = [
             b'{"breaker_policies":[',
             ",".join(text for _, text in sorted(policies)).encode("utf-8"),
             b'],"endpoints":[',
-            ",".join([endpoints[key] for key in order]).encode("utf-8"),
-            b'],"format_version":1',
+            joined.encode("utf-8"),
+            b'],"format_version":2' if uses_format_2 else b'],"format_version":1',
             b',"health_check":' + health.encode("utf-8") if health else b"",
+            b',"plugins":' + plugins.encode("utf-8") if plugins else b"",
             b"}",
         ]
         body = b"".join(parts)
@@ -183,14 +196,15 @@ class LiveDocument:
 _last: LiveDocument | None = None
 
 
-def _small_rows() -> tuple[list[tuple[str, str]], str | None]:
-    """Every breaker policy's (name, canonical) and the health defaults' canonical text."""
+def _small_rows() -> tuple[list[tuple[str, str]], str | None, str | None]:
+    """Every breaker policy's (name, canonical), the health defaults' and the global plugins' canonical text."""
     from controlplane.breakers.models import BreakerPolicy
     from controlplane.snapshots.models import DocumentDefaults
 
     policies = list(BreakerPolicy.objects.values_list("name", "canonical"))
-    health = DocumentDefaults.objects.filter(pk=1).values_list("canonical", flat=True).first()
-    return policies, health
+    row = DocumentDefaults.objects.filter(pk=1).values_list("canonical", "plugins_canonical").first()
+    health, plugins = row if row is not None else (None, None)
+    return policies, health, plugins
 
 
 def _read_document() -> LiveDocument:
@@ -198,9 +212,11 @@ def _read_document() -> LiveDocument:
     global _last
     from controlplane.routing.models import Endpoint
 
-    policies, health = _small_rows()
+    policies, health, plugins = _small_rows()
     rows = Endpoint.objects.order_by().values_list("name", "version", "canonical")  # sorted here, not twice
-    _last = LiveDocument.build(policies=policies, endpoints={(n, v): text for n, v, text in rows}, health=health)
+    _last = LiveDocument.build(
+        policies=policies, endpoints={(n, v): text for n, v, text in rows}, health=health, plugins=plugins
+    )
     return _last
 
 
@@ -235,8 +251,8 @@ def _document_after(previous: int, changes: list[Change]) -> LiveDocument:
         elif key in endpoints:  # deleted, or renamed away
             del endpoints[key]
             del order[bisect_left(order, key)]
-    policies, health = _small_rows()
-    _last = LiveDocument.build(policies=policies, endpoints=endpoints, health=health, order=order)
+    policies, health, plugins = _small_rows()
+    _last = LiveDocument.build(policies=policies, endpoints=endpoints, health=health, plugins=plugins, order=order)
     return _last
 
 
@@ -283,11 +299,14 @@ def revision_document_bytes(number: int) -> bytes:
     for endpoint in document.get("endpoints", []):
         objects[(ENDPOINT, endpoint_key(endpoint["name"], endpoint["version"]))] = endpoint
     health = document.get("health_check")
+    plugins = document.get("plugins")
     later = ConfigRevision.objects.filter(number__gt=base.number, number__lte=number).order_by("number")
     for step in later.only("changes").iterator():
         for change in step.changes:
             if change["kind"] == HEALTH_CHECK:
                 health = change["after"]
+            elif change["kind"] == PLUGINS:
+                plugins = change["after"]
             elif change["after"] is None:
                 objects.pop((change["kind"], change["key"]), None)
             else:
@@ -297,6 +316,7 @@ def revision_document_bytes(number: int) -> bytes:
             breaker_policies=[obj for (kind, _), obj in objects.items() if kind == BREAKER_POLICY],
             endpoints=[obj for (kind, _), obj in objects.items() if kind == ENDPOINT],
             health_check=health,
+            plugins=plugins,
         )
     )
     if sha256(rebuilt).hexdigest() != revision.config_sha256:

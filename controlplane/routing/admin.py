@@ -19,9 +19,17 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from configdoc import effective_endpoint
+from configdoc.plugins import PRESERVE_HOST
 from configdoc.schema import ENDPOINT_FIELDS
 from configdoc.validate import normalize_target_url
-from controlplane.core.admin_forms import JsonObjectFieldsMixin, document_from, form_fields, show_document
+from controlplane.core.admin_forms import (
+    JsonObjectFieldsMixin,
+    document_from,
+    form_fields,
+    plugins_form_field,
+    plugins_text,
+    show_document,
+)
 from controlplane.core.admin_site import ServiceAdmin, describe
 from controlplane.core.dashboards import endpoint_dashboard_view
 from controlplane.core.errors import GatewayError
@@ -36,9 +44,12 @@ from .models import Endpoint, Target
 FORM_FIELDS = (
     "name", "version", "default", "enabled", "description", "tags", "methods", "paths", "strip_path",
     "timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes", "auth_type", "breaker_policy",
-    "retries", "outlier", "tls", "health_check",
+    "retries", "outlier", "tls", "health_check", "preserve_host",
 )  # fmt: skip
-JSON_FIELDS = ("retries", "outlier", "tls", "health_check")
+JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins")
+# The endpoint's fields as configdoc's schema has them, §11's preserve_host included (plugins, a mapping
+# of plugin configs, has a form field of its own: core.admin_forms.plugins_form_field).
+FORM_SCHEMA = {**ENDPOINT_FIELDS, "preserve_host": PRESERVE_HOST}
 
 
 HEALTH_WINDOWS = (("last_100", "last 100 checks"), ("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d"))
@@ -79,10 +90,16 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
             document["health_check"] = self.instance.document.get("health_check", {})
         else:
             document["health_check"] = {}
-        show_document(self, ENDPOINT_FIELDS, document, FORM_FIELDS, kwargs.get("initial"))
+        document.setdefault("preserve_host", False)
+        show_document(self, FORM_SCHEMA, document, FORM_FIELDS, kwargs.get("initial"))
+        if "plugins" in self.fields:
+            # Canonical (sparse) configs, not the effective ones: what is shown is what was set.
+            self.initial["plugins"] = plugins_text(self.instance.document.get("plugins") if self.instance.pk else None)
 
     def document(self) -> dict[str, Any]:
-        document = document_from(ENDPOINT_FIELDS, self.cleaned_data, FORM_FIELDS)
+        document = document_from(FORM_SCHEMA, self.cleaned_data, FORM_FIELDS)
+        if self.cleaned_data.get("plugins"):
+            document["plugins"] = self.cleaned_data["plugins"]
         if not document.get("default"):
             # Unticked means "not asking to be the default": a default moves by ticking another version.
             document.pop("default", None)
@@ -90,7 +107,8 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
 
 
 # Declared on the class (not in __init__) so the admin's form factory knows them.
-EndpointForm.declared_fields.update(form_fields(ENDPOINT_FIELDS, FORM_FIELDS))
+EndpointForm.declared_fields.update(form_fields(FORM_SCHEMA, FORM_FIELDS))
+EndpointForm.declared_fields["plugins"] = plugins_form_field()
 EndpointForm.base_fields.update(EndpointForm.declared_fields)
 
 
@@ -143,6 +161,7 @@ class EndpointAdmin(ServiceAdmin):
         ("Routing", {"fields": ["methods", "paths", "strip_path", "auth_type"]}),
         ("Timeouts and limits", {"fields": ["timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes"]}),
         ("Resilience", {"fields": ["breaker_policy", "retries", "outlier", "tls", "health_check"]}),
+        ("Plugins", {"fields": ["preserve_host", "plugins"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:

@@ -17,6 +17,9 @@ class Endpoint(models.Model):
     enabled = models.BooleanField(default=True)
     description = models.TextField(blank=True, default="")
     tags = models.JSONField(default=list, blank=True)
+    # §11 (format 2): the endpoint's own plugins (name -> canonical sparse config) and preserve_host.
+    plugins = models.JSONField(default=dict, blank=True)
+    preserve_host = models.BooleanField(default=False)
     breaker_policy = models.ForeignKey("breakers.BreakerPolicy", on_delete=models.PROTECT, related_name="endpoints")
     document = models.JSONField()
     canonical = models.TextField()

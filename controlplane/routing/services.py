@@ -13,7 +13,15 @@ from typing import Any
 
 from django.conf import settings
 
-from configdoc import Problem, canonical_json, endpoint_key, normalize_endpoint, route_keys, version_sort_key
+from configdoc import (
+    LATEST_FORMAT_VERSION,
+    Problem,
+    canonical_json,
+    endpoint_key,
+    normalize_endpoint,
+    route_keys,
+    version_sort_key,
+)
 from controlplane.breakers.models import BreakerPolicy
 from controlplane.core.actors import Actor
 from controlplane.core.errors import ConfigValidationError, ConflictError, NotFoundError
@@ -25,7 +33,11 @@ DEFAULT_POLICY = "default"
 
 
 def _normalize(data: Mapping[str, Any]) -> dict[str, Any]:
-    document, problems = normalize_endpoint(data, allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS)
+    # The latest format: an endpoint may use plugins and preserve_host (§11); the document it joins
+    # becomes format 2 when one does (configdoc.required_format_version), else stays format 1.
+    document, problems = normalize_endpoint(
+        data, allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS, format_version=LATEST_FORMAT_VERSION
+    )
     if problems:
         raise ConfigValidationError(problems)
     return document
@@ -46,6 +58,8 @@ def _apply(endpoint: Endpoint, document: dict[str, Any], policy: BreakerPolicy) 
     endpoint.enabled = document.get("enabled", True)
     endpoint.description = document.get("description", "")
     endpoint.tags = document.get("tags", [])
+    endpoint.plugins = document.get("plugins", {})
+    endpoint.preserve_host = document.get("preserve_host", False)
     endpoint.breaker_policy = policy
     endpoint.document = document
     endpoint.canonical = canonical_json(document).decode("utf-8")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from configdoc import endpoint_key
-from controlplane.core.revisions import BREAKER_POLICY, ENDPOINT, HEALTH_CHECK
+from controlplane.core.revisions import BREAKER_POLICY, ENDPOINT, HEALTH_CHECK, PLUGINS
 
 ObjectKey = tuple[str, str]
 
@@ -117,6 +117,8 @@ def document_objects(document: Mapping[str, Any]) -> dict[ObjectKey, dict[str, A
         objects[(ENDPOINT, endpoint_key(endpoint["name"], endpoint["version"]))] = endpoint
     if document.get("health_check"):
         objects[(HEALTH_CHECK, HEALTH_CHECK)] = document["health_check"]
+    if document.get("plugins"):
+        objects[(PLUGINS, PLUGINS)] = document["plugins"]
     return objects
 
 

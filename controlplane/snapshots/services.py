@@ -20,7 +20,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from configdoc import canonical_json, endpoint_key, validate_document
+from configdoc import LATEST_FORMAT_VERSION, Problem, canonical_json, endpoint_key, validate_document
+from configdoc.plugins import normalize_plugins
 from controlplane.breakers import services as breaker_services
 from controlplane.breakers.models import BreakerPolicy
 from controlplane.core.actors import Actor
@@ -30,7 +31,9 @@ from controlplane.core.revisions import (
     BREAKER_POLICY,
     ENDPOINT,
     HEALTH_CHECK,
+    PLUGINS,
     ChangeSet,
+    check_if_match,
     config_write,
     current_document_bytes,
     revision_document_bytes,
@@ -97,7 +100,10 @@ class _DryRun(Exception):
 def validated(document: Any, *, lines: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The canonical form of `document`, or ConfigValidationError listing every problem."""
     canonical, problems = validate_document(
-        document, allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS, lines=lines
+        document,
+        allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS,
+        lines=lines,
+        max_format_version=LATEST_FORMAT_VERSION,
     )
     if problems:
         raise ConfigValidationError(problems)
@@ -145,6 +151,7 @@ def _apply_document(wanted: dict[str, Any], changes: ChangeSet, *, prune: bool, 
     names = {e["name"] for e in wanted["endpoints"]}
 
     _apply_health_check(wanted.get("health_check") or None, changes)
+    _apply_plugins(wanted.get("plugins") or {}, changes)
     existing_policies = {p.name: p for p in BreakerPolicy.objects.select_for_update()}
     existing = {e.key: e for e in Endpoint.objects.select_for_update().select_related("breaker_policy")}
     endpoint: Endpoint | None  # each step's loop variable; step 4 looks endpoints up, and some are new
@@ -232,6 +239,60 @@ def _apply_health_check(wanted: dict[str, Any] | None, changes: ChangeSet) -> No
     row.canonical = canonical_json(wanted).decode("utf-8") if wanted else ""
     row.save()
     changes.record(HEALTH_CHECK, HEALTH_CHECK, before=current, after=wanted)
+
+
+def _apply_plugins(wanted: dict[str, Any], changes: ChangeSet) -> DocumentDefaults:
+    """The document's global plugins (canonical): recorded as one object, `{}` when none."""
+    row = DocumentDefaults.objects.select_for_update().filter(pk=1).first() or DocumentDefaults(pk=1)
+    current = dict(row.plugins or {})
+    if current != wanted:
+        row.plugins = wanted
+        row.plugins_canonical = canonical_json(wanted).decode("utf-8") if wanted else ""
+        row.save()
+        changes.record(PLUGINS, PLUGINS, before=current, after=wanted)
+    return row
+
+
+# --- the document's global plugins (§11) ------------------------------------------------------------
+
+
+def plugins_read() -> tuple[dict[str, Any], str]:
+    """The document's global plugins (canonical sparse) and their canonical text (for the ETag)."""
+    row = DocumentDefaults.objects.filter(pk=1).values_list("plugins", "plugins_canonical").first()
+    plugins, text = row if row is not None else ({}, "")
+    return dict(plugins or {}), text or "{}"
+
+
+def plugins_update(
+    *,
+    data: Any,
+    actor: Actor,
+    partial: bool = False,
+    request_id: str = "",
+    if_match: str | None = None,
+) -> dict[str, Any]:
+    """Replace (PUT) or merge by plugin name (PATCH: a name given replaces that plugin's config wholly,
+    `null` removes it) the document's global plugins. One revision and one `plugins.update` audit event
+    when they change; validated by configdoc (problems name `plugins.<name>.<field>`)."""
+    if not isinstance(data, Mapping):
+        raise ConfigValidationError([Problem("plugins", "must be a mapping of plugin name to config")])
+    with config_write(actor=actor, summary="update global plugins", request_id=request_id) as changes:
+        # The counter lock is held: no other config write runs until this one commits, so the merge
+        # below builds on the row as it is, and concurrent PATCHes apply one after the other.
+        row = DocumentDefaults.objects.select_for_update().filter(pk=1).first()
+        current = dict(row.plugins or {}) if row is not None else {}
+        check_if_match(canonical_json(current).decode("utf-8"), if_match)
+        if partial:
+            merged = {**current, **data}
+            merged = {name: config for name, config in merged.items() if not (name in data and data[name] is None)}
+        else:
+            merged = dict(data)
+        problems: list[Problem] = []
+        wanted = normalize_plugins(merged, "plugins", problems)
+        if problems or wanted is None:
+            raise ConfigValidationError(problems)
+        _apply_plugins(wanted, changes)
+    return wanted
 
 
 # --- revisions -------------------------------------------------------------------------------------

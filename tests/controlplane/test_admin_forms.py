@@ -5,6 +5,7 @@ pages a user may only read must refuse the post and keep the object as it was.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from controlplane.health.models import TargetHealth
 from controlplane.health.services import health_rows_ensure
 from controlplane.routing.models import Endpoint
 from controlplane.routing.services import endpoint_create
+from controlplane.snapshots.models import GlobalPlugins
+from controlplane.snapshots.services import plugins_update
 from tests.conftest import endpoint_body
 from tests.controlplane.admin_forms import form_data_from
 from tests.controlplane.test_breaker_overrides import report
@@ -105,6 +108,35 @@ def second_version() -> Endpoint:
     return _endpoint(version="v2", enabled=False)
 
 
+PLUGINS_SET = {
+    "cors": {"origins": ["https://app.example.com"], "credentials": True, "max_age": 0},
+    "ip_restriction": {"allow": ["10.0.0.0/8", "2001:db8::/32"], "mode": "report"},
+    "request_headers": {"set": {"X-Env": 'prod, "eu"'}, "remove": ["X-Debug"]},
+    "response_headers": {"set": {"X-Frame-Options": "DENY", "X-Note": "caf\u00e9  <b>&amp;</b>"}},
+}
+
+
+def plugins_endpoint() -> Endpoint:
+    """Every plugin set, a Latin-1 header value, quotes and markup: the JSON area must round-trip them."""
+    return _endpoint(plugins=PLUGINS_SET, preserve_host=True)
+
+
+def global_plugins() -> GlobalPlugins:
+    plugins_update(
+        data={"cors": {"origins": ["https://a.example.com"]}, "response_headers": {"remove": ["Server"]}}, actor=SYSTEM
+    )
+    return GlobalPlugins.objects.get(pk=1)
+
+
+def no_global_plugins() -> GlobalPlugins:
+    return GlobalPlugins(pk=1)
+
+
+def global_plugins_state(row: GlobalPlugins) -> Any:
+    stored = GlobalPlugins.objects.filter(pk=1).values_list("plugins", "plugins_canonical").first()
+    return stored or ({}, "")
+
+
 def default_policy() -> BreakerPolicy:
     return BreakerPolicy.objects.get(name="default")
 
@@ -159,6 +191,9 @@ EDITABLE = {
         "routing/endpoint", free_text_endpoint, endpoint_state
     ),
     "endpoint, not the default version": Editable("routing/endpoint", second_version, endpoint_state),
+    "endpoint with every plugin and preserve_host": Editable("routing/endpoint", plugins_endpoint, endpoint_state),
+    "global plugins": Editable("snapshots/globalplugins", global_plugins, global_plugins_state),
+    "global plugins, none set yet": Editable("snapshots/globalplugins", no_global_plugins, global_plugins_state),
     "breaker policy with everything set": Editable("breakers/breakerpolicy", _strict_policy, policy_state),
     "the default breaker policy": Editable("breakers/breakerpolicy", default_policy, policy_state),
     "user with roles": Editable("auth/user", operator_user, user_state),
@@ -415,6 +450,56 @@ def _token() -> DataPlaneToken:
 def _node() -> DataPlaneNode:
     node_status_record(report=report("edge-1"))
     return DataPlaneNode.objects.get()
+
+
+def test_adding_a_plugin_through_the_rendered_endpoint_form_is_one_revision(make_user: Callable[..., Any]) -> None:
+    endpoint = plugins_endpoint()
+    url = f"/admin/routing/endpoint/{endpoint.pk}/change/"
+    revisions = ConfigRevision.objects.count()
+    client = browser(make_user("oscar", "operator"))
+    data = form_data_from(client.get(url).content)
+    shown = json.loads(data["plugins"][0])
+    assert shown == endpoint.document["plugins"]  # canonical, as stored
+    shown["response_headers"]["set"]["Strict-Transport-Security"] = "max-age=31536000"
+    data["plugins"] = [json.dumps(shown, indent=2).replace("\n", "\r\n")]
+    del data["preserve_host"]  # unticked
+    response = client.post(url, data)
+    assert response.status_code == 302, _errors(client, response)
+    endpoint.refresh_from_db()
+    assert endpoint.document["plugins"]["response_headers"]["set"]["Strict-Transport-Security"] == "max-age=31536000"
+    assert endpoint.preserve_host is False and "preserve_host" not in endpoint.document
+    assert ConfigRevision.objects.count() == revisions + 1
+    event = AuditEvent.objects.filter(action="endpoint.update").latest("pk")
+    assert event.before["preserve_host"] is True and "preserve_host" not in event.after
+
+
+def test_a_bad_plugin_in_the_endpoint_form_is_shown_naming_its_path(make_user: Callable[..., Any]) -> None:
+    endpoint = plain_endpoint()
+    url = f"/admin/routing/endpoint/{endpoint.pk}/change/"
+    before, counts = endpoint_state(endpoint), history()
+    client = browser(make_user("oscar", "operator"))
+    data = form_data_from(client.get(url).content)
+    data["plugins"] = ['{"request_headers": {"set": {"Connection": "close"}}}']
+    response = client.post(url, data, follow=True)
+    assert "plugins.request_headers.set.Connection" in response.content.decode()
+    data["plugins"] = ['{"cors": ']
+    response = client.post(url, data)
+    assert response.status_code == 200 and "not valid JSON" in response.content.decode()
+    assert endpoint_state(endpoint) == before and history() == counts
+
+
+def test_global_plugins_are_edited_on_their_admin_page(make_user: Callable[..., Any]) -> None:
+    client = browser(make_user("oscar", "operator"))
+    assert client.get("/admin/snapshots/globalplugins/")["Location"] == "/admin/snapshots/globalplugins/1/change/"
+    url = "/admin/snapshots/globalplugins/1/change/"
+    data = form_data_from(client.get(url).content)
+    assert data["plugins"] == [""]
+    data["plugins"] = ['{"response_headers": {"set": {"X-Frame-Options": "DENY"}}}']
+    response = client.post(url, data)
+    assert response.status_code == 302, _errors(client, response)
+    event = AuditEvent.objects.get(action="plugins.update")
+    assert event.after == {"response_headers": {"set": {"X-Frame-Options": "DENY"}}}
+    assert event.actor_label == "user:oscar"
 
 
 def _health() -> TargetHealth:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Awaitable, Callable
-from hashlib import sha256
 from io import StringIO
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -370,15 +368,14 @@ def format_2_document() -> bytes:
 
 
 @pytest.fixture
-def format_2_live(monkeypatch: pytest.MonkeyPatch) -> bytes:
-    """Make the live document a format-2 one. The control plane cannot store plugins yet, so the
-    document goes in at the seam the snapshot reads it through: the latest revision and its bytes."""
-    from controlplane.core import revisions
+def format_2_live() -> bytes:
+    """Make the live document a format-2 one, stored as an operator would: imported."""
+    from controlplane.core.revisions import current_document_bytes
+    from controlplane.snapshots.services import config_import
 
     body = format_2_document()
-    revision = SimpleNamespace(number=7, config_sha256=sha256(body).hexdigest())
-    monkeypatch.setattr(revisions, "latest_revision", lambda: revision)
-    monkeypatch.setattr(revisions, "remembered_document", lambda sha: body if sha == revision.config_sha256 else None)
+    config_import(document=json.loads(body), actor=ACTOR, prune=True)
+    assert current_document_bytes() == body
     return body
 
 

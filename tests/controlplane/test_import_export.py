@@ -376,9 +376,8 @@ def test_rollback_needs_config_write_and_an_existing_revision(readonly_client: A
     assert operator_client.post("/api/v1/revisions/99/rollback/").status_code == 404
 
 
-def test_import_config_refuses_a_format_2_document_rather_than_dropping_its_plugins(tmp_path: Path) -> None:
-    # The control plane does not store plugins yet: importing a document that sets them must not
-    # quietly keep its endpoints and lose its policies.
+def test_import_config_applies_a_format_2_document_with_its_plugins(tmp_path: Path) -> None:
+    # The control plane stores plugins: importing a document that sets them keeps its policies too.
     path = tmp_path / "policies.yaml"
     path.write_text(
         "format_version: 2\n"
@@ -389,9 +388,8 @@ def test_import_config_refuses_a_format_2_document_rather_than_dropping_its_plug
         "    targets: [{url: 'http://127.0.0.1:8012/'}]\n"
         "    plugins: {ip_restriction: {allow: [10.0.0.0/8]}}\n"
     )
-    with pytest.raises(CommandError) as caught:
-        call_command("import_config", str(path), stdout=StringIO(), stderr=StringIO())
-    message = str(caught.value)
-    assert "nothing changed" in message
-    assert "format_version (line 1): format 2 is newer than this reader applies (format 1 at most)" in message
-    assert revision_number() == 1 and not Endpoint.objects.filter(name="orders").exists()
+    call_command("import_config", str(path), stdout=StringIO(), stderr=StringIO())
+    assert Endpoint.objects.get(name="orders").plugins == {"ip_restriction": {"allow": ["10.0.0.0/8"]}}
+    exported = config_export()
+    assert exported["format_version"] == 2
+    assert exported["plugins"] == {"cors": {"origins": ["https://app.example.com"]}}

@@ -359,3 +359,25 @@ def test_two_admins_deleting_each_other_at_once_leave_one_admin() -> None:
         )
         _assert_one_won(answers, round_)
         assert AuditEvent.objects.filter(action="user.delete", object_key__in=[ann.username, bob.username]).count() == 1
+
+
+# --- the document's global plugins ------------------------------------------------------------------
+
+
+def test_concurrent_patches_of_global_plugins_all_apply_and_each_is_audited() -> None:
+    """Two PATCHes naming different plugins at once: both answer 200 (never a 500), neither change is
+    lost, and each one that changed the plugins has its own `plugins.update` event and revision."""
+    alice, bob = _client(_user("alice", "operator")), _client(_user("bob", "operator"))
+    frame = {"set": {"X-Frame-Options": "DENY"}}
+    for round_ in range(ROUNDS):
+        events, revisions = _events("plugins.update", "plugins"), _revisions()
+        answers = race(
+            (alice, "patch", f"{API}/plugins/", {"cors": {"max_age": 100 + round_}}),
+            (bob, "patch", f"{API}/plugins/", {"response_headers": {**frame, "remove": [f"X-R{round_}"]}}),
+        )
+        assert [a.status for a in answers] == [200, 200], answers
+        final = alice.get(f"{API}/plugins/").json()
+        assert final["cors"]["max_age"] == 100 + round_
+        assert final["response_headers"]["remove"] == [f"X-R{round_}"]
+        assert _events("plugins.update", "plugins") == events + 2
+        assert _revisions() == revisions + 2

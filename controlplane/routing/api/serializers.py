@@ -6,6 +6,8 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from configdoc import effective_endpoint
+from configdoc.plugins import PRESERVE_HOST
+from controlplane.core.api.schema_fields import plugins_field, serializer_field
 from controlplane.core.api.serializers import DocumentObjectSerializer
 from controlplane.health.selectors import UNKNOWN_REASONS, endpoint_targets_health, unknown_health
 
@@ -126,6 +128,13 @@ class EndpointSerializer(DocumentObjectSerializer):
     auth_type = serializers.CharField(required=False)
     breaker_policy = serializers.CharField(required=False)
     health_check = HealthCheckSerializer(required=False)
+    # §11, derived from configdoc's schema (one typed serializer per plugin, so OpenAPI shows each field).
+    preserve_host = serializer_field(PRESERVE_HOST)
+    plugins = plugins_field(
+        required=False,
+        help_text="this endpoint's plugins, name -> config (each shown with every default); an entry "
+        "replaces the document's global entry of that name wholly; {enabled: false} turns a global one off",
+    )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
@@ -162,6 +171,8 @@ class EndpointSerializer(DocumentObjectSerializer):
             "id": instance.pk,
             "key": instance.key,
             **effective,
+            "preserve_host": effective.get("preserve_host", False),
+            "plugins": effective.get("plugins", {}),
             "health_check": document.get("health_check", {}),
             "created_at": serializers.DateTimeField().to_representation(instance.created_at),
             "updated_at": serializers.DateTimeField().to_representation(instance.updated_at),

@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from configdoc import Problem, config_sha256, load_document
+from configdoc import LATEST_FORMAT_VERSION, Problem, config_sha256, load_document
 from configdoc.yamlio import MAX_DOCUMENT_BYTES
 from controlplane.core.api.params import flag_parameter, query_flag
 from controlplane.core.api.views import service_context
@@ -91,7 +91,9 @@ class ConfigImportApi(APIView):
         prune, dry_run = query_flag(request, "prune"), query_flag(request, "dry_run")
         stream = request.stream
         raw = stream.read(MAX_DOCUMENT_BYTES + 1) if stream is not None else b""
-        result = load_document(raw, allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS)
+        result = load_document(
+            raw, allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS, max_format_version=LATEST_FORMAT_VERSION
+        )
         if result.problems:
             return validation_error_response(request, result.problems, result.warnings)
         try:

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from configdoc import load_document
+from configdoc import LATEST_FORMAT_VERSION, load_document
 from controlplane.core.actors import Actor
 from controlplane.core.errors import ConfigValidationError
 from controlplane.snapshots.services import config_import
@@ -28,7 +28,11 @@ class Command(BaseCommand):
             text = path.read_bytes()
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
-        result = load_document(text, allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS)
+        result = load_document(
+            text,
+            allow_link_local=settings.GATEWAY_ALLOW_LINK_LOCAL_TARGETS,
+            max_format_version=LATEST_FORMAT_VERSION,
+        )
         for warning in result.warnings:
             self.stderr.write(f"warning: {warning}")
         if result.problems:
