@@ -83,7 +83,7 @@ def _field(spec: Field, kwargs: dict[str, Any], *, name: str | None) -> serializ
     if kind == "bool":
         return serializers.BooleanField(**kwargs)
     if kind in ("int", "number"):
-        bounds = {"min_value": _number(spec.minimum), "max_value": _number(spec.maximum)}
+        bounds: dict[str, Any] = {"min_value": _number(spec.minimum), "max_value": _number(spec.maximum)}
         if spec.exclusive_minimum:
             bounds["min_value"] = None  # "greater than", which DRF cannot say; the help and configdoc do
         bounds = {key: value for key, value in bounds.items() if value is not None}
@@ -168,7 +168,7 @@ def plugins_serializer_class(*, removable: bool = False) -> type[serializers.Ser
         name: plugin_serializer_class(spec)(
             required=False,
             help_text=spec.description + (" null removes it." if removable else ""),
-            **({"allow_null": True} if removable else {}),
+            allow_null=removable,
         )
         for name, spec in sorted(PLUGINS.items())
     }

@@ -46,12 +46,8 @@ class PluginsApi(APIView):
         if not isinstance(request.data, dict):
             raise serializers.ValidationError({"non_field_errors": ["expected a JSON object"]})
         header = request.headers.get("If-Match")
-        plugins_update(
-            data=request.data,
-            partial=partial,
-            **({"if_match": header} if header else {}),
-            **service_context(request),
-        )
+        context: dict[str, Any] = {**service_context(request), **({"if_match": header} if header else {})}
+        plugins_update(data=request.data, partial=partial, **context)
         plugins, text = plugins_read()
         return self._answer(plugins, text)
 
