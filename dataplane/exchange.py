@@ -103,15 +103,16 @@ class Exchange:
         self.forwarding: Forwarding
         self.client: IPv4Address | IPv6Address | None
         self.client_known: bool
-        self.decisions: list[tuple[str, str]] | None
+        self.decisions: dict[tuple[str, str, str], int]
 
-    def use_chain(self, chain: Chain, forwarding: Forwarding) -> None:
+    def use_chain(self, chain: Chain, forwarding: Forwarding, decisions: dict[tuple[str, str, str], int]) -> None:
         """This request passes through `chain`: what its plugins may ask for is made ready (set here
-        rather than caught as a missing attribute later, which costs an exception each time)."""
+        rather than caught as a missing attribute later, which costs an exception each time).
+        `decisions` is where decide() counts (metrics.Metrics.decisions)."""
         self.chain = chain
         self.forwarding = forwarding  # who the client is, for the plugins that ask
         self.client_known = False
-        self.decisions = None
+        self.decisions = decisions
 
     @property
     def headers(self) -> Headers:
@@ -129,12 +130,12 @@ class Exchange:
         return client
 
     def decide(self, plugin: str, decision: str) -> None:
-        """An access plugin's decision (`allow`, `deny`, `would_deny`): counted per endpoint once the
-        request ends, in `gateway_policy_decisions_total{endpoint,plugin,decision}`."""
-        if self.decisions is None:
-            self.decisions = [(plugin, decision)]
-        else:
-            self.decisions.append((plugin, decision))
+        """An access plugin's decision (`allow`, `deny`, `would_deny`), counted at once in
+        `gateway_policy_decisions_total{endpoint,plugin,decision}` (handed to prometheus_client with
+        the request counters, at the end of the loop turn)."""
+        key = (self.endpoint_key or "", plugin, decision)
+        decisions = self.decisions
+        decisions[key] = decisions.get(key, 0) + 1
 
     def note(self) -> dict[str, Any]:
         """The plugins' per-request notes (one dict, made when a plugin first asks)."""

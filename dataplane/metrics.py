@@ -40,6 +40,7 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], Any] = {}
         self._duration_children: dict[str, Any] = {}
         self._upstream_children: dict[str, Any] = {}
+        self._decision_children: dict[tuple[str, str, str], Any] = {}
         self._pending_requests: dict[tuple[str, str, int], int] = {}
         self._pending_errors: dict[tuple[str, str], int] = {}
         self._pending_decisions: dict[tuple[str, str, str], int] = {}
@@ -129,13 +130,13 @@ class Metrics:
             errors[(endpoint, error)] = errors.get((endpoint, error), 0) + 1
         self._add(self._pending_durations, endpoint, seconds)
 
-    def observe_decisions(self, endpoint: str, decisions: list[tuple[str, str]]) -> None:
-        """The access plugins' decisions on one request (Exchange.decide): (plugin, decision) pairs."""
-        pending = self._pending_decisions
-        for plugin, decision in decisions:
-            key = (endpoint, plugin, decision)
-            pending[key] = pending.get(key, 0) + 1
-        self._arm()
+    @property
+    def decisions(self) -> dict[tuple[str, str, str], int]:
+        """Where the access plugins' decisions are counted as they are made (Exchange.decide, through
+        Exchange.use_chain): (endpoint, plugin, decision) -> count since the last flush, which always
+        follows within the loop turn (every request ends in `observe_request`, which arms it). The one
+        dict lives as long as this object, so an exchange may hold it across flushes."""
+        return self._pending_decisions
 
     def observe_upstream(self, endpoint: str, seconds: float) -> None:
         self._add(self._pending_upstream, endpoint, seconds)
@@ -170,7 +171,8 @@ class Metrics:
         errors, self._pending_errors = self._pending_errors, {}
         durations, self._pending_durations = self._pending_durations, {}
         upstream, self._pending_upstream = self._pending_upstream, {}
-        decisions, self._pending_decisions = self._pending_decisions, {}
+        decisions = dict(self._pending_decisions)  # emptied in place: exchanges hold this very dict
+        self._pending_decisions.clear()
         for (endpoint, method, status_class), count in requests.items():
             key = (endpoint, method, status_class)
             child = self._request_children.get(key)
@@ -181,7 +183,12 @@ class Metrics:
         for (endpoint, error), count in errors.items():
             self.errors.labels(endpoint, error).inc(count)
         for (endpoint, plugin, decision), count in decisions.items():
-            self.policy_decisions.labels(endpoint, plugin, decision).inc(count)
+            decision_child = self._decision_children.get((endpoint, plugin, decision))
+            if decision_child is None:
+                decision_child = self._decision_children[(endpoint, plugin, decision)] = self.policy_decisions.labels(
+                    endpoint, plugin, decision
+                )
+            decision_child.inc(count)
         for pending, metric, children in (
             (durations, self.request_duration, self._duration_children),
             (upstream, self.upstream_duration, self._upstream_children),

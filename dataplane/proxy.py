@@ -109,11 +109,8 @@ class ProxyApp:
                     exchange.endpoint_key or "", exchange.method, exchange.status, exchange.error, elapsed
                 )
             chain = exchange.chain
-            if chain is not None:
-                if exchange.decisions is not None:
-                    self.runtime.metrics.observe_decisions(exchange.endpoint_key or "", exchange.decisions)
-                if chain.log:
-                    self._log_phase(chain, exchange)
+            if chain is not None and chain.log:
+                self._log_phase(chain, exchange)
             self.access_log.write(exchange, elapsed)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -250,14 +247,14 @@ class ProxyApp:
             raise BadRequest(str(exc)) from None
         if match is None:
             if snapshot.global_chain is not None:
-                exchange.use_chain(snapshot.global_chain, self.forwarding)
+                exchange.use_chain(snapshot.global_chain, self.forwarding, self.runtime.metrics.decisions)
             raise NoRoute("no endpoint serves this path")
         endpoint = match.value
         exchange.endpoint = endpoint
         exchange.endpoint_key = endpoint.key
         chain = endpoint.chain
         if chain is not None:
-            exchange.use_chain(chain, self.forwarding)
+            exchange.use_chain(chain, self.forwarding, self.runtime.metrics.decisions)
             if chain.early:
                 answer = self._access(chain.early, exchange)
                 if answer is not None:

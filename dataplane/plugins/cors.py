@@ -16,8 +16,8 @@ and rate limits), and a response hook on every answer:
   `cors_forbidden`.
 - Every other answer to an allowed origin (the upstream's, or the gateway's own: 404, 405, 502,
   503...) gets `Access-Control-Allow-Origin`, `-Expose-Headers` (when set), `-Allow-Credentials:
-  true` (with credentials), and `Origin` added to its `Vary`; any `Access-Control-*` header the
-  upstream sent is replaced, so a browser never sees two answers to one question.
+  true` (with credentials), and `Origin` added to its `Vary`; any CORS response header the
+  upstream sent (`Access-Control-Allow-*`, `-Expose-Headers`, `-Max-Age`) is replaced, so a browser never sees two answers to one question.
 
 `headers: ["*"]` allows whatever request headers a preflight asks for and answers with exactly those
 names (reflected, so it holds with credentials too and covers `Authorization`, which a literal `*`
@@ -46,6 +46,21 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
 ALLOW_ORIGIN: Final = b"access-control-allow-origin"
 VARY_ORIGIN: Final = (b"vary", b"Origin")
 PREFLIGHT_VARY: Final = (b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers")
+
+# The CORS headers an answer may carry (Fetch standard): one from the upstream is dropped from an answer
+# the gateway puts its own on, so the browser never sees two (others named access-control-* mean
+# nothing to a browser and pass). A set question asked of the answer's names at C speed.
+_CORS_ANSWER_NAMES: Final = frozenset(
+    {
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-allow-methods",
+        b"access-control-allow-headers",
+        b"access-control-allow-private-network",
+        b"access-control-expose-headers",
+        b"access-control-max-age",
+    }
+)
 
 # What the access hook decided, kept in the exchange's notes for the response hook: one of these, or
 # the `Access-Control-Allow-Origin` value (bytes) for an allowed origin.
@@ -224,8 +239,8 @@ class Cors(Plugin):
         add_vary_origin(headers, names)
         if not isinstance(decision, bytes):
             return  # forbidden: the 403 says why, and no Access-Control-* lets a script read it
-        if b"\naccess-control-" in b"\n" + b"\n".join(names):
-            headers[:] = [(name, value) for name, value in headers if not name.startswith(b"access-control-")]
+        if not _CORS_ANSWER_NAMES.isdisjoint(names):
+            headers[:] = [(name, value) for name, value in headers if name not in _CORS_ANSWER_NAMES]
         headers.append((ALLOW_ORIGIN, decision))
         headers.extend(self.answer_headers)
 
