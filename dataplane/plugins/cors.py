@@ -17,7 +17,8 @@ and rate limits), and a response hook on every answer:
 - Every other answer to an allowed origin (the upstream's, or the gateway's own: 404, 405, 502,
   503...) gets `Access-Control-Allow-Origin`, `-Expose-Headers` (when set), `-Allow-Credentials:
   true` (with credentials), and `Origin` added to its `Vary`; any CORS response header the
-  upstream sent (`Access-Control-Allow-*`, `-Expose-Headers`, `-Max-Age`) is replaced, so a browser never sees two answers to one question.
+  upstream sent (`Access-Control-Allow-*`, `-Expose-Headers`, `-Max-Age`) is replaced, so a browser
+  never sees two answers to one question.
 
 `headers: ["*"]` allows whatever request headers a preflight asks for and answers with exactly those
 names (reflected, so it holds with credentials too and covers `Authorization`, which a literal `*`
@@ -178,20 +179,22 @@ class Cors(Plugin):
     # --- hooks -----------------------------------------------------------------------------------
 
     def access(self, exchange: Exchange) -> Answer | None:
-        origin: bytes | None = None
-        origins = 0
-        headers = exchange.headers
-        for name, value in headers:  # most requests: this one pass, one comparison a header
-            if name == b"origin":
-                origin, origins = value, origins + 1
-        note = exchange.note()
+        headers: Headers = exchange.scope["headers"]
+        by_name = dict(headers)  # built in C; when no name repeats (the usual case) it answers alone
+        origin = by_name.get(b"origin")
+        origins = 0 if origin is None else 1
+        if origins and len(by_name) < len(headers):  # some name repeats: count the Origin headers
+            origins = sum(1 for name, _ in headers if name == b"origin")
+        note = exchange.context
+        if note is None:
+            note = exchange.context = {}
         if origin is None:
             note[NOTE] = NO_ORIGIN
             return None
         note[NOTE] = FORBIDDEN  # until allowed: a refusal's answer gets only Vary
         if origins > 1:
             raise CorsForbidden("the request has more than one Origin header")
-        allowed = self.allow_origin(origin)
+        allowed = origin if origin in self.origins and not self.star else self.allow_origin(origin)
         if allowed is None:
             raise CorsForbidden(f"the origin {_shown(origin)} is not allowed here")
         if exchange.method == "OPTIONS":
@@ -236,7 +239,10 @@ class Cors(Plugin):
         if decision is NO_ORIGIN or decision is PREFLIGHT:
             return
         names = dict(headers)  # built in C: the two questions below cost no Python loop when the answer is no
-        add_vary_origin(headers, names)
+        if b"vary" in names:
+            add_vary_origin(headers, names)
+        else:
+            headers.append(VARY_ORIGIN)
         if not isinstance(decision, bytes):
             return  # forbidden: the 403 says why, and no Access-Control-* lets a script read it
         if not _CORS_ANSWER_NAMES.isdisjoint(names):

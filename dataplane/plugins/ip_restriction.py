@@ -82,7 +82,7 @@ class IpRestriction(Plugin):
         return True
 
     def access(self, exchange: Exchange) -> Answer | None:
-        address = exchange.client_address()
+        address = exchange.client if exchange.client_known else exchange.client_address()
         if not self.refuses(address):
             exchange.decide(self.name, "allow")
             return None
