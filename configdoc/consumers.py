@@ -169,6 +169,7 @@ KEY_AUTH_CREDENTIAL_FIELDS: dict[str, Field] = {
     ),
     "label": Field(
         "str",
+        max_length=64,
         pattern=_LABEL,
         pattern_help="1-64 letters, digits and _.:@+-",
         help="names the key (X-Credential-Identifier); unique per consumer",
@@ -197,7 +198,9 @@ JWT_CREDENTIAL_FIELDS: dict[str, Field] = {
 }
 
 BASIC_AUTH_CREDENTIAL_FIELDS: dict[str, Field] = {
-    "username": Field("str", pattern=USERNAME_RE, pattern_help=USERNAME_HELP, help="unique across consumers"),
+    "username": Field(
+        "str", max_length=64, pattern=USERNAME_RE, pattern_help=USERNAME_HELP, help="unique across consumers"
+    ),
     "password_hash": Field(
         "str",
         max_length=512,
@@ -207,7 +210,9 @@ BASIC_AUTH_CREDENTIAL_FIELDS: dict[str, Field] = {
 }
 
 CONSUMER_FIELDS: dict[str, Field] = {
-    "username": Field("str", pattern=USERNAME_RE, pattern_help=USERNAME_HELP, help="the consumer's key; unique"),
+    "username": Field(
+        "str", max_length=64, pattern=USERNAME_RE, pattern_help=USERNAME_HELP, help="the consumer's key; unique"
+    ),
     "custom_id": Field(
         "str",
         default=None,
@@ -220,7 +225,7 @@ CONSUMER_FIELDS: dict[str, Field] = {
         "list",
         default=[],
         max_items=MAX_GROUPS,
-        item=Field("str", pattern=GROUP_RE, pattern_help=USERNAME_HELP),
+        item=Field("str", max_length=64, pattern=GROUP_RE, pattern_help=USERNAME_HELP),
         help="group names for acl; sorted, de-duplicated",
     ),
     "key_auth": Field(
@@ -328,6 +333,14 @@ def _without_clear_text(entry: Mapping[str, Any], where: str, problems: list[Pro
     return cleaned
 
 
+# The field a clear-text one stands in for: when the clear one was reported, the missing one is not.
+_INSTEAD_OF = {"key_sha256": "key", "password_hash": "password"}
+
+
+def _reported(problems: list[Problem], path: str) -> bool:
+    return any(problem.path == path for problem in problems)
+
+
 def _consumer_rules(consumer: dict[str, Any], where: str, problems: list[Problem]) -> bool:
     """Required keys, per-consumer uniqueness and the JWT key rules; rewrites `consumer` canonically."""
     ok = True
@@ -337,8 +350,9 @@ def _consumer_rules(consumer: dict[str, Any], where: str, problems: list[Problem
             at = item(child(where, kind), index)
             for key in _REQUIRED[kind]:
                 if key not in credential:
-                    problems.append(Problem(child(at, key), "is required"))
                     ok = False
+                    if not _reported(problems, child(at, _INSTEAD_OF.get(key, key))):
+                        problems.append(Problem(child(at, key), "is required"))
             if kind == "key_auth" and "key_sha256" in credential:
                 credential["key_sha256"] = credential["key_sha256"].lower()
             if kind == "jwt" and "algorithm" in credential:
@@ -374,7 +388,7 @@ def _jwt_key_rules(credential: dict[str, Any], at: str, problems: list[Problem])
         if public_key is not None:
             problems.append(Problem(child(at, "public_key"), f"{algorithm} verifies with a secret, not a public key"))
             ok = False
-        if not secret or "env" not in secret:
+        if (not secret or "env" not in secret) and not _reported(problems, child(at, "secret")):
             problems.append(Problem(child(at, "secret"), f"{algorithm} needs secret: {{env: NAME}}"))
             ok = False
         return ok

@@ -505,6 +505,7 @@ ANONYMOUS = Field(
     "str",
     default=None,
     nullable=True,
+    max_length=64,
     pattern=_CONSUMER_NAME,
     pattern_help=_CONSUMER_NAME_HELP,
     help="a consumer's username: a request with no credential at all acts as it (else 401); "
@@ -526,7 +527,7 @@ KEY_AUTH_FIELDS: dict[str, Field] = {
         "list",
         default=["header"],
         min_items=1,
-        max_items=len(KEY_LOCATIONS),
+        max_items=8,
         item=Field("enum", choices=KEY_LOCATIONS),
         help="where to look for the key",
     ),
@@ -538,7 +539,7 @@ JWT_FIELDS: dict[str, Field] = {
     "claims_to_verify": Field(
         "list",
         default=["exp"],
-        max_items=len(JWT_CLAIMS),
+        max_items=8,
         item=Field("enum", choices=JWT_CLAIMS),
         help="registered claims that must be present and valid",
     ),
@@ -613,7 +614,7 @@ FORWARD_AUTH_FIELDS: dict[str, Field] = {
     ),
 }
 
-_GROUP = Field("str", pattern=_CONSUMER_NAME, pattern_help=_CONSUMER_NAME_HELP)
+_GROUP = Field("str", max_length=64, pattern=_CONSUMER_NAME, pattern_help=_CONSUMER_NAME_HELP)
 ACL_FIELDS: dict[str, Field] = {
     "allow": Field(
         "list", default=[], max_items=MAX_LIST, item=_GROUP, help="consumer groups let through; others get 403"

@@ -160,7 +160,8 @@ def _str(spec: Field, value: Any, path: str, problems: list[Problem]) -> Any:
         problems.append(Problem(path, f"must be at most {spec.max_length} characters"))
         return INVALID
     if spec.pattern is not None and not spec.pattern.match(value):
-        problems.append(Problem(path, f"{value!r} is not valid: use {spec.pattern_help}"))
+        shown = repr(value) if len(value) <= 100 else f"{value[:100]!r}…"
+        problems.append(Problem(path, f"{shown} is not valid: use {spec.pattern_help}"))
         return INVALID
     return value
 
