@@ -587,7 +587,7 @@ FORWARD_AUTH_FIELDS: dict[str, Field] = {
         "str",
         max_length=MAX_AUTH_URL,
         check=auth_url_problem,
-        help="required: the auth service, called with GET (http/https; never link-local or metadata)",
+        help="the auth service, called with GET (http/https; never link-local or metadata)",
     ),
     "timeout": Field(
         "number",
@@ -906,13 +906,16 @@ def _kind(spec: Field) -> str:
 def _rule(spec: Field) -> str:
     parts: list[str] = []
     if spec.minimum is not None and spec.maximum is not None:
-        parts.append(f"{spec.minimum:g}–{spec.maximum:g}")
+        low = f"> {spec.minimum:g}, ≤ " if spec.exclusive_minimum else f"{spec.minimum:g}–"
+        parts.append(f"{low}{spec.maximum:g}")
     if spec.choices:
         parts.append(", ".join(spec.choices))
     if spec.item is not None and spec.item.choices and spec.kind == "list":
         parts.append(", ".join(spec.item.choices))
     if spec.max_items is not None:
         parts.append(f"{spec.min_items}–{spec.max_items} entries" if spec.min_items else f"≤ {spec.max_items} entries")
+    if spec.pattern is not None and spec.pattern_help:
+        parts.append(spec.pattern_help)
     if spec.help:
         parts.append(spec.help)
     return "; ".join(parts)
