@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -492,8 +494,21 @@ def secret_env_names(document: Mapping[str, Any]) -> list[str]:
     return sorted(names)
 
 
-def usernames(consumers: Iterable[Mapping[str, Any]]) -> set[str]:
-    return {consumer["username"] for consumer in consumers}
+def hash_key(key: str) -> str:
+    """The `key_sha256` of an API key: the sha256 of its UTF-8 bytes, lower-case hex. The control plane
+    stores it when it generates a key; the data plane looks a presented key up by it."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def password_matches(password: str, password_hash: str) -> bool:
+    """Whether `password` is the one `password_hash` (a valid `pbkdf2_sha256$…`, as Django's
+    PBKDF2PasswordHasher writes it) was made from; compared in constant time. Costs the hash's
+    iterations: the data plane caches the answer (§11)."""
+    _, iterations, salt, expected = password_hash.split("$", 3)
+    digest = hashlib.pbkdf2_hmac(
+        "sha256", password.encode("utf-8", "surrogatepass"), salt.encode("ascii"), int(iterations)
+    )
+    return hmac.compare_digest(base64.b64encode(digest).decode("ascii"), expected)
 
 
 __all__ = [
@@ -514,6 +529,8 @@ __all__ = [
     "SECRET_FIELDS",
     "USERNAME_RE",
     "effective_consumer",
+    "hash_key",
+    "password_matches",
     "effective_consumers",
     "normalize_consumers",
     "normalize_public_key",

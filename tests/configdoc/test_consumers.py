@@ -23,7 +23,7 @@ from configdoc import (
     secret_env_names,
     validate_document,
 )
-from configdoc.consumers import MAX_CREDENTIALS, MAX_PBKDF2_ITERATIONS
+from configdoc.consumers import MAX_CREDENTIALS, MAX_PBKDF2_ITERATIONS, hash_key, password_matches
 from configdoc.plugins import AUTHENTICATION_PLUGINS, PLUGINS, effective_anonymous
 
 TARGET = [{"url": "http://127.0.0.1:8010"}]
@@ -224,6 +224,20 @@ def test_effective_consumers_have_every_key_and_secret_env_names_lists_each_vari
     assert secret_env_names(canonical) == ["A_SECRET", "MOBILE_JWT_SECRET"]
     assert secret_env_names(validate(document(version=1))[0]) == []
     assert effective_consumers(validate(document(version=1))[0]) == {}
+
+
+def test_hash_key_and_password_matches_agree_with_what_the_control_plane_stores() -> None:
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    assert hash_key("a key shown once") == KEY_HASH
+    assert hash_key("clé") == hashlib.sha256("clé".encode()).hexdigest()
+    stored = PBKDF2PasswordHasher().encode("correct horse", "abcdefghijklmnop", 100_000)
+    _, problems = validate(document([consumer(basic_auth=[{"username": "u", "password_hash": stored}])]))
+    assert problems == {}
+    assert password_matches("correct horse", stored)
+    assert not password_matches("correct horsf", stored)
+    assert not password_matches("", stored)
+    assert password_matches("s3cret", PASSWORD_HASH)
 
 
 def test_the_anonymous_consumer_of_a_chain() -> None:
