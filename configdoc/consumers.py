@@ -307,6 +307,13 @@ def normalize_consumers(value: Any, path: str, problems: list[Problem]) -> list[
     _unique_across(consumers, path, problems)
     if len(problems) > before:
         return None
+    # Sorted only now: until here, paths name credentials where the document wrote them.
+    for _, consumer in consumers:
+        if "groups" in consumer:
+            consumer["groups"] = sorted(set(consumer["groups"]))
+        for kind in CREDENTIAL_KINDS:
+            if kind in consumer:
+                consumer[kind] = sorted(consumer[kind], key=operator.itemgetter(_SORT_KEY[kind]))
     return sorted((consumer for _, consumer in consumers), key=lambda c: c["username"])
 
 
@@ -372,11 +379,6 @@ def _consumer_rules(consumer: dict[str, Any], where: str, problems: list[Problem
                 )
             )
             ok = False
-    if "groups" in consumer:
-        consumer["groups"] = sorted(set(consumer["groups"]))
-    for kind in CREDENTIAL_KINDS:
-        if kind in consumer:
-            consumer[kind] = sorted(consumer[kind], key=operator.itemgetter(_SORT_KEY[kind]))
     return ok
 
 
@@ -412,46 +414,31 @@ def _jwt_key_rules(credential: dict[str, Any], at: str, problems: list[Problem])
 
 
 def _unique_across(consumers: list[tuple[int, dict[str, Any]]], path: str, problems: list[Problem]) -> None:
-    """What selects a consumer must select one: username, custom_id, key hash, JWT issuer, basic username."""
+    """What selects a consumer must select one: username, custom_id, key hash, JWT issuer and basic
+    username are each unique across all consumers (and within one)."""
     claimed: dict[tuple[str, str], str] = {}
 
     def claim(what: str, value: str, where: str, holder: str, message: str) -> None:
         first = claimed.setdefault((what, value), holder)
         if first != holder:
-            problems.append(Problem(where, message.format(first=first)))
+            problems.append(Problem(where, f"{message} {first}"))
 
     for index, consumer in consumers:
         where = item(path, index)
-        claim(
-            "username",
-            consumer["username"],
-            child(where, "username"),
-            where,
-            f"consumer {consumer['username']!r} is defined twice (also {{first}})",
-        )
+        name = consumer["username"]
+        claim("username", name, child(where, "username"), where, f"consumer {name!r} is defined twice: also")
         if consumer.get("custom_id") is not None:
-            claim(
-                "custom_id",
-                consumer["custom_id"],
-                child(where, "custom_id"),
-                where,
-                "custom_id is already used by {first}",
-            )
+            claim("custom_id", consumer["custom_id"], child(where, "custom_id"), where, "custom_id is also used by")
         for kind, key, what in (
             ("key_auth", "key_sha256", "this key hash"),
             ("jwt", "issuer", "issuer"),
             ("basic_auth", "username", "basic-auth username"),
         ):
             for position, credential in enumerate(consumer.get(kind, [])):
-                at = child(item(child(where, kind), position), key)
+                at = item(child(where, kind), position)
                 shown = "" if kind == "key_auth" else f" {credential[key]!r}"
-                claim(
-                    kind,
-                    credential[key],
-                    at,
-                    where,
-                    f"{what}{shown} is already used by {{first}}: it must identify one consumer",
-                )
+                message = f"{what}{shown} must identify one consumer's credential; it is also used by"
+                claim(kind, credential[key], child(at, key), at, message)
 
 
 # --- for the data plane ---------------------------------------------------------------------------

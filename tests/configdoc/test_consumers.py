@@ -404,16 +404,55 @@ def test_what_identifies_a_consumer_identifies_one() -> None:
     )
     _, problems = validate(document([first, second, consumer("a")]))
     assert problems == {
-        "consumers[1].custom_id": "custom_id is already used by consumers[0]",
+        "consumers[1].custom_id": "custom_id is also used by consumers[0]",
         "consumers[1].key_auth[0].key_sha256": (
-            "this key hash is already used by consumers[0]: it must identify one consumer"
+            "this key hash must identify one consumer's credential; it is also used by consumers[0].key_auth[0]"
         ),
-        "consumers[1].jwt[0].issuer": "issuer 'idp' is already used by consumers[0]: it must identify one consumer",
+        "consumers[1].jwt[0].issuer": (
+            "issuer 'idp' must identify one consumer's credential; it is also used by consumers[0].jwt[0]"
+        ),
         "consumers[1].basic_auth[0].username": (
-            "basic-auth username 'shared' is already used by consumers[0]: it must identify one consumer"
+            "basic-auth username 'shared' must identify one consumer's credential; it is also used by "
+            "consumers[0].basic_auth[0]"
         ),
-        "consumers[2].username": "consumer 'a' is defined twice (also consumers[0])",
+        "consumers[2].username": "consumer 'a' is defined twice: also consumers[0]",
     }
+
+
+def test_a_duplicate_is_reported_where_the_document_wrote_it_not_where_sorting_puts_it() -> None:
+    first = consumer("a", jwt=[{"issuer": "z", "algorithm": "HS256", "secret": {"env": "A"}}])
+    second = consumer(
+        "b",
+        jwt=[
+            {"issuer": "y", "algorithm": "HS256", "secret": {"env": "B"}},
+            {"issuer": "z", "algorithm": "HS256", "secret": {"env": "C"}},
+            {"issuer": "x", "algorithm": "HS256", "secret": {"env": "D"}},
+        ],
+    )
+    _, problems = validate(document([second, first]))
+    assert list(problems) == ["consumers[1].jwt[0].issuer"]
+    assert problems["consumers[1].jwt[0].issuer"].endswith("also used by consumers[0].jwt[1]")
+
+
+def test_one_consumer_may_not_hold_one_identity_twice_either() -> None:
+    twice = consumer(
+        key_auth=[{"key_sha256": KEY_HASH, "label": "a"}, {"key_sha256": KEY_HASH, "label": "b"}],
+        jwt=[
+            {"issuer": "{first}", "algorithm": "HS256", "secret": {"env": "A"}},
+            {"issuer": "{first}", "algorithm": "HS384", "secret": {"env": "B"}},
+        ],
+        basic_auth=[
+            {"username": "u", "password_hash": PASSWORD_HASH},
+            {"username": "u", "password_hash": PASSWORD_HASH},
+        ],
+    )
+    _, problems = validate(document([twice]))
+    assert set(problems) == {
+        "consumers[0].key_auth[1].key_sha256",
+        "consumers[0].jwt[1].issuer",
+        "consumers[0].basic_auth[1].username",
+    }
+    assert "issuer '{first}' must identify one consumer's credential" in problems["consumers[0].jwt[1].issuer"]
 
 
 def test_one_consumer_may_hold_several_credentials_of_each_kind_to_rotate() -> None:
