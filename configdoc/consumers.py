@@ -392,9 +392,10 @@ def _jwt_key_rules(credential: dict[str, Any], at: str, problems: list[Problem])
         if public_key is not None:
             problems.append(Problem(child(at, "public_key"), f"{algorithm} verifies with a secret, not a public key"))
             ok = False
-        if (not secret or "env" not in secret) and not _reported(problems, child(at, "secret")):
-            problems.append(Problem(child(at, "secret"), f"{algorithm} needs secret: {{env: NAME}}"))
+        if not secret or "env" not in secret:
             ok = False
+            if not _reported(problems, child(at, "secret")):  # a clear-text secret was reported already
+                problems.append(Problem(child(at, "secret"), f"{algorithm} needs secret: {{env: NAME}}"))
         return ok
     ok = True
     if secret is not None:
