@@ -5,6 +5,7 @@ one validator, not two.
 """
 
 from .canonical import canonical_json, config_sha256
+from .consumers import effective_consumers, secret_env_names
 from .egress import is_denied_address, is_denied_target_host
 from .plugins import PHASES, PLUGINS, PluginSpec, effective_plugins, required_format_version
 from .problems import Problem
@@ -40,6 +41,7 @@ __all__ = [
     "config_sha256",
     "dump_document_yaml",
     "effective_breaker_policy",
+    "effective_consumers",
     "effective_endpoint",
     "effective_health_check",
     "effective_plugins",
@@ -51,6 +53,7 @@ __all__ = [
     "normalize_endpoint",
     "required_format_version",
     "route_keys",
+    "secret_env_names",
     "validate_document",
     "version_sort_key",
 ]

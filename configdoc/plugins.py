@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .problems import Problem, child
 from .schema import METHODS, Field
@@ -65,7 +66,7 @@ MAX_HEADER_VALUE = 8192
 
 # Keys only a format-2 document may use (§11). A format-1 reader would ignore them, so a document that
 # uses one must say `format_version: 2`, and a node reading format 1 is refused it (§4).
-FORMAT_2_DOCUMENT_KEYS = ("plugins",)
+FORMAT_2_DOCUMENT_KEYS = ("consumers", "plugins")
 FORMAT_2_ENDPOINT_KEYS = ("plugins", "preserve_host")
 
 
@@ -408,6 +409,219 @@ IP_RESTRICTION_FIELDS: dict[str, Field] = {
     ),
 }
 
+# --- authentication and acl -----------------------------------------------------------------------
+
+# The plugins of the `authentication` phase: the first credential present decides (§11). `acl` needs
+# one of them in an endpoint's chain.
+AUTHENTICATION_PLUGINS = ("basic_auth", "forward_auth", "jwt", "key_auth")
+# Those that look for a credential in the request: with none present, the endpoint acts as the
+# consumer their `anonymous` names (forward_auth asks its service every time instead).
+ANONYMOUS_PLUGINS = ("basic_auth", "jwt", "key_auth")
+KEY_LOCATIONS = ("header", "query")
+JWT_CLAIMS = ("exp", "nbf")
+MAX_AUTH_URL = 2000
+_CONSUMER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_CONSUMER_NAME_HELP = "1-64 letters, digits and _.@-"
+# A JWT claim name (RFC 7519 §4: any string; these are the ones worth mapping): visible ASCII.
+_CLAIM = re.compile(r"^[!-~]{1,256}$")
+# The realm goes inside a quoted-string of WWW-Authenticate: visible ASCII and spaces, no `"` or `\`.
+_REALM = re.compile(r"^[!#-\[\]-~](?:[ !#-\[\]-~]{0,126}[!#-\[\]-~])?$")
+
+
+def auth_url_problem(value: Any) -> str | None:
+    """Why `value` cannot be an identity provider's or an auth service's URL (`jwt.jwks_url`,
+    `forward_auth.url`), or None: http(s), a host, no credentials or fragment, and never a link-local
+    or cloud metadata address (the SSRF rule of targets, without an opt-in: a credential check has no
+    business there)."""
+    from .egress import is_denied_target_host
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as error:
+        return f"{value[:200]!r} is not a valid URL: {error}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"{value[:200]!r} must be an http:// or https:// URL"
+    if not parts.hostname:
+        return f"{value[:200]!r} has no host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (user:password@)"
+    if parts.fragment or value.endswith("#"):
+        return f"{value[:200]!r} must not have a fragment"
+    if any(character.isspace() or not character.isprintable() for character in value):
+        return f"{value[:200]!r} must not contain whitespace or control characters"
+    if is_denied_target_host(parts.hostname):
+        return f"{parts.hostname} is a link-local or cloud metadata address, which the gateway never calls"
+    return None
+
+
+def _key_name_problem(value: Any) -> str | None:
+    return header_name_problem(value, request=False)
+
+
+def _claim_problem(value: Any) -> str | None:
+    if not _CLAIM.match(value):
+        return "must be visible ASCII characters without spaces"
+    return None
+
+
+def _acl_check(config: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    if config["enabled"] and bool(config["allow"]) == bool(config["deny"]):
+        yield "", "needs groups in exactly one of allow or deny"
+
+
+def _groups_normalize(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "allow": sorted(set(config["allow"])), "deny": sorted(set(config["deny"]))}
+
+
+def _forward_auth_check(config: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    if config["enabled"] and "url" not in config:
+        yield "url", "is required"
+
+
+def _forward_auth_normalize(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **config,
+        "request_headers": _names_in_order(config["request_headers"]),
+        "response_headers": _names_in_order(config["response_headers"]),
+    }
+
+
+def _key_auth_normalize(config: dict[str, Any]) -> dict[str, Any]:
+    # Query parameter names are case-sensitive, so names are de-duplicated exactly.
+    return {**config, "key_names": sorted(set(config["key_names"])), "in": sorted(set(config["in"]))}
+
+
+def _jwt_normalize(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **config,
+        "claims_to_verify": sorted(set(config["claims_to_verify"])),
+        "issuers": sorted(set(config["issuers"])),
+        "audiences": sorted(set(config["audiences"])),
+    }
+
+
+ANONYMOUS = Field(
+    "str",
+    default=None,
+    nullable=True,
+    max_length=64,
+    pattern=_CONSUMER_NAME,
+    pattern_help=_CONSUMER_NAME_HELP,
+    help="a consumer's username: a request with no credential at all acts as it (else 401); "
+    "the endpoint's authentication plugins that set it must agree",
+)
+HIDE_CREDENTIALS = Field("bool", default=False, help="remove the credential from the request before forwarding")
+_TOKENS = Field("str", max_length=512, check=_claim_problem)
+
+KEY_AUTH_FIELDS: dict[str, Field] = {
+    "key_names": Field(
+        "list",
+        default=["apikey"],
+        min_items=1,
+        max_items=16,
+        item=Field("str", check=_key_name_problem),
+        help="header and/or query parameter names carrying the key (hop-by-hop and gateway-owned names refused)",
+    ),
+    "in": Field(
+        "list",
+        default=["header"],
+        min_items=1,
+        max_items=8,
+        item=Field("enum", choices=KEY_LOCATIONS),
+        help="where to look for the key",
+    ),
+    "hide_credentials": HIDE_CREDENTIALS,
+    "anonymous": ANONYMOUS,
+}
+
+JWT_FIELDS: dict[str, Field] = {
+    "claims_to_verify": Field(
+        "list",
+        default=["exp"],
+        max_items=8,
+        item=Field("enum", choices=JWT_CLAIMS),
+        help="registered claims that must be present and valid",
+    ),
+    "leeway": Field("int", default=0, minimum=0, maximum=300, help="seconds of clock skew allowed on exp and nbf"),
+    "issuers": Field(
+        "list", default=[], max_items=MAX_LIST, item=_TOKENS, help="accepted iss values; empty: any a credential has"
+    ),
+    "audiences": Field(
+        "list", default=[], max_items=MAX_LIST, item=_TOKENS, help="accepted aud values; empty: aud not checked"
+    ),
+    "jwks_url": Field(
+        "str",
+        default=None,
+        nullable=True,
+        max_length=MAX_AUTH_URL,
+        check=auth_url_problem,
+        help="an OIDC provider's JWKS (http/https; never link-local or metadata): keys fetched off the hot path",
+    ),
+    "consumer_claim": Field(
+        "str",
+        default=None,
+        nullable=True,
+        max_length=256,
+        check=_claim_problem,
+        help="the claim naming a consumer's username; unset or unmatched: anonymous with the claims",
+    ),
+    "anonymous": ANONYMOUS,
+}
+
+BASIC_AUTH_FIELDS: dict[str, Field] = {
+    "realm": Field(
+        "str",
+        default="gateway",
+        max_length=128,
+        pattern=_REALM,
+        pattern_help='1-128 visible ASCII characters and inner spaces, no " or \\',
+        help="the realm of WWW-Authenticate",
+    ),
+    "hide_credentials": HIDE_CREDENTIALS,
+    "anonymous": ANONYMOUS,
+}
+
+FORWARD_AUTH_FIELDS: dict[str, Field] = {
+    "url": Field(
+        "str",
+        max_length=MAX_AUTH_URL,
+        check=auth_url_problem,
+        help="the auth service, called with GET (http/https; never link-local or metadata)",
+    ),
+    "timeout": Field(
+        "number",
+        default=2,
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=60,
+        help="seconds; beyond it, 503 auth_unavailable",
+    ),
+    "request_headers": Field(
+        "list",
+        default=[],
+        max_items=MAX_LIST,
+        item=Field("str", check=_response_header),
+        help="client request headers sent to the auth service (hop-by-hop and gateway-owned names refused)",
+    ),
+    "response_headers": Field(
+        "list",
+        default=[],
+        max_items=MAX_LIST,
+        item=Field("str", check=_request_header),
+        help="auth service answer headers copied onto the upstream request (hop-by-hop, gateway-owned and Host "
+        "refused)",
+    ),
+}
+
+_GROUP = Field("str", max_length=64, pattern=_CONSUMER_NAME, pattern_help=_CONSUMER_NAME_HELP)
+ACL_FIELDS: dict[str, Field] = {
+    "allow": Field(
+        "list", default=[], max_items=MAX_LIST, item=_GROUP, help="consumer groups let through; others get 403"
+    ),
+    "deny": Field("list", default=[], max_items=MAX_LIST, item=_GROUP, help="consumer groups refused with 403"),
+}
+
 # --- the registry ---------------------------------------------------------------------------------
 
 ENABLED = Field("bool", default=True, help="false on an endpoint turns the document's plugin of that name off")
@@ -449,6 +663,48 @@ PLUGINS: Mapping[str, PluginSpec] = {
             CORS_FIELDS,
             check=_cors_check,
             normalize=_cors_normalize,
+        ),
+        _spec(
+            "key_auth",
+            "authentication",
+            "Authenticate by API key (header or query parameter), compared by sha256 with the consumers' key hashes.",
+            KEY_AUTH_FIELDS,
+            access=True,
+            normalize=_key_auth_normalize,
+        ),
+        _spec(
+            "jwt",
+            "authentication",
+            "Authenticate by a signed JWT (Authorization: Bearer), verified with the credential its iss selects "
+            "or a JWKS.",
+            JWT_FIELDS,
+            access=True,
+            normalize=_jwt_normalize,
+        ),
+        _spec(
+            "basic_auth",
+            "authentication",
+            "Authenticate by HTTP Basic username and password against the consumers' PBKDF2 hashes.",
+            BASIC_AUTH_FIELDS,
+            access=True,
+        ),
+        _spec(
+            "forward_auth",
+            "authentication",
+            "Ask an auth service (GET url): 2xx forwards the request, any other answer is returned as is.",
+            FORWARD_AUTH_FIELDS,
+            access=True,
+            check=_forward_auth_check,
+            normalize=_forward_auth_normalize,
+        ),
+        _spec(
+            "acl",
+            "acl",
+            "Let through or refuse authenticated consumers by group; refused consumers get 403 forbidden.",
+            ACL_FIELDS,
+            access=True,
+            check=_acl_check,
+            normalize=_groups_normalize,
         ),
         _spec(
             "request_headers",
@@ -600,10 +856,42 @@ def effective_plugins(
     return result
 
 
+def effective_anonymous(chain: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The consumer an endpoint acts as when a request carries no credential at all, or None (401):
+    the `anonymous` of its chain's key_auth, jwt and basic_auth (validation makes those that set one agree).
+    `chain` is `effective_plugins`' answer."""
+    for name in ANONYMOUS_PLUGINS:
+        config = chain.get(name)
+        if config is not None and config.get("anonymous") is not None:
+            return str(config["anonymous"])
+    return None
+
+
+def chain_problems(chain: Mapping[str, Mapping[str, Any]], own: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    """Rules across one endpoint's plugins: `(path relative to the endpoint, message)` pairs. `chain` is
+    its `effective_plugins`; `own` its own canonical `plugins` (to say where a plugin came from)."""
+    if "acl" in chain and not any(name in chain for name in AUTHENTICATION_PLUGINS):
+        where = "plugins.acl" if "acl" in own else ""
+        source = "" if "acl" in own else "the document's acl: "
+        yield (
+            where,
+            (
+                f"{source}acl needs an authentication plugin ({', '.join(AUTHENTICATION_PLUGINS)}) on this endpoint: "
+                "without one every request is anonymous and has no groups"
+            ),
+        )
+    named = {name: chain[name]["anonymous"] for name in ANONYMOUS_PLUGINS if chain.get(name, {}).get("anonymous")}
+    if len(set(named.values())) > 1:
+        shown = ", ".join(f"{name}: {value}" for name, value in sorted(named.items()))
+        yield "plugins", f"the authentication plugins name different anonymous consumers ({shown}); name one"
+
+
 # --- the reference page ----------------------------------------------------------------------------
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, field: Field | None = None) -> str:
+    if value is None and field is not None and not field.nullable and field.kind != "object":
+        return "required"
     return "`" + json.dumps(value, separators=(", ", ": ")) + "`"
 
 
@@ -618,13 +906,16 @@ def _kind(spec: Field) -> str:
 def _rule(spec: Field) -> str:
     parts: list[str] = []
     if spec.minimum is not None and spec.maximum is not None:
-        parts.append(f"{spec.minimum:g}–{spec.maximum:g}")
+        low = f"> {spec.minimum:g}, ≤ " if spec.exclusive_minimum else f"{spec.minimum:g}–"
+        parts.append(f"{low}{spec.maximum:g}")
     if spec.choices:
         parts.append(", ".join(spec.choices))
     if spec.item is not None and spec.item.choices and spec.kind == "list":
         parts.append(", ".join(spec.item.choices))
     if spec.max_items is not None:
         parts.append(f"{spec.min_items}–{spec.max_items} entries" if spec.min_items else f"≤ {spec.max_items} entries")
+    if spec.pattern is not None and spec.pattern_help:
+        parts.append(spec.pattern_help)
     if spec.help:
         parts.append(spec.help)
     return "; ".join(parts)
@@ -643,12 +934,14 @@ def reference_markdown() -> str:
         lines += [f"### `{spec.name}`", "", f"{spec.description} ({kind}, phase `{spec.phase}`)", ""]
         lines += ["| field | type | default | range / rule |", "|---|---|---|---|"]
         for name, field in spec.fields.items():
-            lines.append(f"| `{name}` | {_kind(field)} | {_shown(field.default)} | {_rule(field)} |")
+            lines.append(f"| `{name}` | {_kind(field)} | {_shown(field.default, field)} | {_rule(field)} |")
         lines.append("")
     return "\n".join(lines).rstrip("\n")
 
 
 __all__ = [
+    "ANONYMOUS_PLUGINS",
+    "AUTHENTICATION_PLUGINS",
     "FORMAT_2_DOCUMENT_KEYS",
     "FORMAT_2_ENDPOINT_KEYS",
     "GATEWAY_OWNED",
@@ -660,6 +953,9 @@ __all__ = [
     "PLUGINS",
     "PRESERVE_HOST",
     "PluginSpec",
+    "auth_url_problem",
+    "chain_problems",
+    "effective_anonymous",
     "effective_plugin_config",
     "effective_plugins",
     "format_2_message",

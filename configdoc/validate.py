@@ -15,10 +15,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .consumers import normalize_consumers
 from .egress import is_denied_target_host
 from .plugins import (
+    ANONYMOUS_PLUGINS,
     FORMAT_2_ENDPOINT_KEYS,
+    chain_problems,
     effective_plugin_config,
+    effective_plugins,
     format_2_message,
     normalize_endpoint_policies,
     normalize_plugins,
@@ -44,7 +48,7 @@ from .untrusted import text_problem
 FORMAT_VERSION = 1
 LATEST_FORMAT_VERSION = 2
 READ_ONLY_KEYS = frozenset({"id", "key", "created_at", "updated_at", "status", "health"})
-DOCUMENT_KEYS = ("format_version", "breaker_policies", "health_check", "plugins", "endpoints")
+DOCUMENT_KEYS = ("format_version", "breaker_policies", "health_check", "consumers", "plugins", "endpoints")
 
 _STATUS_CLASS = re.compile(r"^[1-5]xx$")
 _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
@@ -156,7 +160,8 @@ def _str(spec: Field, value: Any, path: str, problems: list[Problem]) -> Any:
         problems.append(Problem(path, f"must be at most {spec.max_length} characters"))
         return INVALID
     if spec.pattern is not None and not spec.pattern.match(value):
-        problems.append(Problem(path, f"{value!r} is not valid: use {spec.pattern_help}"))
+        shown = repr(value) if len(value) <= 100 else f"{value[:100]!r}…"
+        problems.append(Problem(path, f"{shown} is not valid: use {spec.pattern_help}"))
         return INVALID
     return value
 
@@ -219,8 +224,8 @@ def _list(spec: Field, value: Any, path: str, problems: list[Problem]) -> Any:
     assert spec.item is not None
     items = []
     for index, entry in enumerate(value):
-        if spec.item.kind == "enum" and isinstance(entry, str):
-            entry = entry.upper()
+        if spec.item.kind == "enum" and isinstance(entry, str) and entry not in spec.item.choices:
+            entry = entry.upper()  # methods: `get` is GET
         items.append(_value(spec.item, entry, item(path, index), problems))
     if any(entry is INVALID for entry in items):
         return INVALID
@@ -608,6 +613,7 @@ def assemble_document(
     endpoints: list[dict[str, Any]],
     health_check: Mapping[str, Any] | None = None,
     plugins: Mapping[str, Any] | None = None,
+    consumers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The document from canonical objects, in canonical order, with the lowest `format_version` that
     holds it (2 when it uses a §11 key, else 1)."""
@@ -620,6 +626,8 @@ def assemble_document(
         document["health_check"] = dict(health_check)
     if plugins:
         document["plugins"] = dict(plugins)
+    if consumers:
+        document["consumers"] = sorted(consumers, key=lambda c: c["username"])
     document["format_version"] = required_format_version(document)
     return document
 
@@ -651,6 +659,12 @@ def validate_document(
         if version < 2:
             problems.append(Problem("plugins", format_2_message("plugins")))
         plugins = normalize_plugins(data["plugins"], "plugins", problems)
+
+    consumers: list[dict[str, Any]] | None = [] if "consumers" not in data else None
+    if "consumers" in data:
+        if version < 2:
+            problems.append(Problem("consumers", format_2_message("consumers")))
+        consumers = normalize_consumers(data["consumers"], "consumers", problems)
 
     health: Any = {}
     if data.get("health_check") is not None:
@@ -704,6 +718,9 @@ def validate_document(
 
     _default_versions(endpoints, problems)
     _route_key_collisions(endpoints, problems)
+    if plugins is not None or "plugins" not in data:
+        names = {consumer["username"] for consumer in consumers} if consumers is not None else None
+        _policy_references(plugins or {}, endpoints, names, problems)
     if problems:
         return {}, _with_lines(problems, lines)
     return assemble_document(
@@ -711,7 +728,40 @@ def validate_document(
         endpoints=[endpoint for _, endpoint in endpoints],
         health_check=health_defaults,
         plugins=plugins,
+        consumers=consumers,
     ), []
+
+
+def _policy_references(
+    plugins: Mapping[str, Mapping[str, Any]],
+    endpoints: list[tuple[int, dict[str, Any]]],
+    usernames: set[str] | None,
+    problems: list[Problem],
+) -> None:
+    """Rules across the document: an `anonymous` names a consumer of the document (when
+    the consumers are valid; `usernames` is None otherwise), and each endpoint's
+    chain (the document's plugins and its own) holds together (`chain_problems`)."""
+
+    def check_anonymous(configs: Mapping[str, Mapping[str, Any]], where: str) -> None:
+        if usernames is None:  # the consumers had problems of their own, already reported
+            return
+        for name in ANONYMOUS_PLUGINS:
+            anonymous = configs.get(name, {}).get("anonymous")
+            if anonymous is not None and anonymous not in usernames:
+                problems.append(
+                    Problem(
+                        f"{where}.{name}.anonymous",
+                        f"names no consumer: {anonymous!r} is not the username of a consumer of the document",
+                    )
+                )
+
+    check_anonymous(plugins, "plugins")
+    for index, endpoint in endpoints:
+        own = endpoint.get("plugins", {})
+        where = f"endpoints[{index}]"
+        check_anonymous(own, f"{where}.plugins")
+        for relative, message in chain_problems(effective_plugins(plugins, own), own):
+            problems.append(Problem(child(where, relative) if relative else where, message))
 
 
 def _format_version(version: Any, highest: int, problems: list[Problem]) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from . import seed
+from .consumers import BASIC_AUTH_CREDENTIAL_FIELDS, CONSUMER_FIELDS, JWT_CREDENTIAL_FIELDS, KEY_AUTH_CREDENTIAL_FIELDS
 from .plugins import PLUGINS
 from .problems import Problem, child, item
 from .schema import (
@@ -275,6 +276,10 @@ def load_document(
 
 _ORDER: dict[str, tuple[str, ...]] = {
     "": DOCUMENT_KEYS,
+    "consumers[]": tuple(CONSUMER_FIELDS),
+    "consumers[].key_auth[]": tuple(KEY_AUTH_CREDENTIAL_FIELDS),
+    "consumers[].jwt[]": tuple(JWT_CREDENTIAL_FIELDS),
+    "consumers[].basic_auth[]": tuple(BASIC_AUTH_CREDENTIAL_FIELDS),
     "breaker_policies[]": tuple(BREAKER_POLICY_FIELDS),
     "breaker_policies[].fallback": tuple(FALLBACK_FIELDS),
     "breaker_policies[].cache": tuple(CACHE_FIELDS),

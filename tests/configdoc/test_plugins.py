@@ -346,7 +346,8 @@ def test_a_bad_plugin_value_is_refused_with_its_path(name: str, config: Any, pat
 
 def test_an_unknown_plugin_name_is_refused_listing_the_known_ones() -> None:
     _, problems = validate(document(global_plugins={"rate_limit": {}}, plugins={"CORS": {}}))
-    known = "known plugins: cors, ip_restriction, request_headers, response_headers"
+    known = "known plugins: acl, basic_auth, cors, forward_auth, ip_restriction, jwt, key_auth, request_headers, "
+    known += "response_headers"
     assert known in problems["plugins.rate_limit"] and known in problems["endpoints[0].plugins.CORS"]
 
 

@@ -68,14 +68,15 @@ def serializer_field(
     return _field(spec, {**_common(spec, required=required), **overrides}, name=name)
 
 
-def _element(spec: Field) -> serializers.Field:  # type: ignore[type-arg]
-    """A list's element or a map's value: no default, no help of its own beyond its rule."""
+def _element(spec: Field, *, name: str | None = None) -> serializers.Field:  # type: ignore[type-arg]
+    """A list's element or a map's value: no default, no help of its own beyond its rule. An object
+    element (a consumer's credentials) is component `name`."""
     kwargs: dict[str, Any] = {}
     if spec.nullable:
         kwargs["allow_null"] = True
     if spec.help:
         kwargs["help_text"] = spec.help
-    return _field(spec, kwargs, name=None)
+    return _field(spec, kwargs, name=name)
 
 
 def _field(spec: Field, kwargs: dict[str, Any], *, name: str | None) -> serializers.Field:  # type: ignore[type-arg]
@@ -103,7 +104,8 @@ def _field(spec: Field, kwargs: dict[str, Any], *, name: str | None) -> serializ
         return serializers.ListField(child=serializers.JSONField(), **_sizes(spec), **kwargs)
     if kind == "list":
         assert spec.item is not None, "a list field names its element"
-        return serializers.ListField(child=_element(spec.item), **_sizes(spec), **kwargs)
+        element = _element(spec.item, name=f"{name}Item" if name else None)
+        return serializers.ListField(child=element, **_sizes(spec), **kwargs)
     if kind == "map":
         assert spec.item is not None, "a map field names its value"
         return serializers.DictField(child=_element(spec.item), **kwargs)
