@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import configdoc
 from configdoc import RouteTable, config_sha256, effective_breaker_policy, effective_endpoint, endpoint_key, route_keys
 
-from .plugins import Chain, UnknownPlugin, compile_chain
+from .consumers import NO_CONSUMERS, Consumers, MissingSecret, compile_consumers
+from .plugins import Chain, PluginContext, UnknownPlugin, compile_chain
 from .policies import (
     BreakerPolicy,
     HealthCheckPolicy,
@@ -114,6 +115,8 @@ class Snapshot:
     # The document's global plugins, for answers no endpoint owns (404 `no_route`): their response and
     # log hooks run there too, so a global header rule or CORS covers every answer of the node.
     global_chain: Chain | None = None
+    # The document's consumers with their secrets resolved (consumers.py), for the authentication plugins.
+    consumers: Consumers = NO_CONSUMERS
 
 
 def compile_target(raw: Mapping[str, Any], *, preserve_host: bool = False) -> Target:
@@ -140,6 +143,7 @@ def compile_document(
     state_seq: int = 0,
     previous: Snapshot | None = None,
     sha256: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Snapshot:
     """A canonical (validated) document → a snapshot. Route keys get the mount prefix in front.
     `sha256` is the document's config_sha256 when the caller already computed it. Each endpoint's
@@ -151,11 +155,19 @@ def compile_document(
     mount prefix) keeps `previous`'s Endpoint object: equal inputs make an equal effective config, so
     its fingerprint and with it the runtime state's survival are what a fresh compile would give, at a
     dict comparison's cost instead of effective_endpoint and canonical_json per endpoint (10,000
-    endpoints)."""
+    endpoints).
+
+    `environ` (default: this process's environment) resolves the consumers' `{env: NAME}` secrets; an
+    unset one is a SnapshotError naming it."""
+    try:
+        consumers = compile_consumers(document, environ)
+    except MissingSecret as exc:
+        raise SnapshotError(exc.problems) from None
+    context = PluginContext(consumers)
     policies = _policies(document, previous)
     health_defaults = document.get("health_check")
     plugin_defaults = document.get("plugins")
-    reusable = _reusable_sources(previous, mount_prefix, health_defaults, plugin_defaults)
+    reusable = _reusable_sources(previous, mount_prefix, health_defaults, plugin_defaults, consumers)
     shared = _SharedDefaults(health_defaults)
     typed_policies = {name: compile_breaker(policy) for name, policy in policies.items()}
     endpoints: dict[str, Endpoint] = {}
@@ -167,7 +179,7 @@ def compile_document(
         if endpoint is None:
             try:
                 endpoint = _compile_endpoint(
-                    canonical, policies, typed_policies, plugin_defaults, shared, health_defaults, mount_prefix
+                    canonical, policies, typed_policies, plugin_defaults, shared, health_defaults, mount_prefix, context
                 )
             except UnknownPlugin as exc:
                 raise SnapshotError([f"endpoints[{key}].plugins: {exc}"]) from None
@@ -176,11 +188,12 @@ def compile_document(
         for route in route_keys(canonical):
             routes[mount_prefix + route] = endpoint
     try:
-        global_chain = compile_chain(None, plugin_defaults)
+        global_chain = compile_chain(None, plugin_defaults, context)
     except UnknownPlugin as exc:
         raise SnapshotError([f"plugins: {exc}"]) from None
     return Snapshot(
         global_chain=global_chain,
+        consumers=consumers,
         config_sha256=sha256 or config_sha256(document),
         revision=revision,
         endpoints=endpoints,
@@ -230,6 +243,7 @@ def _reusable_sources(
     mount_prefix: str,
     health_defaults: Mapping[str, Any] | None,
     plugin_defaults: Mapping[str, Any] | None,
+    consumers: Consumers,
 ) -> Mapping[str, Mapping[str, Any]]:
     """`previous`'s sources when its document-wide inputs match, else none: the health_check defaults
     are part of every endpoint's effective config and the prefix of every route key."""
@@ -239,6 +253,8 @@ def _reusable_sources(
         return {}
     if previous.document.get("plugins") != plugin_defaults:
         return {}  # the global plugins are part of every endpoint's chain
+    if previous.consumers != consumers:
+        return {}  # the authentication plugins are compiled with them (secrets included)
     return previous.sources
 
 
@@ -288,6 +304,7 @@ def _compile_endpoint(
     shared: _SharedDefaults,
     health_defaults: Mapping[str, Any] | None,
     mount_prefix: str,
+    context: PluginContext,
 ) -> Endpoint:
     eff = effective_endpoint(canonical, health_defaults)
     shared.share(canonical, eff)
@@ -314,7 +331,7 @@ def _compile_endpoint(
         breaker=typed_policies[eff["breaker_policy"]],
         health_check=shared.policy("health_check", eff["health_check"], compile_health_check),
         preserve_host=preserve_host,
-        chain=compile_chain(canonical.get("plugins"), plugin_defaults),
+        chain=compile_chain(canonical.get("plugins"), plugin_defaults, context),
         fingerprint=hashlib.sha256(configdoc.canonical_json({"endpoint": eff, "policy": policy})).digest(),
     )
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from configdoc.plugins import effective_plugins
 
+from ..consumers import NO_CONSUMERS, Consumers
 from ..types import Headers
 
 if TYPE_CHECKING:
@@ -110,9 +111,20 @@ class Chain:
         )
 
 
-# Plugin name → compile function (the plugin's valid config → an instance). A plugin module registers
-# itself with `@register("name")` on import; the modules of PLUGIN_MODULES are imported at the end.
-CompileFunction = Callable[[Mapping[str, Any]], Plugin]
+@dataclass(frozen=True, slots=True)
+class PluginContext:
+    """What a plugin may need from the rest of the document when it is compiled: the consumers (their
+    secrets resolved from this node's environment), for the authentication plugins."""
+
+    consumers: Consumers = NO_CONSUMERS
+
+
+NO_CONTEXT = PluginContext()
+
+# Plugin name → compile function (the plugin's valid config and the document's context → an
+# instance). A plugin module registers itself with `@register("name")` on import; the modules of
+# PLUGIN_MODULES are imported at the end.
+CompileFunction = Callable[[Mapping[str, Any], PluginContext], Plugin]
 REGISTRY: dict[str, CompileFunction] = {}
 
 
@@ -128,7 +140,9 @@ class UnknownPlugin(ValueError):
     """A document names a plugin this node does not have: the snapshot is refused (never half-applied)."""
 
 
-def compile_chain(endpoint: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None) -> Chain | None:
+def compile_chain(
+    endpoint: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None, context: PluginContext = NO_CONTEXT
+) -> Chain | None:
     """The chain of one endpoint: `defaults` (the document's global `plugins`) under the endpoint's
     own (`plugins`: name → config, both canonical), merged by configdoc's rule (an endpoint's entry
     replaces the global one wholly; `enabled: false` drops the name) with every default filled in;
@@ -140,7 +154,7 @@ def compile_chain(endpoint: Mapping[str, Any] | None, defaults: Mapping[str, Any
         compile_function = REGISTRY.get(name)
         if compile_function is None:
             raise UnknownPlugin(f"plugin {name!r} is not one this data plane has")
-        plugins.append(compile_function(config))
+        plugins.append(compile_function(config, context))
     return Chain.of(plugins) if plugins else None
 
 

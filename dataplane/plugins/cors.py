@@ -37,7 +37,7 @@ from configdoc.plugins import MAX_ORIGIN, origin_key
 
 from ..errors import CorsForbidden
 from ..types import Headers
-from . import Answer, Phase, Plugin, register
+from . import Answer, Phase, Plugin, PluginContext, register
 
 if TYPE_CHECKING:
     from ..exchange import Exchange
@@ -252,6 +252,6 @@ class Cors(Plugin):
 
 
 @register("cors")
-def compile_cors(config: Mapping[str, Any]) -> Plugin:
+def compile_cors(config: Mapping[str, Any], context: PluginContext) -> Plugin:
     """`config` is configdoc's effective cors config (every default filled in)."""
     return Cors(config)

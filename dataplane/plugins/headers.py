@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ..exchange import Exchange
 from ..types import Headers
-from . import Phase, Plugin, register
+from . import Phase, Plugin, PluginContext, register
 
 
 class HeaderRules:
@@ -67,10 +67,10 @@ class ResponseHeaders(Plugin):
 
 
 @register("request_headers")
-def compile_request_headers(config: Mapping[str, Any]) -> Plugin:
+def compile_request_headers(config: Mapping[str, Any], context: PluginContext) -> Plugin:
     return RequestHeaders(HeaderRules(config))
 
 
 @register("response_headers")
-def compile_response_headers(config: Mapping[str, Any]) -> Plugin:
+def compile_response_headers(config: Mapping[str, Any], context: PluginContext) -> Plugin:
     return ResponseHeaders(HeaderRules(config))

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from ..errors import IpForbidden
 from ..exchange import Exchange
-from . import Answer, Phase, Plugin, register
+from . import Answer, Phase, Plugin, PluginContext, register
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -96,6 +96,6 @@ class IpRestriction(Plugin):
 
 
 @register("ip_restriction")
-def compile_ip_restriction(config: Mapping[str, Any]) -> Plugin:
+def compile_ip_restriction(config: Mapping[str, Any], context: PluginContext) -> Plugin:
     """configdoc's effective config (allow, deny, mode, enabled) → the plugin."""
     return IpRestriction(Networks(config["allow"]), Networks(config["deny"]), report=config["mode"] == "report")

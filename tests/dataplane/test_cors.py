@@ -18,7 +18,7 @@ from configdoc.schema import Field
 from dataplane.breaker import State
 from dataplane.errors import GatewayError
 from dataplane.exchange import Exchange
-from dataplane.plugins import REGISTRY, Answer, Phase, Plugin
+from dataplane.plugins import NO_CONTEXT, REGISTRY, Answer, Phase, Plugin
 from dataplane.plugins.cors import Cors, add_vary_origin
 from dataplane.snapshot import compile_document
 from tests.dataplane.harness import Gateway
@@ -90,7 +90,7 @@ def gateway() -> Gateway:
 
 
 def test_cors_is_registered_early_after_ip_restrictions_priority() -> None:
-    plugin = REGISTRY["cors"](effective_plugin_config("cors", {}))
+    plugin = REGISTRY["cors"](effective_plugin_config("cors", {}), NO_CONTEXT)
     assert isinstance(plugin, Cors) and plugin.phase is Phase.EARLY and plugin.priority == 200
     chain = compile_document(cors_document({})).endpoints["users:v1"].chain
     assert chain is not None and [each.name for each in chain.early] == ["cors"]
@@ -196,7 +196,7 @@ class Gatekeeper(Plugin):
 def test_a_preflight_never_meets_authentication_and_its_refusal_is_readable(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = PluginSpec("gatekeeper", "authentication", "a test plugin", {"enabled": Field("bool", default=True)})
     monkeypatch.setitem(PLUGINS, "gatekeeper", spec)
-    monkeypatch.setitem(REGISTRY, "gatekeeper", lambda config: Gatekeeper())
+    monkeypatch.setitem(REGISTRY, "gatekeeper", lambda config, context: Gatekeeper())
     doc = cors_document(CREDENTIALED)
     doc["endpoints"][0]["plugins"]["gatekeeper"] = {}
     gateway = Gateway(doc, upstream)

@@ -15,7 +15,7 @@ import pytest
 
 from configdoc import validate_document
 from dataplane.forwarding import Forwarding, parse_address
-from dataplane.plugins import REGISTRY
+from dataplane.plugins import NO_CONTEXT, REGISTRY
 from dataplane.plugins.ip_restriction import IpRestriction, Networks
 from dataplane.settings import Settings
 from tests.dataplane.harness import Gateway, endpoint, ok
@@ -253,6 +253,8 @@ def test_a_trusted_proxy_given_in_mapped_form_is_trusted() -> None:
 
 
 def test_the_plugin_is_registered_early_and_before_cors() -> None:
-    plugin = REGISTRY["ip_restriction"]({"allow": ["10.0.0.0/8"], "deny": [], "mode": "enforce", "enabled": True})
+    plugin = REGISTRY["ip_restriction"](
+        {"allow": ["10.0.0.0/8"], "deny": [], "mode": "enforce", "enabled": True}, NO_CONTEXT
+    )
     assert isinstance(plugin, IpRestriction)
     assert plugin.priority == 100 and plugin.phase.name == "EARLY"

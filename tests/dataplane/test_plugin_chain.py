@@ -17,7 +17,7 @@ from configdoc.schema import Field
 from dataplane.breaker import State
 from dataplane.errors import GatewayError
 from dataplane.exchange import Exchange
-from dataplane.plugins import REGISTRY, Answer, Phase, Plugin
+from dataplane.plugins import REGISTRY, Answer, Phase, Plugin, PluginContext
 from dataplane.snapshot import SnapshotError, compile_document
 from dataplane.types import Headers
 from tests.dataplane.harness import Gateway, document, endpoint, ok
@@ -35,7 +35,7 @@ class Probe(Plugin):
 
     name = "probe"
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], context: PluginContext) -> None:
         self.tag = str(config.get("tag", "probe")).encode()
 
     def access(self, exchange: Exchange) -> Answer | None:
