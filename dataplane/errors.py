@@ -93,6 +93,25 @@ class IpForbidden(GatewayError):
     status, code = 403, "ip_forbidden"
 
 
+class Unauthorized(GatewayError):
+    """No credential at all on an endpoint that needs one, and no `anonymous` consumer
+    (plugins/authentication.py); carries `WWW-Authenticate` with a challenge per scheme the endpoint takes."""
+
+    status, code = 401, "unauthorized"
+
+
+class InvalidCredentials(GatewayError):
+    """A credential was presented and is wrong: unknown key, bad password, a token that fails a check."""
+
+    status, code = 401, "invalid_credentials"
+
+
+class Forbidden(GatewayError):
+    """The caller is known and may not call this endpoint (`acl`)."""
+
+    status, code = 403, "forbidden"
+
+
 class BodyTooLarge(GatewayError):
     status, code, close_connection = 413, "body_too_large", True
 
@@ -127,6 +146,13 @@ class CircuitOpen(Unavailable):
 
 class NoHealthyTarget(Unavailable):
     code = "no_healthy_target"
+
+
+class AuthUnavailable(Unavailable):
+    """The service that decides who the caller is could not answer (`forward_auth` unreachable or slow,
+    a `jwks_url` provider never reached): refused rather than let through."""
+
+    code = "auth_unavailable"
 
 
 class NoConfig(Unavailable):

@@ -30,6 +30,21 @@ HOP_BY_HOP = frozenset(
 )
 # Headers that say who the client is, besides X-Forwarded-*: believed only from a trusted proxy.
 CLIENT_IDENTITY = frozenset({b"forwarded", b"x-real-ip"})
+# What the authentication plugins tell the upstream about the caller (§11): a client's own copies are
+# removed on every endpoint, with or without authentication, so an upstream can always trust them.
+# Also not forwarded: `X-Request-ID` (the gateway sets its own) and `Expect` (`100-continue` was
+# answered by our server already; the upstream gets the body).
+CALLER_IDENTITY = frozenset(
+    {
+        b"x-consumer-id",
+        b"x-consumer-username",
+        b"x-consumer-custom-id",
+        b"x-consumer-groups",
+        b"x-credential-identifier",
+        b"x-anonymous-consumer",
+    }
+)
+_NOT_FORWARDED = CALLER_IDENTITY | {b"x-request-id", b"expect"}
 
 Address = IPv4Address | IPv6Address
 
@@ -159,8 +174,7 @@ class Forwarding:
             elif b"x-forwarded-" <= name < b"x-forwarded." or name in CLIENT_IDENTITY:  # (see strip_hop_by_hop)
                 if trusted:  # X-Forwarded-Port, Forwarded, X-Real-IP...: a client's say-so only through a trusted proxy
                     out.append((name, value))
-            elif name not in (b"x-request-id", b"expect"):
-                # `Expect: 100-continue` was answered by our server already; the upstream gets the body.
+            elif name not in _NOT_FORWARDED:
                 out.append((name, value))
         client = scope.get("client")
         peer = (client[0] if client else "").encode()

@@ -270,7 +270,10 @@ class ProxyApp:
         if content_length is not None and content_length > endpoint.max_body_bytes:
             raise BodyTooLarge(f"the request body is over {endpoint.max_body_bytes} bytes")
         if chain is not None and chain.late:
-            answer = self._access(chain.late, exchange)
+            if chain.late_awaits:
+                answer = await self._access_async(chain.late, exchange)
+            else:
+                answer = self._access(chain.late, exchange)
             if answer is not None:
                 await self._send_answer(exchange, answer)
                 return
@@ -292,6 +295,15 @@ class ProxyApp:
         """The plugins' access hooks, in order: the first answer (or GatewayError) ends the request."""
         for plugin in plugins:
             answer = plugin.access(exchange)
+            if answer is not None:
+                return answer
+        return None
+
+    @staticmethod
+    async def _access_async(plugins: tuple[Plugin, ...], exchange: Exchange) -> Answer | None:
+        """_access for a phase where some plugin waits on the network (Plugin.awaits)."""
+        for plugin in plugins:
+            answer = await plugin.access_async(exchange) if plugin.awaits else plugin.access(exchange)
             if answer is not None:
                 return answer
         return None

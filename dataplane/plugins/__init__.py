@@ -15,6 +15,9 @@ Phases, in the order of §11 (the proxy calls them; a plugin overrides only the 
   preflight), or raise a `GatewayError` (403 `ip_forbidden`): either way the answer still passes
   through the `response` hooks. EARLY is for what must come before the method check
   (`ip_restriction`, `cors`); LATE for authentication, `acl`, `rate_limit`.
+  A plugin whose check must wait on the network (`forward_auth`, a JWKS fetch, a Redis counter) sets
+  `awaits = True` and overrides `access_async` instead; the proxy awaits a phase only when one of its
+  plugins awaits, so the others keep a plain function call.
 - `request(exchange, headers)`: edit the upstream request's headers in place (a list of
   (name, value) byte pairs, lower-case names), after the gateway set its own.
 - `response(exchange, headers)`: edit the answer's headers in place (`exchange.status` is the
@@ -67,9 +70,13 @@ class Plugin:
     name: ClassVar[str] = ""
     phase: ClassVar[Phase] = Phase.LATE
     priority: ClassVar[int] = 1000
+    awaits: ClassVar[bool] = False  # True: the access hook is `access_async` (LATE phase only)
 
     def access(self, exchange: Exchange) -> Answer | None:
         return None
+
+    async def access_async(self, exchange: Exchange) -> Answer | None:
+        return self.access(exchange)
 
     def request(self, exchange: Exchange, headers: Headers) -> None:
         return None
@@ -96,11 +103,14 @@ class Chain:
     request: tuple[Plugin, ...] = ()
     response: tuple[Plugin, ...] = ()
     log: tuple[Plugin, ...] = ()
+    late_awaits: bool = False  # a LATE access hook must be awaited (Plugin.awaits)
 
     @classmethod
     def of(cls, plugins: list[Plugin] | tuple[Plugin, ...]) -> Chain:
         ordered = tuple(sorted(plugins, key=lambda plugin: (plugin.phase, plugin.priority, plugin.name)))
-        access = [plugin for plugin in ordered if _overrides(plugin, "access")]
+        access = [plugin for plugin in ordered if _overrides(plugin, "access") or plugin.awaits]
+        if any(plugin.awaits and plugin.phase is Phase.EARLY for plugin in access):
+            raise TypeError("a plugin that awaits runs in the LATE phase")
         return cls(
             plugins=ordered,
             early=tuple(plugin for plugin in access if plugin.phase is Phase.EARLY),
@@ -108,6 +118,7 @@ class Chain:
             request=tuple(plugin for plugin in ordered if _overrides(plugin, "request")),
             response=tuple(plugin for plugin in ordered if _overrides(plugin, "response")),
             log=tuple(plugin for plugin in ordered if _overrides(plugin, "log")),
+            late_awaits=any(plugin.awaits for plugin in access),
         )
 
 
@@ -149,18 +160,24 @@ def compile_chain(
     None without any. Raises UnknownPlugin for a name no module here registered."""
     if not endpoint and not defaults:
         return None
+    from .authentication import gate_for  # (a plugin module: imports this package)
+
     plugins: list[Plugin] = []
-    for name, config in effective_plugins(defaults, endpoint).items():
+    effective = effective_plugins(defaults, endpoint)
+    for name, config in effective.items():
         compile_function = REGISTRY.get(name)
         if compile_function is None:
             raise UnknownPlugin(f"plugin {name!r} is not one this data plane has")
         plugins.append(compile_function(config, context))
+    gate = gate_for(plugins, effective, context)
+    if gate is not None:
+        plugins.append(gate)
     return Chain.of(plugins) if plugins else None
 
 
 # The plugin modules of this package (one per plugin or family, each registering itself on import),
 # one sorted line; imported here so REGISTRY is filled on import.
-PLUGIN_MODULES: tuple[str, ...] = ("cors", "headers", "ip_restriction")
+PLUGIN_MODULES: tuple[str, ...] = ("authentication", "cors", "headers", "ip_restriction")
 
 for _module in PLUGIN_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
