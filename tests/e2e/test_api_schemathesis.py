@@ -30,7 +30,8 @@ from tests.e2e.test_rollout_wait import login, make_person, reporter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+# schemathesis's command line through a launcher that works around a CPython bug (see the file).
+SCHEMATHESIS = [sys.executable, str(Path(__file__).with_name("schemathesis_run.py"))]
 # Server errors that changes made elsewhere fix, recognised by the exception in the server's log; the
 # test then reports them (xfail, with the list) instead of failing. Drop an entry once its fix is in.
 
@@ -74,7 +75,7 @@ parameters = { "path.node_id" = "edge-a" }
 def schemathesis(base: str, token: str, report: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     (cwd / "schemathesis.toml").write_text(CONFIG)
     argv = [
-        str(SCHEMATHESIS),
+        *SCHEMATHESIS,
         "--config-file",
         str(cwd / "schemathesis.toml"),
         "run",
