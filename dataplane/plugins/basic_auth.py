@@ -146,13 +146,13 @@ class BasicAuth(AuthPlugin):
         realm: str,
         hide: bool,
         report: bool,
-        cache: VerifiedCache = CACHE,
+        cache: VerifiedCache | None = None,
     ) -> None:
         super().__init__(report=report)
         self.by_username = by_username
         self.challenge = f'Basic realm="{realm}", charset="UTF-8"'.encode("ascii")
         self.hide = hide
-        self.cache = cache
+        self.cache = cache if cache is not None else CACHE  # the worker's, unless a test gives its own
         iterations = max(
             (int(stored.split("$", 2)[1]) for _, stored in by_username.values()), default=DEFAULT_ITERATIONS
         )

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -71,14 +72,21 @@ def call(
     gateway: Gateway,
     path: str = "/users/x",
     *,
-    headers: list[tuple[str | bytes, str | bytes]] | None = None,
-    params: dict[str, str] | list[tuple[str, str]] | None = None,
+    headers: Sequence[tuple[str, str] | tuple[bytes, bytes] | tuple[str, bytes]] | None = None,
+    params: Any = None,
 ) -> httpx.Response:
+    # In UTF-8: httpx would refuse a str value that is not ASCII.
+    raw = [(_utf8(name), _utf8(value)) for name, value in headers or ()]
+
     async def go() -> httpx.Response:
         async with gateway.client() as client:
-            return await client.get(path, headers=headers, params=params)
+            return await client.get(path, headers=raw, params=params)
 
     return asyncio.run(go())
+
+
+def _utf8(text: str | bytes) -> bytes:
+    return text.encode() if isinstance(text, str) else text
 
 
 def basic(username: str, password: str) -> tuple[str, str]:
