@@ -535,7 +535,8 @@ KEY_AUTH_FIELDS: dict[str, Field] = {
         min_items=1,
         max_items=16,
         item=Field("str", check=_key_name_problem),
-        help="header and/or query parameter names carrying the key (hop-by-hop and gateway-owned names refused)",
+        help="header and/or query parameter names carrying the key (hop-by-hop and gateway-owned names refused; "
+        "a name with `_` is never read in a header, only in the query)",
     ),
     "in": Field(
         "list",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -14,10 +15,12 @@ import pytest
 
 from configdoc import validate_document
 from configdoc.consumers import hash_key, key_digest
+from dataplane.snapshot import load_document_text
 from tests.dataplane.auth import (
     ALICE_KEY,
     BOB_KEY,
     access_lines,
+    basic,
     call,
     decisions,
     document,
@@ -26,7 +29,7 @@ from tests.dataplane.auth import (
     refused,
     upstream_headers,
 )
-from tests.dataplane.harness import endpoint
+from tests.dataplane.harness import Gateway, endpoint, ok
 
 HEADER = {"key_auth": {"key_names": ["X-API-Key"]}}
 BOTH = {"key_auth": {"key_names": ["apikey", "X-API-Key"], "in": ["header", "query"]}}
@@ -275,3 +278,34 @@ def test_a_changed_key_hash_takes_effect_with_the_next_snapshot() -> None:
 
 def test_a_key_is_looked_up_by_the_digest_hash_key_stores() -> None:
     assert key_digest("clé".encode()).hex() == hash_key("clé") == hashlib.sha256("clé".encode()).hexdigest()
+
+
+def test_the_authentication_example_of_the_docs_does_what_they_say() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "dataplane.md").read_text(encoding="utf-8")
+    section = page.split("## Authentication: key_auth, basic_auth and acl", 1)[1]
+    example = load_document_text(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    canonical, problems = validate_document(example, max_format_version=2)
+    assert problems == [], problems
+    gw = Gateway(canonical, ok)
+
+    assert call(gw, "/orders/items", headers=[("X-API-Key", "k-example-1")]).status_code == 200
+    seen = upstream_headers(gw)
+    assert seen["x-consumer-username"] == ["mobile-app"] and "x-api-key" not in seen
+    assert call(gw, "/orders/items?apikey=k-example-1&page=2").status_code == 200
+    assert gw.seen[-1].url.raw_path == b"/api/items?page=2"
+    assert call(gw, "/orders/items", headers=[basic("mobile", "s3cret pass")]).status_code == 200
+    assert upstream_headers(gw)["x-credential-identifier"] == ["mobile"]
+    wrong = call(gw, "/orders/items", headers=[("X-API-Key", "wrong")])
+    assert refused(wrong, 401, "invalid_credentials")
+    assert wrong.headers["www-authenticate"] == 'Key realm="gateway"'
+    nothing = call(gw, "/orders/items")
+    assert refused(nothing, 401, "unauthorized")
+    assert sorted(nothing.headers.get_list("www-authenticate")) == [
+        'Basic realm="orders", charset="UTF-8"',
+        'Key realm="gateway"',
+    ]
+
+    example["endpoints"][0]["plugins"]["key_auth"]["anonymous"] = "guest"
+    canonical, problems = validate_document(example, max_format_version=2)
+    assert problems == [], problems
+    assert refused(call(Gateway(canonical, ok), "/orders/items"), 403, "forbidden")
