@@ -5,6 +5,7 @@ bounded, invalidated by a new hash), hide_credentials, report mode, and no passw
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Iterator
@@ -246,3 +247,17 @@ def test_decisions_and_log_lines_say_why_and_never_hold_a_password(caplog: pytes
     logged = every_log_message(caplog)
     for secret in (BOB_PASSWORD, "wrong-password-1", "wrong-password-2", "no-colon-password-3", "mallory"):
         assert secret not in logged
+
+
+def test_concurrent_requests_with_one_credential_share_one_verification(hashes: list[str]) -> None:
+    gw = gateway(BASIC)
+
+    async def go() -> list[int]:
+        async with gw.client() as client:
+            answers = await asyncio.gather(
+                *(client.get("/users/x", headers=[basic("bob", BOB_PASSWORD)]) for _ in range(5))
+            )
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(go()) == [200] * 5
+    assert len(hashes) == 1
