@@ -482,10 +482,24 @@ def secret_env_names(document: Mapping[str, Any]) -> list[str]:
     return sorted(names)
 
 
+def key_digest(key: bytes) -> bytes:
+    """The sha256 digest of a key's bytes as a client presents them: the data plane looks a key up by
+    it, and `hash_key` is its hex, so a key sent in UTF-8 is found by the hash the control plane stored."""
+    return hashlib.sha256(key).digest()
+
+
 def hash_key(key: str) -> str:
     """The `key_sha256` of an API key: the sha256 of its UTF-8 bytes, lower-case hex. The control plane
-    stores it when it generates a key; the data plane looks a presented key up by it."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    stores it when it generates a key; the data plane looks a presented key up by it (`key_digest`)."""
+    return key_digest(key.encode("utf-8", "surrogatepass")).hex()
+
+
+def make_password_hash(password: str, *, salt: str, iterations: int) -> str:
+    """`pbkdf2_sha256$<iterations>$<salt>$<base64 hash>` of `password`, as Django's PBKDF2PasswordHasher
+    writes it (the form `password_hash_problem` accepts and `password_matches` checks); for seeds
+    written by hand and tests, the control plane uses Django's own hasher."""
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8", "surrogatepass"), salt.encode("ascii"), iterations)
+    return f"pbkdf2_sha256${iterations}${salt}${base64.b64encode(digest).decode('ascii')}"
 
 
 def password_matches(password: str, password_hash: str) -> bool:
@@ -518,6 +532,8 @@ __all__ = [
     "USERNAME_RE",
     "effective_consumer",
     "hash_key",
+    "key_digest",
+    "make_password_hash",
     "password_matches",
     "effective_consumers",
     "normalize_consumers",

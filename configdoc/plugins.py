@@ -487,6 +487,20 @@ def _forward_auth_normalize(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _key_auth_check(config: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    # The data plane drops header names with `_` (CGI-style backends read `_` as `-`, so they could
+    # pass for another header), and key_auth never reads one: such a name could only be a query
+    # parameter.
+    if config["enabled"] and "query" not in config["in"]:
+        for index, name in enumerate(config["key_names"]):
+            if "_" in name:
+                yield (
+                    f"key_names[{index}]",
+                    f"{name} has `_`, which the gateway never reads in a header name: write it with `-`, "
+                    "or add query to `in`",
+                )
+
+
 def _key_auth_normalize(config: dict[str, Any]) -> dict[str, Any]:
     # Query parameter names are case-sensitive, so names are de-duplicated exactly.
     return {**config, "key_names": sorted(set(config["key_names"])), "in": sorted(set(config["in"]))}
@@ -521,7 +535,8 @@ KEY_AUTH_FIELDS: dict[str, Field] = {
         min_items=1,
         max_items=16,
         item=Field("str", check=_key_name_problem),
-        help="header and/or query parameter names carrying the key (hop-by-hop and gateway-owned names refused)",
+        help="header and/or query parameter names carrying the key (hop-by-hop and gateway-owned names refused; "
+        "a name with `_` is never read in a header, only in the query)",
     ),
     "in": Field(
         "list",
@@ -670,6 +685,7 @@ PLUGINS: Mapping[str, PluginSpec] = {
             "Authenticate by API key (header or query parameter), compared by sha256 with the consumers' key hashes.",
             KEY_AUTH_FIELDS,
             access=True,
+            check=_key_auth_check,
             normalize=_key_auth_normalize,
         ),
         _spec(

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from .snapshot import Endpoint
 
 REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,200}$")
+# The key of Exchange.note() where a plugin puts the query string the upstream gets instead of the
+# client's (key_auth's hide_credentials drops the key's parameter); read only when the request has a
+# query and a plugin made notes, so the plain path pays nothing.
+UPSTREAM_QUERY = "upstream_query"
 
 
 class _RequestIds:

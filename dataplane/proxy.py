@@ -41,7 +41,7 @@ from .errors import (
     UriTooLong,
     error_answer,
 )
-from .exchange import REQUEST_ID, Exchange, new_request_id
+from .exchange import REQUEST_ID, UPSTREAM_QUERY, Exchange, new_request_id
 from .fallback import cache_key, fallback
 from .forwarding import HOP_BY_HOP, Forwarding, asks_upgrade, strip_hop_by_hop
 from .plugins import Answer, Chain, Plugin
@@ -357,6 +357,8 @@ class ProxyApp:
         endpoint = exchange.state.endpoint  # type: ignore[union-attr]
         url = target.origin + target.base_path + (path or ("" if target.base_path else "/"))
         query: bytes = exchange.scope.get("query_string") or b""
+        if query and exchange.context is not None:
+            query = exchange.context.get(UPSTREAM_QUERY, query)
         if query:
             url += "?" + query.decode("latin-1")
         tls = endpoint.tls

@@ -176,8 +176,16 @@ def compile_chain(
 
 
 # The plugin modules of this package (one per plugin or family, each registering itself on import),
-# one sorted line; imported here so REGISTRY is filled on import.
-PLUGIN_MODULES: tuple[str, ...] = ("authentication", "cors", "headers", "ip_restriction")
+# sorted, one a line; imported here so REGISTRY is filled on import.
+PLUGIN_MODULES: tuple[str, ...] = (
+    "acl",
+    "authentication",
+    "basic_auth",
+    "cors",
+    "headers",
+    "ip_restriction",
+    "key_auth",
+)
 
 for _module in PLUGIN_MODULES:
     importlib.import_module(f"{__name__}.{_module}")

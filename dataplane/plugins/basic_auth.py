@@ -1,0 +1,236 @@
+"""`basic_auth` (ARCHITECTURE §11): authenticate by HTTP Basic username and password (RFC 7617)
+against the consumers' PBKDF2 hashes (phase LATE, priority 220: after `key_auth` and `jwt`; see
+authentication.py for how they share the phase).
+
+The credential is an `Authorization: Basic <base64(username:password)>` header; the scheme name
+compares case-insensitively, and an `Authorization` of another scheme (`Bearer`: jwt's) is not a
+basic credential and is left alone. What the plugin decides:
+
+- no basic `Authorization`: nothing to do here (the gate decides: `anonymous`, or 401
+  `unauthorized`);
+- the username is a consumer's basic-auth username and the password matches its hash: accepted,
+  `X-Credential-Identifier` is the basic username;
+- anything else is 401 `invalid_credentials` with `WWW-Authenticate: Basic realm="<realm>",
+  charset="UTF-8"` (RFC 7617 §2.1): a wrong password, an unknown username, base64 that does not
+  decode, no `:`, bytes that are not UTF-8, or `Authorization` sent more than once alongside a
+  basic one (the gateway never picks one: the upstream might read another).
+
+Cost and timing. Verifying a PBKDF2 hash takes its iterations (a million: a good part of a second),
+so it runs on a small thread pool of its own (hashlib releases the GIL), never on the event loop,
+and never on the default executor the resolver shares. A successful verification is remembered for
+a minute per worker: the cache holds a fingerprint `HMAC-SHA256(process-random key, stored hash NUL
+username NUL password)` (the password itself is never kept), at most 10,000 entries, the oldest
+evicted first; only successes are cached, so a flood of wrong passwords costs its hashes but cannot
+grow memory. The stored hash is part of the fingerprint, so a consumer whose hash changes in a new
+snapshot is verified afresh. Concurrent requests with the same credential share one verification. An
+unknown username costs the same work, verified against a dummy hash with the stored hashes'
+highest iteration count, so the answer's timing does not say which usernames exist.
+
+`hide_credentials: true` removes a basic `Authorization` header from the upstream request (another
+scheme's stays, for its own plugin). `mode: report` lets a refused request through as nobody;
+`gateway_policy_decisions_total{plugin="basic_auth"}` counts `allow`, `deny` and `would_deny`. The
+password never appears in an answer, the access log's `detail` or any log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from configdoc.consumers import MIN_PBKDF2_ITERATIONS, password_matches
+
+from ..consumers import Consumer
+from ..exchange import Exchange
+from ..types import Headers
+from . import Answer, Plugin, PluginContext, register
+from .authentication import AuthPlugin, Identity, identity
+
+CACHE_SECONDS = 60.0
+CACHE_ENTRIES = 10_000
+VERIFY_THREADS = 2  # PBKDF2 is CPU work: more threads than cores would only queue in the kernel
+DEFAULT_ITERATIONS = 1_000_000  # the dummy hash's when no consumer has a basic credential (Django's)
+
+
+class VerifiedCache:
+    """Fingerprints of credentials verified lately (a minute), bounded, oldest evicted first; touched
+    only from the event loop's thread. `clock` is injected so tests drive time."""
+
+    def __init__(
+        self,
+        *,
+        seconds: float = CACHE_SECONDS,
+        entries: int = CACHE_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds = seconds
+        self.entries = entries
+        self.clock = clock
+        self.key = os.urandom(32)  # per process: a fingerprint means nothing outside it
+        self._expiry: OrderedDict[bytes, float] = OrderedDict()
+
+    def fingerprint(self, stored_hash: str, username: str, password: str) -> bytes:
+        message = b"\0".join(part.encode("utf-8", "surrogatepass") for part in (stored_hash, username, password))
+        return hmac.new(self.key, message, hashlib.sha256).digest()
+
+    def __contains__(self, fingerprint: bytes) -> bool:
+        expiry = self._expiry.get(fingerprint)
+        if expiry is None:
+            return False
+        if expiry <= self.clock():
+            del self._expiry[fingerprint]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def add(self, fingerprint: bytes) -> None:
+        expiry = self._expiry
+        expiry.pop(fingerprint, None)  # re-added: it goes to the young end
+        expiry[fingerprint] = self.clock() + self.seconds
+        while len(expiry) > self.entries:
+            expiry.popitem(last=False)
+
+
+# One cache and one pool per worker process, shared by every endpoint's basic_auth: a credential is
+# verified once a minute whichever endpoint it calls. Made on first use (after a fork, in the worker).
+CACHE = VerifiedCache()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="basic-auth")
+    return _POOL
+
+
+class Malformed(ValueError):
+    """An `Authorization: Basic` value that is no username:password (the message is safe to log)."""
+
+
+def parse_basic(token: bytes) -> tuple[str, str]:
+    """`base64(username:password)` → (username, password); raises Malformed."""
+    try:
+        decoded = base64.b64decode(token.strip(b" \t"), validate=True)
+    except (binascii.Error, ValueError):
+        raise Malformed("the credential is not base64") from None
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Malformed("the credential is not UTF-8") from None
+    username, colon, password = text.partition(":")
+    if not colon:
+        raise Malformed("the credential has no username:password")
+    return username, password
+
+
+class BasicAuth(AuthPlugin):
+    name: ClassVar[str] = "basic_auth"
+    priority: ClassVar[int] = 220
+    awaits: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        by_username: Mapping[str, tuple[Consumer, str]],
+        *,
+        realm: str,
+        hide: bool,
+        report: bool,
+        cache: VerifiedCache | None = None,
+    ) -> None:
+        super().__init__(report=report)
+        self.by_username = by_username
+        self.challenge = f'Basic realm="{realm}", charset="UTF-8"'.encode("ascii")
+        self.hide = hide
+        self.cache = cache if cache is not None else CACHE  # the worker's, unless a test gives its own
+        iterations = max(
+            (int(stored.split("$", 2)[1]) for _, stored in by_username.values()), default=DEFAULT_ITERATIONS
+        )
+        # Never matches (its digest is not one of a password): an unknown username's comparable work.
+        self.dummy_hash = f"pbkdf2_sha256${max(iterations, MIN_PBKDF2_ITERATIONS)}${os.urandom(12).hex()}${'A' * 43}="
+        self._pending: dict[bytes, asyncio.Future[bool]] = {}
+
+    @staticmethod
+    def credential(headers: Headers) -> tuple[bytes | None, int]:
+        """The token of the request's basic `Authorization` (None: none) and how many `Authorization`
+        headers it has."""
+        token: bytes | None = None
+        count = 0
+        for name, value in headers:
+            if name == b"authorization":
+                count += 1
+                scheme, _, rest = value.strip(b" \t").partition(b" ")
+                if scheme.lower() == b"basic":
+                    token = rest
+        return token, count
+
+    async def access_async(self, exchange: Exchange) -> Answer | None:
+        if identity(exchange) is not None:
+            return None
+        token, count = self.credential(exchange.headers)
+        if token is None:
+            return None
+        if count > 1:
+            self.refuse(exchange, "send one Authorization header", f"Authorization was sent {count} times")
+            return None
+        try:
+            username, password = parse_basic(token)
+        except Malformed as malformed:
+            self.refuse(exchange, "the basic credential is malformed", str(malformed))
+            return None
+        found = self.by_username.get(username)
+        stored = found[1] if found is not None else self.dummy_hash
+        if not await self.verify(stored, username, password) or found is None:
+            # An unknown username is not named in the detail either: the access log is read by people
+            # who should not learn which usernames exist from a typo.
+            self.refuse(exchange, "the username or password is not valid", "wrong username or password")
+            return None
+        self.accept(exchange, Identity(found[0], credential=username))
+        return None
+
+    async def verify(self, stored: str, username: str, password: str) -> bool:
+        """Whether `password` matches `stored`: from the cache, or one PBKDF2 on the pool (shared with
+        the concurrent requests asking the same); only a success is cached."""
+        cache = self.cache
+        fingerprint = cache.fingerprint(stored, username, password)
+        if fingerprint in cache:
+            return True
+        pending = self._pending.get(fingerprint)
+        if pending is None:
+            pending = asyncio.get_running_loop().run_in_executor(_pool(), password_matches, password, stored)
+            self._pending[fingerprint] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(fingerprint, None))
+        matches = await asyncio.shield(pending)
+        if matches and stored is not self.dummy_hash:
+            cache.add(fingerprint)
+        return matches
+
+    def request(self, exchange: Exchange, headers: Headers) -> None:
+        if self.hide:
+            headers[:] = [
+                (name, value)
+                for name, value in headers
+                if name != b"authorization" or value.strip(b" \t").partition(b" ")[0].lower() != b"basic"
+            ]
+
+
+@register("basic_auth")
+def compile_basic_auth(config: Mapping[str, Any], context: PluginContext) -> Plugin:
+    """configdoc's effective config (realm, hide_credentials, anonymous, mode, enabled) → the plugin;
+    `anonymous` is the gate's (authentication.gate_for)."""
+    return BasicAuth(
+        context.consumers.basic_by_username,
+        realm=config["realm"],
+        hide=config["hide_credentials"],
+        report=config["mode"] == "report",
+    )

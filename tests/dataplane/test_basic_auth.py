@@ -1,0 +1,263 @@
+"""`basic_auth` (ARCHITECTURE §11) through the real proxy app in-process (fake upstream): username and
+password against PBKDF2 hashes, malformed credentials as 401 (never a 500), an unknown user costing the
+same work, the verified-credential cache (one PBKDF2 per credential per minute, only successes,
+bounded, invalidated by a new hash), hide_credentials, report mode, and no password in any log line."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dataplane.plugins import basic_auth
+from dataplane.plugins.basic_auth import VerifiedCache, parse_basic
+from dataplane.snapshot import compile_document
+from tests.dataplane.auth import (
+    ALICE_PASSWORD,
+    BOB_PASSWORD,
+    access_lines,
+    basic,
+    call,
+    decisions,
+    document,
+    every_log_message,
+    gateway,
+    refused,
+    upstream_headers,
+)
+
+BASIC: dict[str, Any] = {"basic_auth": {}}
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts with nothing verified (the cache is per process)."""
+    monkeypatch.setattr(basic_auth, "CACHE", VerifiedCache())
+    yield
+
+
+@pytest.fixture
+def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The stored hashes password_matches was asked to check, in order."""
+    checked: list[str] = []
+    real = basic_auth.password_matches
+
+    def counting(password: str, password_hash: str) -> bool:
+        checked.append(password_hash)
+        return real(password, password_hash)
+
+    monkeypatch.setattr(basic_auth, "password_matches", counting)
+    return checked
+
+
+def test_a_right_password_names_the_consumer_and_the_basic_username_to_the_upstream() -> None:
+    gw = gateway(BASIC)
+    response = call(gw, headers=[basic("alice@example.com", ALICE_PASSWORD), ("X-Consumer-Username", "bob")])
+    assert response.status_code == 200, response.text
+    seen = upstream_headers(gw)
+    assert seen["x-consumer-username"] == ["alice"]
+    assert seen["x-credential-identifier"] == ["alice@example.com"]
+    assert seen["x-consumer-groups"] == ["beta, partners"]
+    assert call(gw, headers=[basic("bob", BOB_PASSWORD)]).status_code == 200  # UTF-8 password
+    assert upstream_headers(gw)["x-consumer-username"] == ["bob"]
+
+
+def test_the_scheme_name_compares_case_insensitively() -> None:
+    token = base64.b64encode(f"bob:{BOB_PASSWORD}".encode()).decode()
+    assert call(gateway(BASIC), headers=[("Authorization", f"bAsIc {token}")]).status_code == 200
+
+
+def test_a_wrong_password_is_refused_with_the_basic_challenge() -> None:
+    gw = gateway({"basic_auth": {"realm": "orders API"}})
+    response = call(gw, headers=[basic("bob", "wrong")])
+    assert refused(response, 401, "invalid_credentials")
+    assert response.headers.get_list("www-authenticate") == ['Basic realm="orders API", charset="UTF-8"']
+    assert gw.seen == []
+
+
+def test_an_unknown_username_gets_the_same_answer_after_the_same_work(hashes: list[str]) -> None:
+    gw = gateway(BASIC)
+    wrong_password = call(gw, headers=[basic("bob", "wrong")])
+    unknown_user = call(gw, headers=[basic("mallory", "wrong")])
+    assert refused(unknown_user, 401, "invalid_credentials")
+    assert unknown_user.json()["message"] == wrong_password.json()["message"]
+    assert unknown_user.headers["www-authenticate"] == wrong_password.headers["www-authenticate"]
+    # Both cost one PBKDF2 of the same iterations: the unknown user's against a dummy hash.
+    assert len(hashes) == 2
+    assert hashes[1].startswith("pbkdf2_sha256$100000$") and hashes[1] != hashes[0]
+
+
+def test_no_basic_credential_is_401_unauthorized_or_the_anonymous_consumer() -> None:
+    gw = gateway(BASIC)
+    response = call(gw)
+    assert refused(response, 401, "unauthorized")
+    assert response.headers.get_list("www-authenticate") == ['Basic realm="gateway", charset="UTF-8"']
+    anonymous = gateway({"basic_auth": {"anonymous": "guest"}})
+    assert call(anonymous).status_code == 200
+    assert upstream_headers(anonymous)["x-anonymous-consumer"] == ["true"]
+
+
+def test_a_bearer_token_is_not_a_basic_credential_and_stays_on_the_request() -> None:
+    gw = gateway({"basic_auth": {"hide_credentials": True, "anonymous": "guest"}})
+    assert call(gw, headers=[("Authorization", "Bearer abc.def.ghi")]).status_code == 200
+    seen = upstream_headers(gw)
+    assert seen["x-consumer-username"] == ["guest"]
+    assert seen["authorization"] == ["Bearer abc.def.ghi"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Basic !!!not-base64!!!",
+        b"Basic " + base64.b64encode(b"no-colon-here"),
+        b"Basic " + base64.b64encode(b"bob:\xff\xfe"),
+        b"Basic " + base64.b64encode(b"\xc3(:x"),
+        b"Basic",
+        b"Basic ",
+        b"Basic " + base64.b64encode(b"bob:" + BOB_PASSWORD.encode())[:-2],
+        b"Basic " + base64.b64encode(b"bob:x" * 2000),
+        b"Basic " + base64.b64encode(b"bob\0:" + BOB_PASSWORD.encode()),
+    ],
+    ids=[
+        "not-base64",
+        "no-colon",
+        "password-not-utf8",
+        "user-not-utf8",
+        "no-token",
+        "empty-token",
+        "cut",
+        "long",
+        "nul",
+    ],
+)
+def test_a_malformed_credential_is_401_invalid_credentials_never_a_500(value: bytes) -> None:
+    response = call(gateway(BASIC), headers=[(b"Authorization", value)])
+    assert refused(response, 401, "invalid_credentials")
+    assert response.headers["www-authenticate"] == 'Basic realm="gateway", charset="UTF-8"'
+
+
+def test_two_authorization_headers_are_refused_never_picked() -> None:
+    gw = gateway(BASIC)
+    response = call(gw, headers=[basic("bob", BOB_PASSWORD), ("Authorization", "Bearer x")])
+    assert refused(response, 401, "invalid_credentials")
+    response = call(gw, headers=[basic("mallory", "x"), basic("bob", BOB_PASSWORD)])
+    assert refused(response, 401, "invalid_credentials")
+
+
+def test_a_credential_is_verified_once_then_served_from_the_cache(hashes: list[str]) -> None:
+    gw = gateway(BASIC)
+    for _ in range(3):
+        assert call(gw, headers=[basic("bob", BOB_PASSWORD)]).status_code == 200
+    assert len(hashes) == 1
+    # Another endpoint with basic_auth shares the worker's cache.
+    other = gateway({"basic_auth": {"realm": "elsewhere"}})
+    assert call(other, headers=[basic("bob", BOB_PASSWORD)]).status_code == 200
+    assert len(hashes) == 1
+
+
+def test_wrong_passwords_are_never_cached(hashes: list[str]) -> None:
+    gw = gateway(BASIC)
+    for _ in range(3):
+        assert refused(call(gw, headers=[basic("bob", "wrong")]), 401, "invalid_credentials")
+    assert len(hashes) == 3
+    assert len(basic_auth.CACHE) == 0
+
+
+def test_a_new_hash_in_a_new_snapshot_is_verified_afresh(hashes: list[str]) -> None:
+    gw = gateway(BASIC)
+    assert call(gw, headers=[basic("alice@example.com", ALICE_PASSWORD)]).status_code == 200
+    gw.runtime.apply(compile_document(document(BASIC, alice_password="rotated"), mount_prefix=""))
+    assert refused(call(gw, headers=[basic("alice@example.com", ALICE_PASSWORD)]), 401, "invalid_credentials")
+    assert call(gw, headers=[basic("alice@example.com", "rotated")]).status_code == 200
+    assert len(hashes) == 3
+
+
+def test_the_cache_forgets_after_its_time_and_holds_a_bounded_number_of_fingerprints() -> None:
+    now = [1000.0]
+    cache = VerifiedCache(seconds=60, entries=3, clock=lambda: now[0])
+    prints = [cache.fingerprint("pbkdf2_sha256$1$salt$x", f"user{n}", "pw") for n in range(5)]
+    for fingerprint in prints:
+        cache.add(fingerprint)
+    assert len(cache) == 3
+    assert [fingerprint in cache for fingerprint in prints] == [False, False, True, True, True]
+    now[0] += 59.9
+    assert prints[4] in cache
+    now[0] += 0.2
+    assert prints[4] not in cache
+
+
+def test_a_fingerprint_depends_on_the_stored_hash_and_never_holds_the_password() -> None:
+    cache = VerifiedCache()
+    one = cache.fingerprint("pbkdf2_sha256$1$a$x", "bob", "secret-password")
+    assert one != cache.fingerprint("pbkdf2_sha256$1$b$x", "bob", "secret-password")
+    assert one != cache.fingerprint("pbkdf2_sha256$1$a$x", "bob:", "secret-password"[1:])
+    assert b"secret" not in one and one != VerifiedCache().fingerprint("pbkdf2_sha256$1$a$x", "bob", "secret-password")
+
+
+def test_parse_basic_keeps_colons_in_the_password() -> None:
+    assert parse_basic(base64.b64encode(b"u:p:q")) == ("u", "p:q")
+    assert parse_basic(base64.b64encode(b":")) == ("", "")
+
+
+def test_hide_credentials_removes_the_basic_authorization() -> None:
+    gw = gateway({"basic_auth": {"hide_credentials": True}})
+    assert call(gw, headers=[basic("bob", BOB_PASSWORD)]).status_code == 200
+    seen = upstream_headers(gw)
+    assert "authorization" not in seen and seen["x-consumer-username"] == ["bob"]
+    shown = gateway(BASIC)
+    assert call(shown, headers=[basic("bob", BOB_PASSWORD)]).status_code == 200
+    assert upstream_headers(shown)["authorization"] == [basic("bob", BOB_PASSWORD)[1]]
+
+
+def test_report_mode_lets_a_wrong_password_through_as_nobody(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dataplane.access")
+    gw = gateway({"basic_auth": {"mode": "report"}}, access_log="json")
+    assert call(gw, headers=[basic("bob", "wrong")]).status_code == 200
+    assert "x-consumer-username" not in upstream_headers(gw)
+    assert call(gw, headers=[basic("bob", BOB_PASSWORD)]).status_code == 200
+    assert decisions(gw) == {
+        ("users:v1", "basic_auth", "would_deny"): 1.0,
+        ("users:v1", "basic_auth", "allow"): 1.0,
+        ("users:v1", "authentication", "would_deny"): 1.0,
+    }
+    assert [line["detail"] for line in access_lines(gw, caplog)] == [
+        "basic_auth (report mode) would refuse: wrong username or password",
+        "",
+    ]
+
+
+def test_decisions_and_log_lines_say_why_and_never_hold_a_password(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    gw = gateway(BASIC, access_log="json")
+    call(gw, headers=[basic("bob", BOB_PASSWORD)])
+    call(gw, headers=[basic("bob", "wrong-password-1")])
+    call(gw, headers=[basic("mallory", "wrong-password-2")])
+    call(gw, headers=[("Authorization", "Basic " + base64.b64encode(b"no-colon-password-3").decode())])
+    assert decisions(gw) == {("users:v1", "basic_auth", "allow"): 1.0, ("users:v1", "basic_auth", "deny"): 3.0}
+    assert [(line["status"], line["detail"], line["consumer"]) for line in access_lines(gw, caplog)] == [
+        (200, "", "bob"),
+        (401, "basic_auth: wrong username or password", ""),
+        (401, "basic_auth: wrong username or password", ""),
+        (401, "basic_auth: the credential has no username:password", ""),
+    ]
+    logged = every_log_message(caplog)
+    for secret in (BOB_PASSWORD, "wrong-password-1", "wrong-password-2", "no-colon-password-3", "mallory"):
+        assert secret not in logged
+
+
+def test_concurrent_requests_with_one_credential_share_one_verification(hashes: list[str]) -> None:
+    gw = gateway(BASIC)
+
+    async def go() -> list[int]:
+        async with gw.client() as client:
+            answers = await asyncio.gather(
+                *(client.get("/users/x", headers=[basic("bob", BOB_PASSWORD)]) for _ in range(5))
+            )
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(go()) == [200] * 5
+    assert len(hashes) == 1
