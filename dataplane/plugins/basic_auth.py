@@ -24,7 +24,11 @@ evicted first; only successes are cached, so a flood of wrong passwords costs it
 grow memory. The stored hash is part of the fingerprint, so a consumer whose hash changes in a new
 snapshot is verified afresh. Concurrent requests with the same credential share one verification. An
 unknown username costs the same work, verified against a dummy hash with the stored hashes'
-highest iteration count, so the answer's timing does not say which usernames exist.
+highest iteration count, so the answer's timing does not say which usernames exist. At most
+`MAX_WAITING` verifications wait for the pool per worker: beyond that a request that needs a fresh
+verification gets 503 `auth_unavailable` with `Retry-After: 1` at once, so a flood of wrong passwords
+queues no more than a few seconds of hashing ahead of a real login (credentials verified in the last
+minute are answered from the cache and never wait).
 
 `hide_credentials: true` removes a basic `Authorization` header from the upstream request (another
 scheme's stays, for its own plugin). `mode: report` lets a refused request through as nobody;
@@ -49,6 +53,7 @@ from typing import Any, ClassVar
 from configdoc.consumers import MIN_PBKDF2_ITERATIONS, password_matches
 
 from ..consumers import Consumer
+from ..errors import AuthUnavailable
 from ..exchange import Exchange
 from ..types import Headers
 from . import Answer, Plugin, PluginContext, register
@@ -57,6 +62,7 @@ from .authentication import AuthPlugin, Identity, identity
 CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 10_000
 VERIFY_THREADS = 2  # PBKDF2 is CPU work: more threads than cores would only queue in the kernel
+MAX_WAITING = 32  # PBKDF2 verifications queued or running per worker before 503 auth_unavailable
 DEFAULT_ITERATIONS = 1_000_000  # the dummy hash's when no consumer has a basic credential (Django's)
 
 
@@ -105,6 +111,7 @@ class VerifiedCache:
 # verified once a minute whichever endpoint it calls. Made on first use (after a fork, in the worker).
 CACHE = VerifiedCache()
 _POOL: ThreadPoolExecutor | None = None
+_waiting = 0  # verifications submitted to the pool and not finished (this worker's)
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -159,6 +166,7 @@ class BasicAuth(AuthPlugin):
         # Never matches (its digest is not one of a password): an unknown username's comparable work.
         self.dummy_hash = f"pbkdf2_sha256${max(iterations, MIN_PBKDF2_ITERATIONS)}${os.urandom(12).hex()}${'A' * 43}="
         self._pending: dict[bytes, asyncio.Future[bool]] = {}
+        self.max_waiting = MAX_WAITING  # (tests lower it)
 
     @staticmethod
     def credential(headers: Headers) -> tuple[bytes | None, int]:
@@ -207,13 +215,26 @@ class BasicAuth(AuthPlugin):
             return True
         pending = self._pending.get(fingerprint)
         if pending is None:
+            global _waiting
+            if _waiting >= self.max_waiting:
+                raise AuthUnavailable(
+                    "too many password checks are waiting; retry shortly",
+                    headers=[(b"retry-after", b"1")],
+                    detail=f"basic_auth: {_waiting} PBKDF2 verifications already waiting",
+                )
+            _waiting += 1
             pending = asyncio.get_running_loop().run_in_executor(_pool(), password_matches, password, stored)
             self._pending[fingerprint] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(fingerprint, None))
+            pending.add_done_callback(lambda _: self._done(fingerprint))
         matches = await asyncio.shield(pending)
         if matches and stored is not self.dummy_hash:
             cache.add(fingerprint)
         return matches
+
+    def _done(self, fingerprint: bytes) -> None:
+        global _waiting
+        _waiting -= 1
+        self._pending.pop(fingerprint, None)
 
     def request(self, exchange: Exchange, headers: Headers) -> None:
         if self.hide:

@@ -261,3 +261,31 @@ def test_concurrent_requests_with_one_credential_share_one_verification(hashes: 
 
     assert asyncio.run(go()) == [200] * 5
     assert len(hashes) == 1
+
+
+def test_a_flood_of_fresh_credentials_beyond_the_waiting_bound_gets_503_at_once_and_a_cached_one_still_passes(
+    hashes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(basic_auth, "MAX_WAITING", 3)
+    gw = gateway(BASIC)
+
+    async def go() -> tuple[list[int], list[str], int]:
+        async with gw.client() as client:
+            warm = await client.get("/users/x", headers=[basic("bob", BOB_PASSWORD)])
+            assert warm.status_code == 200
+            answers = await asyncio.gather(
+                *(client.get("/users/x", headers=[basic("bob", f"wrong-{n}")]) for n in range(10)),
+                client.get("/users/x", headers=[basic("bob", BOB_PASSWORD)]),
+            )
+        return (
+            [answer.status_code for answer in answers[:10]],
+            [answer.json()["error"] for answer in answers[:10] if answer.status_code == 503],
+            answers[10].status_code,
+        )
+
+    statuses, errors, cached = asyncio.run(go())
+    assert sorted(statuses) == [401] * 3 + [503] * 7
+    assert errors == ["auth_unavailable"] * 7
+    assert cached == 200  # verified a moment ago: answered from the cache, never queued
+    assert len(hashes) == 1 + 3
+    assert basic_auth._waiting == 0  # every slot given back
