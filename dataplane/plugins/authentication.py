@@ -141,7 +141,10 @@ def gate_for(plugins: list[Plugin], effective: Mapping[str, Mapping[str, Any]], 
     """The gate of a chain with authentication plugins (compile_chain), else None. `effective` is the
     endpoint's effective plugins (configdoc), for its `anonymous`; validation made sure it names a
     consumer of the document."""
-    authentication = [plugin for plugin in plugins if plugin.name in AUTHENTICATION_PLUGINS]
+    # In the order the plugins run (key_auth, jwt, basic_auth, forward_auth), so are the challenges.
+    authentication = sorted(
+        (plugin for plugin in plugins if plugin.name in AUTHENTICATION_PLUGINS), key=lambda plugin: plugin.priority
+    )
     if not authentication:
         return None
     challenges: Headers = []
