@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -129,3 +131,28 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+class RawAnswer:
+    """An HTTP/1.1 answer read whole off a raw socket (tests that send what httpx would not: trailers,
+    duplicated or underscore headers, a chosen source address)."""
+
+    def __init__(self, raw: bytes) -> None:
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
+
+    def header(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def error(self) -> str:
+        return str(self.json()["error"])
+
+    def upstream_got(self, name: str) -> list[str]:
+        """The values of `name` the echo upstream received."""
+        assert self.status == 200, self.body
+        return [value for key, value in self.json()["headers"] if key == name.lower()]

@@ -6,7 +6,6 @@ X-Consumer-Username, malformed basic credentials; and no key or password in the 
 from __future__ import annotations
 
 import base64
-import json
 import re
 import socket
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from configdoc.consumers import hash_key, make_password_hash
 from tests.dataplane.processes import DataPlane, Upstream, dataplane, upstream
+from tests.e2e.servers import RawAnswer as Answer
 from tests.e2e.servers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -81,28 +81,6 @@ def origin(workdir: Path) -> Iterator[Upstream]:
 def gateway(workdir: Path, origin: Upstream) -> Iterator[DataPlane]:
     with dataplane(workdir, document(origin.url), DATAPLANE_LOG_LEVEL="debug") as node:
         yield node
-
-
-class Answer:
-    def __init__(self, raw: bytes) -> None:
-        head, _, self.body = raw.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1])
-        self.headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
-
-    def header(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key.lower() == name.lower()]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def error(self) -> str:
-        return str(self.json()["error"])
-
-    def upstream_got(self, name: str) -> list[str]:
-        """The values of `name` the echo upstream received."""
-        assert self.status == 200, self.body
-        return [value for key, value in self.json()["headers"] if key == name.lower()]
 
 
 def send(gateway: DataPlane, head: str, body: bytes = b"") -> Answer:

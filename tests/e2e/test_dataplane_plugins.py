@@ -6,7 +6,6 @@ trailer-smuggled X-Forwarded-For; a header sent twice and in mixed case; hostile
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import subprocess
@@ -21,6 +20,7 @@ import yaml
 
 from tests.dataplane.processes import DataPlane, Upstream, dataplane, upstream
 from tests.e2e.servers import ROOT, clean_env, eventually, free_port
+from tests.e2e.servers import RawAnswer as Answer
 
 pytestmark = pytest.mark.e2e
 
@@ -81,25 +81,6 @@ def origin(workdir: Path) -> Iterator[Upstream]:
 def gateway(workdir: Path, origin: Upstream) -> Iterator[DataPlane]:
     with dataplane(workdir, document(origin.url), DATAPLANE_TRUSTED_PROXIES=f"{TRUSTED}/32") as node:
         yield node
-
-
-class Answer:
-    def __init__(self, raw: bytes) -> None:
-        head, _, self.body = raw.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1])
-        self.headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
-
-    def header(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key.lower() == name.lower()]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def upstream_got(self, name: str) -> list[str]:
-        """The values of `name` the echo upstream received."""
-        assert self.status == 200, self.body
-        return [value for key, value in self.json()["headers"] if key == name.lower()]
 
 
 def send(port: int, head: str, *, source: str = UNTRUSTED, family: int = socket.AF_INET, body: bytes = b"") -> Answer:
