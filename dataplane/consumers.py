@@ -20,6 +20,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
 
 from configdoc.consumers import effective_consumers
 
@@ -50,7 +53,11 @@ class JwtCredential:
     issuer: str
     algorithm: str  # the only algorithm a token of this issuer may use (never `none`)
     # HS*: the secret's bytes (from the environment); RS*/ES*/EdDSA: the public key in PEM.
-    key: bytes | str
+    key: bytes | str = field(repr=False)
+    # The key as PyJWT verifies with it, prepared once per snapshot (a PEM parsed into a key object),
+    # never per request; `None` only for a credential built by hand in a test (plugins/jwt_auth.py
+    # prepares it then).
+    verifier: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +111,16 @@ def compile_consumers(document: Mapping[str, object], environ: Mapping[str, str]
                 key = value.encode()
             else:
                 key = credential["public_key"]
-            by_issuer[credential["issuer"]] = JwtCredential(
-                consumer, credential["issuer"], credential["algorithm"], key
-            )
+            algorithm = credential["algorithm"]
+            try:
+                verifier = jwt.get_algorithm_by_name(algorithm).prepare_key(key)
+            except (jwt.InvalidKeyError, ValueError, TypeError):
+                # PyJWT refuses an HMAC secret that is a PEM key: an RS/ES key is never an HS secret.
+                problems.append(
+                    f"consumers[{username}].jwt[{credential['issuer']}]: the key is not usable for {algorithm}"
+                )
+                continue
+            by_issuer[credential["issuer"]] = JwtCredential(consumer, credential["issuer"], algorithm, key, verifier)
         for credential in spec["basic_auth"]:
             by_basic[credential["username"]] = (consumer, credential["password_hash"])
     if problems:

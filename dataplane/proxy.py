@@ -44,7 +44,7 @@ from .errors import (
 from .exchange import REQUEST_ID, UPSTREAM_QUERY, Exchange, new_request_id
 from .fallback import cache_key, fallback
 from .forwarding import HOP_BY_HOP, Forwarding, asks_upgrade, strip_hop_by_hop
-from .plugins import Answer, Chain, Plugin
+from .plugins import Answer, Chain, Plugin, close_plugins
 from .policies import NOTHING_SENT
 from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout, replays_after_sending
 from .runtime import EndpointState, Runtime
@@ -82,6 +82,7 @@ class ProxyApp:
     async def aclose(self) -> None:
         self.access_log.flush()
         await self.transport.aclose()
+        await close_plugins()
 
     # --- ASGI ----------------------------------------------------------------------------------
 

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import enum
 import importlib
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -147,6 +148,29 @@ def register(name: str) -> Callable[[CompileFunction], CompileFunction]:
     return add
 
 
+# What the plugins that hold network resources (forward_auth's client, the JWKS caches' clients and
+# refresh tasks) release when the process stops: registered once per module on import, awaited by
+# close_plugins() from ProxyApp.aclose. Those resources are per process, not per snapshot: a plugin
+# instance is replaced by every snapshot, the connections it would own would leak with it.
+ShutdownHook = Callable[[], Awaitable[None]]
+_ON_SHUTDOWN: list[ShutdownHook] = []
+logger = logging.getLogger("dataplane.plugins")
+
+
+def on_shutdown(hook: ShutdownHook) -> ShutdownHook:
+    _ON_SHUTDOWN.append(hook)
+    return hook
+
+
+async def close_plugins() -> None:
+    """Await every shutdown hook; one that fails is logged and the others still run."""
+    for hook in _ON_SHUTDOWN:
+        try:
+            await hook()
+        except Exception:
+            logger.exception("closing a plugin's resources failed")
+
+
 class UnknownPlugin(ValueError):
     """A document names a plugin this node does not have: the snapshot is refused (never half-applied)."""
 
@@ -182,8 +206,10 @@ PLUGIN_MODULES: tuple[str, ...] = (
     "authentication",
     "basic_auth",
     "cors",
+    "forward_auth",
     "headers",
     "ip_restriction",
+    "jwt_auth",
     "key_auth",
 )
 
