@@ -140,7 +140,12 @@ def test_a_bad_token_is_401_invalid_credentials_and_never_reaches_the_upstream(n
 
 @pytest.mark.parametrize(
     "raw",
-    [b"abc\x00.def.ghi", "\udcff\udcfe.a.b".encode("utf-8", "surrogateescape"), "é.a.b".encode(), b"a" * 10_000 + b"." + b"b" * 10_000 + b".c"],
+    [
+        b"abc\x00.def.ghi",
+        "\udcff\udcfe.a.b".encode("utf-8", "surrogateescape"),
+        "é.a.b".encode(),
+        b"a" * 10_000 + b"." + b"b" * 10_000 + b".c",
+    ],
     ids=["nul", "non-utf8", "non-ascii", "huge"],
 )
 def test_nul_non_utf8_and_huge_tokens_are_401_not_500(raw: bytes) -> None:
@@ -276,7 +281,8 @@ def test_a_jwks_token_maps_to_a_consumer_by_claim_or_goes_anonymous_with_its_cla
     # A JWKS never makes an HMAC key, and the key's type fixes its algorithm.
     switched = forged({"alg": "HS256", "kid": "k1"}, {"iss": "https://idp.example", "exp": _now() + 60}, b"x" * 32)
     assert refused(call(gw, headers=[bearer(switched)]), 401, "invalid_credentials")
-    assert refused(call(gw, headers=[bearer(token("x", key=OTHER_RSA_KEY, headers={"kid": "k1"}))]), 401, "invalid_credentials")
+    wrong_key = token("x", key=OTHER_RSA_KEY, headers={"kid": "k1"})
+    assert refused(call(gw, headers=[bearer(wrong_key)]), 401, "invalid_credentials")
     # A consumer's own credential still wins for its issuer.
     assert call(gw, headers=[bearer(token())]).status_code == 200
     assert upstream(gw)["x-consumer-username"] == ["alice"]
