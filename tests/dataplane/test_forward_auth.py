@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from configdoc import validate_document
 from tests.dataplane.auth import call, decisions, document, refused, upstream_headers
 from tests.dataplane.harness import Gateway, ok
 from tests.e2e.servers import free_port, http_server
@@ -169,3 +170,22 @@ def test_a_key_presented_first_decides_and_the_service_is_not_asked(service: tup
     assert seen["x-consumer-username"] == ["bob"] and "x-user-id" not in seen
     assert json.loads(call(gw).text)  # no key: the service decides
     assert len(state.asked) == 1
+
+
+def test_the_docs_forward_auth_example_runs_with_a_live_service(service: tuple[Service, str]) -> None:
+    from tests.dataplane.test_jwt import docs_example
+
+    state, url = service
+    example, _ = docs_example("### forward_auth: ask an auth service")
+    assert example["endpoints"][0]["plugins"]["forward_auth"]["url"] == "http://127.0.0.1:9001/check"
+    example["endpoints"][0]["plugins"]["forward_auth"]["url"] = url  # the service of this test
+    canonical, problems = validate_document(example, max_format_version=2)
+    assert problems == [], problems
+    gw = Gateway(canonical, ok)
+    state.headers = [("X-User-Id", "u-7")]
+    assert call(gw, "/orders/items", headers=[("Cookie", "session=ok")]).status_code == 200
+    assert upstream_headers(gw)["x-user-id"] == ["u-7"]
+    assert asked(state, "cookie") == ["session=ok"]
+    state.status, state.headers = 401, [("WWW-Authenticate", 'Bearer realm="sso"')]
+    response = call(gw, "/orders/items")
+    assert (response.status_code, response.headers["www-authenticate"]) == (401, 'Bearer realm="sso"')

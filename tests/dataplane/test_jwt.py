@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from configdoc import validate_document
-from dataplane.snapshot import SnapshotError, compile_document
+from dataplane.snapshot import SnapshotError, compile_document, load_document_text
 from tests.dataplane.auth import access_lines, basic, call, consumers, decisions, every_log_message, refused
 from tests.dataplane.auth import upstream_headers as upstream
 from tests.dataplane.harness import Gateway, endpoint, ok
@@ -295,3 +298,32 @@ def test_a_jwks_that_cannot_be_fetched_is_503_auth_unavailable(provider: tuple[P
     gw = gateway({"jwt": {"jwks_url": url}})
     response = call(gw, headers=[bearer(token("https://idp.example", headers={"kid": "k1"}))])
     assert refused(response, 503, "auth_unavailable")
+
+
+def docs_example(heading: str) -> tuple[dict[str, Any], str]:
+    """The first YAML example under `heading` in docs/dataplane.md, and the console block after it."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "dataplane.md").read_text(encoding="utf-8")
+    section = page.split(heading, 1)[1]
+    example = load_document_text(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    console = section.split("```console\n", 1)[1].split("```", 1)[0]
+    return example, console
+
+
+def test_the_docs_jwt_example_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    example, console = docs_example("### jwt: signed tokens")
+    secret = re.search(r"export MOBILE_JWT_SECRET='([^']+)'", console)
+    assert secret is not None
+    monkeypatch.setenv("MOBILE_JWT_SECRET", secret.group(1))
+    canonical, problems = validate_document(example, max_format_version=2)
+    assert problems == [], problems
+    gw = Gateway(canonical, ok)
+    good = jwt.encode({"iss": "mobile", "aud": "orders", "exp": int(time.time()) + 300}, secret.group(1))
+    assert call(gw, "/orders/items", headers=[bearer(good)]).status_code == 200
+    seen = upstream(gw)
+    assert (seen["x-consumer-username"], seen["x-credential-identifier"]) == (["mobile-app"], ["mobile"])
+    wrong = call(gw, "/orders/items", headers=[bearer("x.y.z")])
+    assert refused(wrong, 401, "invalid_credentials")
+    assert wrong.headers["www-authenticate"] == INVALID_TOKEN
+    nothing = call(gw, "/orders/items")
+    assert refused(nothing, 401, "unauthorized")
+    assert nothing.headers["www-authenticate"] == 'Bearer realm="gateway"'
