@@ -120,8 +120,10 @@ class JwtAuth(AuthPlugin):
             return self.invalid(exchange, "the token is malformed", "the token is not a compact JWS")
         token = raw.decode("ascii")
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # One parse for both (the header's alg and kid, the payload's iss); the signature is
+            # checked below with the key these select.
+            parsed = jwt.decode_complete(token, options={"verify_signature": False})
+            header, unverified = parsed["header"], parsed["payload"]
         except (jwt.PyJWTError, ValueError, TypeError):
             return self.invalid(exchange, "the token is malformed", "the token's header or payload does not decode")
         issuer = unverified.get("iss")
