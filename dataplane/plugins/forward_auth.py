@@ -120,15 +120,7 @@ class ForwardAuth(AuthPlugin):
         try:
             async with asyncio.timeout(self.timeout):
                 async with CLIENT.get().stream("GET", self.url, headers=self.question(exchange)) as answer:
-                    if 200 <= answer.status_code < 300:
-                        copied = [
-                            (name.lower(), value)
-                            for name, value in answer.headers.raw
-                            if name.lower() in self.response_headers
-                        ]
-                        exchange.note()[_COPIED] = copied
-                        self.accept(exchange, Identity(None))
-                        return None
+                    # Read whole (capped) even on a 2xx, so the connection goes back to the pool.
                     body = b""
                     async for chunk in answer.aiter_raw():
                         body += chunk
@@ -140,6 +132,11 @@ class ForwardAuth(AuthPlugin):
             return self.unavailable(exchange, f"the auth service did not answer within {self.timeout:g}s")
         except httpx.HTTPError as error:
             return self.unavailable(exchange, f"the auth service could not be reached ({type(error).__name__})")
+        if 200 <= status < 300:
+            names = self.response_headers
+            exchange.note()[_COPIED] = [(name, value) for name, value in headers if name in names]
+            self.accept(exchange, Identity(None))
+            return None
         if self.report:
             exchange.decide(self.name, "would_deny")
             exchange.detail = f"forward_auth (report mode) would refuse: the auth service answered {status}"

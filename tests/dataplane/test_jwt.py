@@ -6,6 +6,7 @@ metric; a JWKS on a loopback server with consumer_claim; no token or secret in a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -19,6 +20,8 @@ import jwt
 import pytest
 
 from configdoc import validate_document
+from dataplane.plugins import close_plugins
+from dataplane.plugins.jwks import JwksCache, parse_jwks
 from dataplane.snapshot import SnapshotError, compile_document, load_document_text
 from tests.dataplane.auth import access_lines, basic, call, consumers, decisions, every_log_message, refused
 from tests.dataplane.auth import upstream_headers as upstream
@@ -327,3 +330,47 @@ def test_the_docs_jwt_example_runs_as_written(monkeypatch: pytest.MonkeyPatch) -
     nothing = call(gw, "/orders/items")
     assert refused(nothing, 401, "unauthorized")
     assert nothing.headers["www-authenticate"] == 'Bearer realm="gateway"'
+
+
+def test_the_jwks_cache_fetches_once_for_concurrent_callers_and_refetches_unknown_kids_at_most_every_30s(
+    provider: tuple[Provider, str],
+) -> None:
+    state, url = provider
+    now = [1000.0]
+    cache = JwksCache(url, clock=lambda: now[0])
+
+    async def scenario() -> None:
+        found = await asyncio.gather(*(cache.key_for("k1") for _ in range(20)))
+        assert all(key is not None and key.algorithms == {"RS256", "RS384", "RS512"} for key in found)
+        assert state.hits == 1
+        state.keys = [jwk(OTHER_RSA_KEY, "k2")]  # the provider rotates
+        assert await cache.key_for("k2") is None  # the first fetch was just now: no refetch yet
+        assert state.hits == 1
+        now[0] += 30
+        assert await cache.key_for("k2") is not None  # one refetch, and the new key is there
+        assert await cache.key_for("made-up") is None
+        assert state.hits == 2
+        assert await cache.key_for("k1") is None  # rotated out
+        await close_plugins()  # the refresher task and the client end with the process
+
+    asyncio.run(scenario())
+
+
+def test_a_jwks_keeps_only_asymmetric_signing_keys_each_for_its_own_algorithms() -> None:
+    body = json.dumps(
+        {
+            "keys": [
+                {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+                {**jwk(RSA_KEY, "enc"), "use": "enc"},
+                {**jwk(RSA_KEY, "pinned"), "alg": "RS384"},
+                {**jwk(RSA_KEY, "bad-alg"), "alg": "HS256"},
+                {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
+                jwk(RSA_KEY, "plain"),
+            ]
+        }
+    ).encode()
+    keys = parse_jwks(body)
+    assert sorted(k for k in keys if k is not None) == ["pinned", "plain"]
+    assert keys["pinned"].algorithms == {"RS384"}
+    with pytest.raises(ValueError):
+        parse_jwks(b"[]")
