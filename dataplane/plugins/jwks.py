@@ -4,8 +4,9 @@ path and cached per worker process.
 - One `JwksCache` per URL per process (`cache_for`), shared by every endpoint and every snapshot that
   names it: a new snapshot keeps the keys it already has.
 - The first request that needs the keys waits for the first fetch (there is nothing else to verify
-  with); from then on a background task refreshes them every `REFRESH_SECONDS`, and a failed refresh
-  keeps the keys it had (logged), so a provider's outage does not lock callers out.
+  with); from then on a background task refreshes them every `REFRESH_SECONDS` (until no request
+  has asked for `IDLE_SECONDS`), and a failed refresh keeps the keys it had (logged), so a
+  provider's outage does not lock callers out.
 - A token whose `kid` is not among the keys makes one refetch (the provider rotated its keys), at
   most once per `REFETCH_SECONDS`, so a flood of made-up `kid`s costs the provider one request per
   30 s, not one per token.
@@ -39,6 +40,7 @@ logger = logging.getLogger("dataplane.plugins.jwks")
 
 REFRESH_SECONDS = 300.0
 REFETCH_SECONDS = 30.0
+IDLE_SECONDS = 3600.0  # a URL no request asked about for this long stops being refreshed
 COLD_RETRY_SECONDS = 2.0  # with no keys at all, a failed fetch is retried no sooner than this
 FETCH_TIMEOUT = 5.0
 MAX_JWKS_BYTES = 1 << 20  # a provider's key set is a few KiB; more is not a key set
@@ -112,6 +114,7 @@ class JwksCache:
         self.keys: dict[str | None, SigningKey] | None = None
         self.fetches = 0  # answers asked of the provider (for tests and the log)
         self._last_attempt = -float("inf")
+        self._used = clock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
         self._pending: asyncio.Task[None] | None = None
@@ -130,6 +133,7 @@ class JwksCache:
         """The key a token with this `kid` names (None: no such key, even after a refetch);
         raises JwksUnavailable when there are no keys at all."""
         self._bind()
+        self._used = self.clock()
         if self.keys is None:
             if self._pending is not None or self.clock() - self._last_attempt >= COLD_RETRY_SECONDS:
                 await self._fetch_once()
@@ -189,9 +193,12 @@ class JwksCache:
         return len(self.keys) if self.keys is not None else 0
 
     async def _refresh_forever(self) -> None:
-        while True:
+        # Until no request has asked for a while (the snapshots dropped the URL, or its endpoints went
+        # quiet): the next request that needs the keys starts it again.
+        while self.clock() - self._used < IDLE_SECONDS:
             await asyncio.sleep(self.refresh)
             await self._fetch_once()
+        self._refresher = None
 
     async def aclose(self) -> None:
         if self._refresher is not None:

@@ -5,6 +5,7 @@ the attacks: spoofed X-Forwarded-* and a spoofed copied header from the client."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -189,3 +190,20 @@ def test_the_docs_forward_auth_example_runs_with_a_live_service(service: tuple[S
     state.status, state.headers = 401, [("WWW-Authenticate", 'Bearer realm="sso"')]
     response = call(gw, "/orders/items")
     assert (response.status_code, response.headers["www-authenticate"]) == (401, 'Bearer realm="sso"')
+
+
+def test_the_shared_client_is_closed_when_the_proxy_closes(service: tuple[Service, str]) -> None:
+    from dataplane.plugins.forward_auth import CLIENT
+
+    _, url = service
+    gw = gateway(url)
+
+    async def scenario() -> None:
+        async with gw.client() as client:
+            assert (await client.get("/users/x")).status_code == 200
+        used = CLIENT.client
+        assert used is not None and not used.is_closed
+        await gw.proxy.aclose()
+        assert used.is_closed and CLIENT.client is None
+
+    asyncio.run(scenario())
