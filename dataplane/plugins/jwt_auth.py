@@ -52,7 +52,10 @@ INVALID_REQUEST = b'Bearer realm="gateway", error="invalid_request"'
 MAX_TOKEN = 16 * 1024  # bytes: far beyond any real token, well inside the header block's limit
 # A JWS in compact serialization: three base64url parts (RFC 7515 §7.1). Anything else is refused
 # before PyJWT sees it: NUL bytes, non-ASCII, a JWE's five parts.
-_COMPACT = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+_COMPACT = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# An `iss` the gateway can name in X-Credential-Identifier (configdoc's rule for credential issuers):
+# a provider-signed token's iss is still never written into a header with a CR, LF or NUL in it.
+_ISSUER = re.compile(r"[!-~]{1,512}")
 
 
 def bearer(headers: Headers) -> tuple[bytes | None, int]:
@@ -116,7 +119,7 @@ class JwtAuth(AuthPlugin):
             return None
         if len(raw) > MAX_TOKEN:
             return self.invalid(exchange, "the token is malformed", f"the token is over {MAX_TOKEN} bytes")
-        if not _COMPACT.match(raw):
+        if not _COMPACT.fullmatch(raw):
             return self.invalid(exchange, "the token is malformed", "the token is not a compact JWS")
         token = raw.decode("ascii")
         try:
@@ -129,6 +132,8 @@ class JwtAuth(AuthPlugin):
         issuer = unverified.get("iss")
         if not isinstance(issuer, str):
             return self.invalid(exchange, "the token has no issuer", "the token has no iss")
+        if not _ISSUER.fullmatch(issuer):
+            return self.invalid(exchange, "the token's issuer is not known", "iss is not visible ASCII")
         if self.issuers and issuer not in self.issuers:
             return self.invalid(exchange, "the token's issuer is not accepted here", "iss is not in issuers")
         algorithm = header.get("alg")

@@ -289,6 +289,9 @@ def test_a_jwks_token_maps_to_a_consumer_by_claim_or_goes_anonymous_with_its_cla
     assert refused(call(gw, headers=[bearer(switched)]), 401, "invalid_credentials")
     wrong_key = token("x", key=OTHER_RSA_KEY, headers={"kid": "k1"})
     assert refused(call(gw, headers=[bearer(wrong_key)]), 401, "invalid_credentials")
+    # A provider-signed iss is still never written into a header with a line break in it.
+    newline = token("https://idp.example\r\nX-Consumer-Username: admin", headers={"kid": "k1"})
+    assert refused(call(gw, headers=[bearer(newline)]), 401, "invalid_credentials")
     # A consumer's own credential still wins for its issuer.
     assert call(gw, headers=[bearer(token())]).status_code == 200
     assert upstream(gw)["x-consumer-username"] == ["alice"]
