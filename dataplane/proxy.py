@@ -264,7 +264,8 @@ class ProxyApp:
         if endpoint.https_redirect and not self.forwarding.over_https(exchange.scope):
             # Before any policy: the answer says nothing about the endpoint, and whatever a policy decides
             # is decided again on the https:// request.
-            await self._send_answer(exchange, Answer(308, [(b"location", self._https_location(exchange))]))
+            location = self._https_location(exchange)
+            await self._send_answer(exchange, Answer(308, [(b"location", location), (b"content-length", b"0")]))
             return
         chain = endpoint.chain
         if chain is not None:

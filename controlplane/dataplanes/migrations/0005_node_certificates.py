@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dataplanes', '0004_state_counter_moved_to_core'),
+        ("dataplanes", "0004_state_counter_moved_to_core"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='dataplanenode',
-            name='certificates',
+            model_name="dataplanenode",
+            name="certificates",
             field=models.JSONField(blank=True, default=list),
         ),
     ]
