@@ -357,7 +357,7 @@ class Sync:
         snapshot = self.runtime.snapshot
         if counters is None:
             self.runtime.metrics.flush()
-        status = {
+        status: dict[str, Any] = {
             "node_id": self.settings.node_id,
             "boot_id": BOOT_ID,
             "hostname": self.hostname[:255],
