@@ -427,3 +427,56 @@ def test_tls_settings_come_in_pairs(tmp_path: Path) -> None:
         [sys.executable, "-m", "dataplane"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 2 and "DATAPLANE_TLS_CERTS" in done.stderr
+
+
+# --- the example of docs/dataplane.md ----------------------------------------------------------------------
+
+
+def test_the_docs_example_sets_up_the_folder_and_serves_https(tmp_path: Path, echo: str) -> None:
+    page = (ROOT / "docs" / "dataplane.md").read_text(encoding="utf-8")
+    block = page.split("## TLS termination", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    tls_port, plain_port, admin_port = free_port(), free_port(), free_port()
+    ports = {":8443": f":{tls_port}", ":8080": f":{plain_port}", ":8010": f":{echo.rsplit(':', 1)[1]}"}
+    for documented, free in ports.items():
+        block = block.replace(documented, free)
+    lines = block.replace("\\\n", "").splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("DATAPLANE_TLS_LISTEN="))
+    subprocess.run(["bash", "-euc", "\n".join(lines[:start])], cwd=tmp_path, env=clean_env(), check=True, timeout=60)
+    # The data plane's line as written (its variables and flags), run from the example's folder.
+    words = lines[start].split(" &")[0].split()
+    variables = dict(word.split("=", 1) for word in words if word.startswith("DATAPLANE_"))
+    argv = [sys.executable if word == "python" else word for word in words if not word.startswith("DATAPLANE_")]
+    env = clean_env(
+        **variables,
+        DATAPLANE_LISTEN=f"127.0.0.1:{plain_port}",  # the documented defaults, on free ports
+        DATAPLANE_ADMIN_LISTEN=f"127.0.0.1:{admin_port}",
+        PYTHONPATH=str(ROOT),
+    )
+    with (tmp_path / "dataplane.log").open("wb") as log:
+        process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            eventually(lambda: httpx.get(f"http://127.0.0.1:{admin_port}/-/readyz").status_code == 200, "ready")
+            curls = [line for line in lines[start + 1 :] if line.startswith("curl ")]
+            redirect = subprocess.run(
+                ["bash", "-euc", curls[0]], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30
+            ).stdout
+            assert redirect.startswith("HTTP/1.1 308 ")
+            assert f"location: https://api.example.com:{tls_port}/v1/orders/items" in redirect
+            served = subprocess.run(
+                ["bash", "-euc", curls[1]], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30
+            )
+            assert served.returncode == 0, served.stderr
+            assert json.loads(served.stdout)["name"] == "echo"  # the upstream answered, over verified TLS
+            # Renewal: the same lines again write a new certificate; SIGHUP; new connections get it.
+            before = (tmp_path / "cert.pem").read_bytes()
+            subprocess.run(["bash", "-euc", "\n".join(lines[1:3])], cwd=tmp_path, env=clean_env(), check=True)
+            assert (tmp_path / "cert.pem").read_bytes() != before
+            process.send_signal(signal.SIGHUP)
+            eventually(
+                lambda: subprocess.run(["bash", "-euc", curls[1]], cwd=tmp_path, env=clean_env(), timeout=30).returncode
+                == 0,
+                "the renewed certificate served",
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=40)
