@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from rest_framework.test import APIClient
 
 from configdoc.reports import MAX_CERTIFICATE_NAMES, MAX_CERTIFICATES, validate_certificates
 from controlplane.dataplanes.models import DataPlaneNode
-from tests.controlplane.test_dataplane_sync import post_status, report, secret  # noqa: F401 - the fixture
+from controlplane.dataplanes.sync import DataPlaneSyncApp
+from dataplane.app import build
+from dataplane.settings import Settings
+from dataplane.sync import Sync
+from dataplane.tls import Certificates
+from tests.controlplane.test_dataplane_sync import post_status, report, secret, with_app  # noqa: F401 - the fixture
 from tests.controlplane.test_dataplanes_api import admin_browser
+from tests.dataplane.tls_certs import Authority
 
 pytestmark = pytest.mark.django_db
 
@@ -93,3 +101,33 @@ def test_a_malformed_certificates_list_is_refused_naming_the_field(
     assert response.status_code == 400
     assert field in response.json()["fields"]
     assert not DataPlaneNode.objects.exists()
+
+
+def test_a_data_planes_own_report_of_its_certificates_is_stored_and_shown(
+    secret: str,  # noqa: F811
+    tmp_path: Path,
+    readonly_client: APIClient,
+) -> None:
+    """The real report (dataplane.sync.Sync.report) of a node with a TLS listener, to the real sync app."""
+    ca = Authority.create(tmp_path)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca.issue(certs / "default.pem", "api.example.com", "*.apps.example.com", days=30)
+    ca.issue(certs / "old.pem", "old.example.com", days=-1)
+    settings = Settings(control_plane_url="http://testserver", token=secret, node_id="edge-tls", tls_certs=certs)
+    runtime, _, _ = build(settings)
+    runtime.certificates = Certificates(certs)
+
+    async def node(client: httpx.AsyncClient, app: DataPlaneSyncApp) -> bool:
+        sync = Sync(runtime, transport=httpx.ASGITransport(app=app))
+        async with sync._client() as sync_client:
+            sync.client = sync_client
+            return await sync.report()
+
+    assert with_app(node)
+    shown = readonly_client.get("/api/v1/dataplanes/edge-tls/").json()["certificates"]
+    assert [(entry["name"], entry["names"]) for entry in shown] == [
+        ("old", ["old.example.com"]),
+        ("default", ["api.example.com", "*.apps.example.com"]),
+    ]
+    assert shown[0]["expires_in"] < 0 < 29 * DAY < shown[1]["expires_in"]
