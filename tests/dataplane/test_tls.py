@@ -16,6 +16,7 @@ import pytest
 from configdoc import validate_document
 from configdoc.reports import validate_certificates
 from dataplane.report import build_certificates
+from dataplane.settings import Settings, SettingsError
 from dataplane.tls import Certificates, NoCertificates, read_folder
 from tests.dataplane.harness import Gateway, ok
 from tests.dataplane.tls_certs import Authority
@@ -195,3 +196,37 @@ def test_https_redirect_needs_format_2_and_a_boolean() -> None:
         {"format_version": 2, "endpoints": [{**endpoint, "https_redirect": "yes"}]}, max_format_version=2
     )
     assert any("https_redirect" in str(problem) for problem in problems)
+
+
+# --- settings ------------------------------------------------------------------------------------------
+
+
+def test_the_tls_settings_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {"DATAPLANE_TLS_LISTEN": "[::1]:8443", "DATAPLANE_TLS_CERTS": "/etc/gateway/certs", "DATAPLANE_TLS_POLL": "2"}
+    )
+    assert (settings.tls_listen, settings.tls_certs, settings.tls_poll) == (
+        ("::1", 8443),
+        Path("/etc/gateway/certs"),
+        2,
+    )
+    assert Settings.from_env({}).tls_listen is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"DATAPLANE_TLS_LISTEN": "127.0.0.1:8443"}, "DATAPLANE_TLS_CERTS"),
+        ({"DATAPLANE_TLS_CERTS": "/certs"}, "DATAPLANE_TLS_LISTEN is required"),
+        ({"DATAPLANE_TLS_LISTEN": "8443", "DATAPLANE_TLS_CERTS": "/certs"}, "DATAPLANE_TLS_LISTEN must be HOST:PORT"),
+        ({"DATAPLANE_TLS_LISTEN": "h:0", "DATAPLANE_TLS_CERTS": "/c"}, "DATAPLANE_TLS_LISTEN must be HOST:PORT"),
+        ({"DATAPLANE_TLS_LISTEN": "h:1", "DATAPLANE_TLS_CERTS": "/c", "DATAPLANE_TLS_POLL": "0"}, "DATAPLANE_TLS_POLL"),
+        (
+            {"DATAPLANE_TLS_LISTEN": "h:1", "DATAPLANE_TLS_CERTS": "/c", "DATAPLANE_TLS_POLL": "nan"},
+            "DATAPLANE_TLS_POLL",
+        ),
+    ],
+)
+def test_a_bad_tls_setting_is_refused_naming_it(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(environ)

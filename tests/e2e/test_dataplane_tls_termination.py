@@ -336,6 +336,24 @@ def test_a_stalled_handshake_is_dropped_by_the_handshake_deadline(edge: Edge, fi
     still_serves(edge)
 
 
+def test_many_stalled_handshakes_do_not_keep_others_from_being_served(edge: Edge) -> None:
+    stalled = [socket.create_connection(("127.0.0.1", edge.tls_port), timeout=30) for _ in range(100)]
+    try:
+        for sock in stalled[::2]:
+            sock.sendall(b"\x16\x03\x01")  # the start of a record header, and no more
+        still_serves(edge)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_an_odd_sni_name_gets_the_default_certificate(edge: Edge) -> None:
+    for name in ("a" * 63 + "." + "b" * 63 + ".example", "xn--bcher-kva.example", "under_score.test", "1.2.3.4.test"):
+        with connect(edge, name, verify=False) as sock:
+            assert served(sock) == edge.serials["default.pem"]
+    still_serves(edge)
+
+
 def test_a_slow_request_head_after_the_handshake_gets_408(edge: Edge) -> None:
     with connect(edge, "api.example.com") as sock:
         sock.sendall(b"GET /v1/echo/x HTTP/1.1\r\nHost: api")
