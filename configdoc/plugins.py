@@ -67,7 +67,7 @@ MAX_HEADER_VALUE = 8192
 # Keys only a format-2 document may use (§11). A format-1 reader would ignore them, so a document that
 # uses one must say `format_version: 2`, and a node reading format 1 is refused it (§4).
 FORMAT_2_DOCUMENT_KEYS = ("consumers", "plugins")
-FORMAT_2_ENDPOINT_KEYS = ("plugins", "preserve_host")
+FORMAT_2_ENDPOINT_KEYS = ("plugins", "preserve_host", "https_redirect")
 
 
 @dataclass(frozen=True)
@@ -744,6 +744,13 @@ PLUGINS: Mapping[str, PluginSpec] = {
 PRESERVE_HOST = Field(
     "bool", default=False, help="true: the client's Host goes upstream (TLS SNI stays the target's host)"
 )
+HTTPS_REDIRECT = Field(
+    "bool",
+    default=False,
+    help="true: a request over plain HTTP is answered 308 to the same URL over https:// (§13, TLS termination)",
+)
+# The endpoint's format-2 switches (besides `plugins`), by key: what every surface shows for an endpoint.
+ENDPOINT_FLAGS = {"preserve_host": PRESERVE_HOST, "https_redirect": HTTPS_REDIRECT}
 
 # --- validation, canonical and effective forms ----------------------------------------------------
 
@@ -803,8 +810,8 @@ def normalize_plugins(value: Any, path: str, problems: list[Problem]) -> dict[st
 def normalize_endpoint_policies(
     data: Mapping[str, Any], path: str, problems: list[Problem], *, format_version: int
 ) -> dict[str, Any]:
-    """An endpoint's §11 keys (`plugins`, `preserve_host`) in canonical form; a format-1 document may
-    not use them (each is reported with its path)."""
+    """An endpoint's §11 and §13 keys (`plugins`, `preserve_host`, `https_redirect`) in canonical form; a
+    format-1 document may not use them (each is reported with its path)."""
     from .validate import INVALID, _value
 
     result: dict[str, Any] = {}
@@ -814,8 +821,8 @@ def normalize_endpoint_policies(
         where = child(path, key)
         if format_version < 2:
             problems.append(Problem(where, format_2_message(key)))
-        if key == "preserve_host":
-            flag = _value(PRESERVE_HOST, data[key], where, problems)
+        if key in ENDPOINT_FLAGS:
+            flag = _value(ENDPOINT_FLAGS[key], data[key], where, problems)
             if flag is not INVALID and flag:
                 result[key] = True
         else:
@@ -968,6 +975,8 @@ __all__ = [
     "PHASES",
     "PLUGINS",
     "PRESERVE_HOST",
+    "HTTPS_REDIRECT",
+    "ENDPOINT_FLAGS",
     "PluginSpec",
     "auth_url_problem",
     "chain_problems",

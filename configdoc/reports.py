@@ -14,6 +14,10 @@ aggregates them (controlplane/stats).
         "state": "closed"|"open"|"half_open", "forced": "open"|"closed"|null, "reset_generation": int,
         "transitions": [{"from": state, "to": state, "at": unix seconds}, ...]  (oldest first, at most 20)}}
 
+    certificates: [{"name": "<file name without .pem>", "names": ["api.example.com", "*.example.com"],
+        "not_after": unix seconds}, ...]  (the TLS listener's, §13; at most 1000, each with at most 100
+        names; sent only by a node with a TLS listener)
+
 Histograms have one count per bucket of LATENCY_BUCKETS plus a last +Inf bucket (16 counts), each
 the number of observations in that bucket alone: NOT cumulative like Prometheus' `le` buckets.
 """
@@ -39,6 +43,13 @@ MAX_TRANSITIONS = 20
 MAX_ENDPOINTS = 10_000
 
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_CERTIFICATES = 1000
+MAX_CERTIFICATE_NAMES = 100
+# A certificate's name in a report (its file's name without `.pem`) and the DNS names it serves (lower
+# case, an optional one-label wildcard): what the data plane sends only when they match.
+CERTIFICATE_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+DNS_NAME = re.compile(r"(?:\*\.)?[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*")
+MAX_DNS_NAME = 253
 
 Problems = dict[str, list[str]]
 
@@ -173,6 +184,36 @@ def validate_breakers(value: Any) -> Problems:
                     _add(problems, f"{item}.{field}", f"must be one of {', '.join(BREAKER_STATES)}")
             if "at" in transition and not _number(transition["at"]):
                 _add(problems, f"{item}.at", "must be unix seconds")
+    return problems
+
+
+def valid_dns_name(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_DNS_NAME and DNS_NAME.fullmatch(value) is not None
+
+
+def validate_certificates(value: Any) -> Problems:
+    """Problems of a report's `certificates` by field path (e.g. `certificates[0].not_after`); {} if fine."""
+    problems: Problems = {}
+    if not isinstance(value, list) or len(value) > MAX_CERTIFICATES:
+        _add(problems, "certificates", f"must be a list of at most {MAX_CERTIFICATES} certificates")
+        return problems
+    for index, entry in enumerate(value):
+        path = f"certificates[{index}]"
+        if not isinstance(entry, dict):
+            _add(problems, path, "must be an object with name, names and not_after")
+            continue
+        _exact_keys(problems, path, entry, ("name", "names", "not_after"))
+        if "name" in entry and not (isinstance(entry["name"], str) and CERTIFICATE_NAME.fullmatch(entry["name"])):
+            _add(problems, f"{path}.name", "must be 1-200 letters, digits, '.', '_' or '-'")
+        names = entry.get("names")
+        if "names" in entry and (
+            not isinstance(names, list)
+            or len(names) > MAX_CERTIFICATE_NAMES
+            or not all(valid_dns_name(name) for name in names)
+        ):
+            _add(problems, f"{path}.names", f"must be a list of at most {MAX_CERTIFICATE_NAMES} lower-case DNS names")
+        if "not_after" in entry and not _number(entry["not_after"]):
+            _add(problems, f"{path}.not_after", "must be unix seconds")
     return problems
 
 

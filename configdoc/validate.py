@@ -551,8 +551,9 @@ def effective_endpoint(
     target_fields = ENDPOINT_FIELDS["targets"].item.fields  # type: ignore[union-attr]
     result["targets"] = [_effective(target_fields, target) for target in canonical.get("targets", [])]
     result["health_check"] = effective_health_check(health_check_defaults, canonical.get("health_check"))
-    if "preserve_host" in canonical:
-        result["preserve_host"] = canonical["preserve_host"]
+    for flag in ("preserve_host", "https_redirect"):
+        if flag in canonical:
+            result[flag] = canonical[flag]
     if "plugins" in canonical:
         result["plugins"] = {
             name: effective_plugin_config(name, config) for name, config in canonical["plugins"].items()

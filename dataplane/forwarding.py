@@ -116,6 +116,20 @@ class Forwarding:
     def _trusts(self, address: Address) -> bool:
         return any(address in network for network in self.trusted_proxies)
 
+    def over_https(self, scope: Scope) -> bool:
+        """Whether the client's request came over TLS: to this node's TLS listener, or to a trusted proxy
+        that says so (`X-Forwarded-Proto: https`, its last value: the one the nearest proxy wrote), so
+        that a TLS-terminating balancer in front is not redirected in a loop (`https_redirect`)."""
+        if scope["scheme"] == "https":
+            return True
+        if not self.trusted(scope):
+            return False
+        proto = b""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-proto":
+                proto = value
+        return proto.rpartition(b",")[2].strip().lower() == b"https"
+
     def client_address(self, scope: Scope) -> Address | None:
         """Who the client is: the peer; behind a trusted proxy, the first hop of `X-Forwarded-For`
         (every such header, in order, as one list) that is not a trusted proxy, read from the right

@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from configdoc.reports import LATENCY_BUCKETS as BUCKETS
+
+if TYPE_CHECKING:
+    from .tls import CertificateSet
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -91,6 +95,17 @@ class Metrics:
         self.config_age = Gauge(
             "gateway_config_age_seconds", "Seconds since the config was applied", registry=r, multiprocess_mode=LIVE
         )
+        # TLS termination (§13): seconds until each loaded certificate's notAfter (negative once expired),
+        # by the certificate file's name without `.pem`. One series per name across `--workers` (the
+        # soonest, which is what an alert wants), moved by the clock (`refresh_certificates`).
+        self.certificate_expiry = Gauge(
+            "gateway_tls_certificate_expiry_seconds",
+            "Seconds until the TLS certificate expires (negative: expired)",
+            ["name"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self._certificates: dict[str, float] = {}  # name -> notAfter, unix seconds
         self.control_plane_connected = Gauge(
             "gateway_control_plane_connected", "1 while the last sync succeeded", registry=r, multiprocess_mode=LIVE
         )
@@ -104,6 +119,21 @@ class Metrics:
             else:
                 self.config_info.remove(previous)
         self.config_info.labels(config_sha256).set(1)
+
+    def set_certificates(self, certificates: CertificateSet) -> None:
+        """The TLS listener's current certificates (a tls.CertificateSet): a series per certificate; those
+        of a removed file go (multiprocess mode cannot remove one: it stays until the worker restarts)."""
+        fresh = {certificate.label: certificate.not_after for certificate in certificates.certificates}
+        if not self.multiprocess:
+            for name in set(self._certificates) - set(fresh):
+                _remove(self.certificate_expiry, name)
+        self._certificates = fresh
+        self.refresh_certificates()
+
+    def refresh_certificates(self) -> None:
+        now = time.time()
+        for name, not_after in self._certificates.items():
+            self.certificate_expiry.labels(name).set(not_after - now)
 
     def retire(self, retired: Iterable[tuple[str, bool, tuple[str, ...]]]) -> None:
         """Remove the state gauges' series of endpoints (`gone`) and targets a new config no longer has,

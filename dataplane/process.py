@@ -15,8 +15,10 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -25,6 +27,7 @@ from .app import build
 from .runtime import Runtime
 from .server import protocol_class
 from .settings import Settings
+from .tls import Certificates, NoCertificates
 
 logger = logging.getLogger("dataplane")
 
@@ -36,8 +39,29 @@ GAUGE_REFRESH = 1.0
 
 
 class BootError(Exception):
-    """A standalone node (no control plane) without a usable seed: nothing could ever make it ready,
-    so the process exits with the reason instead of living on, never ready."""
+    """A standalone node (no control plane) without a usable seed, or a TLS listener without a usable
+    certificate: nothing could ever make it serve, so the process exits with the reason instead of
+    living on."""
+
+
+def bind(address: tuple[str, int]) -> socket.socket:
+    """A listening socket on `address`, inheritable, so the workers of `--workers N` share it."""
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def load_certificates(folder: Path, on_change: Callable[..., None] | None = None) -> Certificates:
+    """The TLS listener's certificates, or BootError naming the folder when none is usable."""
+    try:
+        return Certificates(folder, on_change)
+    except NoCertificates as exc:
+        raise BootError(str(exc)) from None
 
 
 class Server(uvicorn.Server):
@@ -45,17 +69,30 @@ class Server(uvicorn.Server):
     called once it listens (a worker tells its supervisor it is up). It says once that it listens, as
     what (`proxy`, `ops`); uvicorn's own process lines are filtered (UvicornLifecycleFilter)."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None = None, *, role: str) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_started: Callable[[], None] | None = None,
+        *,
+        role: str,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
+    ) -> None:
         super().__init__(config)
         self.on_started = on_started
         self.role = role
+        self.tls = tls
+        self.handshake_timeout = handshake_timeout
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
+        if self.tls is not None and sockets is not None:
+            await self._start_tls(sockets)
+        else:
+            await super().startup(sockets=sockets)
         if not self.started:
             return
         for server in self.servers:
@@ -64,6 +101,32 @@ class Server(uvicorn.Server):
                 logger.info("%s listening on %s", self.role, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         if self.on_started is not None:
             self.on_started()
+
+    async def _start_tls(self, sockets: list[socket.socket]) -> None:
+        """uvicorn's startup on bound sockets, with TLS: the listener's context (its SNI callback picks
+        the certificate, tls.py) and a handshake deadline uvicorn does not pass, so a client that starts
+        a handshake and stalls (or sends no TLS at all) is dropped after `handshake_timeout` instead of
+        holding the connection for asyncio's default minute. The request-head deadline starts once the
+        handshake is done (the protocol's connection_made)."""
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=self.tls,
+                backlog=config.backlog,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
+            for sock in sockets
+        ]
+        self.started = True
 
 
 class UvicornLifecycleFilter(logging.Filter):
@@ -132,13 +195,21 @@ async def serve(
     settings: Settings,
     *,
     sockets: list[socket.socket] | None = None,
+    tls_sockets: list[socket.socket] | None = None,
     admin_listener: bool = True,
     on_started: Callable[[], None] | None = None,
 ) -> None:
-    """One process: the proxy (on `sockets` when a supervisor bound them) and, unless a supervisor
-    owns it, the admin listener. `on_started` is called once the proxy listener accepts."""
+    """One process: the proxy (on `sockets` when a supervisor bound them), the TLS proxy listener when
+    one is configured (on `tls_sockets`, the same), and, unless a supervisor owns it, the admin
+    listener. `on_started` is called once the proxy listener accepts."""
     runtime, proxy, admin = build(settings)
     require_config(settings, runtime)
+    certificates: Certificates | None = None
+    if settings.tls_listen is not None and settings.tls_certs is not None:
+        certificates = load_certificates(settings.tls_certs, runtime.metrics.set_certificates)
+        runtime.certificates = certificates
+        if tls_sockets is None:
+            tls_sockets = [bind(settings.tls_listen)]
     # What exists now (modules, config, snapshot) lives as long as the process: out of the collector's
     # way, so its full collections stay short under load (tail latency).
     gc.collect()
@@ -146,6 +217,16 @@ async def serve(
     gc.set_threshold(*GC_THRESHOLDS)
     proxy_server = Server(uvicorn_config(proxy, *settings.listen, settings), on_started=on_started, role="proxy")
     servers = [proxy_server]
+    if certificates is not None and tls_sockets is not None and settings.tls_listen is not None:
+        # Same app and protocol as the plain listener: the scope's scheme is "https" on this one.
+        tls_host, tls_port = settings.tls_listen
+        tls_server = Server(
+            uvicorn_config(proxy, tls_host, tls_port, settings),
+            role="proxy (TLS)",
+            tls=certificates.listener_context,
+            handshake_timeout=settings.header_timeout,
+        )
+        servers.append(tls_server)
     if admin_listener:
         servers.append(Server(uvicorn_config(admin, *settings.admin_listen, settings), role="ops"))
     loop = asyncio.get_running_loop()
@@ -184,10 +265,21 @@ async def serve(
         spawn(refresh_gauges())
     loop.add_signal_handler(signal.SIGTERM, lambda: spawn(drain()))
     loop.add_signal_handler(signal.SIGINT, lambda: spawn(drain()))
-    loop.add_signal_handler(signal.SIGHUP, lambda: spawn(runtime.reload_seed_off_loop()))
+
+    def on_hup() -> None:
+        spawn(runtime.reload_seed_off_loop())
+        if certificates is not None:
+            spawn(certificates.reload("SIGHUP"))
+
+    if certificates is not None:
+        spawn(certificates.watch(settings.tls_poll))
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     logger.info("data plane %s started (pid %d)", settings.node_id, os.getpid())
     try:
-        await asyncio.gather(proxy_server.serve(sockets=sockets), *(server.serve() for server in servers[1:]))
+        await asyncio.gather(
+            proxy_server.serve(sockets=sockets),
+            *(server.serve(sockets=tls_sockets) if server.tls else server.serve() for server in servers[1:]),
+        )
     finally:
         for task in list(tasks):
             task.cancel()

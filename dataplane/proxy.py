@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from typing import Any
 
@@ -61,6 +62,14 @@ MAX_URI = 8 * 1024
 MAX_HEADER_BLOCK = 32 * 1024
 BODY_STALL_TIMEOUT = 30.0
 NO_TARGET_RETRY_AFTER = b"5"
+
+
+# Bytes that may not appear in a Location value as sent (controls, space, DEL, non-ASCII): percent-encoded.
+_UNSAFE_IN_LOCATION = re.compile(rb"[^\x21-\x7e]")
+
+
+def _percent(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match.group()[0]
 
 
 class ProxyApp:
@@ -253,6 +262,12 @@ class ProxyApp:
         endpoint = match.value
         exchange.endpoint = endpoint
         exchange.endpoint_key = endpoint.key
+        if endpoint.https_redirect and not self.forwarding.over_https(exchange.scope):
+            # Before any policy: the answer says nothing about the endpoint, and whatever a policy decides
+            # is decided again on the https:// request.
+            location = self._https_location(exchange)
+            await self._send_answer(exchange, Answer(308, [(b"location", location), (b"content-length", b"0")]))
+            return
         chain = endpoint.chain
         if chain is not None:
             exchange.use_chain(chain, self.forwarding, self.runtime.metrics.decisions)
@@ -290,6 +305,31 @@ class ProxyApp:
             await self._proxy(exchange, state, rest, content_length, chunked)
         finally:
             runtime.in_flight -= 1
+
+    def _https_location(self, exchange: Exchange) -> bytes:
+        """`https://<host>[:<TLS port>]<path>?<query>`: the host of the request's validated authority (the
+        server checked it: a name, an IPv4 address or a bracketed IPv6 literal), its port dropped; the
+        port the TLS listener's unless that is 443 (or no TLS listener: then TLS is terminated in front,
+        on 443); the path and query as the client sent them, any byte that may not stand in a header
+        value percent-encoded."""
+        scope = exchange.scope
+        authority: bytes = scope.get("authority") or b""
+        if not authority:  # a scope from another server: the Host header, checked as our server does
+            from .server import valid_authority  # server.py imports this module
+
+            found = next((value for name, value in scope["headers"] if name == b"host"), b"")
+            authority = found if valid_authority(found) else b""
+        if authority.startswith(b"["):
+            host = authority[: authority.index(b"]") + 1]
+        else:
+            host = authority.partition(b":")[0]
+        if not host:
+            raise BadRequest("the Host header must be a host name or IP address with an optional port")
+        tls = self.settings.tls_listen
+        port = b"" if tls is None or tls[1] == 443 else b":%d" % tls[1]
+        query: bytes = scope.get("query_string") or b""
+        target = exchange.raw_path + (b"?" + query if query else b"")
+        return b"https://" + host + port + _UNSAFE_IN_LOCATION.sub(_percent, target)
 
     @staticmethod
     def _access(plugins: tuple[Plugin, ...], exchange: Exchange) -> Answer | None:

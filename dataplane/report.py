@@ -14,11 +14,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from configdoc.reports import BUCKET_COUNT, STATUS_CLASSES, is_endpoint_key
+from configdoc.reports import (
+    BUCKET_COUNT,
+    CERTIFICATE_NAME,
+    MAX_CERTIFICATE_NAMES,
+    MAX_CERTIFICATES,
+    STATUS_CLASSES,
+    is_endpoint_key,
+    valid_dns_name,
+)
 
 from .breaker import State
 from .metrics import Metrics
 from .runtime import Runtime
+from .tls import CertificateSet
 
 
 def _empty_counters() -> dict[str, Any]:
@@ -95,3 +104,18 @@ def build_breakers(runtime: Runtime) -> dict[str, dict[str, Any]]:
             "transitions": transitions,
         }
     return breakers
+
+
+def build_certificates(certificates: CertificateSet) -> list[dict[str, Any]]:
+    """The TLS listener's certificates as the report carries them (§13): name, DNS names, notAfter. A
+    file name or DNS name the report format does not allow is left out (never the whole report refused
+    for it), and the lists are cut at the format's bounds."""
+    out: list[dict[str, Any]] = []
+    for certificate in certificates.certificates:
+        if len(out) >= MAX_CERTIFICATES:
+            break
+        if CERTIFICATE_NAME.fullmatch(certificate.label) is None:
+            continue
+        names = [name for name in certificate.names if valid_dns_name(name)][:MAX_CERTIFICATE_NAMES]
+        out.append({"name": certificate.label, "names": names, "not_after": max(0.0, certificate.not_after)})
+    return out

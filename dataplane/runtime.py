@@ -37,6 +37,7 @@ from .metrics import Metrics
 from .retry import RetryBudget
 from .settings import Settings
 from .snapshot import Endpoint, Snapshot, SnapshotError, Target, load_seed
+from .tls import Certificates
 
 logger = logging.getLogger("dataplane")
 
@@ -166,6 +167,8 @@ class Runtime:
         self.applied_at = 0.0
         self.draining = False
         self.in_flight = 0
+        # The TLS listener's certificates (tls.Certificates) when one is configured: reported (§4, report.py).
+        self.certificates: Certificates | None = None
         # The last TRANSITION_HISTORY breaker transitions per endpoint key this boot, oldest first, with
         # wall-clock time: the status report's `breakers[key].transitions` (dataplane/report.py).
         self.transitions: dict[str, deque[dict[str, Any]]] = {}
@@ -350,6 +353,7 @@ class Runtime:
                 ejected.set(int(target_state.ejected_until > now))
         if self.snapshot is not None:
             self.metrics.config_age.set(time.time() - self.applied_at)
+        self.metrics.refresh_certificates()
 
     def _read_seed(self) -> Snapshot | None:
         """Parse, validate and compile the seed file; thread-safe (touches no runtime state)."""

@@ -168,6 +168,11 @@ class Settings:
     report_interval: float = 10.0  # seconds between status reports to the control plane (§4)
     log_level: str = "INFO"  # DATAPLANE_LOG_LEVEL, validated here so a typo fails at start like the rest
     access_log: str = "text"  # DATAPLANE_ACCESS_LOG: text, json or off (accesslog.py)
+    # TLS termination (§13, tls.py): a second proxy listener, off unless DATAPLANE_TLS_LISTEN is set;
+    # DATAPLANE_TLS_CERTS is the folder of PEM files, polled for changes every `tls_poll` seconds.
+    tls_listen: tuple[str, int] | None = None
+    tls_certs: Path | None = None
+    tls_poll: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -209,6 +214,17 @@ class Settings:
         if access_log not in ACCESS_LOG_FORMATS:
             raise SettingsError(f"DATAPLANE_ACCESS_LOG must be text, json or off, not {access_log!r}")
         values["access_log"] = access_log
+        tls_listen = environ.get("DATAPLANE_TLS_LISTEN", "").strip()
+        tls_certs = environ.get("DATAPLANE_TLS_CERTS", "").strip()
+        if tls_listen and not tls_certs:
+            raise SettingsError(
+                "DATAPLANE_TLS_CERTS (a folder of PEM files) is required when DATAPLANE_TLS_LISTEN is set"
+            )
+        if tls_certs and not tls_listen:
+            raise SettingsError("DATAPLANE_TLS_LISTEN is required when DATAPLANE_TLS_CERTS is set")
+        values["tls_listen"] = parse_listen(tls_listen, "DATAPLANE_TLS_LISTEN") if tls_listen else None
+        values["tls_certs"] = Path(tls_certs) if tls_certs else None
+        values["tls_poll"] = _number(environ, "DATAPLANE_TLS_POLL", 5.0, minimum=0.1, maximum=DAY)
         if values["control_plane_url"] and not values["token"]:
             raise SettingsError("DATAPLANE_TOKEN is required when DATAPLANE_CONTROL_PLANE_URL is set")
         cache_dir = environ.get("DATAPLANE_CACHE_DIR", "").strip()

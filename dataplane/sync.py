@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from . import __version__
-from .report import build_breakers, build_counters
+from .report import build_breakers, build_certificates, build_counters
 from .runtime import Runtime
 from .settings import Settings
 from .snapshot import READ_FORMAT_VERSION, Snapshot, load_sync_snapshot
@@ -357,7 +357,7 @@ class Sync:
         snapshot = self.runtime.snapshot
         if counters is None:
             self.runtime.metrics.flush()
-        return {
+        status: dict[str, Any] = {
             "node_id": self.settings.node_id,
             "boot_id": BOOT_ID,
             "hostname": self.hostname[:255],
@@ -370,6 +370,12 @@ class Sync:
             "breakers": build_breakers(self.runtime),
             "counters": build_counters(self.runtime.metrics) if counters is None else counters,
         }
+        certificates = self.runtime.certificates
+        if certificates is not None:
+            # Only from a node with a TLS listener: a control plane older than the field still takes the
+            # reports of every other node.
+            status["certificates"] = build_certificates(certificates.current)
+        return status
 
     async def report(self) -> bool:
         """Send one status report; False (logged) when the control plane did not store it."""

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .app import build
-from .process import Server, configure_logging, require_config, run, serve, uvicorn_config
+from .process import Server, bind, configure_logging, load_certificates, require_config, run, serve, uvicorn_config
 from .settings import Settings
 
 logger = logging.getLogger("dataplane")
@@ -45,7 +45,9 @@ RESTART_DELAY_MAX = 30.0
 RESTART_STABLE = 30.0
 
 
-def _worker(settings: Settings, sock: socket.socket, index: int, up: ctypes.c_byte) -> None:
+def _worker(
+    settings: Settings, sock: socket.socket, tls_sock: socket.socket | None, index: int, up: ctypes.c_byte
+) -> None:
     listener = configure_logging(settings.log_level)
 
     def started() -> None:
@@ -53,7 +55,8 @@ def _worker(settings: Settings, sock: socket.socket, index: int, up: ctypes.c_by
 
     try:
         node = replace(settings, node_id=f"{settings.node_id}-w{index}")
-        run(serve(node, sockets=[sock], admin_listener=False, on_started=started))
+        tls_sockets = [tls_sock] if tls_sock is not None else None
+        run(serve(node, sockets=[sock], tls_sockets=tls_sockets, admin_listener=False, on_started=started))
     finally:
         listener.stop()
 
@@ -69,9 +72,18 @@ class Worker:
     up: ctypes.c_byte
 
     @classmethod
-    def start(cls, context: SpawnContext, settings: Settings, sock: socket.socket, index: int) -> Worker:
+    def start(
+        cls,
+        context: SpawnContext,
+        settings: Settings,
+        sock: socket.socket,
+        tls_sock: socket.socket | None,
+        index: int,
+    ) -> Worker:
         up = context.RawValue("b", 0)
-        process = context.Process(target=_worker, args=(settings, sock, index, up), name=f"dataplane-w{index}")
+        process = context.Process(
+            target=_worker, args=(settings, sock, tls_sock, index, up), name=f"dataplane-w{index}"
+        )
         process.start()
         return cls(index, process, up)
 
@@ -95,17 +107,6 @@ def forget_gauges(metrics_dir: str, pid: int) -> None:
     mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 
-def _bind(settings: Settings) -> socket.socket:
-    host, port = settings.listen
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 async def supervise(settings: Settings, workers: int) -> None:
     # The supervisor's copy answers /-/routes and /-/readyz; built first, so a standalone supervisor on
     # a bad seed exits (BootError) before it starts any worker.
@@ -115,10 +116,16 @@ async def supervise(settings: Settings, workers: int) -> None:
     # Set only now: this process's own metrics stay in memory; the workers, spawned fresh, write theirs
     # to files the collector below merges.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    sock = _bind(settings)
+    sock = bind(settings.listen)
+    tls_sock: socket.socket | None = None
+    if settings.tls_listen is not None and settings.tls_certs is not None:
+        # Read once here too, so no usable certificate is one clear error at start, not N workers dying
+        # in a restart loop; each worker keeps (and re-reads) its own, as it keeps its own snapshot.
+        load_certificates(settings.tls_certs)
+        tls_sock = bind(settings.tls_listen)
     context = multiprocessing.get_context("spawn")
     # Replaced in place when a worker is restarted, so signals and readiness follow the new process.
-    slots = [Worker.start(context, settings, sock, index) for index in range(workers)]
+    slots = [Worker.start(context, settings, sock, tls_sock, index) for index in range(workers)]
     logger.info("started %d workers on %s:%d", workers, *settings.listen)
 
     def render() -> bytes:
@@ -195,7 +202,7 @@ async def supervise(settings: Settings, workers: int) -> None:
             if runtime.draining:
                 return
             try:
-                slots[index] = Worker.start(context, settings, sock, index)
+                slots[index] = Worker.start(context, settings, sock, tls_sock, index)
             except OSError:  # no process to watch: try again after the next delay
                 logger.exception("worker %d could not be started", index)
                 continue
@@ -226,4 +233,6 @@ async def supervise(settings: Settings, workers: int) -> None:
                 slot.process.terminate()
             slot.process.join(timeout=35)
         sock.close()
+        if tls_sock is not None:
+            tls_sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

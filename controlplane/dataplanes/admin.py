@@ -26,7 +26,7 @@ from controlplane.core.middleware import request_id_of
 from controlplane.core.models import ConfigRevision
 
 from . import services
-from .api.serializers import node_lag, open_breakers
+from .api.serializers import certificates, node_lag, open_breakers
 from .models import DataPlaneNode, DataPlaneToken
 from .selectors import NODE_STATES, NodeClock
 
@@ -95,6 +95,14 @@ class NodeStateFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _expiry(entry: dict[str, Any]) -> str:
+    """`api: expires in 12 d` / `old: EXPIRED 2 d ago`."""
+    seconds = entry["expires_in"]
+    days = abs(seconds) / 86400
+    span = f"{days:.0f} d" if days >= 1 else f"{abs(seconds) / 3600:.0f} h"
+    return f"{entry['name']}: expires in {span}" if seconds > 0 else f"{entry['name']}: EXPIRED {span} ago"
+
+
 @admin.register(DataPlaneNode)
 class DataPlaneNodeAdmin(RoleAdmin):
     """The nodes' last reports, read-only for everyone: only the nodes themselves write them (§4).
@@ -112,6 +120,7 @@ class DataPlaneNodeAdmin(RoleAdmin):
         "last_seen",
         "result",
         "short_error",
+        "tls_expiry",
     )
     list_filter = (NodeStateFilter, "result", "token_name")
     search_fields = ("node_id", "hostname", "token_name")
@@ -131,6 +140,7 @@ class DataPlaneNodeAdmin(RoleAdmin):
         "error",
         "open_breakers",
         "breakers",
+        "tls_certificates",
     )
     readonly_fields = fields
     actions = ["retire_selected"]
@@ -180,6 +190,19 @@ class DataPlaneNodeAdmin(RoleAdmin):
     @admin.display(description="error")
     def short_error(self, node: DataPlaneNode) -> str:
         return node.error if len(node.error) <= 80 else node.error[:79] + "…"
+
+    @admin.display(description="TLS expiry")
+    def tls_expiry(self, node: DataPlaneNode) -> str:
+        """The soonest-expiring certificate of the node's TLS listener, "-" without one."""
+        found = certificates(node)
+        return _expiry(found[0]) if found else "-"
+
+    @admin.display(description="TLS certificates")
+    def tls_certificates(self, node: DataPlaneNode) -> str:
+        found = certificates(node)
+        if not found:
+            return "-"
+        return "; ".join(f"{_expiry(entry)} ({', '.join(entry.get('names') or []) or 'no names'})" for entry in found)
 
     @admin.display(description="open breakers")
     def open_breakers(self, node: DataPlaneNode) -> int:

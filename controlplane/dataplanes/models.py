@@ -50,6 +50,8 @@ class DataPlaneNode(models.Model):
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
     breakers = models.JSONField(default=dict, blank=True)
     counters = models.JSONField(default=dict, blank=True)
+    # The TLS listener's certificates (§13): [{name, names, not_after}], empty for a node without one.
+    certificates = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["node_id"]

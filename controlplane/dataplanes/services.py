@@ -101,6 +101,7 @@ def node_status_record(*, report: Mapping[str, Any], token_name: str = "") -> Da
             "error": report["error"] or "",
             "breakers": report["breakers"],
             "counters": report["counters"],
+            "certificates": report.get("certificates", []),
             "last_seen": timezone.now(),
         },
     )

@@ -1,7 +1,7 @@
 """Strict validation of a data plane's status report (ARCHITECTURE §4). Pure: no database.
 
     {node_id, boot_id, hostname, version, revision, config_sha256, state_seq,
-     result: applied|rejected, error, breakers: {...}, counters: {...}}
+     result: applied|rejected, error, breakers: {...}, counters: {...}, certificates: [...]}
 
 A malformed report is refused whole (400, every problem listed by field) and nothing is stored.
 """
@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from configdoc.reports import validate_breakers, validate_counters
+from configdoc.reports import validate_breakers, validate_certificates, validate_counters
 from configdoc.untrusted import JSONInputError, load_json
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -87,8 +87,9 @@ FIELDS: dict[str, Callable[[Any], str | None]] = {
     "error": _error,
     "breakers": _by_endpoint,
     "counters": _by_endpoint,
+    "certificates": lambda value: None,  # shape checked below (configdoc.reports)
 }
-OPTIONAL: dict[str, Any] = {"error": None, "breakers": {}, "counters": {}}
+OPTIONAL: dict[str, Any] = {"error": None, "breakers": {}, "counters": {}, "certificates": []}
 
 
 def validate_status_report(body: bytes) -> dict[str, Any]:
@@ -123,7 +124,12 @@ def validate_status_report(body: bytes) -> dict[str, Any]:
         clean[key] = report[key]
     # The shapes of `breakers` and `counters` (configdoc.reports), problems named by path, e.g.
     # counters["users:v1"].requests.2xx.
-    for key, check_shape in (("breakers", validate_breakers), ("counters", validate_counters)):
+    shapes: tuple[tuple[str, Callable[[Any], dict[str, list[str]]]], ...] = (
+        ("breakers", validate_breakers),
+        ("counters", validate_counters),
+        ("certificates", validate_certificates),
+    )
+    for key, check_shape in shapes:
         if key not in problems:
             problems.update(check_shape(clean[key]))
     if problems:
