@@ -21,6 +21,7 @@ from typing import Any
 from configdoc import UnsafePath
 
 from . import body as request_body
+from . import ratelimit
 from .accesslog import AccessLog
 from .errors import (
     BadRequest,
@@ -82,6 +83,7 @@ class ProxyApp:
     async def aclose(self) -> None:
         self.access_log.flush()
         await self.transport.aclose()
+        await ratelimit.RATE_LIMITS.aclose()  # the rate_limit plugin's Redis connections, if any
 
     # --- ASGI ----------------------------------------------------------------------------------
 

@@ -185,6 +185,7 @@ PLUGIN_MODULES: tuple[str, ...] = (
     "headers",
     "ip_restriction",
     "key_auth",
+    "rate_limit",
 )
 
 for _module in PLUGIN_MODULES:
