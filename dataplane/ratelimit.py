@@ -47,7 +47,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from configdoc.plugins import RATE_LIMIT_WINDOWS
 
@@ -72,10 +72,10 @@ def compile_limits(config: Sequence[Any]) -> tuple[Limit, ...]:
     return tuple(sorted(limits, key=lambda limit: limit.seconds))
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What counting one request decided, and what the `RateLimit-*` headers say: the most restrictive
-    limit's (the least remaining; of equals, the one whose window ends last)."""
+    limit's (the least remaining; of equals, the one whose window ends last). A tuple: one is made per
+    request, and a tuple is the cheapest immutable record to make."""
 
     allowed: bool
     limit: int  # RateLimit-Limit
@@ -89,40 +89,44 @@ def judge(limits: tuple[Limit, ...], counts: Sequence[int], now: float) -> Verdi
     """The verdict for a request given each limit's count *before* it in the current windows at `now`
     (seconds since the epoch): refused if any limit is used up; let through (and counted) otherwise."""
     allowed = True
-    retry_after = 0
-    best: tuple[int, float, int] | None = None  # (remaining, -seconds to reset, limit)
     for limit, count in zip(limits, counts, strict=True):
-        window_end = (math.floor(now / limit.seconds) + 1) * limit.seconds
-        left = window_end - now
         if count >= limit.requests:
             allowed = False
-            retry_after = max(retry_after, math.ceil(left))
+            break
+    bump = 1 if allowed else 0
+    retry_after = 0.0
+    best_remaining = -1
+    best_left = 0.0
+    best_requests = 0
     for limit, count in zip(limits, counts, strict=True):
-        window_end = (math.floor(now / limit.seconds) + 1) * limit.seconds
-        left = window_end - now
-        remaining = max(0, limit.requests - count - (1 if allowed else 0))
-        candidate = (remaining, -left, limit.requests)
-        if best is None or candidate < best:
-            best = candidate
-    assert best is not None, "an endpoint's rate_limit has at least one limit"
+        seconds = limit.seconds
+        left = seconds - now % seconds  # until the window's end (windows start at the epoch)
+        remaining = limit.requests - count - bump
+        if remaining < 0:
+            remaining = 0
+        if not allowed and count >= limit.requests and left > retry_after:
+            retry_after = left
+        if best_remaining < 0 or remaining < best_remaining or (remaining == best_remaining and left > best_left):
+            best_remaining, best_left, best_requests = remaining, left, limit.requests
     return Verdict(
-        allowed=allowed,
-        limit=best[2],
-        remaining=best[0],
-        reset=max(1, math.ceil(-best[1])),
-        retry_after=max(1, retry_after) if not allowed else 0,
+        allowed,
+        best_requests,
+        best_remaining,
+        max(1, math.ceil(best_left)),
+        0 if allowed else max(1, math.ceil(retry_after)),
     )
 
 
 class LocalCounters:
-    """This process's counters: key → `[expires_at, seconds, window, count, seconds, window, count, ...]`
-    (one triple per limit), in least-recently-used order, at most `max_keys` keys (see the module's
-    docstring for the eviction rule). Event-loop thread only."""
+    """This process's counters: key → `[expires_at, seconds of each limit, window, count, window, count,
+    ...]` (a window and a count per limit), in least-recently-used order, at most `max_keys` keys (see
+    the module's docstring for the eviction rule). Event-loop thread only."""
 
     def __init__(self, max_keys: int = RATE_LIMIT_MAX_KEYS, *, clock: Clock = time.time) -> None:
         self.max_keys = max_keys
         self.clock = clock
-        self._entries: OrderedDict[bytes, list[int]] = OrderedDict()
+        self._entries: OrderedDict[bytes, list[Any]] = OrderedDict()
+        self._shapes: dict[tuple[Limit, ...], tuple[int, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -130,34 +134,36 @@ class LocalCounters:
     def hit(self, key: bytes, limits: tuple[Limit, ...]) -> Verdict:
         """Count one request of `key` against `limits` (if every limit has room) and judge it."""
         now = self.clock()
+        shape = self._shapes.get(limits)
+        if shape is None:
+            shape = self._shapes[limits] = tuple(limit.seconds for limit in limits)
         entries = self._entries
         entry = entries.get(key)
         if entry is None:
-            entry = self._new(key)
+            entry = self._new(key, now)
         else:
             entries.move_to_end(key)
-        if len(entry) != 1 + 3 * len(limits) or any(
-            entry[1 + 3 * index] != limit.seconds for index, limit in enumerate(limits)
-        ):
-            entry[:] = self._realigned(entry, limits)
+        if entry[1] != shape:
+            entry[:] = self._realigned(entry, shape)
         counts = []
-        for index, limit in enumerate(limits):
-            window = int(now // limit.seconds)
-            at = 2 + 3 * index
+        at = 2
+        for seconds in shape:
+            window = now // seconds
             if entry[at] != window:
-                entry[at], entry[at + 1] = window, 0
+                entry[at] = window
+                entry[at + 1] = 0
             counts.append(entry[at + 1])
+            at += 2
         verdict = judge(limits, counts, now)
         if verdict.allowed:
-            for index in range(len(limits)):
-                entry[3 + 3 * index] += 1
-        entry[0] = max((int(now // limit.seconds) + 1) * limit.seconds for limit in limits)
+            for at in range(3, 2 + 2 * len(shape), 2):
+                entry[at] += 1
+        entry[0] = (now // shape[-1] + 1) * shape[-1]  # the longest window's end (limits are sorted)
         return verdict
 
-    def _new(self, key: bytes) -> list[int]:
+    def _new(self, key: bytes, now: float) -> list[Any]:
         entries = self._entries
         if len(entries) >= self.max_keys:
-            now = self.clock()
             # Keys whose windows have all ended go first, then the least recently used: a few per
             # insert, so the table never holds more than max_keys and no insert pays for a sweep.
             for _ in range(2):
@@ -167,18 +173,17 @@ class LocalCounters:
                 entries.popitem(last=False)
             while len(entries) >= self.max_keys:
                 entries.popitem(last=False)
-        entry: list[int] = [0]
+        entry: list[Any] = [0.0, ()]
         entries[key] = entry
         return entry
 
     @staticmethod
-    def _realigned(entry: list[int], limits: tuple[Limit, ...]) -> list[int]:
-        """The entry for `limits` (the config changed, or the entry is new): counts of windows it had kept."""
-        kept = {entry[at]: (entry[at + 1], entry[at + 2]) for at in range(1, len(entry) - 2, 3)}
-        result = [entry[0]]
-        for limit in limits:
-            window, count = kept.get(limit.seconds, (-1, 0))
-            result += [limit.seconds, window, count]
+    def _realigned(entry: list[Any], shape: tuple[int, ...]) -> list[Any]:
+        """The entry for limits of `shape` (new, or the config changed): counts of the windows it kept."""
+        kept = {seconds: (entry[2 + 2 * index], entry[3 + 2 * index]) for index, seconds in enumerate(entry[1])}
+        result: list[Any] = [entry[0], shape]
+        for seconds in shape:
+            result += kept.get(seconds, (-1.0, 0))
         return result
 
 
@@ -233,8 +238,18 @@ def _where(url: str) -> str:
         return "the configured Redis"
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class RedisCounters:
-    """The fleet's shared counters in Redis (`DATAPLANE_REDIS_URL`): one round trip per request."""
+    """The fleet's shared counters in Redis (`DATAPLANE_REDIS_URL`): one round trip per request at most.
+
+    Pipelined: the counts asked for within one turn of the event loop go out together, as one pipeline
+    of EVALSHAs on one connection (one write, one read for all of them), so under load a request costs
+    Redis's work and a share of a round trip, not a round trip of its own; each request still waits for
+    its own reply at most `timeout`."""
 
     def __init__(
         self,
@@ -249,8 +264,10 @@ class RedisCounters:
         self.on_error = on_error or (lambda: None)
         self.clock = clock
         self._client: Any = None  # redis.asyncio.Redis, made in the event loop that first counts
-        self._script: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sha = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        self._queue: list[tuple[bytes, list[int], asyncio.Future[list[Any]]]] = []
+        self._batches: set[asyncio.Task[None]] = set()
         self.down = False
         self._retry_at = 0.0
         self._backoff = BACKOFF_FIRST
@@ -272,9 +289,8 @@ class RedisCounters:
                 retry=Retry(NoBackoff(), 0),
                 health_check_interval=0,
             )
-            self._script = self._client.register_script(SCRIPT)
             self._loop = loop
-        return self._script
+        return self._client
 
     async def hit(self, key: bytes, limits: tuple[Limit, ...]) -> Verdict:
         """Count one request of `key` in Redis and judge it; BackendDown when Redis cannot say in time."""
@@ -291,9 +307,18 @@ class RedisCounters:
         for limit in limits:
             args += [limit.requests, limit.seconds]
         try:
-            script = self._connect()
-            async with asyncio.timeout(self.timeout):
-                reply = await script(keys=[b"gw:rl:{" + key + b"}"], args=args)
+            self._connect()
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[list[Any]] = loop.create_future()
+            future.add_done_callback(_retrieved)  # a reply that came after its request gave up: no warning
+            if not self._queue:
+                loop.call_soon(self._send)
+            self._queue.append((b"gw:rl:{" + key + b"}", args, future))
+            # The Redis client's socket timeouts (connect, read) are `timeout`: they time Redis. This bound
+            # only catches what they cannot (a batch stuck behind another): it is looser so that a busy
+            # event loop's own lag is not taken for an outage of Redis.
+            async with asyncio.timeout(self.timeout * 4):
+                reply = await asyncio.shield(future)
             now = int(reply[0]) / 1000
             counts = [int(count) for count in reply[1:]]
         except Exception as exc:  # any failure of the backend (connection, timeout, reply) is an outage
@@ -304,6 +329,46 @@ class RedisCounters:
             self._backoff = BACKOFF_FIRST
             logger.warning("rate_limit: Redis at %s answers again; shared counting resumed", _where(self.url))
         return judge(limits, counts, now)
+
+    def _send(self) -> None:
+        """Send what was queued this loop turn as one pipeline (its own task: the next turn's queue
+        may go out before this one's replies are in, on another connection of the pool)."""
+        batch, self._queue = self._queue, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._pipeline(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _pipeline(self, batch: list[tuple[bytes, list[int], asyncio.Future[list[Any]]]]) -> None:
+        from redis.exceptions import NoScriptError
+
+        client = self._client
+        try:
+            replies = await self._evalshas(client, batch)
+            if any(isinstance(reply, NoScriptError) for reply in replies):
+                # Redis restarted (or never saw the script): load it once, then ask again.
+                await client.script_load(SCRIPT)
+                replies = await self._evalshas(client, batch)
+        except BaseException as exc:  # the connection failed: every request of the batch learns it
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else BackendDown("cancelled"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _evalshas(self, client: Any, batch: list[tuple[bytes, list[int], asyncio.Future[list[Any]]]]) -> Any:
+        pipe = client.pipeline(transaction=False)
+        for key, args, _ in batch:
+            pipe.evalsha(self._sha, 1, key, *args)
+        return await pipe.execute(raise_on_error=False)
 
     def _failed(self, exc: BaseException) -> None:
         self.on_error()
@@ -321,7 +386,7 @@ class RedisCounters:
         self._retry_at = self.clock() + self._backoff
 
     async def aclose(self) -> None:
-        client, self._client, self._script = self._client, None, None
+        client, self._client = self._client, None
         if client is not None and self._loop is asyncio.get_running_loop():
             try:
                 await client.aclose()
