@@ -342,6 +342,20 @@ def test_redis_down_and_not_fault_tolerant_is_503_rate_limit_unavailable() -> No
     assert response.headers["retry-after"] == "1"
 
 
+def test_a_redis_that_accepts_but_never_answers_is_timed_out_and_counted_locally() -> None:
+    import socket
+
+    with socket.socket() as silent:  # the kernel accepts connections; nothing ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        gw = gateway(
+            limited((2, "minute"), by="ip", policy="redis"), redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout=0.05
+        )
+        assert run_in_one_loop(gw, [(3, "192.0.2.1")]) == [200, 200, 429]
+        assert gw.runtime.metrics.rate_limit_backend_errors._value.get() == 3
+
+
 def test_a_redis_password_never_reaches_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     gw = gateway(limited((2, "minute"), by="ip", policy="redis"), redis_url="redis://user:s3cret-pw@127.0.0.1:1/0")
