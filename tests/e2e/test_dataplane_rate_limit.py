@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 import yaml
 
 from tests.dataplane.processes import DataPlane, Upstream, dataplane, upstream
-from tests.e2e.servers import eventually, redis_server
+from tests.e2e.servers import RawAnswer, eventually, redis_server
 
 pytestmark = pytest.mark.e2e
 
@@ -173,3 +174,39 @@ def test_a_limit_changed_in_the_seed_applies_on_reload_without_a_restart(tmp_pat
         assert [answer.status_code for answer in answers] == [200] * 3 + [429]
         assert answers[0].headers["ratelimit-limit"] == "6" and answers[0].headers["ratelimit-remaining"] == "2"
         assert node.process.pid == pid and node.process.poll() is None
+
+
+def raw_get(node: DataPlane, *lines: str, body: str = "") -> RawAnswer:
+    head = "GET /local/x HTTP/1.1\r\nHost: gw.example\r\n" + "".join(f"{line}\r\n" for line in lines)
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+        sock.sendall((head + "Connection: close\r\n\r\n" + body).encode("latin-1"))
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    return RawAnswer(raw)
+
+
+def test_header_keys_cannot_be_spoofed_by_repeating_underscoring_or_smuggling_the_header(
+    tmp_path: Path, origin: Upstream
+) -> None:
+    plugins = limit(1, "hour", by="header", header_name="X-Client-Id")
+    endpoint = {"name": "local", "version": "v1", "targets": [{"url": origin.url}], "plugins": plugins}
+    with dataplane(tmp_path, {"format_version": 2, "endpoints": [endpoint]}) as node:
+        clear_of_the_window_edge(3600, margin=30)
+        assert raw_get(node, "X-Client-Id: a").status == 200
+        refused = raw_get(node, "x-client-id: a")
+        assert refused.status == 429 and refused.error() == "rate_limited" and refused.header("Retry-After")
+        # Sent twice: one key of the joined values, neither "a"'s allowance nor a way into it.
+        assert raw_get(node, "X-Client-Id: a", "X-Client-Id: a").status == 200
+        assert raw_get(node, "X-Client-Id: a, a").status == 429
+        # The CGI spelling is another header: this request has no X-Client-Id and counts by address.
+        assert raw_get(node, "X_Client_Id: b").status == 200
+        assert raw_get(node).status == 429
+        # A trailer never reaches the app: the request has no X-Client-Id either (the address: used up).
+        chunked = raw_get(
+            node, "Transfer-Encoding: chunked", "Trailer: X-Client-Id", body="0\r\nX-Client-Id: c\r\n\r\n"
+        )
+        assert chunked.status == 429
+        assert raw_get(node, "X-Client-Id: c").status == 200
+        # A control character in the value never reaches a plugin: the server refuses the request.
+        assert raw_get(node, "X-Client-Id: d\x00e").status == 400
