@@ -29,12 +29,13 @@ forget a quiet caller's count (it errs on letting through), never grow memory.
 
 Shared counters (`RedisCounters`, `policy: redis`): one EVALSHA of `SCRIPT` per request (all the
 endpoint's limits in that one call, atomic in Redis), on redis.asyncio (never a blocking client on the
-event loop), within `DATAPLANE_REDIS_TIMEOUT`. When Redis fails (refused, timed out, restarted) the
-call raises `BackendDown`; the counters then stay "down" and skip Redis for a backoff (0.25 s doubling
-to 5 s) before one request tries again, so an outage costs no request more than one timeout; the first
-failure of an outage is logged once and the recovery once, and every request Redis did not count adds
-to `gateway_rate_limit_backend_errors_total`. Redis restarted (scripts gone) is handled by EVALSHA's
-NOSCRIPT fallback to EVAL (redis-py's Script).
+event loop); the requests of one event-loop turn go out as one pipeline. Redis gets
+`DATAPLANE_REDIS_TIMEOUT` to connect and to answer (the client's socket timeouts). When it fails
+(refused, timed out, restarted) the call raises `BackendDown`; the counters then stay "down" and skip
+Redis for a backoff (0.25 s doubling to 5 s) before one request tries again, so an outage costs no
+request more than one timeout; the first failure of an outage is logged once and the recovery once,
+and every request Redis did not count adds to `gateway_rate_limit_backend_errors_total`. Redis
+restarted (scripts gone): the NOSCRIPT answers make the batch load the script and ask once more.
 """
 
 from __future__ import annotations
@@ -192,7 +193,10 @@ class LocalCounters:
 # the nodes' clocks never disagree on where a window starts. Returns Redis's time in milliseconds and
 # each limit's count before this request; the request is counted (every window INCRemented) only when
 # every limit has room, by the same rule as `judge`. A window's key expires a second after it ends.
+# (replicate_commands: Redis before 5 replicates scripts verbatim and refuses a write after TIME unless
+# the script's effects are replicated instead; from 5 on that is the default and the call a no-op.)
 SCRIPT = """
+if redis.replicate_commands then redis.replicate_commands() end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local n = #ARGV / 2

@@ -148,8 +148,9 @@ def _redis_url(environ: Mapping[str, str]) -> str | None:
     return raw
 
 
-# Local rate-limit counters per process (ratelimit.LocalCounters): far above a real client population,
-# small enough (~200 bytes a key) that a flood of distinct keys cannot grow memory past ~20 MB.
+# Local rate-limit counters per process (ratelimit.LocalCounters): far above the callers one endpoint
+# sees in a window, small enough (~400-650 bytes a key, bench/rate_limit.py) that a flood of distinct
+# callers cannot grow a process by more than ~65 MB.
 RATE_LIMIT_MAX_KEYS = 100_000
 
 
