@@ -315,6 +315,31 @@ def test_redis_counts_are_shared_by_two_gateways(redis: tuple[int, Any]) -> None
     assert statuses_second[4] == 200
 
 
+def test_concurrent_requests_cost_one_evalsha_each_and_nothing_else(redis: tuple[int, Any]) -> None:
+    import redis as redis_py
+
+    port, _ = redis
+    gw = gateway(limited((30, "minute"), by="endpoint", policy="redis"), redis_url=f"redis://127.0.0.1:{port}/0")
+    admin = redis_py.Redis(port=port)
+
+    async def go() -> list[int]:
+        async with gw.client() as client:
+            await client.get("/users/x")  # the first ask loads the script (NOSCRIPT, once)
+            admin.config_resetstat()
+            answers = await asyncio.gather(*(client.get("/users/x") for _ in range(40)))
+        await gw.proxy.aclose()
+        return [answer.status_code for answer in answers]
+
+    answers = asyncio.run(go())
+    assert sorted(answers) == [200] * 29 + [429] * 11
+    stats = {name: value["calls"] for name, value in admin.info("commandstats").items()}
+    admin.close()
+    assert stats.pop("cmdstat_evalsha") == 40
+    inside_the_script = {"cmdstat_time", "cmdstat_get", "cmdstat_incr", "cmdstat_pexpireat"}
+    assert set(stats) <= inside_the_script | {"cmdstat_config|resetstat", "cmdstat_info"}  # and the test's own
+    assert stats["cmdstat_time"] == 40
+
+
 def test_redis_down_and_fault_tolerant_counts_locally_logs_once_and_counts_the_errors(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
