@@ -637,6 +637,107 @@ ACL_FIELDS: dict[str, Field] = {
     "deny": Field("list", default=[], max_items=MAX_LIST, item=_GROUP, help="consumer groups refused with 403"),
 }
 
+# --- rate limiting --------------------------------------------------------------------------------
+
+# A limit's window in seconds, by the name the document uses.
+RATE_LIMIT_WINDOWS: Mapping[str, int] = {"second": 1, "minute": 60, "hour": 3_600, "day": 86_400}
+RATE_LIMIT_BY = ("consumer", "ip", "header", "endpoint")
+RATE_LIMIT_POLICIES = ("local", "redis")
+MAX_RATE_LIMIT_REQUESTS = 1_000_000_000  # a billion a window: beyond any real limit, far inside Redis's integers
+
+
+def _rate_limit_header_problem(value: Any) -> str | None:
+    # Read from the client's request, so the gateway's own names are fine to count by (X-Real-IP set by a
+    # trusted front proxy); only names no request can carry usefully are refused.
+    if len(value) > 256 or not _TOKEN.match(value):
+        return f"{value[:256]!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    lower = value.lower()
+    if "_" in lower:
+        return f"{value} has `_`, which the gateway never reads in a header name: write it with `-`"
+    if lower in HOP_BY_HOP or lower.startswith(HOP_BY_HOP_PREFIXES):
+        return f"{value} is a hop-by-hop header: it describes the connection, not the caller"
+    return None
+
+
+def _limit_problem(limit: Mapping[str, Any]) -> str | None:
+    missing = [key for key in ("requests", "per") if key not in limit]
+    if missing:
+        return f"needs {' and '.join(missing)}: write a limit like {{requests: 100, per: minute}}"
+    return None
+
+
+def _rate_limit_check(config: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    # `{enabled: false}` alone is how an endpoint turns a global limit off: nothing else needed.
+    if not config["enabled"]:
+        return
+    limits = config.get("limits")
+    if limits is None:
+        yield "limits", "is required: a list like [{requests: 100, per: minute}]"
+    else:
+        seen: set[str] = set()
+        for index, limit in enumerate(limits):
+            if limit["per"] in seen:
+                yield f"limits[{index}].per", f"{limit['per']} is limited twice: keep one limit per window"
+            seen.add(limit["per"])
+    if config["by"] == "header" and config["header_name"] is None:
+        yield "header_name", "is required when by is header"
+    if config["by"] != "header" and config["header_name"] is not None:
+        yield "header_name", "is only read when by is header: remove it, or set by: header"
+
+
+def _rate_limit_normalize(config: dict[str, Any]) -> dict[str, Any]:
+    if "limits" not in config:
+        return config
+    limits = sorted(config["limits"], key=lambda limit: RATE_LIMIT_WINDOWS[limit["per"]])
+    return {**config, "limits": [{"requests": limit["requests"], "per": limit["per"]} for limit in limits]}
+
+
+RATE_LIMIT_FIELDS: dict[str, Field] = {
+    "limits": Field(
+        "list",
+        min_items=1,
+        max_items=len(RATE_LIMIT_WINDOWS),
+        item=Field(
+            "object",
+            fields={
+                "requests": Field(
+                    "int", minimum=1, maximum=MAX_RATE_LIMIT_REQUESTS, help="requests allowed in one window"
+                ),
+                "per": Field("enum", choices=tuple(RATE_LIMIT_WINDOWS), help="the window"),
+            },
+            check=_limit_problem,
+        ),
+        help="required; `requests` (1–1e9) per `per` (second, minute, hour, day), one limit per window, all "
+        "enforced at once; over any of them → 429 rate_limited",
+    ),
+    "by": Field(
+        "enum",
+        default="consumer",
+        choices=RATE_LIMIT_BY,
+        help="what is counted: the consumer (the anonymous one counts as its own; no consumer at all: the "
+        "client address), the client address, a request header's value, or the endpoint as a whole",
+    ),
+    "header_name": Field(
+        "str",
+        default=None,
+        nullable=True,
+        check=_rate_limit_header_problem,
+        help="the request header counted by when by is header (required then, refused otherwise); "
+        "a request without it is counted by client address",
+    ),
+    "policy": Field(
+        "enum",
+        default="local",
+        choices=RATE_LIMIT_POLICIES,
+        help="local: each data plane process counts on its own; redis: the fleet shares counts in DATAPLANE_REDIS_URL",
+    ),
+    "fault_tolerant": Field(
+        "bool",
+        default=True,
+        help="redis unreachable: true counts locally and keeps serving, false answers 503 rate_limit_unavailable",
+    ),
+}
+
 # --- the registry ---------------------------------------------------------------------------------
 
 ENABLED = Field("bool", default=True, help="false on an endpoint turns the document's plugin of that name off")
@@ -721,6 +822,16 @@ PLUGINS: Mapping[str, PluginSpec] = {
             access=True,
             check=_acl_check,
             normalize=_groups_normalize,
+        ),
+        _spec(
+            "rate_limit",
+            "rate_limit",
+            "Limit requests per window (second, minute, hour, day) by consumer, address, header or endpoint; "
+            "over the limit → 429 rate_limited with Retry-After.",
+            RATE_LIMIT_FIELDS,
+            access=True,
+            check=_rate_limit_check,
+            normalize=_rate_limit_normalize,
         ),
         _spec(
             "request_headers",
@@ -920,6 +1031,8 @@ def _shown(value: Any, field: Field | None = None) -> str:
 
 def _kind(spec: Field) -> str:
     if spec.kind == "list" and spec.item is not None:
+        if spec.item.kind == "object":
+            return "list of objects (" + ", ".join(f"`{key}`" for key in spec.item.fields) + ")"
         return "list of " + ("enums" if spec.item.kind == "enum" else "strings")
     if spec.kind == "map":
         return "map"
@@ -977,6 +1090,9 @@ __all__ = [
     "PRESERVE_HOST",
     "HTTPS_REDIRECT",
     "ENDPOINT_FLAGS",
+    "RATE_LIMIT_BY",
+    "RATE_LIMIT_POLICIES",
+    "RATE_LIMIT_WINDOWS",
     "PluginSpec",
     "auth_url_problem",
     "chain_problems",

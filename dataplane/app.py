@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 from configdoc import UnsafePath
 from configdoc.forwarding import upstream_url
 
+from . import ratelimit
 from .proxy import ProxyApp
 from .runtime import Runtime
 from .settings import Settings
@@ -113,5 +114,7 @@ def build(settings: Settings, *, transport: Transport | None = None) -> tuple[Ru
     from .sync import boot  # sync imports runtime; kept local so app stays importable on its own
 
     runtime = Runtime(settings)
+    # The rate_limit plugin's counters: one set per process, made before the first snapshot compiles.
+    ratelimit.configure(settings, runtime.metrics.rate_limit_backend_errors.inc)
     boot(runtime)
     return runtime, ProxyApp(runtime, transport=transport), AdminApp(runtime)

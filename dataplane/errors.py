@@ -10,6 +10,7 @@
     ├── CorsForbidden               403  cors_forbidden     (the cors plugin: origin, method or header not allowed)
     ├── IpForbidden                 403  ip_forbidden       (the ip_restriction plugin)
     ├── BodyTooLarge                413  body_too_large
+    ├── RateLimited                 429  rate_limited       (+ Retry-After; the rate_limit plugin)
     ├── UpgradeNotSupported         501  upgrade_not_supported
     ├── LoopDetected                508  loop_detected
     ├── ClientGone                  499  client_closed_request (logged only; nobody is left to answer)
@@ -18,6 +19,8 @@
     │   ├── Overloaded                   overloaded
     │   ├── CircuitOpen                  circuit_open       (+ Retry-After, X-Circuit-Breaker)
     │   ├── NoHealthyTarget              no_healthy_target  (+ Retry-After)
+    │   ├── AuthUnavailable              auth_unavailable
+    │   ├── RateLimitUnavailable         rate_limit_unavailable (+ Retry-After; redis down, not fault_tolerant)
     │   └── NoConfig                     no_config
     └── UpstreamError                    (a try failed; its class is what the retry rules read)
         ├── UpstreamUnavailable     502  upstream_unavailable
@@ -116,6 +119,13 @@ class BodyTooLarge(GatewayError):
     status, code, close_connection = 413, "body_too_large", True
 
 
+class RateLimited(GatewayError):
+    """The caller is over one of the endpoint's rate limits (plugins/rate_limit.py); carries `Retry-After`:
+    the seconds until the window that refused it ends."""
+
+    status, code = 429, "rate_limited"
+
+
 class UpgradeNotSupported(GatewayError):
     status, code = 501, "upgrade_not_supported"
 
@@ -153,6 +163,13 @@ class AuthUnavailable(Unavailable):
     a `jwks_url` provider never reached): refused rather than let through."""
 
     code = "auth_unavailable"
+
+
+class RateLimitUnavailable(Unavailable):
+    """`policy: redis` without `fault_tolerant`: the shared counters could not be reached in time, and the
+    endpoint asked to be refused rather than counted by each node alone."""
+
+    code = "rate_limit_unavailable"
 
 
 class NoConfig(Unavailable):

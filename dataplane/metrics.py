@@ -74,6 +74,13 @@ class Metrics:
             ["endpoint", "plugin", "decision"],
             registry=r,
         )
+        # rate_limit's `policy: redis` (ratelimit.py): requests its Redis could not count (an error, a
+        # timeout, or the backend known down and not yet retried), counted locally or refused with 503.
+        self.rate_limit_backend_errors = Counter(
+            "gateway_rate_limit_backend_errors",
+            "Rate-limit counts Redis could not make (counted locally or refused instead)",
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "gateway_circuit_state", "0 closed, 1 open, 2 half-open", ["endpoint"], registry=r, multiprocess_mode=LIVE
         )

@@ -138,6 +138,22 @@ def _log_level(environ: Mapping[str, str]) -> str:
     return level
 
 
+def _redis_url(environ: Mapping[str, str]) -> str | None:
+    raw = environ.get("DATAPLANE_REDIS_URL", "").strip()
+    if not raw:
+        return None
+    # The forms redis-py's from_url reads; anything else would only fail at the first counted request.
+    if not re.match(r"^(redis|rediss|unix)://\S*$", raw):
+        raise SettingsError("DATAPLANE_REDIS_URL must be a redis://, rediss:// or unix:// URL")  # may hold a password
+    return raw
+
+
+# Local rate-limit counters per process (ratelimit.LocalCounters): far above the callers one endpoint
+# sees in a window, small enough (~400-650 bytes a key, bench/rate_limit.py) that a flood of distinct
+# callers cannot grow a process by more than ~65 MB.
+RATE_LIMIT_MAX_KEYS = 100_000
+
+
 def _control_plane_url(environ: Mapping[str, str]) -> str | None:
     raw = environ.get("DATAPLANE_CONTROL_PLANE_URL", "").strip().rstrip("/")
     if not raw:
@@ -173,6 +189,11 @@ class Settings:
     tls_listen: tuple[str, int] | None = None
     tls_certs: Path | None = None
     tls_poll: float = 5.0
+    # rate_limit's `policy: redis` (ratelimit.py): the shared counters' server, and how long a count may
+    # take before the plugin counts locally (fault_tolerant) or answers 503 rate_limit_unavailable.
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password: never in a log line
+    redis_timeout: float = 0.1
+    rate_limit_max_keys: int = RATE_LIMIT_MAX_KEYS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -205,6 +226,11 @@ class Settings:
             "token": environ.get("DATAPLANE_TOKEN", "").strip() or None,
             "report_interval": _number(environ, "DATAPLANE_REPORT_INTERVAL", 10.0, minimum=0.1, maximum=DAY),
             "log_level": _log_level(environ),
+            "redis_url": _redis_url(environ),
+            "redis_timeout": _number(environ, "DATAPLANE_REDIS_TIMEOUT", 0.1, minimum=0.001, maximum=60),
+            "rate_limit_max_keys": _count(
+                environ, "DATAPLANE_RATE_LIMIT_MAX_KEYS", RATE_LIMIT_MAX_KEYS, minimum=1, maximum=100_000_000
+            ),
         }
         transport = environ.get("DATAPLANE_TRANSPORT", "").strip().lower() or "native"
         if transport not in ("native", "aiohttp", "httpx"):

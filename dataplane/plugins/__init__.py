@@ -211,6 +211,7 @@ PLUGIN_MODULES: tuple[str, ...] = (
     "ip_restriction",
     "jwt_auth",
     "key_auth",
+    "rate_limit",
 )
 
 for _module in PLUGIN_MODULES:

@@ -278,6 +278,13 @@ def test_ip_restriction_enabled_false_alone_is_valid_but_enabled_needs_an_addres
         ("response_headers", {"set": {"Strict-Transport-Security": "max-age=31536000"}, "remove": ["Server"]}),
         ("response_headers", {"add": {"Set-Cookie": "a=b; Secure", "Host": "fine on a response"}}),
         ("response_headers", {"set": {"X-Latin": "caf\u00e9"}}),
+        ("rate_limit", {"limits": [{"requests": 100, "per": "minute"}]}),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "second"}, {"requests": 10**9, "per": "day"}], "by": "ip"}),
+        ("rate_limit", {"limits": [{"requests": 5, "per": "hour"}], "by": "header", "header_name": "X-Client-Id"}),
+        ("rate_limit", {"limits": [{"requests": 5, "per": "hour"}], "by": "header", "header_name": "X-Real-IP"}),
+        ("rate_limit", {"limits": [{"requests": 5, "per": "hour"}], "by": "endpoint", "policy": "redis"}),
+        ("rate_limit", {"limits": [{"requests": 5, "per": "hour"}], "fault_tolerant": False, "mode": "report"}),
+        ("rate_limit", {"enabled": False}),
     ],
 )
 def test_a_valid_plugin_config_is_accepted(name: str, config: dict[str, Any]) -> None:
@@ -335,6 +342,58 @@ def test_a_valid_plugin_config_is_accepted(name: str, config: dict[str, Any]) ->
         ("request_headers", {"remove": ["host"]}, "remove[0]", "preserve_host"),
         ("request_headers", {"replace": {}}, "replace", "unknown key"),
         ("response_headers", {"remove": ["Content-Length"]}, "remove[0]", "written by the gateway"),
+        ("rate_limit", {}, "limits", "is required"),
+        ("rate_limit", {"limits": []}, "limits", "must not be empty"),
+        ("rate_limit", {"limits": {"requests": 1, "per": "minute"}}, "limits", "must be a list"),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "week"}]}, "limits[0].per", "second, minute, hour, day"),
+        ("rate_limit", {"limits": [{"requests": 0, "per": "minute"}]}, "limits[0].requests", "at least 1"),
+        ("rate_limit", {"limits": [{"requests": -5, "per": "minute"}]}, "limits[0].requests", "at least 1"),
+        ("rate_limit", {"limits": [{"requests": 1.5, "per": "minute"}]}, "limits[0].requests", "integer"),
+        ("rate_limit", {"limits": [{"requests": "10", "per": "minute"}]}, "limits[0].requests", "integer"),
+        ("rate_limit", {"limits": [{"requests": 10**10, "per": "minute"}]}, "limits[0].requests", "at most"),
+        ("rate_limit", {"limits": [{"per": "minute"}]}, "limits[0]", "needs requests"),
+        ("rate_limit", {"limits": [{"requests": 1}]}, "limits[0]", "needs per"),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "minute", "burst": 2}]}, "limits[0].burst", "unknown key"),
+        (
+            "rate_limit",
+            {"limits": [{"requests": 1, "per": "minute"}, {"requests": 2, "per": "minute"}]},
+            "limits[1].per",
+            "limited twice",
+        ),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "minute"}], "by": "user"}, "by", "consumer, ip, header"),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "minute"}], "by": "header"}, "header_name", "required"),
+        (
+            "rate_limit",
+            {"limits": [{"requests": 1, "per": "minute"}], "header_name": "X-Client"},
+            "header_name",
+            "only read when by is header",
+        ),
+        (
+            "rate_limit",
+            {"limits": [{"requests": 1, "per": "minute"}], "by": "header", "header_name": "X_Client"},
+            "header_name",
+            "never reads",
+        ),
+        (
+            "rate_limit",
+            {"limits": [{"requests": 1, "per": "minute"}], "by": "header", "header_name": "Connection"},
+            "header_name",
+            "hop-by-hop",
+        ),
+        (
+            "rate_limit",
+            {"limits": [{"requests": 1, "per": "minute"}], "by": "header", "header_name": "X Client"},
+            "header_name",
+            "not a valid header name",
+        ),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "minute"}], "policy": "cluster"}, "policy", "local, redis"),
+        (
+            "rate_limit",
+            {"limits": [{"requests": 1, "per": "minute"}], "fault_tolerant": "yes"},
+            "fault_tolerant",
+            "true",
+        ),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "minute"}], "mode": "audit"}, "mode", "enforce, report"),
     ],
 )
 def test_a_bad_plugin_value_is_refused_with_its_path(name: str, config: Any, path: str, words: str) -> None:
@@ -345,10 +404,10 @@ def test_a_bad_plugin_value_is_refused_with_its_path(name: str, config: Any, pat
 
 
 def test_an_unknown_plugin_name_is_refused_listing_the_known_ones() -> None:
-    _, problems = validate(document(global_plugins={"rate_limit": {}}, plugins={"CORS": {}}))
-    known = "known plugins: acl, basic_auth, cors, forward_auth, ip_restriction, jwt, key_auth, request_headers, "
-    known += "response_headers"
-    assert known in problems["plugins.rate_limit"] and known in problems["endpoints[0].plugins.CORS"]
+    _, problems = validate(document(global_plugins={"rate_limiting": {}}, plugins={"CORS": {}}))
+    known = "known plugins: acl, basic_auth, cors, forward_auth, ip_restriction, jwt, key_auth, rate_limit, "
+    known += "request_headers, response_headers"
+    assert known in problems["plugins.rate_limiting"] and known in problems["endpoints[0].plugins.CORS"]
 
 
 @pytest.mark.parametrize("value", [None, [], "cors", 1])
@@ -407,6 +466,29 @@ def test_hop_by_hop_and_gateway_owned_names_are_refused_in_set_add_and_remove_ig
         ("response_headers", {"set": {f"X-{i}": "v" for i in range(MAX_LIST + 1)}}, "set"),
         ("request_headers", {"remove": ["X-A"] * (MAX_LIST + 1)}, "remove"),
         ("cors", {"headers": ["X-A"] * (MAX_LIST + 1)}, "headers"),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "minute\x00"}]}, "limits[0].per"),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "\ud800"}]}, "limits[0].per"),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "minute", "\ud800": 1}]}, "limits[0].\\ud800"),
+        ("rate_limit", {"limits": [{"requests": 1, "per": p} for p in ["second"] * 5]}, "limits"),
+        ("rate_limit", {"limits": [{"requests": 1, "per": "minute"}] * 100_000}, "limits"),
+        ("rate_limit", {"limits": [[[[[[[[[[[]]]]]]]]]]]}, "limits[0]"),
+        (
+            "rate_limit",
+            {"limits": [{"requests": 1, "per": "minute"}], "by": "header", "header_name": "X-\x00"},
+            "header_name",
+        ),
+        (
+            "rate_limit",
+            {"limits": [{"requests": 1, "per": "minute"}], "by": "header", "header_name": "X-\ud800"},
+            "header_name",
+        ),
+        (
+            "rate_limit",
+            {"limits": [{"requests": 1, "per": "minute"}], "by": "header", "header_name": "X" * 5000},
+            "header_name",
+        ),
+        ("rate_limit", {"limits": [{"requests": 10**400, "per": "minute"}]}, "limits[0].requests"),
+        ("rate_limit", {"limits": [{"requests": float("nan"), "per": "minute"}]}, "limits[0].requests"),
     ],
 )
 def test_hostile_values_are_refused_with_their_path_not_crashing(name: str, config: Any, path: str) -> None:
@@ -449,6 +531,37 @@ endpoints:
         "endpoints[0].plugins.ip_restriction.allow[1]": 17,
     }
     assert result.document == {}
+
+
+def test_rate_limits_are_written_shortest_window_first_and_the_effective_form_has_every_default() -> None:
+    limits = [{"per": "day", "requests": 1000}, {"requests": 10, "per": "second"}, {"requests": 100, "per": "minute"}]
+    canonical, problems = endpoint_plugin("rate_limit", {"limits": limits, "by": "consumer", "policy": "local"})
+    assert problems == {}
+    assert canonical == {
+        "limits": [
+            {"requests": 10, "per": "second"},
+            {"requests": 100, "per": "minute"},
+            {"requests": 1000, "per": "day"},
+        ]
+    }
+    assert effective_plugin_config("rate_limit", canonical) == {
+        **canonical,
+        "by": "consumer",
+        "header_name": None,
+        "policy": "local",
+        "fault_tolerant": True,
+        "enabled": True,
+        "mode": "enforce",
+    }
+
+
+def test_a_global_rate_limit_is_turned_off_on_an_endpoint_by_enabled_false_alone() -> None:
+    limit = {"limits": [{"requests": 10, "per": "minute"}]}
+    canonical, problems = validate(
+        document(global_plugins={"rate_limit": limit}, plugins={"rate_limit": {"enabled": False}})
+    )
+    assert problems == {}
+    assert effective_plugins(canonical["plugins"], canonical["endpoints"][0]["plugins"]) == {}
 
 
 # --- the reference page ---------------------------------------------------------------------------

@@ -73,6 +73,32 @@ def test_an_endpoint_with_plugins_is_stored_canonical_and_shown_with_every_defau
     assert canonical_json(document) == current_document_bytes()
 
 
+def test_a_rate_limit_is_stored_canonical_shown_with_every_default_and_put_back_unchanged(
+    operator_client: APIClient,
+) -> None:
+    limits = [{"requests": 1000, "per": "day"}, {"requests": 10, "per": "second"}]
+    body = create(operator_client, plugins={"rate_limit": {"limits": limits, "policy": "redis"}})
+    assert body["plugins"]["rate_limit"] == {
+        "limits": [{"requests": 10, "per": "second"}, {"requests": 1000, "per": "day"}],
+        "by": "consumer",
+        "header_name": None,
+        "policy": "redis",
+        "fault_tolerant": True,
+        "enabled": True,
+        "mode": "enforce",
+    }
+    assert Endpoint.objects.get().document["plugins"] == {
+        "rate_limit": {
+            "limits": [{"requests": 10, "per": "second"}, {"requests": 1000, "per": "day"}],
+            "policy": "redis",
+        }
+    }
+    count = revisions()
+    response = operator_client.put(f"{API}/endpoints/users:v1/", body, format="json")
+    assert response.status_code == 200, response.content
+    assert revisions() == count
+
+
 def test_a_get_body_put_back_changes_nothing(operator_client: APIClient) -> None:
     body = create(operator_client, plugins={"cors": CORS, "ip_restriction": {"allow": ["10.1.2.3/8"]}})
     count = revisions()
@@ -115,6 +141,14 @@ def test_patching_plugins_records_the_change_in_the_revision_and_the_audit_diff(
         ({"cors": {"origins": "*"}}, "plugins.cors.origins", "must be a list"),
         ({"cors": {"bogus": 1}}, "plugins.cors.bogus", "unknown key"),
         ("cors", "plugins", "must be a mapping"),
+        ({"rate_limit": {}}, "plugins.rate_limit.limits", "is required"),
+        ({"rate_limit": {"limits": [{"requests": 0, "per": "minute"}]}}, "plugins.rate_limit.limits[0].requests", ""),
+        ({"rate_limit": {"limits": [{"requests": 1, "per": "\x00"}]}}, "plugins.rate_limit.limits[0].per", ""),
+        (
+            {"rate_limit": {"limits": [{"requests": 1, "per": "minute"}], "by": "header"}},
+            "plugins.rate_limit.header_name",
+            "required when by is header",
+        ),
     ],
 )
 def test_bad_plugins_are_400_naming_the_field_and_nothing_is_stored(

@@ -83,6 +83,14 @@ def test_command_line_flags_override_the_environment() -> None:
         ("DATAPLANE_LOG_LEVEL", "10"),
         ("DATAPLANE_HIDE_RESPONSE_TIME", "maybe"),
         ("DATAPLANE_HIDE_RESPONSE_TIME", "ture"),
+        ("DATAPLANE_REDIS_URL", "http://127.0.0.1:6379"),
+        ("DATAPLANE_REDIS_URL", "127.0.0.1:6379"),
+        ("DATAPLANE_REDIS_TIMEOUT", "0"),
+        ("DATAPLANE_REDIS_TIMEOUT", "nan"),
+        ("DATAPLANE_REDIS_TIMEOUT", "61"),
+        ("DATAPLANE_RATE_LIMIT_MAX_KEYS", "0"),
+        ("DATAPLANE_RATE_LIMIT_MAX_KEYS", "1.5"),
+        ("DATAPLANE_RATE_LIMIT_MAX_KEYS", "inf"),
     ],
 )
 def test_a_bad_setting_is_refused_with_its_name(variable: str, value: str) -> None:
@@ -195,3 +203,27 @@ def test_a_bad_kept_node_id_is_blamed_on_its_file_not_on_the_variable(tmp_path: 
 def test_a_bad_kept_node_id_does_not_matter_when_the_variable_names_the_node(tmp_path: Path) -> None:
     (tmp_path / "node_id").write_text("bad id/with slash\n")
     assert Settings.from_env({"DATAPLANE_CACHE_DIR": str(tmp_path), "DATAPLANE_NODE_ID": "edge-7"}).node_id == "edge-7"
+
+
+def test_rate_limit_settings_default_to_no_redis_a_tenth_of_a_second_and_100000_keys() -> None:
+    settings = Settings.from_env({})
+    assert (settings.redis_url, settings.redis_timeout, settings.rate_limit_max_keys) == (None, 0.1, 100_000)
+    settings = Settings.from_env(
+        {
+            "DATAPLANE_REDIS_URL": "redis://:pw@127.0.0.1:6379/3",
+            "DATAPLANE_REDIS_TIMEOUT": "0.05",
+            "DATAPLANE_RATE_LIMIT_MAX_KEYS": "1e6",
+        }
+    )
+    assert (settings.redis_url, settings.redis_timeout, settings.rate_limit_max_keys) == (
+        "redis://:pw@127.0.0.1:6379/3",
+        0.05,
+        1_000_000,
+    )
+    assert "pw" not in repr(settings)
+
+
+def test_a_bad_redis_url_is_refused_without_echoing_it() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"DATAPLANE_REDIS_URL": "http://user:s3cret@127.0.0.1"})
+    assert "s3cret" not in str(refused.value)

@@ -118,6 +118,41 @@ def eventually(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
     raise AssertionError(f"gave up waiting for {what}")
 
 
+def wait_for_redis(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until the Redis on `port` answers PING (raw RESP: no client library needed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode} before answering")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"redis-server on port {port} did not answer within {timeout}s")
+
+
+@contextmanager
+def redis_server(log: Path, port: int | None = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A throwaway redis-server on 127.0.0.1 (a free port unless `port`: a restart reuses its port),
+    nothing saved to disk, until the block ends (or until the test kills it: `process.kill()`).
+    Yields the port and the process."""
+    port = port or free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+        try:
+            wait_for_redis(port, process)
+            yield port, process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
 @contextmanager
 def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     """Serve `handler` on 127.0.0.1 in a thread until the block ends; yields the port."""

@@ -1,0 +1,203 @@
+"""What rate limiting costs per request, and what a million distinct callers cost in memory
+(docs/dataplane.md, "Rate limiting"): the plain endpoint against the same data plane with `rate_limit`
+counted locally and in Redis, in one run.
+
+    .venv/bin/python bench/rate_limit.py [--rounds 5] [--duration 5] [--keys 1000000]
+
+Needs `wrk`, `nginx` and `redis-server` on PATH (`apt-get install -y wrk nginx redis-server`); only
+127.0.0.1. Starts, in a temporary directory, nginx as the upstream and a throwaway redis-server (both on
+core 1, with wrk) and one data plane per variant (as shipped, access log on, pinned to core 0):
+
+  plain   the endpoint without plugins (the reference)
+  local   `rate_limit` by ip, two limits (a second's and an hour's, too high to refuse), `policy: local`
+  redis   the same with `policy: redis`, `fault_tolerant: false` (a failed count would show as a 503)
+
+Each round measures every variant at 50 connections and at 1 (wrk, 1 thread), interleaved; the table
+shows medians, then each variant's req/s as a ratio of `plain`'s from the same run (targets: local
+>= 0.85x, redis >= 0.5x) and CPU time per request of the data plane (from /proc, at 50 connections;
+Redis's own CPU is not in it). Every variant is first checked to answer 200 with the RateLimit headers.
+
+Memory: a fresh process counts `--keys` distinct callers (keys shaped like the plugin's: endpoint and
+an IPv4 address) into `LocalCounters` at the default cap (DATAPLANE_RATE_LIMIT_MAX_KEYS, 100,000) and
+uncapped, and reports the RSS growth of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import BODY, free_port, nginx_conf, parse_wrk, started, upstream_block  # noqa: E402
+from proxy import cpu_seconds, peak_rss_kib  # noqa: E402
+
+from tests.e2e.servers import redis_server  # noqa: E402
+
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+TARGETS = {"local": 0.85, "redis": 0.5}
+LIMITS = [{"requests": 1_000_000_000, "per": "second"}, {"requests": 1_000_000_000, "per": "hour"}]
+
+# Run in a fresh interpreter: RSS growth of LocalCounters holding `keys` distinct callers.
+MEMORY_PROBE = """
+import sys, time
+from dataplane.ratelimit import Limit, LocalCounters
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1])
+keys, cap = int(sys.argv[1]), int(sys.argv[2])
+limits = (Limit(10, 1), Limit(1000, 3600))
+counters = LocalCounters(cap)
+before = rss()
+started = time.perf_counter()
+for number in range(keys):
+    counters.hit(b'bench:v1\\x00i\\x00' + number.to_bytes(4, 'big'), limits)
+spent = time.perf_counter() - started
+print(len(counters), rss() - before, spent / keys * 1e6)
+"""
+
+
+def wrk(url: str, connections: int, duration: float) -> tuple[float, float, float, int]:
+    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603
+    return parse_wrk(result.stdout)
+
+
+def document(upstream: str, plugins: dict[str, Any] | None) -> dict[str, Any]:
+    endpoint: dict[str, Any] = {"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}
+    if plugins is None:
+        return {"format_version": 1, "breaker_policies": [], "endpoints": [endpoint]}
+    endpoint["plugins"] = plugins
+    return {"format_version": 2, "breaker_policies": [], "endpoints": [endpoint]}
+
+
+def memory(keys: int, cap: int) -> tuple[int, int, float]:
+    """(keys held, RSS growth in KiB, µs per count) of a fresh process counting `keys` distinct callers."""
+    result = subprocess.run(  # noqa: S603 - our own argv
+        [sys.executable, "-c", MEMORY_PROBE, str(keys), str(cap)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    held, grown, micros = result.stdout.split()
+    return int(held), int(grown), float(micros)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--keys", type=int, default=1_000_000, help="distinct callers for the memory figure")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx", "taskset", "redis-server"):
+        if shutil.which(tool) is None:
+            print(f"bench/rate_limit.py: {tool} not found (apt-get install -y wrk nginx redis-server)", file=sys.stderr)
+            return 2
+
+    with tempfile.TemporaryDirectory(prefix="bench-rate-limit-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        upstream_port = free_port()
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        conf = nginx_conf(work, "upstream", upstream_port, upstream_block(upstream_port))
+        nginx = shutil.which("nginx") or "nginx"
+        stack.enter_context(
+            started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/")
+        )
+        redis_port, redis = stack.enter_context(redis_server(work / "redis.log"))
+        subprocess.run(["taskset", "-pc", LOAD_CORE, str(redis.pid)], check=True, capture_output=True)  # noqa: S603, S607
+        variants: dict[str, dict[str, Any] | None] = {
+            "plain": None,
+            "local": {"rate_limit": {"limits": LIMITS, "by": "ip"}},
+            "redis": {"rate_limit": {"limits": LIMITS, "by": "ip", "policy": "redis", "fault_tolerant": False}},
+        }
+        urls: dict[str, str] = {}
+        pids: dict[str, int] = {}
+        for name, plugins in variants.items():
+            seed = work / f"{name}.yaml"
+            seed.write_text(yaml.safe_dump(document(upstream, plugins)))
+            port, admin = free_port(), free_port()
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "PYTHONPATH": str(ROOT),
+                "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
+                "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+                "DATAPLANE_SEED": str(seed),
+                "DATAPLANE_NODE_ID": f"bench-{name}",
+                "DATAPLANE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            }
+            process = stack.enter_context(
+                started(
+                    ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
+                    work / f"{name}.log",
+                    f"http://127.0.0.1:{admin}/-/readyz",
+                    env=env,
+                )
+            )
+            pids[name] = process.pid
+            urls[name] = f"http://127.0.0.1:{port}/bench/x"
+
+        for name, url in urls.items():  # correctness and warm-up
+            response = httpx.get(url)
+            assert response.status_code == 200 and response.text == BODY, (name, response.status_code, response.text)
+            assert ("ratelimit-limit" in response.headers) == (name != "plain"), (name, response.headers)
+            wrk(url, 50, 1)
+
+        results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
+        cpu: dict[str, list[float]] = {}
+        for number in range(1, args.rounds + 1):
+            for name, url in urls.items():
+                for connections in (50, 1):
+                    before = cpu_seconds(pids[name])
+                    sample = wrk(url, connections, args.duration)
+                    results.setdefault((name, connections), []).append(sample)
+                    if connections == 50:
+                        spent = cpu_seconds(pids[name]) - before
+                        cpu.setdefault(name, []).append(spent / (sample[0] * args.duration))
+            print(f"round {number}/{args.rounds} done", file=sys.stderr, flush=True)
+        rss = {name: peak_rss_kib(pid) for name, pid in pids.items()}
+
+    def median(name: str, connections: int, index: int) -> float:
+        return statistics.median(sample[index] for sample in results[(name, connections)])
+
+    print(f"\n{args.rounds} interleaved rounds of {args.duration:g} s per run, medians, core {PROXY_CORE}")
+    print(
+        f"{'variant':<8} {'rps@50':>9} {'p99@50':>9} {'rps@1':>8} {'x plain@50':>11} {'x plain@1':>10}"
+        f" {'CPU/req':>9} {'RSS':>8} {'errors':>7}"
+    )
+    for name in urls:
+        errors = sum(sample[3] for c in (50, 1) for sample in results[(name, c)])
+        ratio50 = median(name, 50, 0) / median("plain", 50, 0)
+        ratio1 = median(name, 1, 0) / median("plain", 1, 0)
+        print(
+            f"{name:<8} {median(name, 50, 0):>9.0f} {median(name, 50, 2):>7.2f}ms {median(name, 1, 0):>8.0f}"
+            f" {ratio50:>10.3f}x {ratio1:>9.3f}x {statistics.median(cpu[name]) * 1e6:>7.0f}us"
+            f" {rss[name] / 1024:>6.1f}MB {errors:>7}"
+        )
+    print()
+    for name, target in TARGETS.items():
+        ratio = median(name, 50, 0) / median("plain", 50, 0)
+        verdict = "met" if ratio >= target else "MISSED"
+        print(f"{name}: {ratio:.3f}x of plain at 50 connections (target >= {target}x): {verdict}")
+    print()
+    for cap in (100_000, args.keys):
+        held, grown, micros = memory(args.keys, cap)
+        print(
+            f"{args.keys:,} distinct callers, cap {cap:,}: {held:,} keys held, RSS +{grown / 1024:.1f} MB"
+            f" ({grown * 1024 / max(held, 1):.0f} bytes a key), {micros:.2f} us a count"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
