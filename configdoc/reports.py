@@ -229,11 +229,14 @@ def validate_consumers(value: Any) -> Problems:
     pairs = 0
     for key, entry in endpoints.items():
         path = f'consumers.endpoints["{key}"]'
-        if not is_endpoint_key(key):
-            _add(problems, path, "the key must be an endpoint key name:version")
-            continue
-        if not isinstance(entry, dict):
-            _add(problems, path, "must be an object with top and other")
+        if not is_endpoint_key(key) or not isinstance(entry, dict):
+            if len(problems) < MAX_CONSUMER_PROBLEMS:  # the caps are still checked past the listed problems
+                message = (
+                    "must be an object with top and other"
+                    if is_endpoint_key(key)
+                    else "the key must be an endpoint key name:version"
+                )
+                _add(problems, path, message)
             continue
         top = entry.get("top")
         if isinstance(top, dict):
@@ -244,9 +247,12 @@ def validate_consumers(value: Any) -> Problems:
             if pairs > MAX_CONSUMER_PAIRS:
                 _add(problems, "consumers.endpoints", f"must list at most {MAX_CONSUMER_PAIRS} consumers in all")
                 return problems
-    for key, entry in endpoints.items():
+    for key, entry in endpoints.items():  # the entries, once the caps hold
         if not is_endpoint_key(key) or not isinstance(entry, dict):
             continue
+        if len(problems) >= MAX_CONSUMER_PROBLEMS:
+            _add(problems, "consumers", f"more problems not listed (the first {MAX_CONSUMER_PROBLEMS} are)")
+            return problems
         path = f'consumers.endpoints["{key}"]'
         _exact_keys(problems, path, entry, ("top", "other"))
         if "other" in entry:

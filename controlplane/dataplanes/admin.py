@@ -30,7 +30,6 @@ from .api.serializers import node_lag, open_breakers
 from .models import DataPlaneNode, DataPlaneToken
 from .selectors import NODE_STATES, NodeClock
 
-
 # Characters of a node's error shown in the list (the change page shows it whole).
 ERROR_SHOWN = 400
 
