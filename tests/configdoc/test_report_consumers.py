@@ -19,7 +19,8 @@ def consumers(**endpoints: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_well_formed_consumers_field_has_no_problems() -> None:
-    value = consumers(users_v1={"top": {"mobile-app": counts(5, 1), "partner@x.example": counts(2)}, "other": counts(0)})
+    top = {"mobile-app": counts(5, 1), "partner@x.example": counts(2)}
+    value = consumers(users_v1={"top": top, "other": counts(0)})
     assert validate_consumers(value) == {}
     assert validate_consumers({"epoch": 1, "endpoints": {}}) == {}
 

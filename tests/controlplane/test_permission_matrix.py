@@ -159,7 +159,7 @@ STATS_ROUTES = (
     ("GET", "stats/endpoints/users:v1/consumers/"),
     ("POST", "stats/endpoints/users:v1/consumers/"),
 )
-#            role          GET stats/  POST stats/  GET endpoint  GET summary  DELETE summary  GET consumers  POST consumers
+#            role          GET stats/  POST stats/  GET endpoint  GET summary  DELETE summary  GET consumers  POST …
 STATS_EXPECTED: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "admin":     (200,        405,         200,          200,         405,            200,           405),
     "operator":  (200,        405,         200,          200,         405,            200,           405),
