@@ -302,6 +302,8 @@ def _add_consumers(start: datetime, endpoints: Mapping[str, Any]) -> None:
         ranked = sorted(entry["top"].items(), key=lambda item: (-sum(item[1].values()), item[0]))
         for consumer, counts in ranked:
             row = _class_list(counts)
+            if not any(row):
+                continue  # takes no place among the minute's named consumers
             if consumer in known or len(known) < CONSUMERS_PER_MINUTE:
                 known.add(consumer)
                 additions[(key, consumer)] = row

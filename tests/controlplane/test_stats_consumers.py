@@ -245,3 +245,8 @@ def test_the_dashboard_escapes_and_says_when_there_is_no_consumer_traffic(make_u
     browser.force_login(make_user("rita", "readonly"))
     html = browser.get(f"/admin/routing/endpoint/{orders.pk}/dashboard/").content.decode()
     assert "No requests with a consumer in this window." in html
+
+
+def test_a_consumer_listed_with_no_requests_takes_no_place_in_the_minute() -> None:
+    stats_ingest(report=report(1, idle=counts(), alice=counts(1)), now=NOW)
+    assert rows() == {"alice": (1, 0, 0, 0), "": (0, 0, 0, 0)}
