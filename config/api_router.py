@@ -13,7 +13,7 @@ from controlplane.routing.api.resolve import RouteResolveApi
 from controlplane.routing.api.views import EndpointViewSet
 from controlplane.snapshots.api.plugins import PluginsApi
 from controlplane.snapshots.api.views import ConfigExportApi, ConfigImportApi
-from controlplane.stats.api.views import EndpointStatsApi, StatsApi, StatsSummaryApi
+from controlplane.stats.api.views import EndpointConsumersApi, EndpointStatsApi, StatsApi, StatsSummaryApi
 
 router = DefaultRouter()
 
@@ -59,5 +59,6 @@ urlpatterns = [
     path("stats/", StatsApi.as_view(), name="stats"),
     path("stats/summary/", StatsSummaryApi.as_view(), name="stats-summary"),
     path("stats/endpoints/<str:key>/", EndpointStatsApi.as_view(), name="stats-endpoint"),
+    path("stats/endpoints/<str:key>/consumers/", EndpointConsumersApi.as_view(), name="stats-endpoint-consumers"),
     *router.urls,
 ]

@@ -13,6 +13,15 @@ aggregates them (controlplane/stats).
     breakers: {"<endpoint key>": {
         "state": "closed"|"open"|"half_open", "forced": "open"|"closed"|null, "reset_generation": int,
         "transitions": [{"from": state, "to": state, "at": unix seconds}, ...]  (oldest first, at most 20)}}
+    consumers: {"epoch": int >= 1, "endpoints": {"<endpoint key>": {
+        "top": {"<consumer username>": {"2xx": int, "3xx": int, "4xx": int, "5xx": int}},  (at most 100)
+        "other": {"2xx": int, "3xx": int, "4xx": int, "5xx": int}}}}
+
+`consumers` (optional) is traffic by consumer since the node's previous report, not since boot: per
+endpoint the top consumers by requests and the rest summed as `other` (a separate field, so no
+username can be mistaken for it). Requests no authentication plugin named a consumer for are not in
+it; the `anonymous` consumer is listed under its username. `epoch` grows with every report of a boot,
+so the control plane adds a report's consumer counts once even when it arrives twice.
 
     certificates: [{"name": "<file name without .pem>", "names": ["api.example.com", "*.example.com"],
         "not_after": unix seconds}, ...]  (the TLS listener's, §13; at most 1000, each with at most 100
@@ -29,6 +38,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .consumers import USERNAME_HELP, USERNAME_RE
 from .schema import NAME_RE, VERSION_RE
 
 # Upper bounds in seconds; the same as the data plane's /-/metrics histograms (dataplane/metrics.py).
@@ -41,6 +51,11 @@ BREAKER_STATES = ("closed", "open", "half_open")
 FORCED_STATES = ("open", "closed")
 MAX_TRANSITIONS = 20
 MAX_ENDPOINTS = 10_000
+# Traffic by consumer (ARCHITECTURE §11): named consumers per endpoint in one report, and in all.
+MAX_CONSUMERS_PER_ENDPOINT = 100
+MAX_CONSUMER_PAIRS = 50_000
+# A hostile report could hold 50,000 bad entries: the refusal names the first ones, not all.
+MAX_CONSUMER_PROBLEMS = 50
 
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_CERTIFICATES = 1000
@@ -214,6 +229,89 @@ def validate_certificates(value: Any) -> Problems:
             _add(problems, f"{path}.names", f"must be a list of at most {MAX_CERTIFICATE_NAMES} lower-case DNS names")
         if "not_after" in entry and not _number(entry["not_after"]):
             _add(problems, f"{path}.not_after", "must be unix seconds")
+    return problems
+
+
+def _class_counts(problems: Problems, path: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        _add(problems, path, "must be an object with 2xx, 3xx, 4xx and 5xx")
+        return
+    _exact_keys(problems, path, value, STATUS_CLASSES)
+    for status_class in STATUS_CLASSES:
+        if status_class in value and not _count(value[status_class]):
+            _add(problems, f"{path}.{status_class}", "must be a whole number >= 0")
+
+
+def is_consumer_username(value: Any) -> bool:
+    """True for a consumer username as the config allows it (configdoc.consumers.USERNAME_RE)."""
+    return isinstance(value, str) and len(value) <= 64 and USERNAME_RE.fullmatch(value) is not None
+
+
+def validate_consumers(value: Any) -> Problems:
+    """Problems of a report's `consumers` by field path (e.g. `consumers.endpoints["users:v1"].top["a"].2xx`);
+    {} if fine. A report over the caps (MAX_CONSUMERS_PER_ENDPOINT named consumers per endpoint,
+    MAX_CONSUMER_PAIRS in all) is refused with a problem saying so, before its entries are looked at."""
+    problems: Problems = {}
+    if not isinstance(value, dict):
+        _add(problems, "consumers", "must be an object with epoch and endpoints")
+        return problems
+    _exact_keys(problems, "consumers", value, ("epoch", "endpoints"))
+    if "epoch" in value and (not _count(value["epoch"]) or value["epoch"] < 1):
+        _add(problems, "consumers.epoch", "must be a whole number >= 1")
+    if "endpoints" not in value:
+        return problems
+    endpoints = value["endpoints"]
+    if not isinstance(endpoints, dict):
+        _add(problems, "consumers.endpoints", "must be an object mapping endpoint keys to objects")
+        return problems
+    if len(endpoints) > MAX_ENDPOINTS:
+        _add(problems, "consumers.endpoints", f"must have at most {MAX_ENDPOINTS} endpoints")
+        return problems
+    pairs = 0
+    for key, entry in endpoints.items():
+        path = f'consumers.endpoints["{key}"]'
+        if not is_endpoint_key(key) or not isinstance(entry, dict):
+            if len(problems) < MAX_CONSUMER_PROBLEMS:  # the caps are still checked past the listed problems
+                message = (
+                    "must be an object with top and other"
+                    if is_endpoint_key(key)
+                    else "the key must be an endpoint key name:version"
+                )
+                _add(problems, path, message)
+            continue
+        top = entry.get("top")
+        if isinstance(top, dict):
+            if len(top) > MAX_CONSUMERS_PER_ENDPOINT:
+                _add(problems, f"{path}.top", f"must list at most {MAX_CONSUMERS_PER_ENDPOINT} consumers")
+                return problems
+            pairs += len(top)
+            if pairs > MAX_CONSUMER_PAIRS:
+                _add(problems, "consumers.endpoints", f"must list at most {MAX_CONSUMER_PAIRS} consumers in all")
+                return problems
+    for key, entry in endpoints.items():  # the entries, once the caps hold
+        if not is_endpoint_key(key) or not isinstance(entry, dict):
+            continue
+        if len(problems) >= MAX_CONSUMER_PROBLEMS:
+            _add(problems, "consumers", f"more problems not listed (the first {MAX_CONSUMER_PROBLEMS} are)")
+            return problems
+        path = f'consumers.endpoints["{key}"]'
+        _exact_keys(problems, path, entry, ("top", "other"))
+        if "other" in entry:
+            _class_counts(problems, f"{path}.other", entry["other"])
+        if "top" not in entry:
+            continue
+        if not isinstance(entry["top"], dict):
+            _add(problems, f"{path}.top", "must be an object mapping consumer usernames to counts")
+            continue
+        for username, counts in entry["top"].items():
+            if len(problems) >= MAX_CONSUMER_PROBLEMS:
+                _add(problems, "consumers", f"more problems not listed (the first {MAX_CONSUMER_PROBLEMS} are)")
+                return problems
+            if not is_consumer_username(username):
+                shown = str(username)[:80]
+                _add(problems, f"{path}.top", f"the key {shown!r} must be a consumer username ({USERNAME_HELP})")
+            else:
+                _class_counts(problems, f'{path}.top["{username}"]', counts)
     return problems
 
 

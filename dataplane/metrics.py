@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from configdoc.reports import LATENCY_BUCKETS as BUCKETS
+from configdoc.reports import MAX_CONSUMER_PAIRS
+
+# The `other` consumer in `Metrics.consumers`: no username is empty (configdoc.consumers.USERNAME_RE).
+OTHER_CONSUMER: Final = ""
 
 if TYPE_CHECKING:
     from .tls import CertificateSet
@@ -52,6 +56,11 @@ class Metrics:
         self._pending_durations: dict[str, list[Any]] = {}
         self._pending_upstream: dict[str, list[Any]] = {}
         self._bounds = [*BUCKETS, math.inf]
+        # Traffic by consumer since the last status report (report.py bounds it to the top 100 per
+        # endpoint): (endpoint, username) -> answers by status class [2xx, 3xx, 4xx, 5xx]. Not a
+        # Prometheus label (unbounded cardinality); at most MAX_CONSUMER_PAIRS pairs, beyond that a new
+        # pair counts as (endpoint, OTHER_CONSUMER).
+        self.consumers: dict[tuple[str, str], list[int]] = {}
         self._flush_armed = False
         r = self.registry
         self.requests = Counter(
@@ -166,6 +175,27 @@ class Metrics:
             errors = self._pending_errors
             errors[(endpoint, error)] = errors.get((endpoint, error), 0) + 1
         self._add(self._pending_durations, endpoint, seconds)
+
+    def observe_consumer(self, endpoint: str, consumer: str, status: int) -> None:
+        """One answered request an authentication plugin named `consumer` for (only called then, so an
+        endpoint without authentication pays nothing)."""
+        index = status // 100 - 2
+        if not 0 <= index <= 3:
+            return  # 1xx (an upgrade): not in the report's status classes
+        consumers = self.consumers
+        counts = consumers.get((endpoint, consumer))
+        if counts is None:
+            key = (endpoint, consumer) if len(consumers) < MAX_CONSUMER_PAIRS else (endpoint, OTHER_CONSUMER)
+            counts = consumers.get(key)
+            if counts is None:
+                counts = consumers[key] = [0, 0, 0, 0]
+        counts[index] += 1
+
+    def take_consumers(self) -> dict[tuple[str, str], list[int]]:
+        """The traffic by consumer counted since the last call, and a fresh count from now on (a report
+        epoch). Call from the event loop's thread."""
+        taken, self.consumers = self.consumers, {}
+        return taken
 
     @property
     def decisions(self) -> dict[tuple[str, str, str], int]:

@@ -118,6 +118,10 @@ class ProxyApp:
                 self.runtime.metrics.observe_request(
                     exchange.endpoint_key or "", exchange.method, exchange.status, exchange.error, elapsed
                 )
+                if exchange.consumer:  # only set by an authentication plugin: a plain endpoint skips this
+                    self.runtime.metrics.observe_consumer(
+                        exchange.endpoint_key or "", exchange.consumer, exchange.status
+                    )
             chain = exchange.chain
             if chain is not None and chain.log:
                 self._log_phase(chain, exchange)

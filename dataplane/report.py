@@ -1,4 +1,4 @@
-"""The `breakers` and `counters` of a status report (ARCHITECTURE §4; shapes in configdoc/reports.py).
+"""The `breakers`, `counters` and `consumers` of a status report (ARCHITECTURE §4; shapes in configdoc/reports.py).
 
 Built at report time from what the proxy already keeps, so the hot path does no extra work: the
 counters are read from this process's Prometheus metric objects (their label children), the breakers from
@@ -8,6 +8,10 @@ Under `--workers N` (PROMETHEUS_MULTIPROC_DIR set) each worker is its own node: 
 `collect()` reads only this process's values (its own mmap file), never the merged view the
 supervisor's /-/metrics shows, so each worker reports its own counts. The children are read directly
 rather than through `collect()`, which costs about 0.45 ms per endpoint (seconds at 10,000 endpoints).
+
+The consumers are counted per report epoch instead (Metrics.take_consumers): a top-100 list changes
+between reports, so cumulative counts could not be turned into deltas. `bound_consumers` keeps the
+top 100 per endpoint and sums the rest as `other`.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from configdoc.reports import (
     CERTIFICATE_NAME,
     MAX_CERTIFICATE_NAMES,
     MAX_CERTIFICATES,
+    MAX_CONSUMERS_PER_ENDPOINT,
     STATUS_CLASSES,
     is_endpoint_key,
     valid_dns_name,
 )
 
 from .breaker import State
-from .metrics import Metrics
+from .metrics import OTHER_CONSUMER, Metrics
 from .runtime import Runtime
 from .tls import CertificateSet
 
@@ -119,3 +124,59 @@ def build_certificates(certificates: CertificateSet) -> list[dict[str, Any]]:
         names = [name for name in certificate.names if valid_dns_name(name)][:MAX_CERTIFICATE_NAMES]
         out.append({"name": certificate.label, "names": names, "not_after": max(0.0, certificate.not_after)})
     return out
+
+
+ConsumerCounts = dict[tuple[str, str], list[int]]
+
+
+def merge_consumer_counts(into: ConsumerCounts, more: ConsumerCounts) -> ConsumerCounts:
+    """Add `more` (e.g. the counts of a report that did not reach the control plane) into `into`."""
+    for key, counts in more.items():
+        found = into.get(key)
+        if found is None:
+            into[key] = list(counts)
+        else:
+            for index, count in enumerate(counts):
+                found[index] += count
+    return into
+
+
+def bound_consumers(counts: ConsumerCounts, limit: int = MAX_CONSUMERS_PER_ENDPOINT) -> ConsumerCounts:
+    """Per endpoint the `limit` consumers with the most requests (ties by username, so the cut is
+    stable); the others' counts summed into (endpoint, OTHER_CONSUMER). Endpoint keys that are not
+    `name:version` (nothing routed) are dropped."""
+    by_endpoint: dict[str, list[tuple[str, list[int]]]] = {}
+    for (endpoint, consumer), row in counts.items():
+        by_endpoint.setdefault(endpoint, []).append((consumer, row))
+    bounded: ConsumerCounts = {}
+    for endpoint, rows in by_endpoint.items():
+        if not is_endpoint_key(endpoint):
+            continue
+        named = [(consumer, row) for consumer, row in rows if consumer != OTHER_CONSUMER and any(row)]
+        other = [0, 0, 0, 0]
+        for consumer, row in rows:
+            if consumer == OTHER_CONSUMER:
+                other = [a + b for a, b in zip(other, row, strict=True)]
+        named.sort(key=lambda item: (-(item[1][0] + item[1][1] + item[1][2] + item[1][3]), item[0]))
+        for consumer, row in named[:limit]:
+            bounded[(endpoint, consumer)] = list(row)
+        for _consumer, row in named[limit:]:
+            other = [a + b for a, b in zip(other, row, strict=True)]
+        if any(other):
+            bounded[(endpoint, OTHER_CONSUMER)] = other
+    return bounded
+
+
+def consumers_field(bounded: ConsumerCounts, epoch: int) -> dict[str, Any]:
+    """A report's `consumers` (configdoc/reports.py) from counts bounded by `bound_consumers`."""
+    endpoints: dict[str, dict[str, Any]] = {}
+    for (endpoint, consumer), row in sorted(bounded.items()):
+        entry = endpoints.get(endpoint)
+        if entry is None:
+            entry = endpoints[endpoint] = {"top": {}, "other": dict.fromkeys(STATUS_CLASSES, 0)}
+        counts = dict(zip(STATUS_CLASSES, row, strict=True))
+        if consumer == OTHER_CONSUMER:
+            entry["other"] = counts
+        else:
+            entry["top"][consumer] = counts
+    return {"epoch": epoch, "endpoints": endpoints}

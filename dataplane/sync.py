@@ -33,7 +33,15 @@ from typing import Any
 import httpx
 
 from . import __version__
-from .report import build_breakers, build_certificates, build_counters
+from .report import (
+    ConsumerCounts,
+    bound_consumers,
+    build_breakers,
+    build_certificates,
+    build_counters,
+    consumers_field,
+    merge_consumer_counts,
+)
 from .runtime import Runtime
 from .settings import Settings
 from .snapshot import READ_FORMAT_VERSION, Snapshot, load_sync_snapshot
@@ -66,6 +74,16 @@ def _error_code(response: httpx.Response) -> str | None:
     except ValueError:
         return None
     return body.get("error") if isinstance(body, dict) else None
+
+
+def _unknown_consumers_field(response: httpx.Response) -> bool:
+    """A 400 refusing the report's `consumers` as an unknown field: a control plane older than it."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    fields = body.get("fields") if isinstance(body, dict) else None
+    return isinstance(fields, dict) and fields.get("consumers") == ["unknown field"]
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -237,6 +255,13 @@ class Sync:
         self.hostname = socket.gethostname()
         self.client: httpx.AsyncClient | None = None
         self._report_now = asyncio.Event()
+        # Traffic by consumer goes per report epoch (report.py): the epoch numbers this boot's reports,
+        # and a report that did not reach the control plane (down, 5xx) hands its counts to the next.
+        self.consumer_epoch = 0
+        self._unsent_consumers: ConsumerCounts = {}
+        # False once a control plane refused the `consumers` field as unknown (older than the field):
+        # then reports go without it, so the node's status is still stored.
+        self.send_consumers = True
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -351,9 +376,10 @@ class Sync:
 
     # --- status reports --------------------------------------------------------------------------------
 
-    def status(self, counters: dict[str, Any] | None = None) -> dict[str, Any]:
+    def status(self, counters: dict[str, Any] | None = None, consumers: dict[str, Any] | None = None) -> dict[str, Any]:
         """The status report (§4); `breakers` and `counters` are built from the runtime (report.py),
-        the counters here unless given (`report()` builds them off the event loop)."""
+        the counters here unless given (`report()` builds them off the event loop). `consumers` (the
+        traffic by consumer of this report epoch, from `report()`) only when given and not empty."""
         snapshot = self.runtime.snapshot
         if counters is None:
             self.runtime.metrics.flush()
@@ -369,6 +395,7 @@ class Sync:
             "error": self.error,
             "breakers": build_breakers(self.runtime),
             "counters": build_counters(self.runtime.metrics) if counters is None else counters,
+            **({"consumers": consumers} if consumers and consumers["endpoints"] else {}),
         }
         certificates = self.runtime.certificates
         if certificates is not None:
@@ -386,12 +413,31 @@ class Sync:
         # loop: they read runtime state the loop changes, and only non-closed ones are listed.
         self.runtime.metrics.flush()  # what this loop turn observed, before the thread reads it
         counters = await asyncio.to_thread(build_counters, self.runtime.metrics)
-        body, headers = await asyncio.to_thread(encode_report, self.status(counters))
+        taken = merge_consumer_counts(self.runtime.metrics.take_consumers(), self._unsent_consumers)
+        self._unsent_consumers = {}
+        bounded = await asyncio.to_thread(bound_consumers, taken) if taken else {}
+        consumers = None
+        if bounded and self.send_consumers:
+            self.consumer_epoch += 1
+            consumers = consumers_field(bounded, self.consumer_epoch)
+        body, headers = await asyncio.to_thread(encode_report, self.status(counters, consumers))
         try:
             response = await self.client.post(STATUS_PATH, content=body, headers=headers)
         except httpx.HTTPError as exc:
             logger.debug("status report failed: %s", exc)
+            self._unsent_consumers = bounded  # counted in the next report instead
             return False
+        if response.status_code >= 500:
+            self._unsent_consumers = bounded
+        if consumers is not None and response.status_code == 400 and _unknown_consumers_field(response):
+            logger.warning("the control plane does not take traffic by consumer (older version): reporting without it")
+            self.send_consumers = False
+            body, headers = await asyncio.to_thread(encode_report, self.status(counters))
+            try:
+                response = await self.client.post(STATUS_PATH, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                logger.debug("status report failed: %s", exc)
+                return False
         if response.status_code != 204:
             logger.warning("status report refused: HTTP %s %s", response.status_code, response.text[:300])
             return False

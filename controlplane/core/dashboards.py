@@ -27,10 +27,13 @@ from controlplane.health.charts import Series, line_chart, time_ticks
 from controlplane.health.models import HealthStatus
 from controlplane.health.selectors import UNKNOWN_REASON_LABELS, endpoint_targets_health
 from controlplane.routing.models import Endpoint
-from controlplane.stats.selectors import system_summary, traffic_series, traffic_totals
+from controlplane.stats.selectors import system_summary, top_consumers, traffic_series, traffic_totals
 
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24)}
 DEFAULT_WINDOW = "1h"
+# Consumers listed by name on an endpoint's dashboard; the rest are one "all other consumers" row, and
+# the stats API (`stats/endpoints/{key}/consumers/`) lists up to 100.
+DASHBOARD_CONSUMERS = 20
 CLOSED = "closed"
 
 
@@ -200,7 +203,7 @@ def fleet_context(request: HttpRequest, *, now: datetime | None = None) -> dict[
 
 
 def endpoint_dashboard_view(model_admin: Any, request: HttpRequest, object_id: int) -> HttpResponse:
-    """One endpoint's traffic (rate, errors, latency over `?window=1h|24h`), uptime and breakers."""
+    """One endpoint's traffic (rate, errors, latency over `?window=1h|24h`), top consumers, uptime and breakers."""
     endpoint = Endpoint.objects.filter(pk=object_id).first()
     if endpoint is None:
         raise Http404("no such endpoint")
@@ -243,6 +246,7 @@ def endpoint_dashboard_view(model_admin: Any, request: HttpRequest, object_id: i
         "upstream_latency": {name: milliseconds(value) for name, value in totals["upstream_latency_ms"].items()},
         "charts": traffic_charts(series, since=since, now=now, latency=True),
         "targets": targets,
+        "consumers": top_consumers(endpoint_key=key, since=since, limit=DASHBOARD_CONSUMERS),
         "breakers": [{"node": node, **node_breaker(node, key)} for node in live],
         "stale_nodes": DataPlaneNode.objects.filter(last_seen__lt=stale).count(),
         "breakers_url": _optional_url("admin:breakers_breakeroverride_changelist"),

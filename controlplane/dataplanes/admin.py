@@ -30,6 +30,9 @@ from .api.serializers import certificates, node_lag, open_breakers
 from .models import DataPlaneNode, DataPlaneToken
 from .selectors import NODE_STATES, NodeClock
 
+# Characters of a node's error shown in the list (the change page shows it whole).
+ERROR_SHOWN = 400
+
 
 class IssueTokenForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="e.g. the node or region: letters, digits, '.', '_' or '-'")
@@ -189,7 +192,9 @@ class DataPlaneNodeAdmin(RoleAdmin):
 
     @admin.display(description="error")
     def short_error(self, node: DataPlaneNode) -> str:
-        return node.error if len(node.error) <= 80 else node.error[:79] + "…"
+        # Long enough for a refused snapshot's reason to name what is wrong, e.g. the unset environment
+        # variable of a `{env: NAME}` secret after the path of the credential that needs it.
+        return node.error if len(node.error) <= ERROR_SHOWN else node.error[: ERROR_SHOWN - 1] + "…"
 
     @admin.display(description="TLS expiry")
     def tls_expiry(self, node: DataPlaneNode) -> str:

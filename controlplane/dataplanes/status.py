@@ -1,7 +1,8 @@
 """Strict validation of a data plane's status report (ARCHITECTURE §4). Pure: no database.
 
     {node_id, boot_id, hostname, version, revision, config_sha256, state_seq,
-     result: applied|rejected, error, breakers: {...}, counters: {...}, certificates: [...]}
+     result: applied|rejected, error, breakers: {...}, counters: {...}, certificates: [...],
+     consumers: {...} (optional)}
 
 A malformed report is refused whole (400, every problem listed by field) and nothing is stored.
 """
@@ -13,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from configdoc.reports import validate_breakers, validate_certificates, validate_counters
+from configdoc.reports import validate_breakers, validate_certificates, validate_consumers, validate_counters
 from configdoc.untrusted import JSONInputError, load_json
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -88,8 +89,10 @@ FIELDS: dict[str, Callable[[Any], str | None]] = {
     "breakers": _by_endpoint,
     "counters": _by_endpoint,
     "certificates": lambda value: None,  # shape checked below (configdoc.reports)
+    "consumers": lambda value: None,  # its shape is checked below (configdoc.reports.validate_consumers)
 }
-OPTIONAL: dict[str, Any] = {"error": None, "breakers": {}, "counters": {}, "certificates": []}
+# `consumers` absent or null: a node without traffic by consumer to report, or one older than the field.
+OPTIONAL: dict[str, Any] = {"error": None, "breakers": {}, "counters": {}, "certificates": [], "consumers": None}
 
 
 def validate_status_report(body: bytes) -> dict[str, Any]:
@@ -132,6 +135,8 @@ def validate_status_report(body: bytes) -> dict[str, Any]:
     for key, check_shape in shapes:
         if key not in problems:
             problems.update(check_shape(clean[key]))
+    if clean["consumers"] is not None:
+        problems.update(validate_consumers(clean["consumers"]))
     if problems:
         raise StatusReportError(problems)
     return clean

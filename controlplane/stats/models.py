@@ -55,6 +55,37 @@ class TrafficHour(TrafficBucket):
         indexes = [models.Index(fields=["start"], name="stats_hour_start")]
 
 
+class ConsumerTrafficMinute(models.Model):
+    """One consumer's answers on one endpoint in one minute, as the nodes' reports added them up
+    (ARCHITECTURE §11: traffic by consumer, bounded). At most CONSUMERS_PER_MINUTE named consumers per
+    endpoint and minute; the rest of that minute's traffic is the row with `consumer` "" (`other`: no
+    username is empty). Kept as long as the minute rows (24 h)."""
+
+    OTHER = ""
+
+    endpoint_key = models.CharField(max_length=140, help_text="name:version")
+    start = models.DateTimeField(help_text="start of the minute (UTC)")
+    consumer = models.CharField(max_length=64, blank=True, help_text='consumer username; "" for all others')
+    requests_2xx = models.PositiveBigIntegerField(default=0)
+    requests_3xx = models.PositiveBigIntegerField(default=0)
+    requests_4xx = models.PositiveBigIntegerField(default=0)
+    requests_5xx = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["start", "endpoint_key", "consumer"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint_key", "start", "consumer"], name="stats_consumer_minute_unique")
+        ]
+        indexes = [models.Index(fields=["start"], name="stats_consumer_minute_start")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer or 'other consumers'} on {self.endpoint_key} at {self.start:%Y-%m-%d %H:%M}"
+
+    @property
+    def requests(self) -> int:
+        return self.requests_2xx + self.requests_3xx + self.requests_4xx + self.requests_5xx
+
+
 class NodeCounterBaseline(models.Model):
     """The highest cumulative counters seen from one boot of one node: what the next report's deltas
     are taken against. Pruned with the minute rows once the boot has not reported for a day."""
@@ -63,6 +94,9 @@ class NodeCounterBaseline(models.Model):
     boot_id = models.CharField(max_length=128)
     counters = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    consumer_epoch = models.PositiveBigIntegerField(
+        default=0, help_text="the last report epoch whose traffic by consumer was added (each is added once)"
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["node_id", "boot_id"], name="stats_baseline_unique")]

@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from configdoc.reports import STATUS_CLASSES, histogram_percentile, merge_histograms
 
-from .models import TrafficHour, TrafficMinute
+from .models import ConsumerTrafficMinute, TrafficHour, TrafficMinute
 
 MINUTE_WINDOW = timedelta(hours=24)
 STEPS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
@@ -141,6 +141,44 @@ def traffic_series(*, since: datetime, endpoint_key: str | None = None, step: st
         )
         at += width
     return series
+
+
+TOP_CONSUMERS = 100
+
+
+def _by_class(row: dict[str, Any]) -> dict[str, Any]:
+    by_class = {status_class: int(row[f"requests_{status_class}"] or 0) for status_class in STATUS_CLASSES}
+    return {"requests": sum(by_class.values()), "by_class": by_class}
+
+
+def top_consumers(*, endpoint_key: str, since: datetime, limit: int = TOP_CONSUMERS) -> dict[str, Any]:
+    """One endpoint's traffic by consumer since `since` (minute rows: windows up to 24 h):
+
+    {"consumers": [{"consumer", "requests", "by_class": {"2xx", "3xx", "4xx", "5xx"}}, ...] (at most
+     `limit`, most requests first, ties by username), "other": {"requests", "by_class"}} — `other` is
+    every other consumer's traffic: the nodes' and minutes' `other` rows and the consumers past `limit`.
+    Requests no authentication plugin named a consumer for are in neither."""
+    fields = [f"requests_{status_class}" for status_class in STATUS_CLASSES]
+    grouped: QuerySet[Any] = (
+        ConsumerTrafficMinute.objects.filter(endpoint_key=endpoint_key, start__gte=truncate(since, "minute"))
+        .order_by()
+        .values("consumer")
+        .annotate(**{f"sum_{field}": Sum(field) for field in fields})  # a field's own name is taken
+    )
+    named: list[dict[str, Any]] = []
+    other = {field: 0 for field in fields}
+    for summed in grouped:
+        row = {field: int(summed[f"sum_{field}"] or 0) for field in fields}
+        if summed["consumer"] == ConsumerTrafficMinute.OTHER:
+            for field in fields:
+                other[field] += row[field]
+        else:
+            named.append({"consumer": summed["consumer"], **_by_class(row)})
+    named.sort(key=lambda entry: (-entry["requests"], entry["consumer"]))
+    for entry in named[limit:]:
+        for status_class in STATUS_CLASSES:
+            other[f"requests_{status_class}"] += entry["by_class"][status_class]
+    return {"consumers": named[:limit], "other": _by_class(other)}
 
 
 def system_summary() -> dict:

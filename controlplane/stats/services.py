@@ -13,9 +13,18 @@ Delta rules, per (node_id, boot_id) against the highest counters seen from that 
 - reports of an older boot arriving after a newer boot's are taken against that older boot's own
   baseline, so nothing is counted twice.
 
+Traffic by consumer (a report's optional `consumers`, ARCHITECTURE §11) is not cumulative: each
+report carries what its node counted since its previous report, numbered by an `epoch` that grows
+within a boot. It is added once per (node, boot, epoch): an epoch not above the baseline's
+`consumer_epoch` (a report delivered twice, or late) adds nothing. At most CONSUMERS_PER_MINUTE named
+consumers per endpoint and minute are kept; once a minute has that many, a consumer new to it is
+added to that minute's `other` row.
+
 Race safety: the baseline row and every traffic row touched are locked (SELECT … FOR UPDATE) in one
-transaction, in a fixed order (baseline, then minute rows, then hour rows, each by endpoint key), so
-two web processes ingesting at once add both deltas and cannot deadlock.
+transaction, in a fixed order (baseline, then minute rows, then hour rows, each by endpoint key,
+then the consumer rows: first each endpoint's `other` row, by endpoint key, which serializes the
+ingests adding consumers to one endpoint's minute, then its consumers' rows), so two web processes
+ingesting at once add both deltas and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -28,9 +37,9 @@ from typing import Any, TypeVar
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
-from configdoc.reports import BUCKET_COUNT, STATUS_CLASSES, merge_histograms
+from configdoc.reports import BUCKET_COUNT, MAX_CONSUMERS_PER_ENDPOINT, STATUS_CLASSES, merge_histograms
 
-from .models import NodeCounterBaseline, TrafficBucket, TrafficHour, TrafficMinute
+from .models import ConsumerTrafficMinute, NodeCounterBaseline, TrafficBucket, TrafficHour, TrafficMinute
 from .selectors import truncate
 
 # One period's rows: the functions below take either model, and their rows are of that model.
@@ -40,6 +49,8 @@ MINUTE_RETENTION = timedelta(hours=24)
 HOUR_RETENTION = timedelta(days=30)
 BASELINE_RETENTION = timedelta(hours=24)
 PRUNE_BATCH = 5000
+# Named consumers kept per endpoint and minute (ARCHITECTURE §11: the top 100, the rest as `other`).
+CONSUMERS_PER_MINUTE = MAX_CONSUMERS_PER_ENDPOINT
 
 
 def _flatten(counters: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
@@ -189,7 +200,7 @@ def _insert_missing(model: type[_Row], start: datetime, keys: list[str]) -> None
         )
 
 
-def _quoted_column(model: type[TrafficBucket], name: str) -> str:
+def _quoted_column(model: type[models.Model], name: str) -> str:
     field = model._meta.get_field(name)
     if not isinstance(field, models.Field) or not field.column:
         raise TypeError(f"{model.__name__}.{name} is not a column")
@@ -249,7 +260,91 @@ def stats_ingest(*, report: Mapping[str, Any], now: datetime | None = None) -> d
     if deltas:
         _add_to(TrafficMinute, truncate(now, "minute"), deltas)
         _add_to(TrafficHour, truncate(now, "hour"), deltas)
+    consumers = report.get("consumers")
+    if consumers and consumers["epoch"] > baseline.consumer_epoch:
+        baseline.consumer_epoch = consumers["epoch"]
+        baseline.save(update_fields=["consumer_epoch"])
+        _add_consumers(truncate(now, "minute"), consumers["endpoints"])
     return deltas
+
+
+_CLASS_FIELDS = [f"requests_{status_class}" for status_class in STATUS_CLASSES]
+
+
+def _class_list(counts: Mapping[str, int]) -> list[int]:
+    return [int(counts.get(status_class, 0)) for status_class in STATUS_CLASSES]
+
+
+def _add_consumers(start: datetime, endpoints: Mapping[str, Any]) -> None:
+    """Add a validated report's `consumers.endpoints` to the minute at `start` (see the module docstring)."""
+    keys = sorted(key for key, entry in endpoints.items() if entry["top"] or any(entry["other"].values()))
+    if not keys:
+        return
+    other = ConsumerTrafficMinute.OTHER
+    rows = ConsumerTrafficMinute.objects.filter(start=start, endpoint_key__in=keys)
+    # Each endpoint's `other` row first (inserted if missing, a concurrent insert ignored), locked in
+    # endpoint-key order: whoever holds it is the only one adding consumers to that endpoint's minute.
+    ConsumerTrafficMinute.objects.bulk_create(
+        [ConsumerTrafficMinute(endpoint_key=key, start=start, consumer=other) for key in keys],
+        ignore_conflicts=True,
+        batch_size=ROW_BATCH,
+    )
+    list(rows.filter(consumer=other).select_for_update().order_by("endpoint_key").values_list("pk", flat=True))
+    named: dict[str, set[str]] = {key: set() for key in keys}
+    for key, consumer in rows.exclude(consumer=other).values_list("endpoint_key", "consumer"):
+        named[key].add(consumer)
+    additions: dict[tuple[str, str], list[int]] = {}
+    for key in keys:
+        entry = endpoints[key]
+        spill = _class_list(entry["other"])
+        known = named[key]
+        # The biggest consumers first, so a minute that fills up keeps the top ones by name.
+        ranked = sorted(entry["top"].items(), key=lambda item: (-sum(item[1].values()), item[0]))
+        for consumer, counts in ranked:
+            row = _class_list(counts)
+            if not any(row):
+                continue  # takes no place among the minute's named consumers
+            if consumer in known or len(known) < CONSUMERS_PER_MINUTE:
+                known.add(consumer)
+                additions[(key, consumer)] = row
+            else:
+                spill = [a + b for a, b in zip(spill, row, strict=True)]
+        additions[(key, other)] = spill
+    _upsert_consumer_rows(start, additions)
+
+
+def _upsert_consumer_rows(start: datetime, additions: dict[tuple[str, str], list[int]]) -> None:
+    """Add to (or create) each (endpoint, consumer) row of the minute, in (endpoint, consumer) order. On
+    PostgreSQL one `INSERT … ON CONFLICT DO UPDATE` adding to the row (atomic per row) for any number of
+    rows; elsewhere (the embedded SQLite default: one node, few consumers) a statement or two per row."""
+    order = sorted(additions)
+    if connection.vendor != "postgresql":
+        for key, consumer in order:
+            counts = additions[(key, consumer)]
+            increments = {field: models.F(field) + count for field, count in zip(_CLASS_FIELDS, counts, strict=True)}
+            found = ConsumerTrafficMinute.objects.filter(endpoint_key=key, start=start, consumer=consumer)
+            if not found.update(**increments):
+                ConsumerTrafficMinute.objects.create(
+                    endpoint_key=key, start=start, consumer=consumer, **dict(zip(_CLASS_FIELDS, counts, strict=True))
+                )
+        return
+    model = ConsumerTrafficMinute
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ["endpoint_key", "consumer", *_CLASS_FIELDS]
+    columns = [_quoted_column(model, name) for name in names]
+    start_column = _quoted_column(model, "start")
+    counts_set = ", ".join(f"{column} = {table}.{column} + EXCLUDED.{column}" for column in columns[2:])
+    params: list[Any] = [start, [key for key, _ in order], [consumer for _, consumer in order]]
+    for index in range(len(_CLASS_FIELDS)):
+        params.append([additions[pair][index] for pair in order])
+    with connection.cursor() as cursor:
+        cursor.execute(  # identifiers from the model's meta, quoted; every value is a parameter
+            f"INSERT INTO {table} ({start_column}, {', '.join(columns)}) "  # noqa: S608
+            f"SELECT %s::timestamptz, v.* FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], "
+            f"%s::bigint[], %s::bigint[]) AS v "
+            f"ON CONFLICT ({columns[0]}, {start_column}, {columns[1]}) DO UPDATE SET {counts_set}",
+            params,
+        )
 
 
 def _delete_before(queryset_model: Any, field: str, cutoff: datetime) -> int:
@@ -263,10 +358,12 @@ def _delete_before(queryset_model: Any, field: str, cutoff: datetime) -> int:
 
 
 def stats_prune(*, now: datetime | None = None) -> dict[str, int]:
-    """Delete minute rows older than 24 h, hour rows older than 30 days and baselines of boots silent for a day."""
+    """Delete minute rows (by endpoint and by consumer) older than 24 h, hour rows older than 30 days and
+    baselines of boots silent for a day."""
     now = now or timezone.now()
     return {
         "minutes": _delete_before(TrafficMinute, "start", now - MINUTE_RETENTION),
+        "consumer_minutes": _delete_before(ConsumerTrafficMinute, "start", now - MINUTE_RETENTION),
         "hours": _delete_before(TrafficHour, "start", now - HOUR_RETENTION),
         "baselines": _delete_before(NodeCounterBaseline, "updated_at", now - BASELINE_RETENTION),
     }

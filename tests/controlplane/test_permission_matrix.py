@@ -156,14 +156,16 @@ STATS_ROUTES = (
     ("GET", "stats/endpoints/users:v1/"),
     ("GET", "stats/summary/"),
     ("DELETE", "stats/summary/"),
+    ("GET", "stats/endpoints/users:v1/consumers/"),
+    ("POST", "stats/endpoints/users:v1/consumers/"),
 )
-#            role          GET stats/  POST stats/  GET endpoint  GET summary  DELETE summary
-STATS_EXPECTED: dict[str, tuple[int, int, int, int, int]] = {
-    "admin":     (200,        405,         200,          200,         405),
-    "operator":  (200,        405,         200,          200,         405),
-    "readonly":  (200,        403,         200,          200,         403),
-    "dataplane": (403,        403,         403,          403,         403),
-    "anonymous": (401,        401,         401,          401,         401),
+#            role          GET stats/  POST stats/  GET endpoint  GET summary  DELETE summary  GET consumers  POST …
+STATS_EXPECTED: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "admin":     (200,        405,         200,          200,         405,            200,           405),
+    "operator":  (200,        405,         200,          200,         405,            200,           405),
+    "readonly":  (200,        403,         200,          200,         403,            200,           403),
+    "dataplane": (403,        403,         403,          403,         403,            403,           403),
+    "anonymous": (401,        401,         401,          401,         401,            401,           401),
 }  # fmt: skip
 
 
@@ -176,7 +178,8 @@ def test_each_role_gets_exactly_its_answer_on_the_stats_routes(
     method, path = STATS_ROUTES[route_index]
     response = answer(role, make_user, method, path, STATS_EXPECTED[role][route_index])
     if response.status_code == 200:
-        assert "status" in response.json() if path == "stats/summary/" else "totals" in response.json()
+        wanted = {"stats/summary/": "status", "stats/endpoints/users:v1/consumers/": "consumers"}.get(path, "totals")
+        assert wanted in response.json()
 
 
 # --- operator tools: `routes/resolve/` is config:read and answers only GET ------------------------------
