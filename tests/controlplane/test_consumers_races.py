@@ -38,7 +38,8 @@ def test_two_concurrent_creates_claiming_one_basic_username_make_one_holder(clie
             {"username": f"a{n}", "basic_auth": [{"username": f"shared{n}", "password": "pw-123456"}]},
             {"username": f"b{n}", "basic_auth": [{"username": f"shared{n}", "password": "pw-654321"}]},
         ]
-        answers = race(*((client, "post", f"{API}/consumers/", body) for client, body in zip(clients, bodies)))
+        requests = [(client, "post", f"{API}/consumers/", body) for client, body in zip(clients, bodies, strict=True)]
+        answers = race(*requests)
         statuses = sorted(a.status for a in answers)
         assert statuses == [201, 400], answers
         loser = next(a for a in answers if a.status == 400)
