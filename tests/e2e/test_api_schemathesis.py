@@ -21,6 +21,7 @@ import httpx
 import pytest
 from django.db import connection
 
+from controlplane.consumers.services import consumer_create, consumer_key_create
 from controlplane.core.actors import Actor
 from controlplane.dataplanes.services import dataplane_token_issue
 from controlplane.routing.services import endpoint_create
@@ -65,6 +66,11 @@ CONFIG = """
 include-method = "GET"
 include-path-regex = '^/api/v1/(endpoints|breakers|stats/endpoints)/[{]key[}]/$'
 parameters = { "path.key" = "users:v1" }
+
+[[operations]]
+include-method = "GET"
+include-path-regex = '^/api/v1/consumers/[{]username[}]/(keys/)?$'
+parameters = { "path.username" = "mobile-app" }
 
 [[operations]]
 include-path = "/api/v1/dataplanes/{node_id}/"
@@ -115,6 +121,11 @@ def failures(report: Path) -> dict[str, tuple[set[str], str]]:
 def test_every_answer_of_the_live_api_is_the_one_its_openapi_schema_documents(tmp_path: Path) -> None:
     make_person("alice", "admin")
     endpoint_create(data=endpoint_body("users"), actor=Actor.command("test"))
+    consumer = consumer_create(
+        data={"username": "mobile-app", "basic_auth": [{"username": "mob", "password": "pw-mobile-1"}]},
+        actor=Actor.command("test"),
+    )
+    consumer_key_create(consumer=consumer, label="2026-q4", actor=Actor.command("test"))
     _, secret = dataplane_token_issue(name="edge", actor=Actor.command("test"))
     report = tmp_path / "junit.xml"
     with control_plane(tmp_path) as (base, log):
