@@ -206,6 +206,19 @@ def anonymous_references(username: str) -> list[str]:
     return found
 
 
+def check_anonymous(plugins: Mapping[str, Any] | None, where: str) -> None:
+    """Refuse plugins whose `anonymous` names no consumer: the document would name a consumer it does not
+    hold, and every data plane would refuse it (configdoc.validate_document). Run under the config lock,
+    so a consumer cannot be deleted between this check and the write."""
+    problems = []
+    for name in ANONYMOUS_PLUGINS:
+        anonymous = ((plugins or {}).get(name) or {}).get("anonymous")
+        if anonymous is not None and not Consumer.objects.filter(username=anonymous).exists():
+            problems.append(Problem(f"{where}.{name}.anonymous", f"names no consumer: {anonymous!r} does not exist"))
+    if problems:
+        raise ConfigValidationError(problems)
+
+
 def _save(consumer: Consumer, document: dict[str, Any], changes: ChangeSet, before: dict[str, Any] | None) -> None:
     apply(consumer, document)
     try:

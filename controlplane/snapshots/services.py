@@ -324,6 +324,7 @@ def plugins_update(
         wanted = normalize_plugins(merged, "plugins", problems)
         if problems or wanted is None:
             raise ConfigValidationError(problems)
+        consumer_services.check_anonymous(wanted, "plugins")
         _apply_plugins(wanted, changes)
     return wanted
 

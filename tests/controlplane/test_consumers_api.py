@@ -419,3 +419,17 @@ def test_a_key_basic_auth_round_trip_uses_the_hash_configdoc_checks(operator_cli
     _, iterations, salt, digest = password_hash.split("$")
     assert int(iterations) >= 100_000 and len(base64.b64decode(digest)) == 32 and salt
     assert password_matches("pässwörd-ünïcode", password_hash)
+
+
+def test_an_anonymous_that_names_no_consumer_is_refused_so_no_node_is_offered_it(operator_client: APIClient) -> None:
+    body = endpoint_body(plugins={"key_auth": {"anonymous": "ghost"}})
+    response = operator_client.post(f"{API}/endpoints/", body, format="json")
+    assert "plugins.key_auth.anonymous" in fields(response)
+    response = operator_client.put(f"{API}/plugins/", {"basic_auth": {"anonymous": "ghost"}}, format="json")
+    assert "plugins.basic_auth.anonymous" in fields(response)
+    create(operator_client, username="ghost")
+    assert operator_client.post(f"{API}/endpoints/", body, format="json").status_code == 201
+    assert (
+        operator_client.put(f"{API}/plugins/", {"basic_auth": {"anonymous": "ghost"}}, format="json").status_code == 200
+    )
+    assert operator_client.delete(f"{API}/consumers/ghost/").status_code == 409
