@@ -254,7 +254,8 @@ def consumer_update(
     if_match: str | None = None,
 ) -> Consumer:
     """Replace (PUT) or merge into (PATCH, top-level keys) a consumer. `key_auth` is kept (keys change
-    through consumer_key_*); `basic_auth` and `jwt` given replace the set (a basic-auth credential given
+    through consumer_key_*); a PUT names the consumer (`username`, as it is); `basic_auth` and `jwt`
+    given replace the set (a basic-auth credential given
     by username alone keeps its password). The username cannot change: it is what the document's
     `anonymous` settings and the upstreams' X-Consumer-Username name."""
     if not isinstance(data, Mapping):
@@ -264,7 +265,8 @@ def consumer_update(
         check_if_match(consumer.canonical, if_match)
         before = consumer.document
         merged = {**public_input(before), **data} if partial else dict(data)
-        merged.setdefault("username", consumer.username)
+        if "username" not in merged:  # a PUT is the whole object, named like a POST
+            raise ConfigValidationError([Problem("username", "is required")])
         if merged["username"] != consumer.username:
             raise ConfigValidationError(
                 [Problem("username", "cannot change: create a consumer with the new username instead")]

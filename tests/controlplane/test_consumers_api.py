@@ -80,7 +80,8 @@ def test_get_list_put_patch_and_delete_by_username(operator_client: APIClient) -
     assert operator_client.get(f"{API}/consumers/a.b@c_d-1/").json()["username"] == "a.b@c_d-1"
     listed = operator_client.get(f"{API}/consumers/").json()
     assert [c["username"] for c in listed["results"]] == ["a.b@c_d-1"]
-    put = operator_client.put(f"{API}/consumers/a.b@c_d-1/", {"groups": ["x"]}, format="json")
+    assert "username" in fields(operator_client.put(f"{API}/consumers/a.b@c_d-1/", {"groups": ["x"]}, format="json"))
+    put = operator_client.put(f"{API}/consumers/a.b@c_d-1/", {"username": "a.b@c_d-1", "groups": ["x"]}, format="json")
     assert put.status_code == 200, put.content
     assert put.json()["groups"] == ["x"]
     patch = operator_client.patch(f"{API}/consumers/a.b@c_d-1/", {"custom_id": "c-1"}, format="json")
@@ -175,6 +176,7 @@ def test_a_label_used_twice_is_a_conflict_and_a_bad_label_names_the_field(operat
     assert response.status_code == 409
     assert "label" in fields(operator_client.post(f"{API}/consumers/mobile-app/keys/", {"label": "a b"}, format="json"))
     assert "label" in fields(operator_client.post(f"{API}/consumers/mobile-app/keys/", {"label": 7}, format="json"))
+    assert "label" in fields(operator_client.post(f"{API}/consumers/mobile-app/keys/", {"label": None}, format="json"))
     assert "key" in fields(operator_client.post(f"{API}/consumers/mobile-app/keys/", {"key": "mine"}, format="json"))
 
 
@@ -193,7 +195,7 @@ def test_keys_in_a_consumer_body_are_read_only(operator_client: APIClient) -> No
     body = create(operator_client, key_auth=[fake])
     assert body["key_auth"] == []
     issue(operator_client, label="real")
-    operator_client.put(f"{API}/consumers/mobile-app/", {"key_auth": []}, format="json")
+    operator_client.put(f"{API}/consumers/mobile-app/", {"username": "mobile-app", "key_auth": []}, format="json")
     assert [c["label"] for c in Consumer.objects.get().document["key_auth"]] == ["real"]
 
 

@@ -93,6 +93,8 @@ class KeyCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
         unknown = sorted(set(data) - {"label"})
         if unknown:
             raise serializers.ValidationError({key: ["unknown key (expected label)"] for key in unknown})
+        if "label" in data and not isinstance(data["label"], str):
+            raise serializers.ValidationError({"label": ["must be a string (or left out for key-<date>)"]})
         return dict(data)
 
 
