@@ -58,9 +58,10 @@ def _password_hash(password: str) -> str:
     )
 
 
-def _hash_passwords(data: dict[str, Any], current: Mapping[str, Any] | None) -> None:
+def _hash_passwords(data: dict[str, Any], current: Mapping[str, Any] | None, *, complete: bool = True) -> None:
     """Basic-auth credentials given with a clear `password` get its hash; one given by username alone
-    keeps the hash it has (so a representation, which never shows hashes, can be written back)."""
+    keeps the hash it has (so a representation, which never shows hashes, can be written back). With
+    `complete=False` the latter are left for a later call (see `_hashed_early`)."""
     credentials = data.get("basic_auth")
     if not isinstance(credentials, list):
         return
@@ -87,7 +88,7 @@ def _hash_passwords(data: dict[str, Any], current: Mapping[str, Any] | None) -> 
                     credential["password_hash"] = _password_hash(password)
                 except UnicodeEncodeError:
                     problems.append(Problem(f"{where}.password", "must be valid Unicode text"))
-        elif "password_hash" not in credential:
+        elif "password_hash" not in credential and complete:
             username = credential.get("username")
             if isinstance(username, str) and username in known:
                 credential["password_hash"] = known[username]
@@ -97,6 +98,16 @@ def _hash_passwords(data: dict[str, Any], current: Mapping[str, Any] | None) -> 
     if problems:
         raise ConfigValidationError(problems)
     data["basic_auth"] = hashed
+
+
+def _hashed_early(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`data` with its clear passwords hashed, before the write takes the config lock: PBKDF2 costs up to
+    a second, and every config write waits while the lock is held."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("basic_auth"), list):
+        return data
+    early = dict(data)
+    _hash_passwords(early, None, complete=False)
+    return early
 
 
 def _prepare(data: Mapping[str, Any], current: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -234,7 +245,7 @@ def _save(consumer: Consumer, document: dict[str, Any], changes: ChangeSet, befo
 
 
 def consumer_create(*, data: Mapping[str, Any], actor: Actor, request_id: str = "") -> Consumer:
-    document = _prepare(data, None)
+    document = _prepare(_hashed_early(data), None)
     username = document["username"]
     with config_write(actor=actor, summary=f"create consumer {username}", request_id=request_id) as changes:
         if Consumer.objects.filter(username=username).exists():
@@ -260,6 +271,7 @@ def consumer_update(
     `anonymous` settings and the upstreams' X-Consumer-Username name."""
     if not isinstance(data, Mapping):
         raise ConfigValidationError([Problem("", "a consumer must be a mapping")])
+    data = _hashed_early(data)
     with config_write(actor=actor, summary=f"update consumer {consumer.username}", request_id=request_id) as changes:
         consumer = _locked(consumer)
         check_if_match(consumer.canonical, if_match)

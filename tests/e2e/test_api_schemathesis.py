@@ -51,6 +51,8 @@ def control_plane(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         # The node reported before the run is stale within a second, so `revisions/{n}/wait/` answers
         # no_live_nodes at once instead of waiting out its timeout for revisions the run creates.
         GATEWAY_NODE_STALE_SECONDS="1",
+        # The run uses one access token throughout: it must outlive the run (the default is 300 s).
+        JWT_ACCESS_TOKEN_SECONDS="1800",
     )
     argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--http", "httptools"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", "--no-access-log"]
