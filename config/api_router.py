@@ -6,6 +6,7 @@ from rest_framework_simplejwt.views import TokenBlacklistView, TokenRefreshView,
 
 from controlplane.accounts.api.views import PasswordChangeApi, RoleViewSet, TokenObtainApi, UserViewSet
 from controlplane.breakers.api.views import BreakerPolicyViewSet, BreakerViewSet
+from controlplane.consumers.api.views import ConsumerViewSet
 from controlplane.core.api.history import AuditEventViewSet, ConfigRevisionViewSet
 from controlplane.dataplanes.api.views import DataPlaneNodeViewSet
 from controlplane.health.api.views import EndpointCheckApi, TargetHealthViewSet
@@ -20,6 +21,8 @@ router = DefaultRouter()
 # --- config -------------------------------------------------------------------------------------
 router.register("endpoints", EndpointViewSet, basename="endpoint")
 router.register("breaker-policies", BreakerPolicyViewSet, basename="breaker-policy")
+# consumers/{username}/keys/ (POST: a key, shown once) and keys/{label}/ (DELETE) are actions of the ViewSet.
+router.register("consumers", ConsumerViewSet, basename="consumer")
 
 # --- accounts -----------------------------------------------------------------------------------
 router.register("users", UserViewSet, basename="user")

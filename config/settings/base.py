@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "controlplane.accounts",
     "controlplane.breakers",
     "controlplane.routing",
+    "controlplane.consumers",
     "controlplane.dataplanes",
     "controlplane.snapshots",
     "controlplane.health",
@@ -292,6 +293,10 @@ SPECTACULAR_SETTINGS = {
 GATEWAY_ALLOW_LINK_LOCAL_TARGETS = env_bool("GATEWAY_ALLOW_LINK_LOCAL_TARGETS", False)
 # A full copy of the document is stored every this many revisions; the others store only changes.
 GATEWAY_REVISION_CHECKPOINT_EVERY = env_int("GATEWAY_REVISION_CHECKPOINT_EVERY", 50)
+# GATEWAY_BASIC_AUTH_ITERATIONS: PBKDF2 rounds of the basic-auth password hashes the control plane makes from
+# a password given in clear (docs/consumers.md); Django's own count by default. Each data plane pays them
+# once per credential per minute (§11); configdoc accepts 100,000 to 5,000,000.
+GATEWAY_BASIC_AUTH_ITERATIONS = env_int("GATEWAY_BASIC_AUTH_ITERATIONS", 1_000_000)
 # A data-plane node that has not reported for this long is "stale" (not counted as live, and the system
 # is degraded); after GATEWAY_NODE_GONE_SECONDS it is "gone": still listed, but no longer counted as
 # degradation (a node stopped on purpose must not keep the fleet degraded until the purge; operators can

@@ -15,6 +15,8 @@ from .base import SIMPLE_JWT  # noqa: E402
 SECRET_KEY = "test-secret-key-not-for-production-0123456789-abcdefghijklmnop"
 SIMPLE_JWT["SIGNING_KEY"] = "test-jwt-signing-key-not-for-production-0123456789"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The fewest rounds configdoc accepts: consumers' basic-auth hashes made by the tests stay cheap.
+GATEWAY_BASIC_AUTH_ITERATIONS = 100_000
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
 
 # Static files straight from the apps (no collectstatic before a test run).

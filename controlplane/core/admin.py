@@ -18,6 +18,7 @@ from controlplane.core.actors import Actor
 from controlplane.core.admin_site import RoleAdmin, describe
 from controlplane.core.errors import GatewayError
 from controlplane.core.middleware import request_id_of
+from controlplane.core.revisions import shown_changes
 
 from .models import AuditEvent, ConfigRevision
 
@@ -113,7 +114,7 @@ class ConfigRevisionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="changes")
     def changes_json(self, revision: ConfigRevision) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(revision.changes, indent=2, sort_keys=True))
+        return format_html("<pre>{}</pre>", json.dumps(shown_changes(revision.changes), indent=2, sort_keys=True))
 
 
 @admin.register(AuditEvent)

@@ -37,6 +37,8 @@ ENDPOINT = "endpoint"
 BREAKER_POLICY = "breaker_policy"
 # The document's own health_check defaults (one object, key "health_check"; snapshots.DocumentDefaults).
 HEALTH_CHECK = "health_check"
+# A consumer (§11), key = its username. Its audit events show it without hashes (consumers.redaction).
+CONSUMER = "consumer"
 # The document's own (global) plugins (one object, key "plugins"; snapshots.DocumentDefaults), §11.
 # Recorded with `{}` rather than None for "none", so its audit events are always `plugins.update`.
 PLUGINS = "plugins"
@@ -124,14 +126,32 @@ def _commit(counter: RevisionCounter, changeset: ChangeSet) -> ConfigRevision | 
             action=f"{c.kind}.{c.action}",
             object_type=c.kind,
             object_key=c.key,
-            before=c.before,
-            after=c.after,
+            before=audit_view(c.kind, c.before),
+            after=audit_view(c.kind, c.after),
             request_id=changeset.request_id,
             revision_number=number,
         )
         for c in changes
     )
     return revision
+
+
+def audit_view(kind: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the audit log (and any other view of a change people read) shows of an object: a consumer
+    without its key and password hashes (§11: credential material never enters the audit log)."""
+    if kind != CONSUMER or value is None:
+        return value
+    from controlplane.consumers.redaction import public_consumer
+
+    return public_consumer(value)
+
+
+def shown_changes(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A revision's recorded changes as people may read them (the API, the admin): objects as
+    `audit_view` shows them. The recorded ones keep the hashes: they rebuild the document."""
+    return [
+        {**c, "before": audit_view(c["kind"], c["before"]), "after": audit_view(c["kind"], c["after"])} for c in changes
+    ]
 
 
 # --- the live document ---------------------------------------------------------------------------------
@@ -172,16 +192,20 @@ class LiveDocument:
         endpoints: dict[EndpointKey, str],
         health: str | None,
         plugins: str | None = None,
+        consumers: str | None = None,
         order: list[EndpointKey] | None = None,
     ) -> LiveDocument:
         order = sorted(endpoints) if order is None else order
         joined = ",".join([endpoints[key] for key in order])
         # configdoc.required_format_version, read off the fragments: 2 when the document's plugins are
         # set or an endpoint uses a format-2 key, else 1 (one scan of the text, no parsing).
-        uses_format_2 = bool(plugins) or any(marker in joined for marker in _FORMAT_2_ENDPOINT_MARKERS)
+        uses_format_2 = (
+            bool(plugins) or bool(consumers) or any(marker in joined for marker in _FORMAT_2_ENDPOINT_MARKERS)
+        )
         parts = [
             b'{"breaker_policies":[',
             ",".join(text for _, text in sorted(policies)).encode("utf-8"),
+            b'],"consumers":[' + consumers.encode("utf-8") if consumers else b"",
             b'],"endpoints":[',
             joined.encode("utf-8"),
             b'],"format_version":2' if uses_format_2 else b'],"format_version":1',
@@ -196,15 +220,34 @@ class LiveDocument:
 _last: LiveDocument | None = None
 
 
-def _small_rows() -> tuple[list[tuple[str, str]], str | None, str | None]:
-    """Every breaker policy's (name, canonical), the health defaults' and the global plugins' canonical text."""
+@dataclass(frozen=True)
+class _SmallRows:
+    policies: list[tuple[str, str]]
+    health: str | None
+    plugins: str | None
+    consumers: str | None
+
+    def parts(self) -> dict[str, Any]:
+        return {"policies": self.policies, "health": self.health, "plugins": self.plugins, "consumers": self.consumers}
+
+
+def _small_rows() -> _SmallRows:
+    """Every breaker policy's (name, canonical), the health defaults' and the global plugins' canonical
+    text, and the consumers' canonical texts joined in username order.
+
+    Consumers are read whole on every write: each is a short row, and there are far fewer of them than
+    requests; a fleet with very many consumers would want them patched like endpoints are."""
     from controlplane.breakers.models import BreakerPolicy
+    from controlplane.consumers.models import Consumer
     from controlplane.snapshots.models import DocumentDefaults
 
     policies = list(BreakerPolicy.objects.values_list("name", "canonical"))
     row = DocumentDefaults.objects.filter(pk=1).values_list("canonical", "plugins_canonical").first()
     health, plugins = row if row is not None else (None, None)
-    return policies, health, plugins
+    # Ordered by the text's own username sort (Python's), not the database collation's.
+    rows = sorted(Consumer.objects.order_by().values_list("username", "canonical"))
+    consumers = ",".join(text for _, text in rows) or None
+    return _SmallRows(policies, health, plugins, consumers)
 
 
 def _read_document() -> LiveDocument:
@@ -212,11 +255,9 @@ def _read_document() -> LiveDocument:
     global _last
     from controlplane.routing.models import Endpoint
 
-    policies, health, plugins = _small_rows()
+    small = _small_rows()
     rows = Endpoint.objects.order_by().values_list("name", "version", "canonical")  # sorted here, not twice
-    _last = LiveDocument.build(
-        policies=policies, endpoints={(n, v): text for n, v, text in rows}, health=health, plugins=plugins
-    )
+    _last = LiveDocument.build(endpoints={(n, v): text for n, v, text in rows}, **small.parts())
     return _last
 
 
@@ -251,8 +292,7 @@ def _document_after(previous: int, changes: list[Change]) -> LiveDocument:
         elif key in endpoints:  # deleted, or renamed away
             del endpoints[key]
             del order[bisect_left(order, key)]
-    policies, health, plugins = _small_rows()
-    _last = LiveDocument.build(policies=policies, endpoints=endpoints, health=health, plugins=plugins, order=order)
+    _last = LiveDocument.build(endpoints=endpoints, order=order, **_small_rows().parts())
     return _last
 
 
@@ -298,6 +338,8 @@ def revision_document_bytes(number: int) -> bytes:
         objects[(BREAKER_POLICY, policy["name"])] = policy
     for endpoint in document.get("endpoints", []):
         objects[(ENDPOINT, endpoint_key(endpoint["name"], endpoint["version"]))] = endpoint
+    for consumer in document.get("consumers", []):
+        objects[(CONSUMER, consumer["username"])] = consumer
     health = document.get("health_check")
     plugins = document.get("plugins")
     later = ConfigRevision.objects.filter(number__gt=base.number, number__lte=number).order_by("number")
@@ -317,6 +359,7 @@ def revision_document_bytes(number: int) -> bytes:
             endpoints=[obj for (kind, _), obj in objects.items() if kind == ENDPOINT],
             health_check=health,
             plugins=plugins,
+            consumers=[obj for (kind, _), obj in objects.items() if kind == CONSUMER],
         )
     )
     if sha256(rebuilt).hexdigest() != revision.config_sha256:

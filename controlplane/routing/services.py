@@ -23,6 +23,7 @@ from configdoc import (
     version_sort_key,
 )
 from controlplane.breakers.models import BreakerPolicy
+from controlplane.consumers.services import check_anonymous
 from controlplane.core.actors import Actor
 from controlplane.core.errors import ConfigValidationError, ConflictError, NotFoundError
 from controlplane.core.revisions import ENDPOINT, ChangeSet, check_if_match, config_write
@@ -164,6 +165,7 @@ def endpoint_create(*, data: Mapping[str, Any], actor: Actor, request_id: str = 
         if Endpoint.objects.filter(name=document["name"], version=document["version"]).exists():
             raise ConflictError(f"endpoint {key} already exists")
         policy = _policy_for(document)
+        check_anonymous(document.get("plugins"), "plugins")
         siblings = list(Endpoint.objects.select_for_update().filter(name=document["name"]))
         becomes_default = data.get("default") is True or not any(s.is_default for s in siblings)
         moved = _clear_default(siblings, changes) if becomes_default else []
@@ -228,6 +230,7 @@ def endpoint_update(
             affected += _clear_default(new_siblings, changes)
         document["default"] = becomes_default
         policy = _policy_for(document)
+        check_anonymous(document.get("plugins"), "plugins")
         _apply(endpoint, document, policy)
         endpoint.save()
         if name_changed and was_default:

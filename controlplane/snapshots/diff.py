@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from configdoc import endpoint_key
-from controlplane.core.revisions import BREAKER_POLICY, ENDPOINT, HEALTH_CHECK, PLUGINS
+from controlplane.core.revisions import BREAKER_POLICY, CONSUMER, ENDPOINT, HEALTH_CHECK, PLUGINS, audit_view
 
 ObjectKey = tuple[str, str]
 
@@ -86,6 +86,21 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def shown_changes(kind: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[FieldChange]:
+    """`field_changes` as people may read them: a consumer's key and password hashes are never shown
+    (§11); a credential whose hash alone changed is shown as changed, without either hash."""
+    if kind != CONSUMER:
+        return field_changes(before, after)
+    changes = field_changes(audit_view(kind, before), audit_view(kind, after))
+    hidden = [
+        name
+        for name in ("key_auth", "basic_auth")
+        if (before or {}).get(name) != (after or {}).get(name) and not any(c.path == name for c in changes)
+    ]
+    changes += [FieldChange(name, "(hash)", "(another hash)") for name in hidden if before and after]
+    return sorted(changes, key=lambda c: c.path)
+
+
 def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[FieldChange]:
     old, new = flatten(before or {}), flatten(after or {})
     changes = []
@@ -104,7 +119,7 @@ def diff_objects(
     for kind_key in sorted(before.keys() | after.keys()):
         old, new = before.get(kind_key), after.get(kind_key)
         if old != new:
-            out.append(ObjectChange(kind_key[0], kind_key[1], old, new, field_changes(old, new)))
+            out.append(ObjectChange(kind_key[0], kind_key[1], old, new, shown_changes(kind_key[0], old, new)))
     return out
 
 
@@ -115,6 +130,8 @@ def document_objects(document: Mapping[str, Any]) -> dict[ObjectKey, dict[str, A
         objects[(BREAKER_POLICY, policy["name"])] = policy
     for endpoint in document.get("endpoints", []):
         objects[(ENDPOINT, endpoint_key(endpoint["name"], endpoint["version"]))] = endpoint
+    for consumer in document.get("consumers", []):
+        objects[(CONSUMER, consumer["username"])] = consumer
     if document.get("health_check"):
         objects[(HEALTH_CHECK, HEALTH_CHECK)] = document["health_check"]
     if document.get("plugins"):

@@ -24,11 +24,14 @@ from configdoc import LATEST_FORMAT_VERSION, Problem, canonical_json, endpoint_k
 from configdoc.plugins import normalize_plugins
 from controlplane.breakers import services as breaker_services
 from controlplane.breakers.models import BreakerPolicy
+from controlplane.consumers import services as consumer_services
+from controlplane.consumers.models import Consumer
 from controlplane.core.actors import Actor
 from controlplane.core.errors import ConfigValidationError
 from controlplane.core.models import AuditEvent
 from controlplane.core.revisions import (
     BREAKER_POLICY,
+    CONSUMER,
     ENDPOINT,
     HEALTH_CHECK,
     PLUGINS,
@@ -41,7 +44,7 @@ from controlplane.core.revisions import (
 from controlplane.routing import services as routing_services
 from controlplane.routing.models import Endpoint, Target
 
-from .diff import ObjectChange, diff_objects, document_objects, field_changes
+from .diff import ObjectChange, diff_objects, document_objects, shown_changes
 from .models import DocumentDefaults
 
 DEFAULT_POLICY = "default"
@@ -134,7 +137,7 @@ def config_import(
         with config_write(actor=actor, summary=summary, request_id=request_id) as changes:
             _apply_document(wanted, changes, prune=prune, progress=progress)
             plan.changes = [
-                ObjectChange(c.kind, c.key, c.before, c.after, field_changes(c.before, c.after))
+                ObjectChange(c.kind, c.key, c.before, c.after, shown_changes(c.kind, c.before, c.after))
                 for c in changes.changes
             ]
             if dry_run:
@@ -220,12 +223,42 @@ def _apply_document(wanted: dict[str, Any], changes: ChangeSet, *, prune: bool, 
     if touched:
         routing_services._sync_route_keys(touched.values())
 
-    # 5. Policies nothing names any more (their endpoints are gone or moved by now).
+    # 5. Consumers, their identities claimed all at once (a key hash may move between two of them).
+    _apply_consumers({c["username"]: c for c in wanted.get("consumers") or []}, changes, prune=prune)
+
+    # 6. Policies nothing names any more (their endpoints are gone or moved by now).
     if prune:
         for name, policy in existing_policies.items():
             if name not in policies and name != DEFAULT_POLICY:
                 changes.record(BREAKER_POLICY, name, before=policy.document, after=None)
                 policy.delete()
+
+
+def _apply_consumers(wanted: dict[str, dict[str, Any]], changes: ChangeSet, *, prune: bool) -> None:
+    """The document's consumers (canonical, hashes and env references only), matched by username.
+
+    The whole document was validated, so every key hash, issuer and basic-auth username is unique
+    within it; `claim_identities` refuses one still held by a consumer the import leaves alone."""
+    existing = {c.username: c for c in Consumer.objects.select_for_update()}
+    if prune:
+        for username, consumer in list(existing.items()):
+            if username not in wanted:
+                changes.record(CONSUMER, username, before=consumer.document, after=None)
+                consumer.delete()
+                del existing[username]
+    touched: list[Consumer] = []
+    for username, spec in wanted.items():
+        found = existing.get(username)
+        if found is not None and found.document == spec:
+            continue
+        before = found.document if found is not None else None
+        row = found or Consumer()
+        consumer_services.apply(row, dict(spec))
+        row.save()
+        touched.append(row)
+        changes.record(CONSUMER, username, before=before, after=spec)
+    if touched:
+        consumer_services.claim_identities(touched)
 
 
 def _apply_health_check(wanted: dict[str, Any] | None, changes: ChangeSet) -> None:
@@ -291,6 +324,7 @@ def plugins_update(
         wanted = normalize_plugins(merged, "plugins", problems)
         if problems or wanted is None:
             raise ConfigValidationError(problems)
+        consumer_services.check_anonymous(wanted, "plugins")
         _apply_plugins(wanted, changes)
     return wanted
 

@@ -33,6 +33,7 @@ from controlplane.snapshots.services import plugins_update
 from tests.conftest import endpoint_body
 from tests.controlplane.admin_forms import form_data_from
 from tests.controlplane.test_breaker_overrides import report
+from tests.controlplane.test_consumers_admin import rich as rich_consumer
 
 pytestmark = pytest.mark.django_db
 SYSTEM = Actor.system("test")
@@ -177,6 +178,12 @@ def user_state(user: Any) -> Any:
     return user_view(user), user.password
 
 
+def consumer_state(consumer: Any) -> Any:
+    from controlplane.consumers.models import Consumer
+
+    return Consumer.objects.get(pk=consumer.pk).document
+
+
 @dataclass(frozen=True)
 class Editable:
     path: str  # the model's admin path
@@ -196,6 +203,7 @@ EDITABLE = {
     "global plugins, none set yet": Editable("snapshots/globalplugins", no_global_plugins, global_plugins_state),
     "breaker policy with everything set": Editable("breakers/breakerpolicy", _strict_policy, policy_state),
     "the default breaker policy": Editable("breakers/breakerpolicy", default_policy, policy_state),
+    "consumer with every credential kind": Editable("consumers/consumer", rich_consumer, consumer_state),
     "user with roles": Editable("auth/user", operator_user, user_state),
     "inactive user without roles": Editable("auth/user", inactive_user, user_state),
 }

@@ -24,6 +24,7 @@ from configdoc import Problem
 from controlplane.accounts.roles import AUDIT_READ
 from controlplane.core.api.views import service_context
 from controlplane.core.errors import ConfigValidationError
+from controlplane.core.revisions import shown_changes
 
 from ..models import AuditEvent, ConfigRevision
 
@@ -64,7 +65,7 @@ class ConfigRevisionSerializer(serializers.ModelSerializer):  # type: ignore[typ
 
 class ConfigRevisionDetailSerializer(ConfigRevisionSerializer):
     def get_changes(self, revision: ConfigRevision) -> list[dict[str, Any]]:
-        return [{**c, "action": _action(c["before"], c["after"])} for c in revision.changes]
+        return [{**c, "action": _action(c["before"], c["after"])} for c in shown_changes(revision.changes)]
 
 
 def _action(before: Any, after: Any) -> str:

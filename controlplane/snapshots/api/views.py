@@ -17,6 +17,8 @@ from rest_framework.views import APIView
 
 from configdoc import LATEST_FORMAT_VERSION, Problem, config_sha256, load_document
 from configdoc.yamlio import MAX_DOCUMENT_BYTES
+from controlplane.accounts.roles import CONFIG_WRITE, has_gateway_perm
+from controlplane.consumers.redaction import public_document
 from controlplane.core.api.params import flag_parameter, query_flag
 from controlplane.core.api.views import service_context
 from controlplane.core.errors import ConfigValidationError
@@ -68,6 +70,10 @@ class ConfigExportApi(APIView):
         if fmt not in FORMATS:
             raise ConfigValidationError([Problem("format", f"must be one of {', '.join(FORMATS)}, not {fmt!r}")])
         document = config_export()
+        if not has_gateway_perm(request.user, CONFIG_WRITE):
+            # Key and password hashes are credential material: only those who may write config (and so
+            # import this export back) get them; others see consumers' keys by label (§8, §11).
+            document = public_document(document)
         response = HttpResponse(render_document(document, fmt), content_type=CONTENT_TYPES[fmt])
         response["ETag"] = f'"{config_sha256(document)}"'
         return response
