@@ -10,7 +10,8 @@
     ├── CorsForbidden               403  cors_forbidden     (the cors plugin: origin, method or header not allowed)
     ├── IpForbidden                 403  ip_forbidden       (the ip_restriction plugin)
     ├── BodyTooLarge                413  body_too_large
-    ├── UpgradeNotSupported         501  upgrade_not_supported
+    ├── UpgradeForbidden            403  upgrade_forbidden  (a WebSocket upgrade on an endpoint with `websocket: false`)
+    ├── UpgradeNotSupported         501  upgrade_not_supported (an upgrade to anything but WebSocket)
     ├── LoopDetected                508  loop_detected
     ├── ClientGone                  499  client_closed_request (logged only; nobody is left to answer)
     ├── Unavailable                 503
@@ -114,6 +115,12 @@ class Forbidden(GatewayError):
 
 class BodyTooLarge(GatewayError):
     status, code, close_connection = 413, "body_too_large", True
+
+
+class UpgradeForbidden(GatewayError):
+    """A WebSocket upgrade on an endpoint that takes none (`websocket: false`)."""
+
+    status, code = 403, "upgrade_forbidden"
 
 
 class UpgradeNotSupported(GatewayError):

@@ -350,6 +350,7 @@ class Runtime:
                 ejected.set(int(target_state.ejected_until > now))
         if self.snapshot is not None:
             self.metrics.config_age.set(time.time() - self.applied_at)
+        self.metrics.count_tunnel_bytes()
 
     def _read_seed(self) -> Snapshot | None:
         """Parse, validate and compile the seed file; thread-safe (touches no runtime state)."""

@@ -83,6 +83,8 @@ class Endpoint:
     health_check: HealthCheckPolicy
     # The client's Host goes upstream instead of the target's (its targets' `host_header` is empty).
     preserve_host: bool = False
+    # WebSocket upgrades are tunnelled upstream (§13); false: refused with 403 `upgrade_forbidden`.
+    websocket: bool = True
     # The plugin chain (plugins/__init__.py), compiled in order; None: the plain path, at no cost.
     chain: Chain | None = field(compare=False, default=None)
     # The sha256 of the effective config as a whole (canonical JSON, policy included), to tell whether
@@ -331,6 +333,7 @@ def _compile_endpoint(
         breaker=typed_policies[eff["breaker_policy"]],
         health_check=shared.policy("health_check", eff["health_check"], compile_health_check),
         preserve_host=preserve_host,
+        websocket=bool(eff.get("websocket", True)),
         chain=compile_chain(canonical.get("plugins"), plugin_defaults, context),
         fingerprint=hashlib.sha256(configdoc.canonical_json({"endpoint": eff, "policy": policy})).digest(),
     )
