@@ -19,7 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from configdoc import effective_endpoint
-from configdoc.plugins import PRESERVE_HOST
+from configdoc.plugins import ENDPOINT_FLAGS
 from configdoc.schema import ENDPOINT_FIELDS
 from configdoc.validate import normalize_target_url
 from controlplane.core.admin_forms import (
@@ -44,12 +44,12 @@ from .models import Endpoint, Target
 FORM_FIELDS = (
     "name", "version", "default", "enabled", "description", "tags", "methods", "paths", "strip_path",
     "timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes", "auth_type", "breaker_policy",
-    "retries", "outlier", "tls", "health_check", "preserve_host",
+    "retries", "outlier", "tls", "health_check", "preserve_host", "websocket",
 )  # fmt: skip
 JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins")
-# The endpoint's fields as configdoc's schema has them, §11's preserve_host included (plugins, a mapping
-# of plugin configs, has a form field of its own: core.admin_forms.plugins_form_field).
-FORM_SCHEMA = {**ENDPOINT_FIELDS, "preserve_host": PRESERVE_HOST}
+# The endpoint's fields as configdoc's schema has them, §11's preserve_host and §13's websocket included
+# (plugins, a mapping of plugin configs, has a form field of its own: core.admin_forms.plugins_form_field).
+FORM_SCHEMA = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS}
 
 
 HEALTH_WINDOWS = (("last_100", "last 100 checks"), ("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d"))
@@ -90,7 +90,8 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
             document["health_check"] = self.instance.document.get("health_check", {})
         else:
             document["health_check"] = {}
-        document.setdefault("preserve_host", False)
+        for flag, spec in ENDPOINT_FLAGS.items():
+            document.setdefault(flag, spec.default)
         show_document(self, FORM_SCHEMA, document, FORM_FIELDS, kwargs.get("initial"))
         if "plugins" in self.fields:
             # Canonical (sparse) configs, not the effective ones: what is shown is what was set.
@@ -161,7 +162,7 @@ class EndpointAdmin(ServiceAdmin):
         ("Routing", {"fields": ["methods", "paths", "strip_path", "auth_type"]}),
         ("Timeouts and limits", {"fields": ["timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes"]}),
         ("Resilience", {"fields": ["breaker_policy", "retries", "outlier", "tls", "health_check"]}),
-        ("Plugins", {"fields": ["preserve_host", "plugins"]}),
+        ("Plugins", {"fields": ["preserve_host", "websocket", "plugins"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:

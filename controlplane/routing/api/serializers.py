@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from configdoc import effective_endpoint
-from configdoc.plugins import PRESERVE_HOST
+from configdoc.plugins import PRESERVE_HOST, WEBSOCKET
 from controlplane.core.api.schema_fields import plugins_field, serializer_field
 from controlplane.core.api.serializers import DocumentObjectSerializer
 from controlplane.health.selectors import UNKNOWN_REASONS, endpoint_targets_health, unknown_health
@@ -130,6 +130,7 @@ class EndpointSerializer(DocumentObjectSerializer):
     health_check = HealthCheckSerializer(required=False)
     # §11, derived from configdoc's schema (one typed serializer per plugin, so OpenAPI shows each field).
     preserve_host = serializer_field(PRESERVE_HOST)
+    websocket = serializer_field(WEBSOCKET)  # §13
     plugins = plugins_field(
         required=False,
         help_text="this endpoint's plugins, name -> config (each shown with every default); an entry "
@@ -172,6 +173,7 @@ class EndpointSerializer(DocumentObjectSerializer):
             "key": instance.key,
             **effective,
             "preserve_host": effective.get("preserve_host", False),
+            "websocket": effective.get("websocket", True),
             "plugins": effective.get("plugins", {}),
             "health_check": document.get("health_check", {}),
             "created_at": serializers.DateTimeField().to_representation(instance.created_at),
