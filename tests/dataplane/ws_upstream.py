@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -46,7 +48,12 @@ class WsUpstream:
 
 
 @contextmanager
-def ws_upstream() -> Iterator[WsUpstream]:
+def ws_upstream(tls: tuple[Path, Path] | None = None) -> Iterator[WsUpstream]:
+    """The servers, in a thread; with `tls` (certificate and key files) the WebSocket one speaks wss."""
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     stop: asyncio.Future[None] | None = None
@@ -89,7 +96,13 @@ def ws_upstream() -> Iterator[WsUpstream]:
             writer.close()
 
         async with serve(
-            handler, "127.0.0.1", 0, process_request=process_request, max_size=MAX_MESSAGE, ping_interval=None
+            handler,
+            "127.0.0.1",
+            0,
+            process_request=process_request,
+            max_size=MAX_MESSAGE,
+            ping_interval=None,
+            ssl=context,
         ) as server:
             raw = await asyncio.start_server(bad_accept, "127.0.0.1", 0)
             upstream.port = next(iter(server.sockets)).getsockname()[1]

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from configdoc.consumers import hash_key
-from tests.dataplane.processes import DataPlane, Upstream, dataplane, upstream
+from tests.dataplane.processes import DataPlane, Upstream, dataplane, self_signed_certificate, upstream
 from tests.dataplane.ws_upstream import WsUpstream, ws_upstream
 from tests.e2e.servers import RawAnswer, eventually
 
@@ -376,6 +376,38 @@ def test_a_frame_claiming_two_to_the_62_bytes_is_the_upstreams_to_refuse(gateway
     eventually(lambda: tunnels_active(gateway, "chat:v1") == 0, "the gauge back to 0")
 
 
+def test_a_client_that_never_reads_stops_its_own_sending_instead_of_growing_the_nodes_memory(
+    gateway: DataPlane,
+) -> None:
+    """Back-pressure end to end: the echoes pile up toward a client that reads nothing, the node stops
+    reading from the upstream, the upstream stops reading, and the node stops reading from the client,
+    whose sending then stalls, long before 256 MiB."""
+    sock = raw_handshake(gateway, "/chat/echo", *WEBSOCKET_LINES, "Sec-WebSocket-Version: 13")
+    head, _ = read_head(sock)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    # A masked binary frame of 1 MiB (a zero mask leaves the payload as it is).
+    frame = b"\x82\xff" + (1 << 20).to_bytes(8, "big") + b"\x00\x00\x00\x00" + b"m" * (1 << 20)
+    sent = 0
+    sock.settimeout(5)
+    with sock:
+        try:
+            while sent < 256 << 20:
+                sent += sock.send(frame)
+        except TimeoutError:
+            pass
+        assert sent < 256 << 20, "nothing pushed back"
+        assert rss_mib(gateway.process.pid) < 200
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    eventually(lambda: tunnels_active(gateway, "chat:v1") == 0, "the gauge back to 0")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
 def test_a_single_four_megabyte_frame_is_relayed_whole(gateway: DataPlane) -> None:
     payload = os.urandom(4 * 1024 * 1024)
     with open_ws(gateway, "/chat/echo") as client:
@@ -384,6 +416,27 @@ def test_a_single_four_megabyte_frame_is_relayed_whole(gateway: DataPlane) -> No
 
 
 # --- the node's life: swaps, the cap, drain --------------------------------------------------------
+
+
+def test_an_https_target_is_tunnelled_over_verified_tls(tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    with ws_upstream(tls=(cert, key)) as secure:
+        target = f"https://127.0.0.1:{secure.port}"
+        seed = {
+            "format_version": 1,
+            "endpoints": [
+                {"name": "secure", "version": "v1", "targets": [{"url": target}], "tls": {"ca_file": str(cert)}},
+                {"name": "untrusted", "version": "v1", "targets": [{"url": target}]},
+            ],
+        }
+        with dataplane(tmp_path, seed) as node:
+            with open_ws(node, "/secure/echo") as client:
+                client.send("over tls")
+                assert client.recv(timeout=10) == "over tls"
+            # Without the CA the certificate is not trusted: no tunnel, and no TLS text for the client.
+            response = refusal(node, "/untrusted/echo")
+            assert (response.status_code, response.json()["error"]) == (502, "upstream_unavailable")
+            assert response.json()["message"] == "the TLS handshake with the upstream failed"
 
 
 def test_a_tunnel_survives_a_config_swap_that_removes_its_endpoint(tmp_path: Path, ws: WsUpstream) -> None:
