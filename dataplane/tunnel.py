@@ -201,6 +201,7 @@ class UpstreamSide(asyncio.Protocol):
         self._complete = False
         self._length_known = False  # Content-Length or chunked: a close before the end is an abort
         self._waiter: asyncio.Future[None] | None = None
+        self._informational = False  # a 1xx other than 101 (103 Early Hints) is skipped, not the answer
         self.closed = False
         self.tunnel: Tunnel | None = None
 
@@ -271,7 +272,11 @@ class UpstreamSide(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.headers, self._head_size, self._informational = [], 0, True
+            return
+        self.status = status
         self._resolve()
 
     def on_body(self, body: bytes) -> None:
@@ -282,6 +287,9 @@ class UpstreamSide(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
         self._complete = True
         self._wake()
 

@@ -12,7 +12,7 @@ import pytest
 
 from configdoc import validate_document
 from configdoc.validate import effective_endpoint
-from dataplane.errors import BadRequest
+from dataplane.errors import BadRequest, UpstreamAborted
 from dataplane.metrics import Metrics
 from dataplane.snapshot import compile_document
 from dataplane.tunnel import Tunnel, UpstreamSide, accept_for, handshake_key, names_websocket, valid_switch
@@ -260,5 +260,40 @@ def test_the_metrics_count_open_tunnels_and_their_bytes() -> None:
         assert 'gateway_tunnels_active{endpoint="chat:v1"} 0.0' in text
         assert 'gateway_tunnel_bytes_total{direction="to_upstream",endpoint="chat:v1"} 10.0' in text
         assert 'gateway_tunnel_bytes_total{direction="to_client",endpoint="chat:v1"} 5.0' in text
+
+    asyncio.run(scenario())
+
+
+def test_an_informational_answer_before_the_101_is_skipped() -> None:
+    async def scenario() -> None:
+        side = UpstreamSide(asyncio.get_running_loop())
+        side.connection_made(FakeTransport())
+        side.data_received(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+        assert not side.head.done()
+        side.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nhi")
+        await side.head
+        assert side.status == 101 and side.switched
+        assert side.headers == [(b"upgrade", b"websocket"), (b"connection", b"upgrade")]
+        assert side.early == [b"hi"]
+
+    asyncio.run(scenario())
+
+
+def test_a_refusals_body_is_read_to_its_length_and_an_early_close_is_an_abort() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        side = UpstreamSide(loop)
+        side.connection_made(FakeTransport())
+        side.data_received(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\n\r\ngo ")
+        await side.head
+        side.data_received(b"away")
+        assert side.status == 403
+        assert [chunk async for chunk in side.body()] == [b"go away"]
+        cut = UpstreamSide(loop)
+        cut.connection_made(FakeTransport())
+        cut.data_received(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 70\r\n\r\ngo")
+        cut.connection_lost(None)
+        with pytest.raises(UpstreamAborted):
+            [chunk async for chunk in cut.body()]
 
     asyncio.run(scenario())

@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -437,6 +438,19 @@ def test_an_https_target_is_tunnelled_over_verified_tls(tmp_path: Path) -> None:
             response = refusal(node, "/untrusted/echo")
             assert (response.status_code, response.json()["error"]) == (502, "upstream_unavailable")
             assert response.json()["message"] == "the TLS handshake with the upstream failed"
+
+
+def test_tunnels_on_every_worker_add_up_in_the_supervisors_metrics(tmp_path: Path, ws: WsUpstream) -> None:
+    seed = {"format_version": 1, "endpoints": [{"name": "chat", "version": "v1", "targets": [{"url": ws.url}]}]}
+    with dataplane(tmp_path, seed, workers=2) as node:
+        with ExitStack() as stack:
+            clients = [stack.enter_context(open_ws(node, "/chat/echo")) for _ in range(4)]
+            for client in clients:
+                client.send("hi")
+                assert client.recv(timeout=10) == "hi"
+            eventually(lambda: tunnels_active(node, "chat:v1") == 4, "four tunnels counted")
+        eventually(lambda: tunnels_active(node, "chat:v1") == 0, "the gauge back to 0")
+        assert tunnel_bytes(node, "chat:v1", "to_client") > 0
 
 
 def test_a_tunnel_survives_a_config_swap_that_removes_its_endpoint(tmp_path: Path, ws: WsUpstream) -> None:
