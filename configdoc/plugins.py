@@ -8,7 +8,7 @@ takes `enabled` (default true); access plugins also take `mode: enforce | report
 Where plugins are set, in a `format_version: 2` document:
 
     plugins: {<name>: <config>}            # top level: every endpoint
-    endpoints: [{..., preserve_host: false, plugins: {<name>: <config>}}]
+    endpoints: [{..., preserve_host: false, websocket: true, plugins: {<name>: <config>}}]
 
 An endpoint's entry for a name replaces the document's entry for it wholly (no key-by-key merge), and
 `{enabled: false}` turns it off for that endpoint: `effective_plugins` computes what an endpoint runs,
@@ -67,7 +67,7 @@ MAX_HEADER_VALUE = 8192
 # Keys only a format-2 document may use (§11). A format-1 reader would ignore them, so a document that
 # uses one must say `format_version: 2`, and a node reading format 1 is refused it (§4).
 FORMAT_2_DOCUMENT_KEYS = ("consumers", "plugins")
-FORMAT_2_ENDPOINT_KEYS = ("plugins", "preserve_host", "https_redirect")
+FORMAT_2_ENDPOINT_KEYS = ("plugins", "preserve_host", "https_redirect", "websocket")
 
 
 @dataclass(frozen=True)
@@ -860,8 +860,13 @@ HTTPS_REDIRECT = Field(
     default=False,
     help="true: a request over plain HTTP is answered 308 to the same URL over https:// (§13, TLS termination)",
 )
-# The endpoint's format-2 switches (besides `plugins`), by key: what every surface shows for an endpoint.
-ENDPOINT_FLAGS = {"preserve_host": PRESERVE_HOST, "https_redirect": HTTPS_REDIRECT}
+WEBSOCKET = Field(
+    "bool",
+    default=True,
+    help="false: a WebSocket upgrade request is refused (403 upgrade_forbidden) instead of tunnelled upstream",
+)
+# The §11/§13 endpoint flags: their field, and the value canonical form leaves out (the default).
+ENDPOINT_FLAGS = {"preserve_host": PRESERVE_HOST, "https_redirect": HTTPS_REDIRECT, "websocket": WEBSOCKET}
 
 # --- validation, canonical and effective forms ----------------------------------------------------
 
@@ -921,8 +926,9 @@ def normalize_plugins(value: Any, path: str, problems: list[Problem]) -> dict[st
 def normalize_endpoint_policies(
     data: Mapping[str, Any], path: str, problems: list[Problem], *, format_version: int
 ) -> dict[str, Any]:
-    """An endpoint's §11 and §13 keys (`plugins`, `preserve_host`, `https_redirect`) in canonical form; a
-    format-1 document may not use them (each is reported with its path)."""
+    """An endpoint's format-2 keys (`plugins`, `preserve_host`, `https_redirect`, `websocket`) in
+    canonical form, a flag only when it differs from its default; a format-1 document may not use them
+    (each is reported with its path)."""
     from .validate import INVALID, _value
 
     result: dict[str, Any] = {}
@@ -932,10 +938,11 @@ def normalize_endpoint_policies(
         where = child(path, key)
         if format_version < 2:
             problems.append(Problem(where, format_2_message(key)))
-        if key in ENDPOINT_FLAGS:
-            flag = _value(ENDPOINT_FLAGS[key], data[key], where, problems)
-            if flag is not INVALID and flag:
-                result[key] = True
+        flag_field = ENDPOINT_FLAGS.get(key)
+        if flag_field is not None:
+            flag = _value(flag_field, data[key], where, problems)
+            if flag is not INVALID and flag != flag_field.default:
+                result[key] = flag
         else:
             plugins = normalize_plugins(data[key], where, problems)
             if plugins:
@@ -1078,6 +1085,7 @@ def reference_markdown() -> str:
 __all__ = [
     "ANONYMOUS_PLUGINS",
     "AUTHENTICATION_PLUGINS",
+    "ENDPOINT_FLAGS",
     "FORMAT_2_DOCUMENT_KEYS",
     "FORMAT_2_ENDPOINT_KEYS",
     "GATEWAY_OWNED",
@@ -1093,6 +1101,7 @@ __all__ = [
     "RATE_LIMIT_BY",
     "RATE_LIMIT_POLICIES",
     "RATE_LIMIT_WINDOWS",
+    "WEBSOCKET",
     "PluginSpec",
     "auth_url_problem",
     "chain_problems",

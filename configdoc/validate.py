@@ -410,7 +410,7 @@ def normalize_endpoint(
     `name`, `version`, `default` and `targets` are always present; `health_check` keeps every key
     given (an endpoint's health settings are overrides of the document's, so an explicit value that
     happens to equal the built-in default still means something). `format_version` is the document's:
-    §11's `plugins` and `preserve_host` need 2 (configdoc.plugins).
+    §11's `plugins` and `preserve_host` and §13's `websocket` need 2 (configdoc.plugins).
     """
     problems: list[Problem] = []
     if not isinstance(data, Mapping):
@@ -540,7 +540,7 @@ def effective_endpoint(
 ) -> dict[str, Any]:
     """Every field of an endpoint, defaults filled in (targets included).
 
-    §11's keys appear only when the endpoint sets them (`preserve_host`, and `plugins` with each of
+    §11's keys appear only when the endpoint sets them (`preserve_host`, `websocket`, and `plugins` with each of
     the endpoint's own configs filled in), so a format-1 endpoint's effective form is what it always
     was. What an endpoint runs also depends on the document's plugins: see `effective_plugins`.
     """
@@ -551,7 +551,7 @@ def effective_endpoint(
     target_fields = ENDPOINT_FIELDS["targets"].item.fields  # type: ignore[union-attr]
     result["targets"] = [_effective(target_fields, target) for target in canonical.get("targets", [])]
     result["health_check"] = effective_health_check(health_check_defaults, canonical.get("health_check"))
-    for flag in ("preserve_host", "https_redirect"):
+    for flag in ("preserve_host", "https_redirect", "websocket"):
         if flag in canonical:
             result[flag] = canonical[flag]
     if "plugins" in canonical:

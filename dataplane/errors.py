@@ -11,7 +11,8 @@
     ├── IpForbidden                 403  ip_forbidden       (the ip_restriction plugin)
     ├── BodyTooLarge                413  body_too_large
     ├── RateLimited                 429  rate_limited       (+ Retry-After; the rate_limit plugin)
-    ├── UpgradeNotSupported         501  upgrade_not_supported
+    ├── UpgradeForbidden            403  upgrade_forbidden  (a WebSocket upgrade on an endpoint with `websocket: false`)
+    ├── UpgradeNotSupported         501  upgrade_not_supported (an upgrade to anything but WebSocket)
     ├── LoopDetected                508  loop_detected
     ├── ClientGone                  499  client_closed_request (logged only; nobody is left to answer)
     ├── Unavailable                 503
@@ -124,6 +125,12 @@ class RateLimited(GatewayError):
     the seconds until the window that refused it ends."""
 
     status, code = 429, "rate_limited"
+
+
+class UpgradeForbidden(GatewayError):
+    """A WebSocket upgrade on an endpoint that takes none (`websocket: false`)."""
+
+    status, code = 403, "upgrade_forbidden"
 
 
 class UpgradeNotSupported(GatewayError):

@@ -75,6 +75,8 @@ class Exchange:
         "target",
         "upstream_seconds",
         "user_agent",
+        "websocket_key",
+        "head_seconds",
     )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, began: float) -> None:
@@ -103,6 +105,8 @@ class Exchange:
         self.body_streamed = False  # part of a streamed request body went to an upstream (no replay)
         self.consumer = ""  # who called, once an authentication plugin said so
         self.context: dict[str, Any] | None = None  # the plugins' own per-request notes, made on first use
+        self.websocket_key: bytes | None = None  # a WebSocket upgrade's Sec-WebSocket-Key (tunnel.py)
+        self.head_seconds = 0.0  # a tunnel's time to its 101 (the request's own time is the tunnel's life)
         # Left unset on the plain path (no cost there): use_chain() sets them wherever a chain runs.
         self.forwarding: Forwarding
         self.client: IPv4Address | IPv6Address | None

@@ -122,6 +122,16 @@ class Metrics:
             multiprocess_mode="livemin",
         )
         self._certificates: dict[str, float] = {}  # name -> notAfter, unix seconds
+        # WebSocket tunnels (§13): open now, and the bytes relayed each way (`to_upstream`: from the
+        # client; `to_client`: from the upstream), counted while a tunnel lives (count_tunnel_bytes).
+        self.tunnels_active = Gauge(
+            "gateway_tunnels_active", "Open WebSocket tunnels", ["endpoint"], registry=r, multiprocess_mode="livesum"
+        )
+        self.tunnel_bytes = Counter(
+            "gateway_tunnel_bytes", "Bytes relayed through tunnels", ["endpoint", "direction"], registry=r
+        )
+        # endpoint -> the open tunnels (objects with to_upstream, to_client and reported_* counts)
+        self.open_tunnels: dict[Any, str] = {}
         self.control_plane_connected = Gauge(
             "gateway_control_plane_connected", "1 while the last sync succeeded", registry=r, multiprocess_mode=LIVE
         )
@@ -270,6 +280,34 @@ class Metrics:
                         child._buckets[index].inc(count)
                 child._sum.inc(total)
 
+    def tunnel_opened(self, tunnel: Any, endpoint: str) -> None:
+        self.open_tunnels[tunnel] = endpoint
+        self.tunnels_active.labels(endpoint).inc()
+
+    def tunnel_closed(self, tunnel: Any) -> None:
+        endpoint = self.open_tunnels.pop(tunnel, None)
+        if endpoint is not None:
+            self._count_bytes(tunnel, endpoint)
+            self.tunnels_active.labels(endpoint).dec()
+
+    def count_tunnel_bytes(self) -> None:
+        """Add what the open tunnels relayed since the last count to `gateway_tunnel_bytes_total` (before
+        a scrape, and in a worker with its gauges): a long-lived tunnel's traffic shows while it lives,
+        without a counter increment per chunk relayed."""
+        for tunnel, endpoint in self.open_tunnels.items():
+            self._count_bytes(tunnel, endpoint)
+
+    def _count_bytes(self, tunnel: Any, endpoint: str) -> None:
+        up = tunnel.to_upstream - tunnel.reported_to_upstream
+        down = tunnel.to_client - tunnel.reported_to_client
+        if up:
+            self.tunnel_bytes.labels(endpoint, "to_upstream").inc(up)
+            tunnel.reported_to_upstream = tunnel.to_upstream
+        if down:
+            self.tunnel_bytes.labels(endpoint, "to_client").inc(down)
+            tunnel.reported_to_client = tunnel.to_client
+
     def render(self) -> bytes:
         self.flush()
+        self.count_tunnel_bytes()
         return generate_latest(self.registry)

@@ -167,7 +167,7 @@ def uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvicor
         host=host,
         port=port,
         # httptools (llhttp), with the request-header and send deadlines added; never h11.
-        http=protocol_class(settings.header_timeout, settings.send_timeout),
+        http=protocol_class(settings.header_timeout, settings.send_timeout, settings.tunnel_grace),
         ws="none",
         lifespan="off",
         loop="none",  # the loop is ours (run() above): uvloop

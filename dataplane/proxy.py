@@ -6,8 +6,10 @@ the native client by default).
 
 The parts live beside it, one concern each: `exchange.py` (the per-request state), `body.py` (the
 request body), `forwarding.py` (the upstream request headers), `fallback.py` (an open circuit's
-answer), `accesslog.py` (the log line), `plugins/` (the chain). Every answer, the upstream's or the
-gateway's own, gets the gateway's response headers in one place: `answer_headers`.
+answer), `accesslog.py` (the log line), `plugins/` (the chain), `tunnel.py` (a WebSocket upgrade's
+handshake and byte relay, §13: the same checks up to the upstream call, then `_tunnel` instead of
+`_proxy`). Every answer, the upstream's or the gateway's own, gets the gateway's response headers in
+one place: `answer_headers`.
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ import asyncio
 import logging
 import math
 import re
+import ssl
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from configdoc import UnsafePath
 
 from . import body as request_body
 from .accesslog import AccessLog
 from .errors import (
+    CONNECT_TIMED_OUT,
+    NO_HEAD_IN_TIME,
+    REFUSED,
+    TLS_FAILED,
     BadRequest,
     BodyTooLarge,
     ClientGone,
@@ -36,9 +44,14 @@ from .errors import (
     NoHealthyTarget,
     NoRoute,
     Overloaded,
+    UpgradeForbidden,
     UpgradeNotSupported,
     UpstreamAborted,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
     UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
     UriTooLong,
     error_answer,
 )
@@ -51,6 +64,7 @@ from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout, replays_af
 from .runtime import EndpointState, Runtime
 from .snapshot import Target
 from .transport import Transport, UpstreamRequest, UpstreamResponse, create_transport
+from .tunnel import HANDSHAKE_REFUSED, UpstreamSide, connect, handshake_key, names_websocket, request_head, valid_switch
 from .types import Headers, Receive, Scope, Send
 
 # Re-exported: the server makes request ids with it.
@@ -116,7 +130,11 @@ class ProxyApp:
             elapsed = time.perf_counter() - exchange.began
             if exchange.status:
                 self.runtime.metrics.observe_request(
-                    exchange.endpoint_key or "", exchange.method, exchange.status, exchange.error, elapsed
+                    exchange.endpoint_key or "",
+                    exchange.method,
+                    exchange.status,
+                    exchange.error,
+                    exchange.head_seconds if exchange.status == 101 else elapsed,
                 )
                 if exchange.consumer:  # only set by an authentication plugin: a plain endpoint skips this
                     self.runtime.metrics.observe_consumer(
@@ -246,7 +264,11 @@ class ProxyApp:
         if problem is not None:
             raise problem
         if upgrade is not None and asks_upgrade(connection, upgrade):
-            raise UpgradeNotSupported("protocol upgrades (WebSocket) are not supported")
+            # A WebSocket upgrade is tunnelled by a server that can (ours offers `gateway.tunnel`);
+            # anything else (another protocol, another server) is refused as before.
+            if not names_websocket(upgrade) or "gateway.tunnel" not in (scope.get("extensions") or ()):
+                raise UpgradeNotSupported("protocol upgrades other than WebSocket are not supported")
+            exchange.websocket_key = handshake_key(headers, exchange.method, scope["http_version"])
         return content_length, bool(encodings)
 
     async def _handle(self, exchange: Exchange) -> None:
@@ -287,6 +309,8 @@ class ProxyApp:
             )
         if not endpoint.enabled:
             raise EndpointDisabled("this endpoint is disabled")
+        if exchange.websocket_key is not None and not endpoint.websocket:
+            raise UpgradeForbidden("WebSocket upgrades are not allowed on this endpoint")
         if content_length is not None and content_length > endpoint.max_body_bytes:
             raise BodyTooLarge(f"the request body is over {endpoint.max_body_bytes} bytes")
         if chain is not None and chain.late:
@@ -306,7 +330,10 @@ class ProxyApp:
             rest = match.rest
             if match.key in endpoint.extra_paths and not endpoint.strip_path:
                 rest = match.key[len(self.settings.mount_prefix) :] + rest
-            await self._proxy(exchange, state, rest, content_length, chunked)
+            if exchange.websocket_key is not None:
+                await self._tunnel(exchange, state, rest)  # counted in in_flight as long as it is open
+            else:
+                await self._proxy(exchange, state, rest, content_length, chunked)
         finally:
             runtime.in_flight -= 1
 
@@ -598,3 +625,167 @@ class ProxyApp:
                 gone.append(True)
                 relay.cancel()
                 return
+
+    # --- WebSocket tunnels (§13) ------------------------------------------------------------------
+
+    async def _tunnel(self, exchange: Exchange, state: EndpointState, rest: str) -> None:
+        """A WebSocket upgrade past the chain: the breaker, a target, the handshake sent upstream; a valid
+        101 opens the tunnel (the server relays bytes until it ends, and the access line is written
+        then), anything else goes back as the upstream's ordinary answer."""
+        endpoint = state.endpoint
+        permit = state.breaker.acquire()
+        if permit is None:
+            await self._send_answer(exchange, fallback(exchange, state))
+            return
+        try:
+            upstream = await self._handshake(exchange, state, rest)
+        except UpstreamError:
+            state.breaker.record(permit, failed=True)
+            raise
+        except BaseException:
+            state.breaker.release(permit)
+            raise
+        try:
+            if upstream.status != 101:
+                state.breaker.record(permit, failed=state.breaker.is_failure_status(upstream.status))
+                await self._pass_back(exchange, upstream)
+                return
+            key = exchange.websocket_key
+            assert key is not None
+            problem = valid_switch(upstream.headers, key)
+            if problem is not None:
+                state.breaker.record(permit, failed=True)
+                raise UpstreamProtocolError(HANDSHAKE_REFUSED, detail=f"{exchange.target}: {problem}")
+            state.breaker.record(permit, failed=False)
+        except BaseException:
+            upstream.abort()
+            raise
+        headers = strip_hop_by_hop(upstream.headers, self.response_drop)
+        headers += ((b"connection", b"upgrade"), (b"upgrade", b"websocket"))
+        exchange.status = 101
+        headers = self.answer_headers(exchange, headers)
+        head = b"".join([b"HTTP/1.1 101 Switching Protocols\r\n", *(b"%s: %s\r\n" % pair for pair in headers), b"\r\n"])
+        exchange.head_seconds = time.perf_counter() - exchange.began
+        tunnel = exchange.scope["extensions"]["gateway.tunnel"](head, upstream, endpoint.read_idle_timeout)
+        if tunnel is None:
+            upstream.abort()
+            exchange.status = 0
+            raise ClientGone("the client left before the tunnel opened")
+        exchange.started = True
+        metrics = self.runtime.metrics
+        metrics.tunnel_opened(tunnel, endpoint.key)
+        try:
+            # Shielded: a cancelled request task (a stop past uvicorn's grace) must not cancel `done`,
+            # which only the tunnel resolves; the finally closes the tunnel instead.
+            ended = await asyncio.shield(tunnel.done)
+            exchange.detail = f"tunnel ended: {ended}"
+        finally:
+            tunnel.close("drain")
+            exchange.bytes_in, exchange.bytes_out = tunnel.to_upstream, tunnel.to_client
+            metrics.tunnel_closed(tunnel)
+
+    async def _handshake(self, exchange: Exchange, state: EndpointState, rest: str) -> UpstreamSide:
+        """The handshake sent to a target picked the usual way (another target after a connect failure,
+        as `retries` allow), up to the answer's head: the connection, its status and headers."""
+        endpoint = state.endpoint
+        deadline = exchange.began + endpoint.timeout
+        state.budget.record_request()
+        chain = exchange.chain
+        tried: list[Target] = []
+        attempt = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            attempt += 1
+            target = state.balancer.pick(exclude=tried, panic=endpoint.health_check.panic)
+            if target is None:
+                wait = state.balancer.seconds_until_routable()
+                retry_after = str(max(1, math.ceil(wait))).encode() if wait is not None else NO_TARGET_RETRY_AFTER
+                raise NoHealthyTarget(
+                    "no target of this endpoint can take traffic", headers=[(b"retry-after", retry_after)]
+                )
+            tried.append(target)
+            headers = self.forwarding.upstream_headers(exchange, target)
+            if chain is not None:
+                for plugin in chain.request:
+                    plugin.request(exchange, headers)
+            path = target.base_path + (rest or ("" if target.base_path else "/"))
+            query: bytes = exchange.scope.get("query_string") or b""
+            if query and exchange.context is not None:
+                query = exchange.context.get(UPSTREAM_QUERY, query)
+            if query:
+                path += "?" + query.decode("latin-1")
+            started = time.perf_counter()
+            try:
+                try:
+                    upstream = await self._switch(loop, endpoint, target, request_head("GET", path, headers), deadline)
+                finally:
+                    spent = time.perf_counter() - started
+                    exchange.target = target.url
+                    exchange.upstream_seconds += spent
+                    self.runtime.metrics.observe_upstream(endpoint.key, spent)
+            except UpstreamError as error:
+                self._record_target(state, target, failed=True)
+                if isinstance(error, NOTHING_SENT) and self._may_retry(state, attempt, "GET", error, True, deadline):
+                    await asyncio.sleep(backoff(attempt + 1))
+                    continue
+                raise
+            self._record_target(state, target, failed=state.breaker.is_failure_status(upstream.status))
+            return upstream
+
+    @staticmethod
+    async def _switch(
+        loop: asyncio.AbstractEventLoop, endpoint: Any, target: Target, head: bytes, deadline: float
+    ) -> UpstreamSide:
+        parts = urlsplit(target.url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if target.scheme == "https" else 80)
+        tls = endpoint.tls
+        try:
+            async with asyncio.timeout(endpoint.connect_timeout):
+                upstream = await connect(
+                    loop,
+                    target.scheme,
+                    host,
+                    port,
+                    verify=tls.verify,
+                    ca_file=tls.ca_file,
+                    server_name=tls.server_name,
+                )
+        except TimeoutError:
+            raise UpstreamConnectTimeout(CONNECT_TIMED_OUT, detail=f"{target.url}: connect timed out") from None
+        except OSError as exc:
+            message = TLS_FAILED if isinstance(exc, ssl.SSLError) else REFUSED
+            raise UpstreamConnectError(message, detail=f"{target.url}: {exc}") from None
+        try:
+            upstream.send(head)
+            async with asyncio.timeout(max(0.001, min(endpoint.timeout, deadline - time.perf_counter()))):
+                await upstream.head
+        except TimeoutError:
+            upstream.abort()
+            raise UpstreamTimeout(NO_HEAD_IN_TIME, detail=f"{target.url}: no handshake answer in time") from None
+        except BaseException:
+            upstream.abort()
+            raise
+        return upstream
+
+    async def _pass_back(self, exchange: Exchange, upstream: UpstreamSide) -> None:
+        """The upstream's answer to a handshake it did not accept, as an ordinary answer (its body
+        streamed; an upstream failing mid-body leaves the answer incomplete: the connection drops)."""
+        send = exchange.send
+        headers = strip_hop_by_hop(upstream.headers, self.response_drop)
+        exchange.status = upstream.status
+        headers = self.answer_headers(exchange, headers)
+        exchange.started = True
+        try:
+            await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
+            size = 0
+            async for chunk in upstream.body():
+                size += len(chunk)
+                exchange.bytes_out = size
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamAborted as exc:
+            exchange.error, exchange.detail = "upstream_aborted", f"{exchange.target}: {exc.detail}"
+            return
+        finally:
+            upstream.close()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

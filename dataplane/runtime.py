@@ -354,6 +354,7 @@ class Runtime:
         if self.snapshot is not None:
             self.metrics.config_age.set(time.time() - self.applied_at)
         self.metrics.refresh_certificates()
+        self.metrics.count_tunnel_bytes()
 
     def _read_seed(self) -> Snapshot | None:
         """Parse, validate and compile the seed file; thread-safe (touches no runtime state)."""

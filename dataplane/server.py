@@ -38,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .errors import BadRequest, GatewayError, RequestTimeout, error_response
 from .proxy import new_request_id
+from .tunnel import HIGH_WATER, Tunnel, UpstreamSide
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -96,6 +97,11 @@ class CorkedTransport:
     def close(self) -> None:
         self._flush()
         self._transport.close()
+
+    def detach(self) -> asyncio.Transport:
+        """The real transport, whatever was corked written to it first: a tunnel writes to it directly."""
+        self._flush()
+        return self._transport
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
@@ -203,6 +209,11 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # After an upgrade request llhttp parses nothing more: what the client sends next is held here
+        # (reading paused beyond HIGH_WATER) until a tunnel takes it or the connection closes.
+        self._upgraded = False
+        self._early: list[bytes] = []
+        self._early_size = 0
         self._head = RestartingDeadline(self.loop, self.header_timeout, self._head_timed_out)
         self._refusal: GatewayError | None = None  # a malformed request's 400, sent once those before it are answered
         self._sending: asyncio.TimerHandle | None = None  # armed while bytes wait for the client
@@ -246,6 +257,9 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         After a parse error the parser is spent: what follows is ignored."""
         if self._refusal is not None:
             return
+        if self._upgraded:
+            self._after_upgrade(data)
+            return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -263,15 +277,27 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
             logger.warning("malformed request from %s refused: %s", client, reason)
             self._malformed(error)
-        except httptools.HttpParserUpgrade:
-            # llhttp stops after a request with `Connection: upgrade` (or CONNECT) and parses nothing
-            # more on this connection: the app answers that request (501, or over HTTP/1.1 for an h2c
-            # offer), then the connection closes. No upgrade is ever made (ws="none"), nothing logged.
+        except httptools.HttpParserUpgrade as exc:
+            # llhttp stops after a request with `Connection: upgrade` and `Upgrade` (or CONNECT) and
+            # parses nothing more on this connection: the app either opens a tunnel (a WebSocket
+            # upgrade that passed the chain and that the upstream accepted: what follows the head is
+            # the tunnel's) or answers that request (an error, an upstream's refusal, 501, or over
+            # HTTP/1.1 for an h2c offer), and then the connection closes.
+            self._upgraded = True
+            rest = data[exc.args[0] :] if exc.args else b""
+            if rest:
+                self._after_upgrade(rest)
             cycle = self.cycle
             if cycle is None or cycle.response_complete:
                 self.transport.close()
             else:
                 cycle.keep_alive = False
+
+    def _after_upgrade(self, data: bytes) -> None:
+        self._early.append(data)
+        self._early_size += len(data)
+        if self._early_size > HIGH_WATER:
+            self.flow.pause_reading()
 
     # --- the send deadline ---------------------------------------------------------------------
     # Checked every quarter of `send_timeout` while bytes wait in the transport's buffer (none wait for a
@@ -552,18 +578,22 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
     """uvicorn's httptools protocol, per request: the scope built in one step when the head is complete,
     a `LeanCycle`, and one keep-alive timer per connection (like the header deadline's) instead of one
     armed and cancelled per request. Connection handling, parse errors (400 + close), pipelining and
-    graceful shutdown are uvicorn's. WebSocket upgrades are never served (ws="none"): the app answers
-    501."""
+    graceful shutdown are uvicorn's. A WebSocket upgrade the app accepts becomes a byte relay on this
+    connection (`gateway.tunnel` in the scope's extensions; uvicorn's own WebSocket support stays off,
+    ws="none")."""
 
     # uvicorn types these with its own cycle class; this protocol only ever creates and queues LeanCycle.
     cycle: LeanCycle  # type: ignore[assignment]
     pipeline: deque[tuple[LeanCycle, Any]]  # type: ignore[assignment]
+    tunnel_grace = 10.0  # seconds a tunnel may live on once the server is stopping
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._idle = RestartingDeadline(self.loop, self.timeout_keep_alive, self._idle_expired)
         self._host = b""  # the request's Host header, checked as it arrives...
         self._hosts_valid = True  # ...and whether every one was a valid host[:port]
+        self._asks_upgrade = False  # the request has an Upgrade header: its scope offers a tunnel
+        self._tunnel: Tunnel | None = None
 
     def _malformed(self, error: GatewayError) -> None:
         """A parse error belongs to the request being parsed: if that is the last cycle, its body broken,
@@ -593,6 +623,8 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self._idle.cancel()
         self._stop_send_watch()
         self.connections.discard(self)
+        if self._tunnel is not None:
+            self._tunnel.client_lost()
         cycle = self.cycle
         if cycle is not None:
             if not cycle.response_complete:
@@ -613,6 +645,7 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self.headers = []
         self._host = b""
         self._hosts_valid = True
+        self._asks_upgrade = False
         if not self._head.running:
             self._head.start()
 
@@ -624,6 +657,8 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
             self._hosts_valid = self._hosts_valid and valid_authority(value)
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
+        elif name == b"upgrade":
+            self._asks_upgrade = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -682,6 +717,9 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
             keep_alive=parser.should_keep_alive(),
             expect_100_continue=self.expect_100_continue,
         )
+        if self._asks_upgrade:
+            # The ASGI app cannot relay raw bytes: it opens the tunnel through this (proxy.py).
+            scope["extensions"] = {"gateway.tunnel": functools.partial(self._open_tunnel, cycle)}  # type: ignore[dict-item]
         if existing is None or existing.response_complete:
             self._start_asgi_task(cycle, self.app)
         else:
@@ -729,10 +767,72 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    # --- tunnels (WebSocket, §13) -----------------------------------------------------------------
 
-def protocol_class(header_timeout: float, send_timeout: float = 30.0) -> type[LeanHttpToolsProtocol]:
+    def _open_tunnel(self, cycle: LeanCycle, head: bytes, upstream: UpstreamSide, idle_timeout: float) -> Tunnel | None:
+        """The `gateway.tunnel` extension: write `head` (the 101) to the client and relay bytes between
+        it and `upstream` from now on. The request counts as answered (uvicorn sends nothing more); the
+        app awaits the returned tunnel's `done`. None when there is no client to tunnel to any more,
+        or when llhttp did not stop after this request (then what follows is HTTP, never tunnel bytes)."""
+        if (
+            cycle is not self.cycle
+            or not self._upgraded
+            or cycle.disconnected
+            or cycle.response_started
+            or self.transport.is_closing()
+        ):
+            return None
+        cycle.response_started = cycle.response_complete = True
+        cycle.on_response = _nothing
+        self._head.cancel()
+        self._idle.cancel()
+        client = self.transport.detach()  # type: ignore[attr-defined]
+        client.write(head)
+        tunnel = self._tunnel = Tunnel(
+            self.loop,
+            client,
+            upstream,
+            idle_timeout=idle_timeout,
+            pause_client=self.flow.pause_reading,
+            resume_client=self.flow.resume_reading,
+        )
+        early, self._early, self._early_size = self._early, [], 0
+        tunnel.start(early)
+        if not tunnel.done.done():
+            self.flow.resume_reading()
+        return tunnel
+
+    def _after_upgrade(self, data: bytes) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.from_client(data)
+        else:
+            super()._after_upgrade(data)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._tunnel is not None:
+            self._tunnel.client_backlogged()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._tunnel is not None:
+            self._tunnel.client_drained()
+
+    def shutdown(self) -> None:
+        """The server is stopping: a tunnel gets `tunnel_grace` seconds more, other connections
+        uvicorn's treatment (closed when idle, after the response in progress otherwise)."""
+        if self._tunnel is not None:
+            self._tunnel.drain(self.tunnel_grace)
+        else:
+            super().shutdown()
+
+
+def protocol_class(
+    header_timeout: float, send_timeout: float = 30.0, tunnel_grace: float = 10.0
+) -> type[LeanHttpToolsProtocol]:
     return type(
         "DataPlaneHttpProtocol",
         (LeanHttpToolsProtocol,),
-        {"header_timeout": header_timeout, "send_timeout": send_timeout},
+        {"header_timeout": header_timeout, "send_timeout": send_timeout, "tunnel_grace": tunnel_grace},
     )

@@ -176,6 +176,8 @@ class Settings:
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     hide_response_time: bool = False
     drain_delay: float = 5.0
+    # Once the listener has stopped, open WebSocket tunnels live this long more, then are closed (§13).
+    tunnel_grace: float = 10.0
     # The control-plane sync (§4, sync.py); unset URL → standalone on the seed, cache unused.
     control_plane_url: str | None = None
     cache_dir: Path | None = None
@@ -222,6 +224,8 @@ class Settings:
             "send_timeout": _number(environ, "DATAPLANE_SEND_TIMEOUT", 30.0, minimum=0.1, maximum=DAY),
             "hide_response_time": _flag(environ, "DATAPLANE_HIDE_RESPONSE_TIME"),
             "drain_delay": _number(environ, "DATAPLANE_DRAIN_DELAY", 5.0, minimum=0, maximum=DAY),
+            # At most uvicorn's graceful-shutdown limit (process.GRACEFUL_SHUTDOWN), after which it cancels.
+            "tunnel_grace": _number(environ, "DATAPLANE_TUNNEL_GRACE", 10.0, minimum=0, maximum=25),
             "control_plane_url": _control_plane_url(environ),
             "token": environ.get("DATAPLANE_TOKEN", "").strip() or None,
             "report_interval": _number(environ, "DATAPLANE_REPORT_INTERVAL", 10.0, minimum=0.1, maximum=DAY),

@@ -85,6 +85,8 @@ class Endpoint:
     preserve_host: bool = False
     # A request over plain HTTP is answered 308 to the same URL over https:// (§13; proxy.py).
     https_redirect: bool = False
+    # WebSocket upgrades are tunnelled upstream (§13); false: refused with 403 `upgrade_forbidden`.
+    websocket: bool = True
     # The plugin chain (plugins/__init__.py), compiled in order; None: the plain path, at no cost.
     chain: Chain | None = field(compare=False, default=None)
     # The sha256 of the effective config as a whole (canonical JSON, policy included), to tell whether
@@ -334,6 +336,7 @@ def _compile_endpoint(
         health_check=shared.policy("health_check", eff["health_check"], compile_health_check),
         preserve_host=preserve_host,
         https_redirect=bool(eff.get("https_redirect", False)),
+        websocket=bool(eff.get("websocket", True)),
         chain=compile_chain(canonical.get("plugins"), plugin_defaults, context),
         fingerprint=hashlib.sha256(configdoc.canonical_json({"endpoint": eff, "policy": policy})).digest(),
     )

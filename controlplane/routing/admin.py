@@ -44,11 +44,12 @@ from .models import Endpoint, Target
 FORM_FIELDS = (
     "name", "version", "default", "enabled", "description", "tags", "methods", "paths", "strip_path",
     "timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes", "auth_type", "breaker_policy",
-    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect",
+    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket",
 )  # fmt: skip
 JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins")
-# The endpoint's fields as configdoc's schema has them, §11's preserve_host included (plugins, a mapping
-# of plugin configs, has a form field of its own: core.admin_forms.plugins_form_field).
+# The endpoint's fields as configdoc's schema has them, §11's preserve_host and §13's https_redirect and
+# websocket included (plugins, a mapping of plugin configs, has a form field of its own:
+# core.admin_forms.plugins_form_field).
 FORM_SCHEMA = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS}
 
 
@@ -90,8 +91,8 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
             document["health_check"] = self.instance.document.get("health_check", {})
         else:
             document["health_check"] = {}
-        for flag in ENDPOINT_FLAGS:
-            document.setdefault(flag, False)
+        for flag, spec in ENDPOINT_FLAGS.items():
+            document.setdefault(flag, spec.default)
         show_document(self, FORM_SCHEMA, document, FORM_FIELDS, kwargs.get("initial"))
         if "plugins" in self.fields:
             # Canonical (sparse) configs, not the effective ones: what is shown is what was set.
@@ -162,7 +163,7 @@ class EndpointAdmin(ServiceAdmin):
         ("Routing", {"fields": ["methods", "paths", "strip_path", "auth_type"]}),
         ("Timeouts and limits", {"fields": ["timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes"]}),
         ("Resilience", {"fields": ["breaker_policy", "retries", "outlier", "tls", "health_check"]}),
-        ("Plugins", {"fields": ["preserve_host", "https_redirect", "plugins"]}),
+        ("Plugins", {"fields": ["preserve_host", "https_redirect", "websocket", "plugins"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:

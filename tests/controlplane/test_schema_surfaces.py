@@ -16,7 +16,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.test import APIClient
 
-from configdoc.plugins import PLUGINS, PRESERVE_HOST
+from configdoc.plugins import ENDPOINT_FLAGS, PLUGINS, PRESERVE_HOST
 from configdoc.schema import ENDPOINT_FIELDS, Field
 from controlplane.core.api.schema_fields import plugin_serializer_class
 from controlplane.routing.api.serializers import EndpointSerializer
@@ -25,8 +25,8 @@ from tests.controlplane.admin_forms import form_data_from
 pytestmark = pytest.mark.django_db
 API = "/api/v1"
 
-# The endpoint's fields as the contract has them: §3's and §11's.
-ENDPOINT_SCHEMA: dict[str, Field] = {**ENDPOINT_FIELDS, "preserve_host": PRESERVE_HOST}
+# The endpoint's fields as the contract has them: §3's, §11's and §13's (websocket).
+ENDPOINT_SCHEMA: dict[str, Field] = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS}
 
 
 def object_paths(fields: Mapping[str, Field], prefix: str = "") -> Iterator[tuple[str, Field]]:

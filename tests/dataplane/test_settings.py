@@ -28,6 +28,7 @@ def test_settings_read_every_documented_variable() -> None:
             "DATAPLANE_MAX_CONCURRENCY": "50",
             "DATAPLANE_HEADER_TIMEOUT": "2.5",
             "DATAPLANE_SEND_TIMEOUT": "7.5",
+            "DATAPLANE_TUNNEL_GRACE": "3",
             "DATAPLANE_NODE_ID": "edge-1",
             "DATAPLANE_HIDE_RESPONSE_TIME": "true",
         }
@@ -40,6 +41,7 @@ def test_settings_read_every_documented_variable() -> None:
     assert settings.max_concurrency == 50
     assert settings.header_timeout == 2.5
     assert settings.send_timeout == 7.5
+    assert settings.tunnel_grace == 3.0
     assert settings.node_id == "edge-1"
     assert settings.hide_response_time is True
 
@@ -77,6 +79,9 @@ def test_command_line_flags_override_the_environment() -> None:
         ("DATAPLANE_DRAIN_DELAY", "inf"),
         ("DATAPLANE_DRAIN_DELAY", "-1"),
         ("DATAPLANE_DRAIN_DELAY", "soon"),
+        ("DATAPLANE_TUNNEL_GRACE", "nan"),
+        ("DATAPLANE_TUNNEL_GRACE", "-1"),
+        ("DATAPLANE_TUNNEL_GRACE", "60"),  # past uvicorn's 30 s shutdown limit
         ("DATAPLANE_REPORT_INTERVAL", "nan"),
         ("DATAPLANE_REPORT_INTERVAL", "-inf"),
         ("DATAPLANE_LOG_LEVEL", "bogus"),

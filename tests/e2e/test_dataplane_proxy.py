@@ -244,8 +244,9 @@ def test_a_chunked_body_growing_over_the_limit_answers_413(gateway: DataPlane) -
     assert response.json()["error"] == "body_too_large"
 
 
-def test_an_upgrade_request_answers_501(gateway: DataPlane) -> None:
-    response = httpx.get(f"{gateway.url}/users", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+def test_an_upgrade_to_another_protocol_than_websocket_answers_501(gateway: DataPlane) -> None:
+    # WebSocket upgrades are tunnelled (tests/e2e/test_dataplane_websocket.py); other protocols are not.
+    response = httpx.get(f"{gateway.url}/users", headers={"Connection": "Upgrade", "Upgrade": "IRC/6.9"})
     assert response.status_code == 501
     assert response.json()["error"] == "upgrade_not_supported"
     assert response.headers["connection"] == "close"

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from configdoc import effective_endpoint
-from configdoc.plugins import HTTPS_REDIRECT, PRESERVE_HOST
+from configdoc.plugins import HTTPS_REDIRECT, PRESERVE_HOST, WEBSOCKET
 from controlplane.core.api.schema_fields import plugins_field, serializer_field
 from controlplane.core.api.serializers import DocumentObjectSerializer
 from controlplane.health.selectors import UNKNOWN_REASONS, endpoint_targets_health, unknown_health
@@ -131,6 +131,7 @@ class EndpointSerializer(DocumentObjectSerializer):
     # §11, derived from configdoc's schema (one typed serializer per plugin, so OpenAPI shows each field).
     preserve_host = serializer_field(PRESERVE_HOST)
     https_redirect = serializer_field(HTTPS_REDIRECT)  # §13
+    websocket = serializer_field(WEBSOCKET)  # §13
     plugins = plugins_field(
         required=False,
         help_text="this endpoint's plugins, name -> config (each shown with every default); an entry "
@@ -174,6 +175,7 @@ class EndpointSerializer(DocumentObjectSerializer):
             **effective,
             "preserve_host": effective.get("preserve_host", False),
             "https_redirect": effective.get("https_redirect", False),
+            "websocket": effective.get("websocket", True),
             "plugins": effective.get("plugins", {}),
             "health_check": document.get("health_check", {}),
             "created_at": serializers.DateTimeField().to_representation(instance.created_at),
