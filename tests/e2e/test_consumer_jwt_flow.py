@@ -160,6 +160,12 @@ def test_jwt_consumers_made_by_an_operator_open_jwt_endpoints_on_a_running_data_
         created = httpx.post(f"{base}/api/v1/consumers/", json=partner, headers=api)
         assert created.status_code == 201, created.text
 
+        # The secret's value pasted where its reference belongs: refused, naming the field, not echoed.
+        pasted = {"username": "careless", "jwt": [{"issuer": "c", "algorithm": "HS256", "secret": HS_SECRET}]}
+        refused = httpx.post(f"{base}/api/v1/consumers/", json=pasted, headers=api)
+        assert refused.status_code == 400 and "jwt[0].secret" in refused.text, refused.text
+        assert HS_SECRET not in refused.text
+
         # A consumer with an HS256 credential, on the admin's add page as a browser posts it.
         with httpx.Client(base_url=base, timeout=30, follow_redirects=True) as browser:
             _sign_in(browser, base, "olga")
@@ -168,6 +174,14 @@ def test_jwt_consumers_made_by_an_operator_open_jwt_endpoints_on_a_running_data_
             assert page.status_code == 200 and 'name="jwt"' in page.text
             data = form_data_from(page.text)
             credential = [{"issuer": "mobile", "algorithm": "HS256", "secret": {"env": HS_ENV}}]
+            # Pasting the value instead of {"env": NAME} is refused on the page too, without showing it back.
+            careless = [{"issuer": "c", "algorithm": "HS256", "secret": HS_SECRET}]
+            data.update(username=["careless"], jwt=[json.dumps(careless)], _save=["Save"])
+            again = browser.post(add, data=data, headers={"Referer": f"{base}{add}"})
+            assert again.status_code == 200 and "Not saved: jwt[0].secret" in again.text, again.text[:2000]
+            assert HS_SECRET not in again.text
+            assert not Consumer.objects.filter(username="careless").exists()
+            data = form_data_from(page.text)
             data.update(username=["mobile-app"], groups=["mobile"], jwt=[json.dumps(credential)], _save=["Save"])
             saved = browser.post(add, data=data, headers={"Referer": f"{base}{add}"})
             assert saved.status_code == 200 and saved.url.path == "/admin/consumers/consumer/", saved.url
@@ -176,6 +190,17 @@ def test_jwt_consumers_made_by_an_operator_open_jwt_endpoints_on_a_running_data_
             mobile = Consumer.objects.get(username="mobile-app")
             change = browser.get(f"/admin/consumers/consumer/{mobile.pk}/change/").text
             assert HS_ENV in change and HS_SECRET not in change
+            # Each consumer's page, posted back as rendered, saves and changes nothing (the PEM survives).
+            for consumer in Consumer.objects.order_by("username"):
+                before = consumer.document
+                url = f"/admin/consumers/consumer/{consumer.pk}/change/"
+                data = form_data_from(browser.get(url).text)
+                data["_save"] = ["Save"]
+                again = browser.post(url, data=data, headers={"Referer": f"{base}{url}"})
+                assert again.status_code == 200 and again.url.path == "/admin/consumers/consumer/", again.text[:2000]
+                assert "errorlist" not in again.text and "Not saved" not in again.text
+                consumer.refresh_from_db()
+                assert consumer.document == before, consumer.username
         assert mobile.document["jwt"] == credential
 
         # The endpoints, through the API.
