@@ -142,6 +142,7 @@ def test_jwt_consumers_made_by_an_operator_open_jwt_endpoints_on_a_running_data_
             "DATAPLANE_TOKEN": node_secret,
             "DATAPLANE_CACHE_DIR": str(tmp_path),
             "DATAPLANE_LOG_LEVEL": "debug",
+            "DATAPLANE_REPORT_INTERVAL": "0.5",
             HS_ENV: HS_SECRET,  # only the data plane knows the secret's value
         }
         node = stack.enter_context(dataplane(tmp_path, None, **env))
@@ -274,6 +275,21 @@ def test_jwt_consumers_made_by_an_operator_open_jwt_endpoints_on_a_running_data_
         watched = call("/watched/echo", apikey="not-a-key-anyone-has")
         assert watched.status_code == 200 and "x-consumer-username" not in _seen(watched)
         assert _decisions(node, "watched:v1", "key_auth", "would_deny") == wrong + 1
+
+        # The traffic, by consumer, in the stats API: the JWT callers are named there as the upstream saw them.
+        def by_consumer(endpoint: str) -> dict[str, Any]:
+            answer = httpx.get(f"{base}/api/v1/stats/endpoints/{endpoint}/consumers/?window=5m", headers=api)
+            if answer.status_code == 404:
+                return {}  # no report has reached the control plane yet
+            assert answer.status_code == 200, answer.text
+            return {row["consumer"]: row["by_class"] for row in answer.json()["consumers"]}
+
+        ok, refused_by_acl = {"2xx": 1, "3xx": 0, "4xx": 0, "5xx": 0}, {"2xx": 0, "3xx": 0, "4xx": 1, "5xx": 0}
+        eventually(lambda: by_consumer("users:v1") == {"partner": ok, "mobile-app": ok}, "users:v1 by consumer")
+        eventually(
+            lambda: by_consumer("orders:v1") == {"partner": ok, "mobile-app": refused_by_acl}, "orders:v1 by consumer"
+        )
+        eventually(lambda: by_consumer("sso:v1") == {"partner": ok}, "sso:v1 by consumer")
 
         # Nothing secret on the control plane's side: the exports, the audit log, the revisions.
         published: dict[str, str] = {
