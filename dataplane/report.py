@@ -24,6 +24,7 @@ from configdoc.reports import (
     MAX_CERTIFICATE_NAMES,
     MAX_CERTIFICATES,
     MAX_CONSUMERS_PER_ENDPOINT,
+    RATE_LIMITED,
     STATUS_CLASSES,
     is_endpoint_key,
     valid_dns_name,
@@ -153,7 +154,7 @@ def bound_consumers(counts: ConsumerCounts, limit: int = MAX_CONSUMERS_PER_ENDPO
         if not is_endpoint_key(endpoint):
             continue
         named = [(consumer, row) for consumer, row in rows if consumer != OTHER_CONSUMER and any(row)]
-        other = [0, 0, 0, 0]
+        other = [0, 0, 0, 0, 0]
         for consumer, row in rows:
             if consumer == OTHER_CONSUMER:
                 other = [a + b for a, b in zip(other, row, strict=True)]
@@ -174,7 +175,11 @@ def consumers_field(bounded: ConsumerCounts, epoch: int) -> dict[str, Any]:
         entry = endpoints.get(endpoint)
         if entry is None:
             entry = endpoints[endpoint] = {"top": {}, "other": dict.fromkeys(STATUS_CLASSES, 0)}
-        counts = dict(zip(STATUS_CLASSES, row, strict=True))
+        counts: dict[str, int] = dict(zip(STATUS_CLASSES, row[:4], strict=True))
+        if len(row) > 4 and row[4]:
+            # Only when there were some: a control plane older than the field still takes every
+            # report of a node whose consumers were never rate limited.
+            counts[RATE_LIMITED] = row[4]
         if consumer == OTHER_CONSUMER:
             entry["other"] = counts
         else:
