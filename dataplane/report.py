@@ -168,15 +168,16 @@ def bound_consumers(counts: ConsumerCounts, limit: int = MAX_CONSUMERS_PER_ENDPO
     return bounded
 
 
-def consumers_field(bounded: ConsumerCounts, epoch: int) -> dict[str, Any]:
-    """A report's `consumers` (configdoc/reports.py) from counts bounded by `bound_consumers`."""
+def consumers_field(bounded: ConsumerCounts, epoch: int, *, rate_limited: bool = True) -> dict[str, Any]:
+    """A report's `consumers` (configdoc/reports.py) from counts bounded by `bound_consumers`; without
+    the `rate_limited` counts when `rate_limited` is False (a control plane older than them)."""
     endpoints: dict[str, dict[str, Any]] = {}
     for (endpoint, consumer), row in sorted(bounded.items()):
         entry = endpoints.get(endpoint)
         if entry is None:
             entry = endpoints[endpoint] = {"top": {}, "other": dict.fromkeys(STATUS_CLASSES, 0)}
         counts: dict[str, int] = dict(zip(STATUS_CLASSES, row[:4], strict=True))
-        if len(row) > 4 and row[4]:
+        if rate_limited and len(row) > 4 and row[4]:
             # Only when there were some: a control plane older than the field still takes every
             # report of a node whose consumers were never rate limited.
             counts[RATE_LIMITED] = row[4]

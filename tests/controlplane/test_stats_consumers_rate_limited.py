@@ -129,3 +129,11 @@ def test_the_endpoint_dashboard_shows_a_429_column_in_top_consumers(make_user: A
         ["bob", "2", "2", "0", "0", "0", "0"],
         ["all other consumers", "4", "3", "0", "1", "0", "1"],
     ]
+
+
+def test_an_unknown_count_is_400_with_its_path_as_the_field_the_data_plane_recognises() -> None:
+    """The shape a node relies on to tell a control plane older than a count (dataplane/sync.py)."""
+    consumers = {"epoch": 1, "endpoints": {"users:v1": {"top": {"alice": counts(1) | {"429": 1}}, "other": counts()}}}
+    response = post_status(json.dumps(status_report(consumers=consumers)).encode())
+    assert response.status_code == 400
+    assert response.json()["fields"] == {'consumers.endpoints["users:v1"].top["alice"].429': ["unknown field"]}

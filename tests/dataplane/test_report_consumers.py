@@ -208,3 +208,25 @@ def test_a_control_plane_older_than_the_field_still_stores_the_status(tmp_path: 
     assert report(sync)
     assert "consumers" not in control_plane.reports[2]
     assert len(control_plane.reports) == 3
+
+
+def test_a_control_plane_older_than_the_429_counts_gets_the_consumers_without_them(tmp_path: Path) -> None:
+    path = 'consumers.endpoints["users:v1"].top["alice"].rate_limited'
+    refusal = {"error": "validation_error", "message": f"{path}: unknown field", "fields": {path: ["unknown field"]}}
+    control_plane = ControlPlane(httpx.Response(400, json=refusal))
+    plugins = {**KEY_AUTH, "rate_limit": {"limits": [{"requests": 1, "per": "minute"}], "by": "consumer"}}
+    gw = Gateway(
+        document(plugins), lambda _: httpx.Response(200), control_plane_url="http://cp.test", token="gwdp_x",
+        cache_dir=tmp_path,
+    )  # fmt: skip
+    sync = Sync(gw.runtime, transport=httpx.MockTransport(control_plane))
+    assert [call(gw, headers=alice()).status_code for _ in range(2)] == [200, 429]
+    assert report(sync)
+    first, second = control_plane.reports
+    assert first["consumers"]["endpoints"]["users:v1"]["top"]["alice"]["rate_limited"] == 1
+    assert second["consumers"]["endpoints"]["users:v1"]["top"]["alice"] == {"2xx": 1, "3xx": 0, "4xx": 1, "5xx": 0}
+    assert second["consumers"]["epoch"] == first["consumers"]["epoch"]  # the same counts, not yet added
+    call(gw, headers=alice())
+    assert report(sync)
+    assert "rate_limited" not in control_plane.reports[2]["consumers"]["endpoints"]["users:v1"]["top"]["alice"]
+    assert len(control_plane.reports) == 3
