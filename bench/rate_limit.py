@@ -3,6 +3,7 @@
 counted locally and in Redis, in one run.
 
     .venv/bin/python bench/rate_limit.py [--rounds 5] [--duration 5] [--keys 1000000]
+        [--accuracy-limit 1000] [--accuracy-duration 10] [--only accuracy]
 
 Needs `wrk`, `nginx` and `redis-server` on PATH (`apt-get install -y wrk nginx redis-server`); only
 127.0.0.1. Starts, in a temporary directory, nginx as the upstream and a throwaway redis-server (both on
@@ -17,6 +18,15 @@ shows medians, then each variant's req/s as a ratio of `plain`'s from the same r
 >= 0.85x, redis >= 0.5x) and CPU time per request of the data plane (from /proc, at 50 connections;
 Redis's own CPU is not in it). Every variant is first checked to answer 200 with the RateLimit headers.
 
+Accuracy (the issue's "allowed requests within 2 % of the limit"): two more data planes share one
+`rate_limit` of `--accuracy-limit` requests a minute (`policy: redis`, by a header every load request
+carries the same, the default `fault_tolerant: true`, so a count Redis misses would let more through)
+through the same redis-server. Once a minute has at least `--accuracy-duration` + 5 s left, two wrk
+processes of 25 connections each (50 in all), one per node, send as fast as they can for
+`--accuracy-duration` seconds; the 2xx the nodes answered (their own /-/metrics, before and after) are
+the allowed requests, printed against the limit with the Redis errors the nodes counted. Only this:
+`--only accuracy`.
+
 Memory: a fresh process counts `--keys` distinct callers (keys shaped like the plugin's: endpoint and
 an IPv4 address) into `LocalCounters` at the default cap (DATAPLANE_RATE_LIMIT_MAX_KEYS, 100,000) and
 uncapped, and reports the RSS growth of each.
@@ -26,11 +36,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -85,6 +97,84 @@ def document(upstream: str, plugins: dict[str, Any] | None) -> dict[str, Any]:
     return {"format_version": 2, "breaker_policies": [], "endpoints": [endpoint]}
 
 
+def node_env(name: str, seed: Path, redis_port: int) -> tuple[dict[str, str], int, int]:
+    port, admin = free_port(), free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
+        "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+        "DATAPLANE_SEED": str(seed),
+        "DATAPLANE_NODE_ID": f"bench-{name}",
+        "DATAPLANE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+    }
+    return env, port, admin
+
+
+def metric_sum(admin: int, name: str, labels: str) -> float:
+    """The sum of a node's /-/metrics samples of `name` whose labels contain `labels`."""
+    text = httpx.get(f"http://127.0.0.1:{admin}/-/metrics", timeout=10).text
+    pattern = rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$"
+    return sum(float(value) for found, value in re.findall(pattern, text, re.MULTILINE) if labels in found)
+
+
+def accuracy(stack: ExitStack, work: Path, upstream: str, redis_port: int, limit: int, duration: int) -> None:
+    """Two nodes sharing one limit through Redis under 50 connections: allowed requests against the limit."""
+    plugins = {"rate_limit": {"limits": [{"requests": limit, "per": "minute"}], "by": "header",
+                              "header_name": "X-Bench-Client", "policy": "redis"}}  # fmt: skip
+    seed = work / "accuracy.yaml"
+    seed.write_text(yaml.safe_dump(document(upstream, plugins)))
+    nodes: list[tuple[int, int]] = []
+    for name in ("accuracy-a", "accuracy-b"):
+        env, port, admin = node_env(name, seed, redis_port)
+        stack.enter_context(
+            started(
+                ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
+                work / f"{name}.log",
+                f"http://127.0.0.1:{admin}/-/readyz",
+                env=env,
+            )
+        )
+        nodes.append((port, admin))
+    for port, _ in nodes:  # a caller of its own, so the check does not count against the measured one
+        response = httpx.get(f"http://127.0.0.1:{port}/bench/x", headers={"X-Bench-Client": "check"})
+        assert response.status_code == 200 and response.headers["ratelimit-limit"] == str(limit), response.headers
+    ok = "bench:v1"
+    before = sum(metric_sum(admin, "gateway_requests_total", f'endpoint="{ok}"') for _, admin in nodes)
+    allowed_before = sum(
+        metric_sum(admin, "gateway_requests_total", f'endpoint="{ok}",method="GET",status_class="2xx"')
+        for _, admin in nodes
+    )
+    left = 60 - time.time() % 60
+    if left < duration + 5:  # the whole run in one minute's window, so the limit applies once
+        time.sleep(left + 0.5)
+    argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c25", f"-d{duration}s", "-H", "X-Bench-Client: load"]
+    loads = [
+        subprocess.Popen([*argv, f"http://127.0.0.1:{port}/bench/x"], stdout=subprocess.PIPE, text=True)  # noqa: S603
+        for port, _ in nodes
+    ]
+    for load in loads:
+        load.communicate()
+    time.sleep(0.5)  # the nodes' last answers counted
+    total = sum(metric_sum(admin, "gateway_requests_total", f'endpoint="{ok}"') for _, admin in nodes) - before
+    allowed = (
+        sum(
+            metric_sum(admin, "gateway_requests_total", f'endpoint="{ok}",method="GET",status_class="2xx"')
+            for _, admin in nodes
+        )
+        - allowed_before
+    )
+    refused = sum(metric_sum(admin, "gateway_errors_total", 'error="rate_limited"') for _, admin in nodes)
+    backend = sum(metric_sum(admin, "gateway_rate_limit_backend_errors_total", "") for _, admin in nodes)
+    off = (allowed - limit) / limit * 100
+    verdict = "met" if abs(off) <= 2 else "MISSED"
+    print(
+        f"accuracy: {limit:,}/minute shared by 2 nodes through Redis, 50 connections for {duration} s:"
+        f" {allowed:,.0f} allowed of {total:,.0f} requests ({refused:,.0f} refused 429), {off:+.2f} % of the"
+        f" limit (target within 2 %): {verdict}; Redis errors counted {backend:,.0f}"
+    )
+
+
 def memory(keys: int, cap: int) -> tuple[int, int, float]:
     """(keys held, RSS growth in KiB, µs per count) of a fresh process counting `keys` distinct callers."""
     result = subprocess.run(  # noqa: S603 - our own argv
@@ -99,7 +189,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--keys", type=int, default=1_000_000, help="distinct callers for the memory figure")
+    parser.add_argument("--accuracy-limit", type=int, default=1000, help="requests a minute the two nodes share")
+    parser.add_argument("--accuracy-duration", type=int, default=10, help="seconds of load, at most 50")
+    parser.add_argument("--only", choices=["accuracy"], help="measure only this")
     args = parser.parse_args()
+    args.accuracy_duration = min(max(args.accuracy_duration, 1), 50)
     for tool in ("wrk", "nginx", "taskset", "redis-server"):
         if shutil.which(tool) is None:
             print(f"bench/rate_limit.py: {tool} not found (apt-get install -y wrk nginx redis-server)", file=sys.stderr)
@@ -116,6 +210,9 @@ def main() -> int:
         )
         redis_port, redis = stack.enter_context(redis_server(work / "redis.log"))
         subprocess.run(["taskset", "-pc", LOAD_CORE, str(redis.pid)], check=True, capture_output=True)  # noqa: S603, S607
+        accuracy(stack, work, upstream, redis_port, args.accuracy_limit, args.accuracy_duration)
+        if args.only == "accuracy":
+            return 0
         variants: dict[str, dict[str, Any] | None] = {
             "plain": None,
             "local": {"rate_limit": {"limits": LIMITS, "by": "ip"}},
@@ -126,16 +223,7 @@ def main() -> int:
         for name, plugins in variants.items():
             seed = work / f"{name}.yaml"
             seed.write_text(yaml.safe_dump(document(upstream, plugins)))
-            port, admin = free_port(), free_port()
-            env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "PYTHONPATH": str(ROOT),
-                "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
-                "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-                "DATAPLANE_SEED": str(seed),
-                "DATAPLANE_NODE_ID": f"bench-{name}",
-                "DATAPLANE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            }
+            env, port, admin = node_env(name, seed, redis_port)
             process = stack.enter_context(
                 started(
                     ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],

@@ -14,14 +14,18 @@ aggregates them (controlplane/stats).
         "state": "closed"|"open"|"half_open", "forced": "open"|"closed"|null, "reset_generation": int,
         "transitions": [{"from": state, "to": state, "at": unix seconds}, ...]  (oldest first, at most 20)}}
     consumers: {"epoch": int >= 1, "endpoints": {"<endpoint key>": {
-        "top": {"<consumer username>": {"2xx": int, "3xx": int, "4xx": int, "5xx": int}},  (at most 100)
-        "other": {"2xx": int, "3xx": int, "4xx": int, "5xx": int}}}}
+        "top": {"<consumer username>": {"2xx": int, "3xx": int, "4xx": int, "5xx": int,
+                                        "rate_limited": int (optional)}},  (at most 100)
+        "other": {"2xx": int, "3xx": int, "4xx": int, "5xx": int, "rate_limited": int (optional)}}}}
 
 `consumers` (optional) is traffic by consumer since the node's previous report, not since boot: per
 endpoint the top consumers by requests and the rest summed as `other` (a separate field, so no
 username can be mistaken for it). Requests no authentication plugin named a consumer for are not in
 it; the `anonymous` consumer is listed under its username. `epoch` grows with every report of a boot,
 so the control plane adds a report's consumer counts once even when it arrives twice.
+`rate_limited` is how many of the 4xx were the `rate_limit` plugin's 429 `rate_limited` (so at most
+`4xx`); a node sends it only when it is not 0, and a report without it means 0 (nodes older than the
+field).
 
     certificates: [{"name": "<file name without .pem>", "names": ["api.example.com", "*.example.com"],
         "not_after": unix seconds}, ...]  (the TLS listener's, §13; at most 1000, each with at most 100
@@ -47,6 +51,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 BUCKET_COUNT = len(LATENCY_BUCKETS) + 1  # the last one is +Inf
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+# A consumer's 429 `rate_limited` answers (also counted in its 4xx): the error code and the field name.
+RATE_LIMITED = "rate_limited"
 BREAKER_STATES = ("closed", "open", "half_open")
 FORCED_STATES = ("open", "closed")
 MAX_TRANSITIONS = 20
@@ -233,13 +239,20 @@ def validate_certificates(value: Any) -> Problems:
 
 
 def _class_counts(problems: Problems, path: str, value: Any) -> None:
+    """A consumer's counts: 2xx, 3xx, 4xx and 5xx, and optionally rate_limited (at most its 4xx)."""
     if not isinstance(value, dict):
         _add(problems, path, "must be an object with 2xx, 3xx, 4xx and 5xx")
         return
-    _exact_keys(problems, path, value, STATUS_CLASSES)
+    _exact_keys(problems, path, {key: count for key, count in value.items() if key != RATE_LIMITED}, STATUS_CLASSES)
     for status_class in STATUS_CLASSES:
         if status_class in value and not _count(value[status_class]):
             _add(problems, f"{path}.{status_class}", "must be a whole number >= 0")
+    if RATE_LIMITED in value:
+        limited, client_errors = value[RATE_LIMITED], value.get("4xx")
+        if not _count(limited):
+            _add(problems, f"{path}.{RATE_LIMITED}", "must be a whole number >= 0")
+        elif _count(client_errors) and limited > client_errors:
+            _add(problems, f"{path}.{RATE_LIMITED}", "must be at most 4xx (each 429 is a 4xx answer)")
 
 
 def is_consumer_username(value: Any) -> bool:

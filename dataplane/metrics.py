@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from configdoc.reports import LATENCY_BUCKETS as BUCKETS
-from configdoc.reports import MAX_CONSUMER_PAIRS
+from configdoc.reports import MAX_CONSUMER_PAIRS, RATE_LIMITED
 
 # The `other` consumer in `Metrics.consumers`: no username is empty (configdoc.consumers.USERNAME_RE).
 OTHER_CONSUMER: Final = ""
@@ -186,9 +186,10 @@ class Metrics:
             errors[(endpoint, error)] = errors.get((endpoint, error), 0) + 1
         self._add(self._pending_durations, endpoint, seconds)
 
-    def observe_consumer(self, endpoint: str, consumer: str, status: int) -> None:
+    def observe_consumer(self, endpoint: str, consumer: str, status: int, error: str | None = None) -> None:
         """One answered request an authentication plugin named `consumer` for (only called then, so an
-        endpoint without authentication pays nothing)."""
+        endpoint without authentication pays nothing). Counts are [2xx, 3xx, 4xx, 5xx, rate_limited]:
+        a 429 `rate_limited` is in 4xx and in the last count too (the report's `rate_limited`)."""
         index = status // 100 - 2
         if not 0 <= index <= 3:
             return  # 1xx (an upgrade): not in the report's status classes
@@ -198,8 +199,10 @@ class Metrics:
             key = (endpoint, consumer) if len(consumers) < MAX_CONSUMER_PAIRS else (endpoint, OTHER_CONSUMER)
             counts = consumers.get(key)
             if counts is None:
-                counts = consumers[key] = [0, 0, 0, 0]
+                counts = consumers[key] = [0, 0, 0, 0, 0]
         counts[index] += 1
+        if error == RATE_LIMITED:
+            counts[4] += 1
 
     def take_consumers(self) -> dict[tuple[str, str], list[int]]:
         """The traffic by consumer counted since the last call, and a fresh count from now on (a report

@@ -138,7 +138,7 @@ class ProxyApp:
                 )
                 if exchange.consumer:  # only set by an authentication plugin: a plain endpoint skips this
                     self.runtime.metrics.observe_consumer(
-                        exchange.endpoint_key or "", exchange.consumer, exchange.status
+                        exchange.endpoint_key or "", exchange.consumer, exchange.status, exchange.error
                     )
             chain = exchange.chain
             if chain is not None and chain.log:

@@ -259,7 +259,7 @@ class RedisCounters:
         self,
         url: str | None,
         *,
-        timeout: float = 0.1,
+        timeout: float = 0.5,
         on_error: Callable[[], None] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:

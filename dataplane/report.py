@@ -24,6 +24,7 @@ from configdoc.reports import (
     MAX_CERTIFICATE_NAMES,
     MAX_CERTIFICATES,
     MAX_CONSUMERS_PER_ENDPOINT,
+    RATE_LIMITED,
     STATUS_CLASSES,
     is_endpoint_key,
     valid_dns_name,
@@ -153,7 +154,7 @@ def bound_consumers(counts: ConsumerCounts, limit: int = MAX_CONSUMERS_PER_ENDPO
         if not is_endpoint_key(endpoint):
             continue
         named = [(consumer, row) for consumer, row in rows if consumer != OTHER_CONSUMER and any(row)]
-        other = [0, 0, 0, 0]
+        other = [0, 0, 0, 0, 0]
         for consumer, row in rows:
             if consumer == OTHER_CONSUMER:
                 other = [a + b for a, b in zip(other, row, strict=True)]
@@ -167,14 +168,19 @@ def bound_consumers(counts: ConsumerCounts, limit: int = MAX_CONSUMERS_PER_ENDPO
     return bounded
 
 
-def consumers_field(bounded: ConsumerCounts, epoch: int) -> dict[str, Any]:
-    """A report's `consumers` (configdoc/reports.py) from counts bounded by `bound_consumers`."""
+def consumers_field(bounded: ConsumerCounts, epoch: int, *, rate_limited: bool = True) -> dict[str, Any]:
+    """A report's `consumers` (configdoc/reports.py) from counts bounded by `bound_consumers`; without
+    the `rate_limited` counts when `rate_limited` is False (a control plane older than them)."""
     endpoints: dict[str, dict[str, Any]] = {}
     for (endpoint, consumer), row in sorted(bounded.items()):
         entry = endpoints.get(endpoint)
         if entry is None:
             entry = endpoints[endpoint] = {"top": {}, "other": dict.fromkeys(STATUS_CLASSES, 0)}
-        counts = dict(zip(STATUS_CLASSES, row, strict=True))
+        counts: dict[str, int] = dict(zip(STATUS_CLASSES, row[:4], strict=True))
+        if rate_limited and len(row) > 4 and row[4]:
+            # Only when there were some: a control plane older than the field still takes every
+            # report of a node whose consumers were never rate limited.
+            counts[RATE_LIMITED] = row[4]
         if consumer == OTHER_CONSUMER:
             entry["other"] = counts
         else:

@@ -192,9 +192,11 @@ class Settings:
     tls_certs: Path | None = None
     tls_poll: float = 5.0
     # rate_limit's `policy: redis` (ratelimit.py): the shared counters' server, and how long a count may
-    # take before the plugin counts locally (fault_tolerant) or answers 503 rate_limit_unavailable.
+    # take before the plugin counts locally (fault_tolerant) or answers 503 rate_limit_unavailable. Half a
+    # second, not less: the timeout runs on the event loop's clock, so a loaded node's own scheduling
+    # delay counts against it, and a tighter one turned CPU load into 503s (docs/dataplane.md).
     redis_url: str | None = field(default=None, repr=False)  # may carry a password: never in a log line
-    redis_timeout: float = 0.1
+    redis_timeout: float = 0.5
     rate_limit_max_keys: int = RATE_LIMIT_MAX_KEYS
 
     @classmethod
@@ -231,7 +233,7 @@ class Settings:
             "report_interval": _number(environ, "DATAPLANE_REPORT_INTERVAL", 10.0, minimum=0.1, maximum=DAY),
             "log_level": _log_level(environ),
             "redis_url": _redis_url(environ),
-            "redis_timeout": _number(environ, "DATAPLANE_REDIS_TIMEOUT", 0.1, minimum=0.001, maximum=60),
+            "redis_timeout": _number(environ, "DATAPLANE_REDIS_TIMEOUT", 0.5, minimum=0.001, maximum=60),
             "rate_limit_max_keys": _count(
                 environ, "DATAPLANE_RATE_LIMIT_MAX_KEYS", RATE_LIMIT_MAX_KEYS, minimum=1, maximum=100_000_000
             ),

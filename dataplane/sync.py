@@ -86,6 +86,25 @@ def _unknown_consumers_field(response: httpx.Response) -> bool:
     return isinstance(fields, dict) and fields.get("consumers") == ["unknown field"]
 
 
+def _unknown_rate_limited_field(response: httpx.Response) -> bool:
+    """A 400 refusing only the consumers' `rate_limited` counts as unknown fields: a control plane that
+    takes traffic by consumer but is older than its 429 count."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    fields = body.get("fields") if isinstance(body, dict) else None
+    return (
+        isinstance(fields, dict)
+        and bool(fields)
+        and all(
+            isinstance(path, str) and path.startswith("consumers.") and path.endswith(".rate_limited")
+            and messages == ["unknown field"]
+            for path, messages in fields.items()
+        )
+    )  # fmt: skip
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -262,6 +281,9 @@ class Sync:
         # False once a control plane refused the `consumers` field as unknown (older than the field):
         # then reports go without it, so the node's status is still stored.
         self.send_consumers = True
+        # False once a control plane refused the consumers' `rate_limited` counts as unknown (older than
+        # them): then the consumers go without them.
+        self.send_rate_limited = True
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -419,7 +441,7 @@ class Sync:
         consumers = None
         if bounded and self.send_consumers:
             self.consumer_epoch += 1
-            consumers = consumers_field(bounded, self.consumer_epoch)
+            consumers = consumers_field(bounded, self.consumer_epoch, rate_limited=self.send_rate_limited)
         body, headers = await asyncio.to_thread(encode_report, self.status(counters, consumers))
         try:
             response = await self.client.post(STATUS_PATH, content=body, headers=headers)
@@ -429,6 +451,21 @@ class Sync:
             return False
         if response.status_code >= 500:
             self._unsent_consumers = bounded
+        if consumers is not None and response.status_code == 400 and _unknown_rate_limited_field(response):
+            logger.warning(
+                "the control plane does not take 429 counts by consumer (older version): reporting without them"
+            )
+            self.send_rate_limited = False
+            consumers = consumers_field(bounded, self.consumer_epoch, rate_limited=False)
+            body, headers = await asyncio.to_thread(encode_report, self.status(counters, consumers))
+            try:
+                response = await self.client.post(STATUS_PATH, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                logger.debug("status report failed: %s", exc)
+                self._unsent_consumers = bounded
+                return False
+            if response.status_code >= 500:
+                self._unsent_consumers = bounded
         if consumers is not None and response.status_code == 400 and _unknown_consumers_field(response):
             logger.warning("the control plane does not take traffic by consumer (older version): reporting without it")
             self.send_consumers = False

@@ -70,6 +70,9 @@ class ConsumerTrafficMinute(models.Model):
     requests_3xx = models.PositiveBigIntegerField(default=0)
     requests_4xx = models.PositiveBigIntegerField(default=0)
     requests_5xx = models.PositiveBigIntegerField(default=0)
+    rate_limited = models.PositiveBigIntegerField(
+        default=0, help_text="the 4xx that were the rate_limit plugin's 429 rate_limited"
+    )
 
     class Meta:
         ordering = ["start", "endpoint_key", "consumer"]

@@ -148,17 +148,18 @@ TOP_CONSUMERS = 100
 
 def _by_class(row: dict[str, Any]) -> dict[str, Any]:
     by_class = {status_class: int(row[f"requests_{status_class}"] or 0) for status_class in STATUS_CLASSES}
-    return {"requests": sum(by_class.values()), "by_class": by_class}
+    return {"requests": sum(by_class.values()), "by_class": by_class, "rate_limited": int(row["rate_limited"] or 0)}
 
 
 def top_consumers(*, endpoint_key: str, since: datetime, limit: int = TOP_CONSUMERS) -> dict[str, Any]:
     """One endpoint's traffic by consumer since `since` (minute rows: windows up to 24 h):
 
-    {"consumers": [{"consumer", "requests", "by_class": {"2xx", "3xx", "4xx", "5xx"}}, ...] (at most
-     `limit`, most requests first, ties by username), "other": {"requests", "by_class"}} — `other` is
-    every other consumer's traffic: the nodes' and minutes' `other` rows and the consumers past `limit`.
+    {"consumers": [{"consumer", "requests", "by_class": {"2xx", "3xx", "4xx", "5xx"}, "rate_limited"},
+     ...] (at most `limit`, most requests first, ties by username), "other": {"requests", "by_class",
+    "rate_limited"}} — `other` is every other consumer's traffic: the nodes' and minutes' `other` rows
+    and the consumers past `limit`. `rate_limited` counts the 429 rate_limited answers among the 4xx.
     Requests no authentication plugin named a consumer for are in neither."""
-    fields = [f"requests_{status_class}" for status_class in STATUS_CLASSES]
+    fields = [f"requests_{status_class}" for status_class in STATUS_CLASSES] + ["rate_limited"]
     grouped: QuerySet[Any] = (
         ConsumerTrafficMinute.objects.filter(endpoint_key=endpoint_key, start__gte=truncate(since, "minute"))
         .order_by()
@@ -178,6 +179,7 @@ def top_consumers(*, endpoint_key: str, since: datetime, limit: int = TOP_CONSUM
     for entry in named[limit:]:
         for status_class in STATUS_CLASSES:
             other[f"requests_{status_class}"] += entry["by_class"][status_class]
+        other["rate_limited"] += entry["rate_limited"]
     return {"consumers": named[:limit], "other": _by_class(other)}
 
 

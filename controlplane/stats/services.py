@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
-from configdoc.reports import BUCKET_COUNT, MAX_CONSUMERS_PER_ENDPOINT, STATUS_CLASSES, merge_histograms
+from configdoc.reports import BUCKET_COUNT, MAX_CONSUMERS_PER_ENDPOINT, RATE_LIMITED, STATUS_CLASSES, merge_histograms
 
 from .models import ConsumerTrafficMinute, NodeCounterBaseline, TrafficBucket, TrafficHour, TrafficMinute
 from .selectors import truncate
@@ -268,11 +268,14 @@ def stats_ingest(*, report: Mapping[str, Any], now: datetime | None = None) -> d
     return deltas
 
 
-_CLASS_FIELDS = [f"requests_{status_class}" for status_class in STATUS_CLASSES]
+# A consumer row's counts, in the order of `_class_list`: the status classes, then the 429 rate_limited.
+_CLASS_FIELDS = [f"requests_{status_class}" for status_class in STATUS_CLASSES] + ["rate_limited"]
 
 
 def _class_list(counts: Mapping[str, int]) -> list[int]:
-    return [int(counts.get(status_class, 0)) for status_class in STATUS_CLASSES]
+    """A report's consumer counts as [2xx, 3xx, 4xx, 5xx, rate_limited] (rate_limited 0 when a node
+    older than the field left it out)."""
+    return [int(counts.get(status_class, 0)) for status_class in STATUS_CLASSES] + [int(counts.get(RATE_LIMITED, 0))]
 
 
 def _add_consumers(start: datetime, endpoints: Mapping[str, Any]) -> None:
@@ -299,7 +302,7 @@ def _add_consumers(start: datetime, endpoints: Mapping[str, Any]) -> None:
         spill = _class_list(entry["other"])
         known = named[key]
         # The biggest consumers first, so a minute that fills up keeps the top ones by name.
-        ranked = sorted(entry["top"].items(), key=lambda item: (-sum(item[1].values()), item[0]))
+        ranked = sorted(entry["top"].items(), key=lambda item: (-sum(item[1][c] for c in STATUS_CLASSES), item[0]))
         for consumer, counts in ranked:
             row = _class_list(counts)
             if not any(row):
@@ -340,8 +343,8 @@ def _upsert_consumer_rows(start: datetime, additions: dict[tuple[str, str], list
     with connection.cursor() as cursor:
         cursor.execute(  # identifiers from the model's meta, quoted; every value is a parameter
             f"INSERT INTO {table} ({start_column}, {', '.join(columns)}) "  # noqa: S608
-            f"SELECT %s::timestamptz, v.* FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], "
-            f"%s::bigint[], %s::bigint[]) AS v "
+            f"SELECT %s::timestamptz, v.* FROM unnest(%s::text[], %s::text[], "
+            f"{', '.join(['%s::bigint[]'] * len(_CLASS_FIELDS))}) AS v "
             f"ON CONFLICT ({columns[0]}, {start_column}, {columns[1]}) DO UPDATE SET {counts_set}",
             params,
         )

@@ -115,3 +115,44 @@ def test_deeply_nested_counts_are_refused_not_recursed_into() -> None:
         nested = {"2xx": nested}
     problems = validate_consumers(consumers(users_v1={"top": {"a": nested}, "other": counts()}))
     assert 'consumers.endpoints["users:v1"].top["a"].2xx' in problems
+
+
+# --- rate_limited: a consumer's 429s -----------------------------------------------------------------------
+
+
+def test_rate_limited_is_optional_and_counted_among_the_4xx() -> None:
+    limited = counts(5, 3) | {"rate_limited": 3}
+    value = consumers(users_v1={"top": {"alice": limited, "bob": counts(2)}, "other": counts(0) | {"rate_limited": 0}})
+    assert validate_consumers(value) == {}
+
+
+@pytest.mark.parametrize(
+    ("rate_limited", "message"),
+    [
+        (-1, "must be a whole number >= 0"),
+        (True, "must be a whole number >= 0"),
+        (1.5, "must be a whole number >= 0"),
+        ("3", "must be a whole number >= 0"),
+        (None, "must be a whole number >= 0"),
+        ({"n": 1}, "must be a whole number >= 0"),
+        ("\x00", "must be a whole number >= 0"),
+        ("\ud800", "must be a whole number >= 0"),
+        (10**30, "must be at most 4xx (each 429 is a 4xx answer)"),
+        (4, "must be at most 4xx (each 429 is a 4xx answer)"),
+    ],
+)
+def test_a_hostile_rate_limited_count_is_refused_naming_the_field(rate_limited: Any, message: str) -> None:
+    value = consumers(users_v1={"top": {"alice": counts(5, 3) | {"rate_limited": rate_limited}}, "other": counts(0)})
+    assert validate_consumers(value) == {'consumers.endpoints["users:v1"].top["alice"].rate_limited': [message]}
+
+
+def test_rate_limited_in_other_is_checked_too_and_no_other_extra_field_is_taken() -> None:
+    value = consumers(users_v1={"top": {}, "other": counts(0) | {"rate_limited": 1}})
+    assert validate_consumers(value) == {
+        'consumers.endpoints["users:v1"].other.rate_limited': ["must be at most 4xx (each 429 is a 4xx answer)"]
+    }
+    value = consumers(users_v1={"top": {"alice": counts() | {"rate_limited_x": 0, "429": 1}}, "other": counts(0)})
+    assert validate_consumers(value) == {
+        'consumers.endpoints["users:v1"].top["alice"].429': ["unknown field"],
+        'consumers.endpoints["users:v1"].top["alice"].rate_limited_x': ["unknown field"],
+    }

@@ -115,10 +115,10 @@ def test_top_consumers_lists_the_most_requests_first_and_folds_the_rest_into_oth
     stats_ingest(report=report(1, a=counts(1), b=counts(5, server=2), c=counts(3), other=counts(10)), now=NOW)
     top = top_consumers(endpoint_key="users:v1", since=NOW - timedelta(minutes=5), limit=2)
     assert top["consumers"] == [
-        {"consumer": "b", "requests": 7, "by_class": counts(5, server=2)},
-        {"consumer": "c", "requests": 3, "by_class": counts(3)},
+        {"consumer": "b", "requests": 7, "by_class": counts(5, server=2), "rate_limited": 0},
+        {"consumer": "c", "requests": 3, "by_class": counts(3), "rate_limited": 0},
     ]
-    assert top["other"] == {"requests": 11, "by_class": counts(11)}
+    assert top["other"] == {"requests": 11, "by_class": counts(11), "rate_limited": 0}
 
 
 # --- the status endpoint refuses hostile `consumers` ----------------------------------------------------
@@ -183,7 +183,7 @@ def test_the_api_shows_an_endpoints_top_consumers_over_a_window(readonly_client:
     assert body["endpoint"] == "users:v1" and body["window"] == "1h"
     assert [(row["consumer"], row["requests"]) for row in body["consumers"]] == [("alice", 6), ("bob", 2)]
     assert body["consumers"][0]["by_class"] == counts(5, 1)
-    assert body["other"] == {"requests": 1, "by_class": counts(1)}
+    assert body["other"] == {"requests": 1, "by_class": counts(1), "rate_limited": 0}
     day = readonly_client.get(f"{API}/stats/endpoints/users:v1/consumers/?window=24h&limit=1").json()
     assert [row["consumer"] for row in day["consumers"]] == ["alice"]
     assert day["other"]["requests"] == 1 + 2 + 1
@@ -233,9 +233,9 @@ def test_the_endpoint_dashboard_shows_the_top_consumers_table(make_user: Any) ->
         for row in re.findall(r"<tr [^>]*data-consumer[^>]*>(.*?)</tr>", table.group(0), re.S)
     ]
     assert shown == [
-        ["alice", "6", "5", "0", "1", "0"],
-        ["bob", "2", "2", "0", "0", "0"],
-        ["all other consumers", "3", "3", "0", "0", "0"],
+        ["alice", "6", "5", "0", "1", "0", "0"],
+        ["bob", "2", "2", "0", "0", "0", "0"],
+        ["all other consumers", "3", "3", "0", "0", "0", "0"],
     ]
 
 

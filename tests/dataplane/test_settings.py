@@ -210,9 +210,9 @@ def test_a_bad_kept_node_id_does_not_matter_when_the_variable_names_the_node(tmp
     assert Settings.from_env({"DATAPLANE_CACHE_DIR": str(tmp_path), "DATAPLANE_NODE_ID": "edge-7"}).node_id == "edge-7"
 
 
-def test_rate_limit_settings_default_to_no_redis_a_tenth_of_a_second_and_100000_keys() -> None:
+def test_rate_limit_settings_default_to_no_redis_half_a_second_and_100000_keys() -> None:
     settings = Settings.from_env({})
-    assert (settings.redis_url, settings.redis_timeout, settings.rate_limit_max_keys) == (None, 0.1, 100_000)
+    assert (settings.redis_url, settings.redis_timeout, settings.rate_limit_max_keys) == (None, 0.5, 100_000)
     settings = Settings.from_env(
         {
             "DATAPLANE_REDIS_URL": "redis://:pw@127.0.0.1:6379/3",

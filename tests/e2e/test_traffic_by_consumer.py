@@ -91,7 +91,7 @@ def test_two_consumers_traffic_through_a_data_plane_shows_in_the_stats_api_by_co
             wanted = {
                 "partner": {"2xx": 3, "3xx": 0, "4xx": 0, "5xx": 0},
                 "intern": {"2xx": 1, "3xx": 0, "4xx": 1, "5xx": 0},
-                "(other)": {"requests": 0, "by_class": {"2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}},
+                "(other)": {"requests": 0, "by_class": {"2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}, "rate_limited": 0},
             }
             eventually(lambda: by_consumer() == wanted, "both consumers' counts in stats/")
             # Later reports (nothing new) add nothing: each report epoch is counted once.

@@ -116,13 +116,22 @@ CONSUMERS_RESPONSE = inline_serializer(
                 "consumer": serializers.CharField(help_text="the consumer's username"),
                 "requests": serializers.IntegerField(min_value=0),
                 "by_class": _class_counts("ConsumerTrafficByClass"),
+                "rate_limited": serializers.IntegerField(
+                    min_value=0, help_text="how many of the 4xx were 429 rate_limited (the rate_limit plugin)"
+                ),
             },
             many=True,
             help_text="the top consumers by requests, most first (at most `limit`)",
         ),
         "other": inline_serializer(
             "OtherConsumersTraffic",
-            {"requests": serializers.IntegerField(min_value=0), "by_class": _class_counts("OtherConsumersByClass")},
+            {
+                "requests": serializers.IntegerField(min_value=0),
+                "by_class": _class_counts("OtherConsumersByClass"),
+                "rate_limited": serializers.IntegerField(
+                    min_value=0, help_text="how many of the 4xx were 429 rate_limited"
+                ),
+            },
             help_text="every other consumer's requests together (past the top 100 of a node or a minute, or `limit`)",
         ),
     },
@@ -133,7 +142,9 @@ class EndpointConsumersApi(APIView):
     """One endpoint's top consumers over a window (ARCHITECTURE §11: traffic by consumer, bounded).
 
     Requests an authentication plugin named a consumer for, per consumer username (the `anonymous`
-    consumer under its own); requests without a consumer are not counted here. At most 100 consumers
+    consumer under its own); requests without a consumer are not counted here. `rate_limited` is how
+    many of a consumer's 4xx were the rate_limit plugin's 429 `rate_limited` (the endpoint's total is
+    `errors.rate_limited` in stats/endpoints/{key}/). At most 100 consumers
     per endpoint per minute are kept by name, the rest are in `other`."""
 
     read_permission = "config:read"
