@@ -76,6 +76,13 @@ def close_frame(reason: bytes, *, masked: bool) -> bytes:
     return bytes((0x88, 0x80 | len(payload))) + key + body
 
 
+# Which first bytes of a frame header a peer may send (RFC 6455 §5.2): any RSV bits (extensions own
+# them), the opcodes 0-2 and 8-10, and control frames (8-10) only with FIN set (§5.5: never fragmented).
+_FIRST_OK = bytes(
+    1 if (byte & 0x0F) in (0, 1, 2) or ((byte & 0x0F) in (8, 9, 10) and byte & 0x80) else 0 for byte in range(256)
+)
+
+
 class Frames:
     """Where one direction of a tunnel stands in its frames (RFC 6455 §5.2), read from the frame headers
     only: the bytes `left` of the current frame, a header split over two reads (`partial`), whether a
@@ -83,10 +90,12 @@ class Frames:
     fragmented or long control frame, the mask bit wrong for the direction, a 64-bit length with its top
     bit set) means the stream is not followed any more (`lost`): it is never at a boundary again."""
 
-    __slots__ = ("closed", "left", "lost", "masked", "partial")
+    __slots__ = ("_mask_bit", "_mask_size", "closed", "left", "lost", "partial")
 
     def __init__(self, *, masked: bool) -> None:
-        self.masked = masked  # frames from the client are masked, from the upstream not (§5.1)
+        # Frames from the client are masked, from the upstream not (§5.1).
+        self._mask_bit = 0x80 if masked else 0
+        self._mask_size = 4 if masked else 0
         self.left = 0
         self.partial = b""
         self.closed = False
@@ -95,6 +104,9 @@ class Frames:
     @property
     def at_boundary(self) -> bool:
         return not self.left and not self.partial and not self.lost
+
+    def _lose(self) -> None:
+        self.lost, self.left, self.partial = True, 0, b""
 
     def feed(self, data: bytes) -> None:
         if self.lost:
@@ -109,41 +121,41 @@ class Frames:
             size = len(data)
             self.partial = b""
         position = left
+        self.left = 0  # until a header past the end of `data` says otherwise
+        mask_bit = self._mask_bit
+        mask_size = self._mask_size
         while position < size:
-            if size - position < 2:
+            if position + 2 > size:
                 self.partial = data[position:]
-                break
+                return
             first = data[position]
             second = data[position + 1]
-            opcode = first & 0x0F
-            length = second & 0x7F
-            header = 2
-            if length == 126:
-                header = 4
-            elif length == 127:
-                header = 10
-            if second & 0x80:
-                header += 4
-            if size - position < header:
-                self.partial = data[position:]
-                break
-            if length == 126:
-                length = int.from_bytes(data[position + 2 : position + 4], "big")
-            elif length == 127:
-                length = int.from_bytes(data[position + 2 : position + 10], "big")
-            if (
-                bool(second & 0x80) != self.masked
-                or 3 <= opcode <= 7
-                or opcode >= 11
-                or (opcode >= 8 and (length > 125 or not first & 0x80))
-                or length >> 63
-            ):
-                self.lost, self.left, self.partial = True, 0, b""
+            if second & 0x80 != mask_bit or not _FIRST_OK[first]:
+                self._lose()
                 return
-            if opcode == 8:
+            length = second & 0x7F
+            if length < 126:
+                header = 2 + mask_size
+                if position + header > size:
+                    self.partial = data[position:]
+                    return
+            else:
+                if first & 0x08:  # a control frame's payload is at most 125 bytes (§5.5)
+                    self._lose()
+                    return
+                extended = 2 if length == 126 else 8
+                header = 2 + extended + mask_size
+                if position + header > size:
+                    self.partial = data[position:]
+                    return
+                length = int.from_bytes(data[position + 2 : position + 2 + extended], "big")
+                if length >> 63:
+                    self._lose()
+                    return
+            if first & 0x0F == 8:
                 self.closed = True
             position += header + length
-        self.left = position - size if position > size else 0
+        self.left = position - size
 
 
 def accept_for(key: bytes) -> bytes:

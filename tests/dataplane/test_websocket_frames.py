@@ -30,13 +30,17 @@ STREAM = [
 ]
 
 
-def test_every_end_of_a_frame_is_a_boundary_and_no_byte_inside_one_is() -> None:
-    data = b"".join(STREAM)
-    ends = set()
-    position = 0
-    for one in STREAM:
+def ends_of(stream: list[bytes]) -> set[int]:
+    ends, position = set(), 0
+    for one in stream:
         position += len(one)
         ends.add(position)
+    return ends
+
+
+def test_every_end_of_a_frame_is_a_boundary_and_no_byte_inside_one_is() -> None:
+    data = b"".join(STREAM)
+    ends = ends_of(STREAM)
     frames = Frames(masked=True)
     for index in range(len(data)):
         frames.feed(data[index : index + 1])
@@ -45,14 +49,16 @@ def test_every_end_of_a_frame_is_a_boundary_and_no_byte_inside_one_is() -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_boundaries_survive_any_split_of_the_stream(seed: int) -> None:
-    data = b"".join(STREAM) * 3
+    data = b"".join(STREAM * 3)
+    ends = ends_of(STREAM * 3)
     chance = random.Random(seed)
     frames = Frames(masked=True)
     position = 0
     while position < len(data):
         step = chance.choice([1, 2, 3, 7, 13, 100, 4096, 65536])
         frames.feed(data[position : position + step])
-        position += step
+        position = min(position + step, len(data))
+        assert frames.at_boundary == (position in ends), position
     assert frames.at_boundary and not frames.closed
 
 
