@@ -319,3 +319,31 @@ def test_the_docs_wss_example_runs_as_written(tmp_path: Path, ws: WsUpstream) ->
         finally:
             process.terminate()
             process.wait(timeout=40)
+
+
+def test_a_client_stalled_mid_frame_gets_1001_while_the_upstream_is_cut(edge: Edge, ws: WsUpstream) -> None:
+    """Hostile: half a frame sent, then silence. The stream toward the upstream is mid-frame, where no
+    close frame may go: the upstream is cut (1006); the client's stream is between frames: it gets 1001."""
+    context = ssl.create_default_context(cafile=str(edge.trust))
+    raw = socket.create_connection(("127.0.0.1", edge.tls_port), timeout=30)
+    with context.wrap_socket(raw, server_hostname="api.example.com") as sock:
+        sock.sendall(
+            b"GET /v1/quiet/half HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 101 ")
+        rest = received.partition(b"\r\n\r\n")[2]
+        # A masked binary frame announcing 1000 bytes, and only 10 of them.
+        sock.sendall(b"\x82\xfe" + (1000).to_bytes(2, "big") + b"\x00\x00\x00\x00" + b"x" * 10)
+        try:
+            while chunk := sock.recv(65536):
+                rest += chunk
+        except (ConnectionResetError, ssl.SSLError):
+            pass
+    assert rest[:1] == b"\x88" and rest[2:4] == (1001).to_bytes(2, "big"), rest[:40]
+    eventually(lambda: "closed /half 1006" in ws.events, "the upstream cut, not sent a frame")
