@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -268,6 +269,51 @@ def test_a_drained_wss_tunnel_is_closed_with_1001_after_the_grace_period(tmp_pat
             assert (closed.rcvd.code, closed.rcvd.reason) == (1001, "gateway shutting down")
             assert edge.node.process.wait(timeout=60) == 0
         eventually(lambda: "closed /echo 1001" in fresh.events, "the upstream got the close frame")
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_tunnel_opened_after_the_node_began_stopping_gets_the_grace_period_then_1001(tmp_path: Path) -> None:
+    """The handshake is with the upstream when SIGTERM comes: the connection has no tunnel yet when the
+    server asks it to shut down, and the tunnel opened after still ends after the grace period, as
+    `drain`, not when the server's own shutdown limit cancels the request."""
+    with ws_upstream() as held:
+        with running_edge(tmp_path, held, DATAPLANE_TUNNEL_GRACE="3") as edge:
+            outcome: dict[str, Any] = {}
+
+            def talk() -> None:
+                headers = {"X-Request-ID": "wss-late-1"}
+                try:
+                    with open_wss(edge, "/v1/chat/hold", additional_headers=headers) as client:
+                        client.send("late")
+                        outcome["echo"] = client.recv(timeout=10)
+                        outcome["closed"] = closed_by(client)
+                except Exception as exc:  # noqa: BLE001 - reported to the test's thread below
+                    outcome["error"] = exc
+
+            thread = threading.Thread(target=talk)
+            thread.start()
+            eventually(lambda: len(held.requests) == 1 or "error" in outcome, "the handshake held by the upstream")
+            assert "error" not in outcome, outcome
+            edge.node.process.send_signal(signal.SIGTERM)
+            # The listener closes in the same turn of the node's loop as its connections are asked to shut
+            # down: once a connection is refused, the held connection has been asked (and has no tunnel).
+            eventually(lambda: refused(edge.node.port), "the server stopping")
+            held.released.set()
+            thread.join(90)
+            assert "error" not in outcome, outcome
+            assert outcome["echo"] == "late"
+            closed = outcome["closed"]
+            assert closed.rcvd is not None and closed.rcvd.code == 1001
+            assert edge.node.process.wait(timeout=60) == 0
+        lines = (tmp_path / "dataplane.log").read_text().splitlines()
+        assert any("request_id=wss-late-1" in line and "tunnel ended: drain" in line for line in lines)
 
 
 # --- the example of docs/dataplane.md --------------------------------------------------------------
