@@ -11,6 +11,7 @@ import json
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -188,6 +189,47 @@ def test_key_auth_applies_to_the_wss_handshake(edge: Edge) -> None:
     with open_wss(edge, "/v1/locked/headers", additional_headers={"apikey": KEY}) as client:
         seen = {name.lower(): value for name, value in json.loads(client.recv(timeout=10)).items()}
     assert seen["x-consumer-username"] == "partner"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_wss_client_that_never_reads_stops_its_own_sending_instead_of_growing_the_nodes_memory(
+    edge: Edge,
+) -> None:
+    """Back-pressure through TLS: the echoes pile up toward a client that reads nothing; the node stops
+    reading from the upstream, which stops reading, and the node stops reading from the client, whose
+    sending stalls long before 256 MiB (TLS buffers in the node included)."""
+    context = ssl.create_default_context(cafile=str(edge.trust))
+    raw = socket.create_connection(("127.0.0.1", edge.tls_port), timeout=30)
+    sock = context.wrap_socket(raw, server_hostname="api.example.com")
+    sock.sendall(
+        b"GET /v1/chat/echo HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, received
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 101 ")
+    frame = b"\x82\xff" + (1 << 20).to_bytes(8, "big") + b"\x00\x00\x00\x00" + b"m" * (1 << 20)
+    sent = 0
+    sock.settimeout(5)
+    with sock:
+        try:
+            while sent < 256 << 20:
+                sock.sendall(frame)
+                sent += len(frame)
+        except TimeoutError:
+            pass
+        assert sent < 256 << 20, "nothing pushed back"
+        assert rss_mib(edge.node.process.pid) < 200
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 # --- https_redirect and a plain ws:// upgrade -------------------------------------------------------
