@@ -338,11 +338,11 @@ class ProxyApp:
             runtime.in_flight -= 1
 
     def _https_location(self, exchange: Exchange) -> bytes:
-        """`https://<host>[:<TLS port>]<path>?<query>`: the host of the request's validated authority (the
-        server checked it: a name, an IPv4 address or a bracketed IPv6 literal), its port dropped; the
-        port the TLS listener's unless that is 443 (or no TLS listener: then TLS is terminated in front,
-        on 443); the path and query as the client sent them, any byte that may not stand in a header
-        value percent-encoded."""
+        """`https://<host>[:<TLS port>]<path>?<query>` (`wss://` for a WebSocket handshake): the host of
+        the request's validated authority (the server checked it: a name, an IPv4 address or a bracketed
+        IPv6 literal), its port dropped; the port the TLS listener's unless that is 443 (or no TLS
+        listener: then TLS is terminated in front, on 443); the path and query as the client sent them,
+        any byte that may not stand in a header value percent-encoded."""
         scope = exchange.scope
         authority: bytes = scope.get("authority") or b""
         if not authority:  # a scope from another server: the Host header, checked as our server does
@@ -360,7 +360,11 @@ class ProxyApp:
         port = b"" if tls is None or tls[1] == 443 else b":%d" % tls[1]
         query: bytes = scope.get("query_string") or b""
         target = exchange.raw_path + (b"?" + query if query else b"")
-        return b"https://" + host + port + _UNSAFE_IN_LOCATION.sub(_percent, target)
+        # A WebSocket handshake is sent to its `wss://` URL: a client that follows redirects (RFC 6455
+        # §4.1 allows it; the `websockets` library does) takes only ws:// and wss:// URIs, and an
+        # `https://` one would fail it instead of moving it to the TLS listener.
+        scheme = b"wss://" if exchange.websocket_key is not None else b"https://"
+        return scheme + host + port + _UNSAFE_IN_LOCATION.sub(_percent, target)
 
     @staticmethod
     def _access(plugins: tuple[Plugin, ...], exchange: Exchange) -> Answer | None:

@@ -594,6 +594,7 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self._hosts_valid = True  # ...and whether every one was a valid host[:port]
         self._asks_upgrade = False  # the request has an Upgrade header: its scope offers a tunnel
         self._tunnel: Tunnel | None = None
+        self._stopping = False  # the server asked this connection to shut down
 
     def _malformed(self, error: GatewayError) -> None:
         """A parse error belongs to the request being parsed: if that is the last cycle, its body broken,
@@ -800,6 +801,11 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         tunnel.start(early)
         if not tunnel.done.done():
             self.flow.resume_reading()
+            if self._stopping:
+                # The server began stopping while the handshake was with the upstream: `shutdown` found no
+                # tunnel to give its grace to, so it is given here (else the tunnel would live until the
+                # server's own shutdown limit cancels the request).
+                tunnel.drain(self.tunnel_grace)
         return tunnel
 
     def _after_upgrade(self, data: bytes) -> None:
@@ -822,6 +828,7 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
     def shutdown(self) -> None:
         """The server is stopping: a tunnel gets `tunnel_grace` seconds more, other connections
         uvicorn's treatment (closed when idle, after the response in progress otherwise)."""
+        self._stopping = True
         if self._tunnel is not None:
             self._tunnel.drain(self.tunnel_grace)
         else:

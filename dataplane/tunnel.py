@@ -7,11 +7,18 @@ The proxy (proxy.py) runs an upgrade request through the whole chain like any re
 protocol (server.py, the `gateway.tunnel` scope extension), which from then on relays bytes through a
 `Tunnel`; any other answer goes back to the client as an ordinary one.
 
-The relay never looks inside the frames (extensions, masking, fragmentation, ping/pong and close are
+The relay passes the frames on as they are (extensions, masking, fragmentation, ping/pong and close are
 the two ends' business) and never holds more than a transport's write buffer each way: when one side's
 buffer is over its high-water mark, reading from the other side pauses until it drains. A tunnel ends
 when either side closes (what was read from it is flushed to the other first), when no byte has moved
 either way for the endpoint's `read_idle_timeout`, or a grace period after the node starts stopping.
+
+In those last two cases the gateway ends the tunnel itself, and says so the way RFC 6455 §7.1.2 asks of an
+endpoint: a close frame, code 1001 (going away), to each side before its connection is closed. A frame
+may only go between two frames of a stream, so `Frames` follows each direction's frame headers (a few
+integer operations per frame, none per payload byte); a side gets the close frame only when its stream
+is at a frame boundary, has not carried a close frame already, and the side is reading (nothing left in
+its write buffer); otherwise it is cut as before.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import os
 import re
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +57,105 @@ HIGH_WATER = 64 * 1024
 _UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 
 HANDSHAKE_REFUSED = "the upstream's WebSocket handshake answer is not valid"
+
+# The close frame the gateway sends when it ends a tunnel itself (idle, drain): 1001 "going away"
+# (RFC 6455 §7.4.1), and how long a side that got it has to take it before its connection is cut.
+GOING_AWAY = 1001
+CLOSE_LINGER = 2.0
+_CLOSE_REASONS = {"idle": b"idle timeout", "drain": b"gateway shutting down"}
+
+
+def close_frame(reason: bytes, *, masked: bool) -> bytes:
+    """A close frame with code 1001 and `reason` (at most 123 bytes); masked with a fresh key when it
+    goes to the upstream, which must see client frames masked (RFC 6455 §5.3), unmasked to the client."""
+    payload = GOING_AWAY.to_bytes(2, "big") + reason[:123]
+    if not masked:
+        return bytes((0x88, len(payload))) + payload
+    key = os.urandom(4)
+    body = bytes(byte ^ key[index % 4] for index, byte in enumerate(payload))
+    return bytes((0x88, 0x80 | len(payload))) + key + body
+
+
+# Which first bytes of a frame header a peer may send (RFC 6455 §5.2): any RSV bits (extensions own
+# them), the opcodes 0-2 and 8-10, and control frames (8-10) only with FIN set (§5.5: never fragmented).
+_FIRST_OK = bytes(
+    1 if (byte & 0x0F) in (0, 1, 2) or ((byte & 0x0F) in (8, 9, 10) and byte & 0x80) else 0 for byte in range(256)
+)
+
+
+class Frames:
+    """Where one direction of a tunnel stands in its frames (RFC 6455 §5.2), read from the frame headers
+    only: the bytes `left` of the current frame, a header split over two reads (`partial`), whether a
+    close frame went by (`closed`). A header no WebSocket peer may send that way (a reserved opcode, a
+    fragmented or long control frame, the mask bit wrong for the direction, a 64-bit length with its top
+    bit set) means the stream is not followed any more (`lost`): it is never at a boundary again."""
+
+    __slots__ = ("_mask_bit", "_mask_size", "closed", "left", "lost", "partial")
+
+    def __init__(self, *, masked: bool) -> None:
+        # Frames from the client are masked, from the upstream not (§5.1).
+        self._mask_bit = 0x80 if masked else 0
+        self._mask_size = 4 if masked else 0
+        self.left = 0
+        self.partial = b""
+        self.closed = False
+        self.lost = False
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self.left and not self.partial and not self.lost
+
+    def _lose(self) -> None:
+        self.lost, self.left, self.partial = True, 0, b""
+
+    def feed(self, data: bytes) -> None:
+        if self.lost:
+            return
+        left = self.left
+        size = len(data)
+        if left >= size:  # within a frame's payload: the common case for large messages
+            self.left = left - size
+            return
+        if self.partial:
+            data = self.partial + data
+            size = len(data)
+            self.partial = b""
+        position = left
+        self.left = 0  # until a header past the end of `data` says otherwise
+        mask_bit = self._mask_bit
+        mask_size = self._mask_size
+        while position < size:
+            if position + 2 > size:
+                self.partial = data[position:]
+                return
+            first = data[position]
+            second = data[position + 1]
+            if second & 0x80 != mask_bit or not _FIRST_OK[first]:
+                self._lose()
+                return
+            length = second & 0x7F
+            if length < 126:
+                header = 2 + mask_size
+                if position + header > size:
+                    self.partial = data[position:]
+                    return
+            else:
+                if first & 0x08:  # a control frame's payload is at most 125 bytes (§5.5)
+                    self._lose()
+                    return
+                extended = 2 if length == 126 else 8
+                header = 2 + extended + mask_size
+                if position + header > size:
+                    self.partial = data[position:]
+                    return
+                length = int.from_bytes(data[position + 2 : position + 2 + extended], "big")
+                if length >> 63:
+                    self._lose()
+                    return
+            if first & 0x0F == 8:
+                self.closed = True
+            position += header + length
+        self.left = position - size
 
 
 def accept_for(key: bytes) -> bytes:
@@ -351,6 +458,8 @@ class Tunnel:
 
     __slots__ = (
         "_client",
+        "_from_client",
+        "_from_upstream",
         "_idle_timeout",
         "_last",
         "_loop",
@@ -386,6 +495,8 @@ class Tunnel:
         self.reported_to_upstream = 0  # ...of which counted in the metrics already
         self.reported_to_client = 0
         self.done: asyncio.Future[str] = loop.create_future()
+        self._from_client = Frames(masked=True)
+        self._from_upstream = Frames(masked=False)
         self._last = loop.time()
         self._timer: asyncio.TimerHandle | None = loop.call_later(idle_timeout, self._check_idle)
 
@@ -406,11 +517,13 @@ class Tunnel:
     def from_client(self, data: bytes) -> None:
         self.to_upstream += len(data)
         self._last = self._loop.time()
+        self._from_client.feed(data)
         self.upstream.send(data)
 
     def from_upstream(self, data: bytes) -> None:
         self.to_client += len(data)
         self._last = self._loop.time()
+        self._from_upstream.feed(data)
         if not self._client.is_closing():
             self._client.write(data)
 
@@ -452,17 +565,33 @@ class Tunnel:
 
     def close(self, reason: str) -> None:
         """Close both sides and resolve `done`. When one side closed, the other gets what was read from
-        it first; an idle or drained tunnel is cut at once (a peer that reads nothing would otherwise
-        keep its buffered bytes, and the connection, alive)."""
+        it first. An idle or drained tunnel is ended by the gateway: each side gets a close frame (1001)
+        when it can (`_going_away`), else is cut at once (a peer that reads nothing would otherwise keep
+        its buffered bytes, and the connection, alive)."""
         if self.done.done():
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if reason in ("idle", "drain"):
-            self._client.abort()
-            self.upstream.abort()
+            said = _CLOSE_REASONS[reason]
+            # Toward the client go the upstream's frames, toward the upstream the client's.
+            self._going_away(self._client, self._from_upstream, close_frame(said, masked=False))
+            self._going_away(self.upstream.transport, self._from_client, close_frame(said, masked=True))
         else:
             self._client.close()
             self.upstream.close()
         self.done.set_result(reason)
+
+    def _going_away(self, transport: asyncio.Transport | None, toward: Frames, frame: bytes) -> None:
+        """Send `frame` on `transport` and close it, if the stream it would join is between two frames,
+        has carried no close frame yet, and the peer has left nothing unread in the write buffer; cut it
+        otherwise. A peer that does not take the frame within CLOSE_LINGER is cut then."""
+        if transport is None or transport.is_closing():
+            return
+        if toward.at_boundary and not toward.closed and not transport.get_write_buffer_size():
+            transport.write(frame)
+            transport.close()
+            self._loop.call_later(CLOSE_LINGER, transport.abort)
+        else:
+            transport.abort()

@@ -158,6 +158,10 @@ class FakeTransport(asyncio.Transport):
         self.reading = True
         self.closed = False
         self.aborted = False
+        self.buffered = 0  # bytes the peer has not taken yet
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written.append(bytes(data))
@@ -231,13 +235,16 @@ def test_a_full_side_pauses_reading_from_the_other() -> None:
     asyncio.run(scenario())
 
 
-def test_a_tunnel_silent_both_ways_ends_idle_and_is_cut() -> None:
+def test_a_tunnel_silent_both_ways_ends_idle_with_a_close_frame_to_each_side() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         tunnel, client, upstream, _ = _tunnel(loop, idle=0.05)
         tunnel.start([])
         assert await asyncio.wait_for(tunnel.done, 10) == "idle"
-        assert client.aborted and upstream.aborted
+        assert client.written == [b"\x88\x0e\x03\xe9idle timeout"]  # 1001, unmasked
+        assert upstream.written[0][:2] == b"\x88\x8e"  # masked, as a client's frame must be
+        assert client.closed and upstream.closed
+        assert not client.aborted and not upstream.aborted
 
     asyncio.run(scenario())
 

@@ -6,6 +6,7 @@ every handshake with a 101 whose `Sec-WebSocket-Accept` is wrong.
     /close/<code>    closes at once with that close code and reason "bye"
     /refuse          refuses the handshake: 403, body "go away"
     /headers         sends one text message: the handshake's request headers as JSON, then echoes
+    /hold            answers the handshake only once `released` is set, then echoes
     anything else    echoes
 
 `events` records what the server saw end (`closed <path> <code>`), so a test can tell that the
@@ -37,6 +38,7 @@ class WsUpstream:
     bad_accept_port: int
     events: list[str] = field(default_factory=list)
     requests: list[dict[str, str]] = field(default_factory=list)
+    released: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -64,10 +66,12 @@ def ws_upstream(tls: tuple[Path, Path] | None = None) -> Iterator[WsUpstream]:
         stop = loop.create_future()
         upstream = WsUpstream(0, 0)
 
-        def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        async def process_request(connection: ServerConnection, request: Request) -> Response | None:
             upstream.requests.append({name.lower(): value for name, value in request.headers.raw_items()})
             if request.path == "/refuse":
                 return connection.respond(HTTPStatus.FORBIDDEN, "go away\n")
+            if request.path == "/hold":
+                await asyncio.to_thread(upstream.released.wait, 60)
             return None
 
         async def handler(connection: ServerConnection) -> None:
