@@ -19,6 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from configdoc import effective_endpoint
+from configdoc.matchers import HOSTS, MATCH_HEADERS
 from configdoc.plugins import ENDPOINT_FLAGS
 from configdoc.schema import ENDPOINT_FIELDS
 from configdoc.validate import normalize_target_url
@@ -44,13 +45,14 @@ from .models import Endpoint, Target
 FORM_FIELDS = (
     "name", "version", "default", "enabled", "description", "tags", "methods", "paths", "strip_path",
     "timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes", "auth_type", "breaker_policy",
-    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket",
+    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket", "hosts",
 )  # fmt: skip
-JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins")
+JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins", "match_headers")
 # The endpoint's fields as configdoc's schema has them, §11's preserve_host and §13's https_redirect and
 # websocket included (plugins, a mapping of plugin configs, has a form field of its own:
 # core.admin_forms.plugins_form_field).
-FORM_SCHEMA = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS}
+# §12's hosts is a comma-separated list like methods; match_headers (a map) a JSON text area of its own.
+FORM_SCHEMA = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS, "hosts": HOSTS}
 
 
 HEALTH_WINDOWS = (("last_100", "last 100 checks"), ("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d"))
@@ -97,11 +99,17 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
         if "plugins" in self.fields:
             # Canonical (sparse) configs, not the effective ones: what is shown is what was set.
             self.initial["plugins"] = plugins_text(self.instance.document.get("plugins") if self.instance.pk else None)
+        if "match_headers" in self.fields:
+            self.initial["match_headers"] = plugins_text(
+                self.instance.document.get("match_headers") if self.instance.pk else None
+            )
 
     def document(self) -> dict[str, Any]:
         document = document_from(FORM_SCHEMA, self.cleaned_data, FORM_FIELDS)
         if self.cleaned_data.get("plugins"):
             document["plugins"] = self.cleaned_data["plugins"]
+        if self.cleaned_data.get("match_headers"):
+            document["match_headers"] = self.cleaned_data["match_headers"]
         if not document.get("default"):
             # Unticked means "not asking to be the default": a default moves by ticking another version.
             document.pop("default", None)
@@ -111,6 +119,12 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
 # Declared on the class (not in __init__) so the admin's form factory knows them.
 EndpointForm.declared_fields.update(form_fields(FORM_SCHEMA, FORM_FIELDS))
 EndpointForm.declared_fields["plugins"] = plugins_form_field()
+EndpointForm.declared_fields["match_headers"] = forms.CharField(
+    required=False,
+    label="Match headers",
+    widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "style": "font-family: monospace"}),
+    help_text='JSON object, header name → list of values, e.g. {"X-Tenant": ["acme"]}; ' + MATCH_HEADERS.help,
+)
 EndpointForm.base_fields.update(EndpointForm.declared_fields)
 
 
@@ -163,6 +177,7 @@ class EndpointAdmin(ServiceAdmin):
         ("Routing", {"fields": ["methods", "paths", "strip_path", "auth_type"]}),
         ("Timeouts and limits", {"fields": ["timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes"]}),
         ("Resilience", {"fields": ["breaker_policy", "retries", "outlier", "tls", "health_check"]}),
+        ("Routing (§12)", {"fields": ["hosts", "match_headers"]}),
         ("Plugins", {"fields": ["preserve_host", "https_redirect", "websocket", "plugins"]}),
     ]
 
