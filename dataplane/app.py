@@ -75,10 +75,12 @@ class AdminApp:
         method = query.get("method", ["GET"])[0].upper()
         host = request_host(query.get("host", [""])[0])
         headers: dict[str, str | None] = {}
-        for item in query.get("header", []):
+        # `headers`: one `Name: value` per line, as the control plane's routes/resolve/ takes them.
+        lines = [line for line in query.get("headers", [""])[0].splitlines() if line.strip()]
+        for item in lines:
             name, colon, value = item.partition(":")
             if not colon:
-                await self._json(send, 400, {"error": "bad_request", "message": "pass header=Name:value"})
+                await self._json(send, 400, {"error": "bad_request", "message": "headers: one Name: value per line"})
                 return
             key = name.strip().lower()
             headers[key] = None if key in headers else value.strip()  # sent twice: matches nothing, as in the proxy

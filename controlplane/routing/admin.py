@@ -40,6 +40,7 @@ from controlplane.health.selectors import endpoint_health_report
 from controlplane.health.services import check_plans
 
 from . import services
+from .api.resolve import HEADER, HOST_TEXT, MAX_HEADER, MAX_HEADERS, METHOD, header_lines, resolve_request
 from .models import Endpoint, Target
 
 FORM_FIELDS = (
@@ -126,6 +127,28 @@ EndpointForm.declared_fields["match_headers"] = forms.CharField(
     help_text='JSON object, header name → list of values, e.g. {"X-Tenant": ["acme"]}; ' + MATCH_HEADERS.help,
 )
 EndpointForm.base_fields.update(EndpointForm.declared_fields)
+
+
+class RouteDebugForm(forms.Form):
+    """The route-debug page's request: the same fields, and rules, as `routes/resolve/`'s query."""
+
+    path = forms.CharField(max_length=2048, strip=False, help_text="the raw request path, e.g. /users/42")
+    method = forms.RegexField(METHOD, required=False, initial="GET", help_text="default GET")
+    host = forms.RegexField(HOST_TEXT, required=False, max_length=300, strip=False, help_text="the Host header")
+    headers = forms.CharField(
+        required=False,
+        max_length=MAX_HEADERS * MAX_HEADER,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="one `Name: value` per line",
+    )
+
+    def clean_headers(self) -> list[str]:
+        lines = header_lines(self.cleaned_data["headers"])
+        if len(lines) > MAX_HEADERS or any(not HEADER.fullmatch(line) for line in lines):
+            raise forms.ValidationError(
+                f"one `Name: value` per line (a header name, a colon, a value), at most {MAX_HEADERS} lines"
+            )
+        return lines
 
 
 class TargetForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -221,11 +244,36 @@ class EndpointAdmin(ServiceAdmin):
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.health_view)
         dashboard = self.admin_site.admin_view(partial(endpoint_dashboard_view, self))
+        debug = self.admin_site.admin_view(self.route_debug_view)
         return [
+            path("route-debug/", debug, name="routing_endpoint_route_debug"),
             path("<int:object_id>/health/", view, name="routing_endpoint_health"),
             path("<int:object_id>/dashboard/", dashboard, name="routing_endpoint_dashboard"),
             *super().get_urls(),
         ]
+
+    def route_debug_view(self, request: HttpRequest) -> HttpResponse:
+        """Which endpoint a request would reach (config:read): the answer of `routes/resolve/`, from the
+        same configdoc matcher the data plane runs, with the matcher that decided (§12)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = RouteDebugForm(request.GET or None)
+        answer: dict[str, Any] | None = None
+        code = 0
+        if form.is_valid():
+            data = form.cleaned_data
+            code, answer = resolve_request(
+                path=data["path"], method=data["method"] or "GET", host=data["host"], headers=data["headers"]
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Route debug",
+            "opts": self.model._meta,
+            "form": form,
+            "answer": answer,
+            "status": code,
+        }
+        return TemplateResponse(request, "admin/routing/endpoint/route_debug.html", context)
 
     def health_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """Per-target status, uptime, p50/p95 and response-time charts of one endpoint (config:read)."""

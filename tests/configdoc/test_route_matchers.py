@@ -198,7 +198,8 @@ def test_matchers_need_format_2_and_are_validated() -> None:
     )
     assert any("hosts needs format_version: 2" in p for p in found)
     bad = document(
-        {"name": "a", "version": "v1", "hosts": ["a.test:80", "*.*.test", "a.test\x00", "x\ud800", 5, "a.test", "A.TEST"],
+        {"name": "a", "version": "v1",
+         "hosts": ["a.test:80", "*.*.test", "a.test\x00", "x\ud800", 5, "a.test", "A.TEST"],
          "match_headers": {"Host": ["x"], "X-T": [], "x-a": ["ok", "bad\r\nInjected: 1"], "bad name": ["1"]}},
     )  # fmt: skip
     found = problems_of(bad)

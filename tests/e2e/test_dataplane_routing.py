@@ -112,12 +112,12 @@ def test_the_routes_view_says_which_matcher_decided(gateway: DataPlane) -> None:
     assert ask(host="shop.example.com")["decided_by"] == "host"
     wild = ask(host="eu.example.com:80")
     assert wild["endpoint"] == "wild:v1" and wild["decided_by"] == "wildcard_host"
-    tenant = ask(header="X-Tenant: acme")
+    tenant = ask(headers="X-Tenant: acme\nX-Other: 1")
     assert tenant["endpoint"] == "tenant:v1" and tenant["decided_by"] == "match_headers"
     post = ask(method="POST")
     assert post["endpoint"] == "writes:v1" and post["decided_by"] == "method" and post["method_allowed"] is True
     assert ask(method="DELETE")["method_allowed"] is False
     missing = httpx.get(f"{gateway.admin}/-/routes", params={"path": "/only", "host": "x.test"})
     assert missing.status_code == 404 and missing.json()["error"] == "no_route"
-    bad = httpx.get(f"{gateway.admin}/-/routes", params={"path": "/shop", "header": "no-colon"})
+    bad = httpx.get(f"{gateway.admin}/-/routes", params={"path": "/shop", "headers": "no-colon"})
     assert bad.status_code == 400

@@ -1,4 +1,4 @@
-"""`GET routes/resolve/?path=/users/42&method=GET&host=api.example.com&header=X-Tenant:acme`: where the
+"""`GET routes/resolve/?path=/users/42&method=GET&host=api.example.com&headers=X-Tenant:acme`: where the
 data plane would send a request (config:read).
 
 Matching and the upstream URL come from `configdoc` (routes.MatcherTable and forwarding), the code the
@@ -33,6 +33,7 @@ METHOD = re.compile(r"^[A-Za-z]{1,20}$")
 # `Name: value`: a token, a colon, then visible text (a header value has no control characters).
 HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}:[\x20-\x7e\x80-\xff]*$")
 MAX_HEADER = 2048
+MAX_HEADERS = 32
 HOST_TEXT = re.compile(r"^[\x21-\x7e]*$")
 
 
@@ -50,18 +51,31 @@ class ResolveQuery(serializers.Serializer):  # type: ignore[type-arg]
         trim_whitespace=False,
         help_text="the request's Host header (port and case ignored, as the proxy does); empty: none",
     )
-    header = serializers.ListField(
-        child=serializers.RegexField(HEADER, max_length=MAX_HEADER),
+    headers = serializers.CharField(
         required=False,
-        default=list,
-        max_length=32,
-        help_text="a request header as `Name: value`, repeatable; for endpoints with match_headers",
+        default="",
+        trim_whitespace=False,
+        max_length=MAX_HEADERS * MAX_HEADER,
+        help_text="request headers for endpoints with match_headers, one `Name: value` per line (a header given "
+        "twice matches nothing, as in the proxy)",
     )
 
     def validate_host(self, value: str) -> str:
         if not HOST_TEXT.match(value):
             raise serializers.ValidationError("a Host header value: visible ASCII characters only")
         return value
+
+    def validate_headers(self, value: str) -> list[str]:
+        lines = header_lines(value)
+        if len(lines) > MAX_HEADERS or any(not HEADER.fullmatch(line) for line in lines):
+            raise serializers.ValidationError(
+                f"one `Name: value` per line (a header name, a colon, a value), at most {MAX_HEADERS} lines"
+            )
+        return lines
+
+
+def header_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def header_values(items: list[str]) -> dict[str, str | None]:
@@ -109,7 +123,7 @@ class RouteResolveApi(APIView):
     read_permission = "config:read"
     action_errors = {
         "get": {
-            400: "`validation_error` (a bad `path`, `method`, `host` or `header`), or `bad_request` with the "
+            400: "`validation_error` (a bad `path`, `method`, `host` or `headers`), or `bad_request` with the "
             "`path`: one the proxy refuses (a `.`/`..` segment, no leading `/`).",
             404: "`no_route` with the `path`: no endpoint serves it (for that host and those headers).",
         }
@@ -124,7 +138,7 @@ class RouteResolveApi(APIView):
         query.is_valid(raise_exception=True)
         data = query.validated_data
         code, body = resolve_request(
-            path=data["path"], method=data["method"], host=data["host"], headers=data["header"]
+            path=data["path"], method=data["method"], host=data["host"], headers=data["headers"]
         )
         if code != status.HTTP_200_OK:
             body["request_id"] = request_id_of(request)
