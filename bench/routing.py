@@ -56,12 +56,14 @@ def _plain(size: int, rng: random.Random) -> Callable[[], None]:
 
 
 def _matchers(size: int, rng: random.Random) -> Callable[[], None]:
-    entries: list[tuple[str, int, Matchers]] = []
+    entries: list[tuple[str, str, Matchers]] = []
     for i in range(size):
+        # As a snapshot has them: one object per endpoint, claiming both keys (a default version).
+        exact, wild, writes = (f"exact-{i}", f"wild-{i}", f"writes-{i}")
         for key in (f"/v1/service-{i:05d}", f"/service-{i:05d}"):
-            entries.append((key, 3 * i, Matchers((f"service-{i:05d}.example.com",), (), GET)))
-            entries.append((key, 3 * i + 1, Matchers(("*.example.com",), TENANT, GET)))
-            entries.append((key, 3 * i + 2, Matchers((), (), POST)))
+            entries.append((key, exact, Matchers((f"service-{i:05d}.example.com",), (), GET)))
+            entries.append((key, wild, Matchers(("*.example.com",), TENANT, GET)))
+            entries.append((key, writes, Matchers((), (), POST)))
     table = MatcherTable(entries)
     assert not table.plain
     requests = []

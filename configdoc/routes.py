@@ -16,8 +16,9 @@ The control plane (`routes/resolve/`) and the data plane use this same code.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -194,48 +195,62 @@ class _Candidate(NamedTuple, Generic[T]):
     methods: frozenset[str]
 
 
-class _Group(Generic[T]):
-    """The endpoints sharing one route key, indexed so a lookup is a few dict probes: by exact host,
-    by the parent domain of a `*.` wildcard, and those with no hosts; each list has the endpoints with
-    `match_headers` first (§12's order), in document order."""
+_NO_HOSTS: dict[str, Any] = {}
 
-    __slots__ = ("any_host", "exact", "shared", "wildcard")
+
+class _Group(Generic[T]):
+    """The endpoints sharing one route key, indexed so a lookup is a few dict probes: one dict holds
+    both the exact names and the `*.parent` wildcards (probed with `host`, then `*.` + its parent),
+    and a tuple those with no hosts; each list has the endpoints with `match_headers` first (§12's
+    order), in document order. Few objects per group: at 10,000 endpoints each one a lookup touches
+    is a likely cache miss."""
+
+    __slots__ = ("any_host", "hosts", "shared")
 
     def __init__(self, members: list[tuple[T, Matchers]]) -> None:
-        exact: dict[str, list[_Candidate[T]]] = {}
-        wildcard: dict[str, list[_Candidate[T]]] = {}
+        hosts: dict[str, list[_Candidate[T]]] = {}
         any_host: list[_Candidate[T]] = []
         for value, matchers in members:
             candidate = _Candidate(value, matchers.headers, matchers.methods)
             if not matchers.hosts:
                 any_host.append(candidate)
             for host in matchers.hosts:
-                if host.startswith("*."):
-                    wildcard.setdefault(host[2:], []).append(candidate)
-                else:
-                    exact.setdefault(host, []).append(candidate)
+                # Interned: one string per distinct name across all keys, so a probe compares against
+                # memory that other lookups keep in cache (10,000 endpoints sharing `*.example.com`).
+                hosts.setdefault(sys.intern(host), []).append(candidate)
 
         def ordered(candidates: list[_Candidate[T]]) -> tuple[_Candidate[T], ...]:
             return tuple(sorted(candidates, key=lambda c: not c.headers))  # stable: document order kept
 
-        self.exact = {host: ordered(c) for host, c in exact.items()}
-        self.wildcard = {parent: ordered(c) for parent, c in wildcard.items()}
-        self.any_host = ordered(any_host)
+        def one_or_ordered(candidates: list[_Candidate[T]]) -> _Candidate[T] | tuple[_Candidate[T], ...]:
+            # A lone candidate is stored as itself: one object fewer to reach (a cache miss at scale).
+            return candidates[0] if len(candidates) == 1 else ordered(candidates)
+
+        self.hosts: dict[str, _Candidate[T] | tuple[_Candidate[T], ...]] = (
+            {host: one_or_ordered(c) for host, c in hosts.items()} if hosts else _NO_HOSTS
+        )
+        self.any_host = one_or_ordered(any_host) if any_host else ()
         self.shared = len(members) > 1
 
     def pick(self, host: str, method: str, headers: Mapping[str, str | None]) -> tuple[_Candidate[T], str, bool] | None:
         """The candidate for this request, which matcher decided, and whether the method is allowed
         (False: candidates match host and headers but none serves the method; the first is returned)."""
         first: tuple[_Candidate[T], str] | None = None
-        label, dot, parent = host.partition(".")
-        tiers = (
-            (self.exact.get(host), DECIDED_HOST),
-            (self.wildcard.get(parent) if label and dot else None, DECIDED_WILDCARD_HOST),
-            (self.any_host, ""),
-        )
-        for candidates, tier in tiers:
-            if not candidates:
+        by_host = self.hosts
+        if by_host:
+            label, dot, parent = host.partition(".")
+            tiers: tuple[tuple[_Candidate[T] | tuple[_Candidate[T], ...] | None, str], ...] = (
+                (by_host.get(host) if not host.startswith("*") else None, DECIDED_HOST),
+                (by_host.get("*." + parent) if label and dot else None, DECIDED_WILDCARD_HOST),
+                (self.any_host, ""),
+            )
+        else:
+            tiers = ((self.any_host, ""),)
+        for found, tier in tiers:
+            if not found:
                 continue
+            # `type() is`, not isinstance: _Candidate is a tuple too, and this is the hot path.
+            candidates = cast("tuple[_Candidate[T], ...]", (found,) if type(found) is _Candidate else found)
             for candidate in candidates:
                 if candidate.headers and not _headers_match(candidate.headers, headers):
                     continue
@@ -287,13 +302,26 @@ class MatcherTable(Generic[T]):
 
     def __init__(self, entries: Iterable[tuple[str, T, Matchers]]) -> None:
         grouped: dict[str, list[tuple[T, Matchers]]] = {}
+        # One object per distinct method set and header rule: the few that 10,000 endpoints use stay
+        # in cache, where one each per endpoint would be a cache miss per lookup.
+        shared: dict[Any, Any] = {}
         for key, value, matchers in entries:
-            grouped.setdefault(key, []).append((value, matchers))
+            methods = shared.setdefault(matchers.methods, matchers.methods)
+            headers = shared.setdefault(matchers.headers, matchers.headers)
+            grouped.setdefault(key, []).append((value, Matchers(matchers.hosts, headers, methods)))
         self.plain = all(len(members) == 1 and members[0][1].plain for members in grouped.values())
         self.routes: RouteTable[T] = RouteTable((key, members[0][0]) for key, members in grouped.items())
-        self._groups: RouteTable[_Group[T]] = RouteTable(
-            {} if self.plain else {key: _Group(members) for key, members in grouped.items()}
-        )
+        groups: dict[str, _Group[T]] = {}
+        if not self.plain:
+            # Keys with the same endpoints (`/v1/name` and `/name` of a default version) share a group.
+            made: dict[tuple[tuple[int, Matchers], ...], _Group[T]] = {}
+            for key, members in grouped.items():
+                identity = tuple((id(value), matchers) for value, matchers in members)
+                group = made.get(identity)
+                if group is None:
+                    group = made[identity] = _Group(members)
+                groups[key] = group
+        self._groups: RouteTable[_Group[T]] = RouteTable(groups)
         self._members = grouped
         names = {name for members in grouped.values() for _, m in members for name, _ in m.headers}
         # The header names some endpoint matches on, as ASGI spells them (lower-case bytes).
