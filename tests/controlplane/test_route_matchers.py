@@ -192,3 +192,36 @@ def test_the_admin_form_saves_hosts_and_match_headers(make_user: Callable[..., A
     assert document["match_headers"] == {"X-Tenant": ["acme"]}
     change = client.get(f"/admin/routing/endpoint/{Endpoint.objects.get(name='users').pk}/change/").content.decode()
     assert "api.example.com, *.example.com" in change and "X-Tenant" in change
+
+
+def test_import_config_refuses_conflicting_hosts_with_both_yaml_lines(tmp_path: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    path = tmp_path / "hosts.yaml"
+    path.write_text(
+        "format_version: 2\n"
+        "endpoints:\n"
+        "  - name: fresh\n"
+        "    version: v1\n"
+        "    targets: [{url: 'http://127.0.0.1:8010/'}]\n"
+        "  - name: a\n"
+        "    version: v1\n"
+        "    paths: [/api]\n"
+        "    hosts: ['*.example.com']\n"
+        "    targets: [{url: 'http://127.0.0.1:8010/'}]\n"
+        "  - name: b\n"
+        "    version: v1\n"
+        "    paths: [/api]\n"
+        "    hosts: ['*.EXAMPLE.com', b.test]\n"
+        "    targets: [{url: 'http://127.0.0.1:8011/'}]\n"
+    )
+    before = current_document_bytes()
+    with pytest.raises(CommandError) as caught:
+        call_command("import_config", str(path), stdout=StringIO(), stderr=StringIO())
+    message = str(caught.value)
+    assert "nothing changed" in message
+    assert "endpoints[2].paths (line 13): route key /api is claimed by both a:v1 (endpoints[1], line 6)" in message
+    assert "b:v1 (endpoints[2], line 11)" in message
+    assert current_document_bytes() == before and not Endpoint.objects.filter(name="fresh").exists()
