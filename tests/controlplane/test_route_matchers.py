@@ -160,6 +160,7 @@ def test_the_admin_route_debug_page_answers_like_the_api(make_user: Callable[...
     client = browser(make_user("rita", "readonly"))
     page = client.get(DEBUG)
     assert page.status_code == 200 and b"Resolve" in page.content
+    assert DEBUG.encode() in client.get("/admin/routing/endpoint/").content  # linked from the endpoint list
     answer = client.get(DEBUG, {"path": "/shop/1", "host": "eu.example.com:80", "method": "GET"})
     html = answer.content.decode()
     assert '<td class="endpoint">wild:v1</td>' in html and '<td class="decided-by">wildcard_host</td>' in html
