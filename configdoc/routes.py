@@ -241,7 +241,7 @@ class _Group(Generic[T]):
             label, dot, parent = host.partition(".")
             tiers: tuple[tuple[_Candidate[T] | tuple[_Candidate[T], ...] | None, str], ...] = (
                 (by_host.get(host) if not host.startswith("*") else None, DECIDED_HOST),
-                (by_host.get("*." + parent) if label and dot else None, DECIDED_WILDCARD_HOST),
+                (by_host.get("*." + parent) if dot and label and label != "*" else None, DECIDED_WILDCARD_HOST),
                 (self.any_host, ""),
             )
         else:
@@ -381,7 +381,7 @@ def _request_matches(matchers: Matchers, host: str, headers: Mapping[str, str | 
 def _host_matches(pattern: str, host: str) -> bool:
     if pattern.startswith("*."):
         label, dot, parent = host.partition(".")
-        return bool(label and dot) and parent == pattern[2:]
+        return bool(label and dot) and label != "*" and parent == pattern[2:]
     return host == pattern
 
 
