@@ -9,7 +9,19 @@ from .consumers import effective_consumers, secret_env_names
 from .egress import is_denied_address, is_denied_target_host
 from .plugins import PHASES, PLUGINS, PluginSpec, effective_plugins, required_format_version
 from .problems import Problem
-from .routes import Match, RouteTable, UnsafePath, endpoint_key, route_keys, version_sort_key
+from .routes import (
+    Match,
+    Matchers,
+    MatcherTable,
+    RouteTable,
+    Selection,
+    UnsafePath,
+    endpoint_key,
+    matchers_of,
+    request_host,
+    route_keys,
+    version_sort_key,
+)
 from .validate import (
     FORMAT_VERSION,
     LATEST_FORMAT_VERSION,
@@ -34,7 +46,12 @@ __all__ = [
     "READ_ONLY_KEYS",
     "Match",
     "Problem",
+    "MatcherTable",
+    "Matchers",
     "RouteTable",
+    "Selection",
+    "matchers_of",
+    "request_host",
     "UnsafePath",
     "assemble_document",
     "canonical_json",

@@ -13,11 +13,11 @@ function to both on a table of cases, so the control plane's `routes/resolve/` s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .routes import RouteTable, endpoint_key, route_keys
+from .routes import Matchers, MatcherTable, endpoint_key, matchers_of, request_host, route_keys
 from .validate import effective_endpoint
 
 
@@ -48,6 +48,8 @@ class RouteEntry:
     strip_path: bool
     extra_paths: frozenset[str]
     targets: tuple[Mapping[str, Any], ...]
+    hosts: tuple[str, ...] = ()
+    match_headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -57,36 +59,49 @@ class Resolution:
     route_key: str
     rest: str
     upstream_urls: tuple[tuple[str, str], ...]  # (target url, upstream URL) per enabled target
+    decided_by: str = "path"  # which matcher chose the endpoint (routes.DECIDED_*)
+    method_allowed: bool = True
+    allow: tuple[str, ...] = ()  # the methods the endpoints matching host and headers serve
 
 
-def route_table(document: Mapping[str, Any]) -> RouteTable[RouteEntry]:
-    """The route table of a canonical document, keyed as the data plane keys it (no mount prefix)."""
-    entries: dict[str, RouteEntry] = {}
+def route_table(document: Mapping[str, Any]) -> MatcherTable[RouteEntry]:
+    """The route table of a canonical document, keyed as the data plane keys it (no mount prefix),
+    with §12's matchers: the selection the data plane runs."""
+    entries: list[tuple[str, RouteEntry, Matchers]] = []
     for canonical in document.get("endpoints", []):
         eff = effective_endpoint(canonical, document.get("health_check"))
-        methods = set(eff["methods"])
-        if "GET" in methods:
-            methods.add("HEAD")  # HEAD is allowed wherever GET is (§3)
+        matchers = matchers_of(eff)
         entry = RouteEntry(
             key=endpoint_key(eff["name"], eff["version"]),
             enabled=bool(eff["enabled"]),
-            methods=tuple(sorted(methods)),
+            methods=tuple(sorted(matchers.methods)),  # HEAD is allowed wherever GET is (§3)
             strip_path=bool(eff["strip_path"]),
             extra_paths=frozenset(eff["paths"]),
             targets=tuple(eff["targets"]),
+            hosts=tuple(eff.get("hosts", ())),
+            match_headers={name: tuple(values) for name, values in (eff.get("match_headers") or {}).items()},
         )
         for key in route_keys(eff):
-            entries[key] = entry
-    return RouteTable(entries)
+            entries.append((key, entry, matchers))
+    return MatcherTable(entries)
 
 
-def resolve(table: RouteTable[RouteEntry], path: str) -> Resolution | None:
-    """Match `path` (raw, optionally with `?query`) like the proxy does; None when no route matches.
+def resolve(
+    table: MatcherTable[RouteEntry],
+    path: str,
+    *,
+    host: str = "",
+    method: str = "GET",
+    headers: Mapping[str, str | None] | None = None,
+) -> Resolution | None:
+    """Route `path` (raw, optionally with `?query`), `host` (as the client sent it), `method` and
+    `headers` (lower-case name → value; None for a header sent twice) like the proxy does; None when
+    no endpoint serves them.
 
     Raises configdoc.UnsafePath for the paths the proxy refuses with 400.
     """
     raw_path, _, query = path.partition("?")
-    match = table.match(raw_path)
+    match = table.select(raw_path, host=request_host(host), method=method.upper(), headers=headers)
     if match is None:
         return None
     entry = match.value
@@ -94,4 +109,13 @@ def resolve(table: RouteTable[RouteEntry], path: str) -> Resolution | None:
         route_key=match.key, rest=match.rest, extra_paths=entry.extra_paths, strip_path=entry.strip_path
     )
     urls = tuple((t["url"], upstream_url(t["url"], rest, query)) for t in entry.targets if t.get("enabled", True))
-    return Resolution(path=path, endpoint=entry, route_key=match.key, rest=rest, upstream_urls=urls)
+    return Resolution(
+        path=path,
+        endpoint=entry,
+        route_key=match.key,
+        rest=rest,
+        upstream_urls=urls,
+        decided_by=match.decided_by,
+        method_allowed=match.method_allowed,
+        allow=tuple(sorted(match.allow)),
+    )

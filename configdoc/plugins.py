@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .matchers import MATCHER_KEYS
 from .problems import Problem, child
 from .schema import METHODS, Field
 
@@ -67,7 +68,8 @@ MAX_HEADER_VALUE = 8192
 # Keys only a format-2 document may use (§11). A format-1 reader would ignore them, so a document that
 # uses one must say `format_version: 2`, and a node reading format 1 is refused it (§4).
 FORMAT_2_DOCUMENT_KEYS = ("consumers", "plugins")
-FORMAT_2_ENDPOINT_KEYS = ("plugins", "preserve_host", "https_redirect", "websocket")
+# §12's `hosts` and `match_headers` (configdoc.matchers) are format-2 endpoint keys too.
+FORMAT_2_ENDPOINT_KEYS = ("plugins", "preserve_host", "https_redirect", "websocket", "hosts", "match_headers")
 
 
 @dataclass(frozen=True)
@@ -926,7 +928,8 @@ def normalize_plugins(value: Any, path: str, problems: list[Problem]) -> dict[st
 def normalize_endpoint_policies(
     data: Mapping[str, Any], path: str, problems: list[Problem], *, format_version: int
 ) -> dict[str, Any]:
-    """An endpoint's format-2 keys (`plugins`, `preserve_host`, `https_redirect`, `websocket`) in
+    """An endpoint's format-2 keys (`plugins`, `preserve_host`, `https_redirect`, `websocket`, §12's
+    `hosts` and `match_headers`) in
     canonical form, a flag only when it differs from its default; a format-1 document may not use them
     (each is reported with its path)."""
     from .validate import INVALID, _value
@@ -939,7 +942,12 @@ def normalize_endpoint_policies(
         if format_version < 2:
             problems.append(Problem(where, format_2_message(key)))
         flag_field = ENDPOINT_FLAGS.get(key)
-        if flag_field is not None:
+        matcher = MATCHER_KEYS.get(key)
+        if matcher is not None:
+            normalized = matcher(data[key], where, problems)
+            if normalized:  # an empty list or mapping means what leaving it out means
+                result[key] = normalized
+        elif flag_field is not None:
             flag = _value(flag_field, data[key], where, problems)
             if flag is not INVALID and flag != flag_field.default:
                 result[key] = flag

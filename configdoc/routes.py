@@ -5,14 +5,20 @@ is claimed as written. A request path matches the longest key by whole segments:
 `/users` and `/users/42`, never `/usersx`. A `.` or `..` segment, raw or percent-encoded, is refused
 rather than resolved, and `%2F` is never decoded, so a path cannot climb out of its route.
 
+§12's matchers (`hosts`, `match_headers`, endpoints on one key told apart by `methods`) are
+MatcherTable's: the same selection for the data plane's proxy and `/-/routes`, the control plane's
+`routes/resolve/` and the admin's route-debug page, so the three cannot disagree; `ambiguous` is the
+validation rule that refuses two endpoints no request could choose between.
+
 The control plane (`routes/resolve/`) and the data plane use this same code.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any, Generic, NamedTuple, TypeVar
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -108,3 +114,310 @@ class RouteTable(Generic[T]):
                 rest = raw_path[len(prefix) :] if prefix != "/" else raw_path
                 return Match(prefix, value, rest)
         return None
+
+    def matches(self, raw_path: str) -> Iterator[Match[T]]:
+        """Every entry whose key is a whole-segment prefix of `raw_path`, longest first (for §12's
+        MatcherTable, where a key whose endpoints do not match the host or headers lets a shorter one
+        serve). Raises UnsafePath like `match`."""
+        if not raw_path.startswith("/"):
+            raise UnsafePath("the path must start with '/'")
+        if ("." in raw_path or "%" in raw_path) and any(is_dot_segment(s) for s in raw_path.split("/")):
+            raise UnsafePath("the path has a '.' or '..' segment")
+        depth = raw_path.count("/")
+        slashes = [0]
+        find = raw_path.find
+        for _ in range(depth - 1):
+            slashes.append(find("/", slashes[-1] + 1))
+        for wanted, entries in self._levels:
+            if wanted > depth:
+                continue
+            prefix = raw_path if wanted == depth else "/" if wanted == 0 else raw_path[: slashes[wanted]]
+            value = entries.get(prefix)
+            if value is not None:
+                yield Match(prefix, value, raw_path[len(prefix) :] if prefix != "/" else raw_path)
+
+
+# --- matchers beyond the path (§12) --------------------------------------------------------------------
+
+
+class Matchers(NamedTuple):
+    """What an endpoint asks of a request besides its path (§12), in canonical form.
+
+    `hosts`: lower-case names, `*.example.com` for one leading wildcard label; empty: any host.
+    `headers`: (lower-case name, accepted values) pairs; every one must hold. `methods`: the methods the
+    endpoint serves (HEAD included where GET is), the last thing that tells endpoints on one key apart.
+    """
+
+    hosts: tuple[str, ...] = ()
+    headers: tuple[tuple[str, frozenset[str]], ...] = ()
+    methods: frozenset[str] = frozenset()
+
+    @property
+    def plain(self) -> bool:
+        return not self.hosts and not self.headers
+
+
+def matchers_of(endpoint: Mapping[str, Any]) -> Matchers:
+    """An endpoint's matchers, from its canonical or effective form (`methods` defaults to GET)."""
+    methods = set(endpoint.get("methods") or ("GET",))
+    if "GET" in methods:
+        methods.add("HEAD")  # HEAD is allowed wherever GET is (§3)
+    headers = tuple(
+        sorted((name.lower(), frozenset(values)) for name, values in (endpoint.get("match_headers") or {}).items())
+    )
+    return Matchers(tuple(h.lower() for h in endpoint.get("hosts") or ()), headers, frozenset(methods))
+
+
+def request_host(raw: str) -> str:
+    """The Host header as the matchers compare it: lower-cased, the port and one trailing dot removed.
+    `[::1]:8080` → `[::1]`. Whatever else a client sends is compared as is (it then matches no name)."""
+    host = raw.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit():
+        host = name
+    return host[:-1] if host.endswith(".") else host
+
+
+# Which matcher decided, in a Match and in every route-debug answer (data plane, API, admin).
+DECIDED_PATH = "path"
+DECIDED_HOST = "host"
+DECIDED_WILDCARD_HOST = "wildcard_host"
+DECIDED_HEADERS = "match_headers"
+DECIDED_METHOD = "method"
+
+
+class _Candidate(NamedTuple, Generic[T]):
+    value: T
+    headers: tuple[tuple[str, frozenset[str]], ...]
+    methods: frozenset[str]
+
+
+_NO_HOSTS: dict[str, Any] = {}
+
+
+class _Group(Generic[T]):
+    """The endpoints sharing one route key, indexed so a lookup is a few dict probes: one dict holds
+    both the exact names and the `*.parent` wildcards (probed with `host`, then `*.` + its parent),
+    and a tuple those with no hosts; each list has the endpoints with `match_headers` first (§12's
+    order), in document order. Few objects per group: at 10,000 endpoints each one a lookup touches
+    is a likely cache miss."""
+
+    __slots__ = ("any_host", "hosts", "shared")
+
+    def __init__(self, members: list[tuple[T, Matchers]]) -> None:
+        hosts: dict[str, list[_Candidate[T]]] = {}
+        any_host: list[_Candidate[T]] = []
+        for value, matchers in members:
+            candidate = _Candidate(value, matchers.headers, matchers.methods)
+            if not matchers.hosts:
+                any_host.append(candidate)
+            for host in matchers.hosts:
+                # Interned: one string per distinct name across all keys, so a probe compares against
+                # memory that other lookups keep in cache (10,000 endpoints sharing `*.example.com`).
+                hosts.setdefault(sys.intern(host), []).append(candidate)
+
+        def ordered(candidates: list[_Candidate[T]]) -> tuple[_Candidate[T], ...]:
+            return tuple(sorted(candidates, key=lambda c: not c.headers))  # stable: document order kept
+
+        def one_or_ordered(candidates: list[_Candidate[T]]) -> _Candidate[T] | tuple[_Candidate[T], ...]:
+            # A lone candidate is stored as itself: one object fewer to reach (a cache miss at scale).
+            return candidates[0] if len(candidates) == 1 else ordered(candidates)
+
+        self.hosts: dict[str, _Candidate[T] | tuple[_Candidate[T], ...]] = (
+            {host: one_or_ordered(c) for host, c in hosts.items()} if hosts else _NO_HOSTS
+        )
+        self.any_host = one_or_ordered(any_host) if any_host else ()
+        self.shared = len(members) > 1
+
+    def pick(self, host: str, method: str, headers: Mapping[str, str | None]) -> tuple[_Candidate[T], str, bool] | None:
+        """The candidate for this request, which matcher decided, and whether the method is allowed
+        (False: candidates match host and headers but none serves the method; the first is returned)."""
+        first: tuple[_Candidate[T], str] | None = None
+        by_host = self.hosts
+        if by_host:
+            label, dot, parent = host.partition(".")
+            tiers: tuple[tuple[_Candidate[T] | tuple[_Candidate[T], ...] | None, str], ...] = (
+                (by_host.get(host) if not host.startswith("*") else None, DECIDED_HOST),
+                (by_host.get("*." + parent) if dot and label and label != "*" else None, DECIDED_WILDCARD_HOST),
+                (self.any_host, ""),
+            )
+        else:
+            tiers = ((self.any_host, ""),)
+        for found, tier in tiers:
+            if not found:
+                continue
+            # `type() is`, not isinstance: _Candidate is a tuple too, and this is the hot path.
+            candidates = cast("tuple[_Candidate[T], ...]", (found,) if type(found) is _Candidate else found)
+            for candidate in candidates:
+                if candidate.headers and not _headers_match(candidate.headers, headers):
+                    continue
+                decided = tier or (
+                    DECIDED_HEADERS if candidate.headers else DECIDED_METHOD if self.shared else DECIDED_PATH
+                )
+                if method in candidate.methods:
+                    return candidate, decided, True
+                if first is None:
+                    first = (candidate, decided)
+        return None if first is None else (first[0], first[1], False)
+
+
+def _headers_match(wanted: tuple[tuple[str, frozenset[str]], ...], headers: Mapping[str, str | None]) -> bool:
+    for name, values in wanted:
+        value = headers.get(name)
+        if value is None or value not in values:  # None: absent, or sent more than once
+            return False
+    return True
+
+
+class Selection(NamedTuple, Generic[T]):
+    """A request routed by path and matchers: `key` and `rest` as in Match, `decided_by` the matcher
+    that chose `value` among the endpoints whose path keys match, `method_allowed` False when the
+    endpoints there match host and headers but none serves the method (the proxy answers 405 with
+    `allow`)."""
+
+    key: str
+    value: T
+    rest: str
+    decided_by: str
+    method_allowed: bool
+    allow: frozenset[str]
+
+
+class MatcherTable(Generic[T]):
+    """§12's selection over route keys shared by several endpoints with hosts, match_headers and methods.
+
+    Built from (route key, value, matchers) triples. Walks the request path's prefixes longest first
+    like RouteTable (one dict probe per distinct key depth); at a key, the endpoints matching the
+    request's host (exact, then wildcard, then none) and headers (those with `match_headers` first)
+    are tried in that order for the method. A key where no endpoint matches host and headers does not
+    serve the request: a shorter key may. So a lookup costs a few dict probes and the handful of
+    endpoints sharing one key and host, whatever the number of endpoints.
+
+    `plain` is True when no endpoint uses a matcher and no key is shared: then `routes` (a RouteTable
+    of the same entries) answers exactly as before §12, at the same cost, and callers use it.
+    """
+
+    def __init__(self, entries: Iterable[tuple[str, T, Matchers]]) -> None:
+        grouped: dict[str, list[tuple[T, Matchers]]] = {}
+        # One object per distinct method set and header rule: the few that 10,000 endpoints use stay
+        # in cache, where one each per endpoint would be a cache miss per lookup.
+        shared: dict[Any, Any] = {}
+        for key, value, matchers in entries:
+            methods = shared.setdefault(matchers.methods, matchers.methods)
+            headers = shared.setdefault(matchers.headers, matchers.headers)
+            grouped.setdefault(key, []).append((value, Matchers(matchers.hosts, headers, methods)))
+        self.plain = all(len(members) == 1 and members[0][1].plain for members in grouped.values())
+        self.routes: RouteTable[T] = RouteTable((key, members[0][0]) for key, members in grouped.items())
+        groups: dict[str, _Group[T]] = {}
+        if not self.plain:
+            # Keys with the same endpoints (`/v1/name` and `/name` of a default version) share a group.
+            made: dict[tuple[tuple[int, Matchers], ...], _Group[T]] = {}
+            for key, members in grouped.items():
+                identity = tuple((id(value), matchers) for value, matchers in members)
+                group = made.get(identity)
+                if group is None:
+                    group = made[identity] = _Group(members)
+                groups[key] = group
+        self._groups: RouteTable[_Group[T]] = RouteTable(groups)
+        self._members = grouped
+        names = {name for members in grouped.values() for _, m in members for name, _ in m.headers}
+        # The header names some endpoint matches on, as ASGI spells them (lower-case bytes).
+        self.header_names: frozenset[bytes] = frozenset(name.encode("latin-1") for name in names)
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+    def header_values(self, raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str | None]:
+        """The request headers some `match_headers` names, name → value; a header sent more than once
+        maps to None, which no matcher accepts (a client cannot pick a route by repeating a header that
+        an upstream or another proxy would read differently)."""
+        wanted = self.header_names
+        found: dict[str, str | None] = {}
+        if not wanted:
+            return found
+        for name, value in raw_headers:
+            if name in wanted:
+                text = name.decode("latin-1")
+                found[text] = None if text in found else value.decode("latin-1")
+        return found
+
+    def select(
+        self, raw_path: str, *, host: str = "", method: str = "GET", headers: Mapping[str, str | None] | None = None
+    ) -> Selection[T] | None:
+        """The endpoint for a request, or None (no key, or no endpoint matching host and headers).
+
+        `host` as request_host() gives it. Raises UnsafePath like RouteTable.match.
+        """
+        if self.plain:
+            found = self.routes.match(raw_path)
+            if found is None:
+                return None
+            methods = self._members[found.key][0][1].methods
+            return Selection(found.key, found.value, found.rest, DECIDED_PATH, method in methods, methods)
+        seen = headers or {}
+        for match in self._groups.matches(raw_path):
+            picked = match.value.pick(host, method, seen)
+            if picked is None:
+                continue
+            candidate, decided, allowed = picked
+            allow = candidate.methods
+            if not allowed:
+                allow = frozenset().union(
+                    *(m.methods for _, m in self._members[match.key] if _request_matches(m, host, seen))
+                )
+            return Selection(match.key, candidate.value, match.rest, decided, allowed, allow)
+        return None
+
+
+def _request_matches(matchers: Matchers, host: str, headers: Mapping[str, str | None]) -> bool:
+    if matchers.hosts and not any(_host_matches(pattern, host) for pattern in matchers.hosts):
+        return False
+    return not matchers.headers or _headers_match(matchers.headers, headers)
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    if pattern.startswith("*."):
+        label, dot, parent = host.partition(".")
+        return bool(label and dot) and label != "*" and parent == pattern[2:]
+    return host == pattern
+
+
+def ambiguous(a: Matchers, b: Matchers) -> bool:
+    """Whether some request could match both endpoints on one route key at the same rank of §12's order
+    (same host tier, both or neither with match_headers) with a method both serve: then no request
+    could choose between them, and the document is refused."""
+    if not a.methods & b.methods:
+        return False
+    if bool(a.headers) != bool(b.headers):
+        return False
+    if a.headers:
+        b_headers = dict(b.headers)
+        for name, values in a.headers:
+            other = b_headers.get(name)
+            if other is not None and not values & other:
+                return False  # no single value of `name` satisfies both
+    if not a.hosts or not b.hosts:
+        return not a.hosts and not b.hosts  # with hosts vs without: always different tiers
+    # Same tier: a name both list exactly, or a wildcard both list (it covers names neither lists
+    # exactly, since a wildcard stands for endlessly many).
+    return bool(set(a.hosts) & set(b.hosts))
+
+
+def ambiguous_pairs(members: list[tuple[T, Matchers]]) -> list[tuple[T, T]]:
+    """The pairs of endpoints on one route key that `ambiguous` finds, in document order. Compared only
+    within a host bucket (each exact name, each wildcard, no hosts), so 10,000 virtual hosts on one key
+    are not 50 million comparisons."""
+    buckets: dict[str, list[int]] = {}
+    for index, (_, matchers) in enumerate(members):
+        for host in matchers.hosts or ("",):
+            buckets.setdefault(host, []).append(index)
+    found: set[tuple[int, int]] = set()
+    for indexes in buckets.values():
+        for i, first in enumerate(indexes):
+            for second in indexes[i + 1 :]:
+                if (first, second) not in found and ambiguous(members[first][1], members[second][1]):
+                    found.add((first, second))
+    return [(members[i][0], members[j][0]) for i, j in sorted(found)]

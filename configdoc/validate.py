@@ -29,7 +29,7 @@ from .plugins import (
     required_format_version,
 )
 from .problems import Problem, child, item
-from .routes import endpoint_key, route_keys, version_sort_key
+from .routes import Matchers, ambiguous_pairs, endpoint_key, matchers_of, route_keys, version_sort_key
 from .schema import (
     BREAKER_POLICY_FIELDS,
     ENDPOINT_FIELDS,
@@ -554,6 +554,9 @@ def effective_endpoint(
     for flag in ("preserve_host", "https_redirect", "websocket"):
         if flag in canonical:
             result[flag] = canonical[flag]
+    for matcher in ("hosts", "match_headers"):
+        if matcher in canonical:
+            result[matcher] = canonical[matcher]
     if "plugins" in canonical:
         result["plugins"] = {
             name: effective_plugin_config(name, config) for name, config in canonical["plugins"].items()
@@ -718,7 +721,7 @@ def validate_document(
         endpoints.append((index, endpoint))
 
     _default_versions(endpoints, problems)
-    _route_key_collisions(endpoints, problems)
+    _route_key_collisions(endpoints, problems, lines)
     if plugins is not None or "plugins" not in data:
         names = {consumer["username"] for consumer in consumers} if consumers is not None else None
         _policy_references(plugins or {}, endpoints, names, problems)
@@ -815,19 +818,40 @@ def _default_versions(endpoints: list[tuple[int, dict[str, Any]]], problems: lis
             highest["default"] = True
 
 
-def _route_key_collisions(endpoints: list[tuple[int, dict[str, Any]]], problems: list[Problem]) -> None:
-    claimed: dict[str, tuple[int, str]] = {}
+def _route_key_collisions(
+    endpoints: list[tuple[int, dict[str, Any]]], problems: list[Problem], lines: Mapping[str, int] | None = None
+) -> None:
+    """Two endpoints may claim one route key only when §12's matchers (hosts, match_headers, methods)
+    let every request choose between them; a pair no request could choose between is a problem naming
+    both endpoints, with their YAML lines when the document came from YAML."""
+    claimed: dict[str, list[tuple[tuple[int, str, bool], Matchers]]] = {}
     for index, endpoint in endpoints:
         key = endpoint_key(endpoint["name"], endpoint["version"])
-        for route in route_keys(endpoint):
-            holder = claimed.setdefault(route, (index, key))
-            if holder[1] != key:
-                where = f"endpoints[{index}].paths" if route in endpoint.get("paths", ()) else f"endpoints[{index}]"
-                problems.append(
-                    Problem(
-                        where, f"route key {route} is claimed by both {holder[1]} (endpoints[{holder[0]}]) and {key}"
-                    )
+        matchers = matchers_of(endpoint)
+        for route in dict.fromkeys(route_keys(endpoint)):  # an extra path may repeat one of its own keys
+            extra = route in endpoint.get("paths", ())
+            claimed.setdefault(route, []).append(((index, key, extra), matchers))
+    for route, members in claimed.items():
+        if len(members) < 2:
+            continue
+        for (first_index, first_key, _), (index, key, extra) in ambiguous_pairs(members):
+            where = f"endpoints[{index}].paths" if extra else f"endpoints[{index}]"
+            if first_key == key:
+                continue  # an endpoint listing a key twice is paths' own problem
+            problems.append(
+                Problem(
+                    where,
+                    f"route key {route} is claimed by both {first_key} (endpoints[{first_index}]"
+                    f"{_line_note(lines, first_index)}) and {key} (endpoints[{index}]{_line_note(lines, index)}), "
+                    "and no request could choose between them: give them different hosts or match_headers, "
+                    "or methods that do not overlap",
                 )
+            )
+
+
+def _line_note(lines: Mapping[str, int] | None, index: int) -> str:
+    line = (lines or {}).get(f"endpoints[{index}]")
+    return f", line {line}" if line is not None else ""
 
 
 _PARENT_STEP = re.compile(r"(\.[^.\[\]]+|\[\d+\])$")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from configdoc import UnsafePath
+from configdoc import UnsafePath, request_host
 from configdoc.forwarding import upstream_url
 
 from . import ratelimit
@@ -72,8 +72,20 @@ class AdminApp:
         if snapshot is None:
             await self._json(send, 503, {"error": "no_config", "message": "no configuration loaded"})
             return
+        method = query.get("method", ["GET"])[0].upper()
+        host = request_host(query.get("host", [""])[0])
+        headers: dict[str, str | None] = {}
+        # `headers`: one `Name: value` per line, as the control plane's routes/resolve/ takes them.
+        lines = [line for line in query.get("headers", [""])[0].splitlines() if line.strip()]
+        for item in lines:
+            name, colon, value = item.partition(":")
+            if not colon:
+                await self._json(send, 400, {"error": "bad_request", "message": "headers: one Name: value per line"})
+                return
+            key = name.strip().lower()
+            headers[key] = None if key in headers else value.strip()  # sent twice: matches nothing, as in the proxy
         try:
-            match = snapshot.routes.match(path)
+            match = snapshot.matchers.select(path, host=host, method=method, headers=headers)
         except UnsafePath as exc:
             await self._json(send, 400, {"error": "bad_request", "message": str(exc)})
             return
@@ -93,6 +105,9 @@ class AdminApp:
                 "endpoint": endpoint.key,
                 "route_key": match.key,
                 "methods": sorted(endpoint.methods),
+                "method": method,
+                "method_allowed": match.method_allowed,
+                "decided_by": match.decided_by,
                 "enabled": endpoint.enabled,
                 "targets": targets,
             },

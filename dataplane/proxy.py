@@ -23,7 +23,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from configdoc import UnsafePath
+from configdoc import Match, MatcherTable, Selection, UnsafePath, request_host
 
 from . import body as request_body
 from .accesslog import AccessLog
@@ -62,7 +62,7 @@ from .plugins import Answer, Chain, Plugin, close_plugins
 from .policies import NOTHING_SENT
 from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout, replays_after_sending
 from .runtime import EndpointState, Runtime
-from .snapshot import Target
+from .snapshot import Endpoint, Target
 from .transport import Transport, UpstreamRequest, UpstreamResponse, create_transport
 from .tunnel import HANDSHAKE_REFUSED, UpstreamSide, connect, handshake_key, names_websocket, request_head, valid_switch
 from .types import Headers, Receive, Scope, Send
@@ -271,14 +271,34 @@ class ProxyApp:
             exchange.websocket_key = handshake_key(headers, exchange.method, scope["http_version"])
         return content_length, bool(encodings)
 
+    @staticmethod
+    def _select(table: MatcherTable[Endpoint], exchange: Exchange, raw_path: bytes) -> Selection[Endpoint] | None:
+        """§12's selection: the request's path, Host (lower-cased, port stripped; _check_head made sure
+        there is exactly one), method, and the headers some endpoint's match_headers names."""
+        headers = exchange.headers
+        host = ""
+        for name, value in headers:
+            if name == b"host":
+                host = request_host(value.decode("latin-1"))
+                break
+        return table.select(
+            raw_path.decode("latin-1"), host=host, method=exchange.method, headers=table.header_values(headers)
+        )
+
     async def _handle(self, exchange: Exchange) -> None:
         content_length, chunked = self._check_head(exchange)
         snapshot = self.runtime.snapshot
         if snapshot is None:
             raise NoConfig("no configuration has been loaded yet")
         raw_path = exchange.raw_path
+        allow: frozenset[str] | None = None  # §12: set when the selection found no endpoint for the method
         try:
-            match = snapshot.routes.match(raw_path.decode("latin-1"))
+            if snapshot.matchers.plain:  # no hosts, match_headers or shared keys: the path alone decides
+                match: Match[Endpoint] | Selection[Endpoint] | None = snapshot.routes.match(raw_path.decode("latin-1"))
+            else:
+                match = self._select(snapshot.matchers, exchange, raw_path)
+                if match is not None and not match.method_allowed:
+                    allow = match.allow
         except UnsafePath as exc:
             raise BadRequest(str(exc)) from None
         if match is None:
@@ -303,6 +323,10 @@ class ProxyApp:
                     await self._send_answer(exchange, answer)
                     return
         method = exchange.method
+        if allow is not None:  # endpoints share this key; none of those matching host and headers has `method`
+            raise MethodNotAllowed(
+                f"{method} is not allowed here", headers=[(b"allow", ", ".join(sorted(allow)).encode())]
+            )
         if method not in endpoint.methods:
             raise MethodNotAllowed(
                 f"{method} is not allowed here", headers=[(b"allow", endpoint.allow_header.encode())]

@@ -18,7 +18,17 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import configdoc
-from configdoc import RouteTable, config_sha256, effective_breaker_policy, effective_endpoint, endpoint_key, route_keys
+from configdoc import (
+    Matchers,
+    MatcherTable,
+    RouteTable,
+    config_sha256,
+    effective_breaker_policy,
+    effective_endpoint,
+    endpoint_key,
+    matchers_of,
+    route_keys,
+)
 
 from .consumers import NO_CONSUMERS, Consumers, MissingSecret, compile_consumers
 from .plugins import Chain, PluginContext, UnknownPlugin, compile_chain
@@ -105,6 +115,9 @@ class Snapshot:
     endpoints: Mapping[str, Endpoint]
     routes: RouteTable[Endpoint]
     document: Mapping[str, Any]
+    # §12's selection (hosts, match_headers, endpoints sharing a key): the proxy and `/-/routes` ask it
+    # when `matchers.plain` is False; when True, `routes` alone answers, as it did before §12.
+    matchers: MatcherTable[Endpoint] = field(default_factory=lambda: MatcherTable(()))
     # Operational state from the control plane (§4): observed target health `{key: {url: status}}`
     # (a target left out is `unknown`, which is routable) and breaker overrides `{key: override}`.
     target_health: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -176,7 +189,7 @@ def compile_document(
     typed_policies = {name: compile_breaker(policy) for name, policy in policies.items()}
     endpoints: dict[str, Endpoint] = {}
     sources: dict[str, Mapping[str, Any]] = {}
-    routes: dict[str, Endpoint] = {}
+    routes: list[tuple[str, Endpoint, Matchers]] = []
     for canonical in document.get("endpoints", []):
         key = endpoint_key(canonical["name"], canonical["version"])
         endpoint = _reused(previous, reusable, key, canonical, policies)
@@ -189,19 +202,22 @@ def compile_document(
                 raise SnapshotError([f"endpoints[{key}].plugins: {exc}"]) from None
         endpoints[key] = endpoint
         sources[key] = canonical
+        matchers = matchers_of(canonical)
         for route in route_keys(canonical):
-            routes[mount_prefix + route] = endpoint
+            routes.append((mount_prefix + route, endpoint, matchers))
     try:
         global_chain = compile_chain(None, plugin_defaults, context)
     except UnknownPlugin as exc:
         raise SnapshotError([f"plugins: {exc}"]) from None
+    table = MatcherTable(routes)
     return Snapshot(
         global_chain=global_chain,
         consumers=consumers,
         config_sha256=sha256 or config_sha256(document),
         revision=revision,
         endpoints=endpoints,
-        routes=RouteTable(routes),
+        routes=table.routes,
+        matchers=table,
         document=document,
         target_health=dict((state or {}).get("targets") or {}),
         breaker_overrides=dict((state or {}).get("breakers") or {}),

@@ -19,6 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from configdoc import effective_endpoint
+from configdoc.matchers import HOSTS, MATCH_HEADERS
 from configdoc.plugins import ENDPOINT_FLAGS
 from configdoc.schema import ENDPOINT_FIELDS
 from configdoc.validate import normalize_target_url
@@ -39,18 +40,20 @@ from controlplane.health.selectors import endpoint_health_report
 from controlplane.health.services import check_plans
 
 from . import services
+from .api.resolve import HEADER, HOST_TEXT, MAX_HEADER, MAX_HEADERS, METHOD, header_lines, resolve_request
 from .models import Endpoint, Target
 
 FORM_FIELDS = (
     "name", "version", "default", "enabled", "description", "tags", "methods", "paths", "strip_path",
     "timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes", "auth_type", "breaker_policy",
-    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket",
+    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket", "hosts",
 )  # fmt: skip
-JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins")
+JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins", "match_headers")
 # The endpoint's fields as configdoc's schema has them, §11's preserve_host and §13's https_redirect and
 # websocket included (plugins, a mapping of plugin configs, has a form field of its own:
 # core.admin_forms.plugins_form_field).
-FORM_SCHEMA = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS}
+# §12's hosts is a comma-separated list like methods; match_headers (a map) a JSON text area of its own.
+FORM_SCHEMA = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS, "hosts": HOSTS}
 
 
 HEALTH_WINDOWS = (("last_100", "last 100 checks"), ("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d"))
@@ -97,11 +100,17 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
         if "plugins" in self.fields:
             # Canonical (sparse) configs, not the effective ones: what is shown is what was set.
             self.initial["plugins"] = plugins_text(self.instance.document.get("plugins") if self.instance.pk else None)
+        if "match_headers" in self.fields:
+            self.initial["match_headers"] = plugins_text(
+                self.instance.document.get("match_headers") if self.instance.pk else None
+            )
 
     def document(self) -> dict[str, Any]:
         document = document_from(FORM_SCHEMA, self.cleaned_data, FORM_FIELDS)
         if self.cleaned_data.get("plugins"):
             document["plugins"] = self.cleaned_data["plugins"]
+        if self.cleaned_data.get("match_headers"):
+            document["match_headers"] = self.cleaned_data["match_headers"]
         if not document.get("default"):
             # Unticked means "not asking to be the default": a default moves by ticking another version.
             document.pop("default", None)
@@ -111,7 +120,35 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
 # Declared on the class (not in __init__) so the admin's form factory knows them.
 EndpointForm.declared_fields.update(form_fields(FORM_SCHEMA, FORM_FIELDS))
 EndpointForm.declared_fields["plugins"] = plugins_form_field()
+EndpointForm.declared_fields["match_headers"] = forms.CharField(
+    required=False,
+    label="Match headers",
+    widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "style": "font-family: monospace"}),
+    help_text='JSON object, header name → list of values, e.g. {"X-Tenant": ["acme"]}; ' + MATCH_HEADERS.help,
+)
 EndpointForm.base_fields.update(EndpointForm.declared_fields)
+
+
+class RouteDebugForm(forms.Form):
+    """The route-debug page's request: the same fields, and rules, as `routes/resolve/`'s query."""
+
+    path = forms.CharField(max_length=2048, strip=False, help_text="the raw request path, e.g. /users/42")
+    method = forms.RegexField(METHOD, required=False, initial="GET", help_text="default GET")
+    host = forms.RegexField(HOST_TEXT, required=False, max_length=300, strip=False, help_text="the Host header")
+    headers = forms.CharField(
+        required=False,
+        max_length=MAX_HEADERS * MAX_HEADER,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="one `Name: value` per line",
+    )
+
+    def clean_headers(self) -> list[str]:
+        lines = header_lines(self.cleaned_data["headers"])
+        if len(lines) > MAX_HEADERS or any(not HEADER.fullmatch(line) for line in lines):
+            raise forms.ValidationError(
+                f"one `Name: value` per line (a header name, a colon, a value), at most {MAX_HEADERS} lines"
+            )
+        return lines
 
 
 class TargetForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -163,6 +200,7 @@ class EndpointAdmin(ServiceAdmin):
         ("Routing", {"fields": ["methods", "paths", "strip_path", "auth_type"]}),
         ("Timeouts and limits", {"fields": ["timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes"]}),
         ("Resilience", {"fields": ["breaker_policy", "retries", "outlier", "tls", "health_check"]}),
+        ("Routing (§12)", {"fields": ["hosts", "match_headers"]}),
         ("Plugins", {"fields": ["preserve_host", "https_redirect", "websocket", "plugins"]}),
     ]
 
@@ -206,11 +244,36 @@ class EndpointAdmin(ServiceAdmin):
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.health_view)
         dashboard = self.admin_site.admin_view(partial(endpoint_dashboard_view, self))
+        debug = self.admin_site.admin_view(self.route_debug_view)
         return [
+            path("route-debug/", debug, name="routing_endpoint_route_debug"),
             path("<int:object_id>/health/", view, name="routing_endpoint_health"),
             path("<int:object_id>/dashboard/", dashboard, name="routing_endpoint_dashboard"),
             *super().get_urls(),
         ]
+
+    def route_debug_view(self, request: HttpRequest) -> HttpResponse:
+        """Which endpoint a request would reach (config:read): the answer of `routes/resolve/`, from the
+        same configdoc matcher the data plane runs, with the matcher that decided (§12)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = RouteDebugForm(request.GET or None)
+        answer: dict[str, Any] | None = None
+        code = 0
+        if form.is_valid():
+            data = form.cleaned_data
+            code, answer = resolve_request(
+                path=data["path"], method=data["method"] or "GET", host=data["host"], headers=data["headers"]
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Route debug",
+            "opts": self.model._meta,
+            "form": form,
+            "answer": answer,
+            "status": code,
+        }
+        return TemplateResponse(request, "admin/routing/endpoint/route_debug.html", context)
 
     def health_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """Per-target status, uptime, p50/p95 and response-time charts of one endpoint (config:read)."""

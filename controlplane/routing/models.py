@@ -72,13 +72,16 @@ class Target(models.Model):
 
 
 class RouteKey(models.Model):
-    """A path prefix an endpoint claims. Unique across the document, enforced by the database."""
+    """A path prefix an endpoint claims. Endpoints may share one when §12's matchers (hosts,
+    match_headers, methods) tell them apart: the services check that (configdoc.routes.ambiguous_pairs)
+    under the config write lock, so the database keeps only one row per (key, endpoint)."""
 
-    key = models.CharField(max_length=1100, unique=True)
+    key = models.CharField(max_length=1100, db_index=True)
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="route_keys")
 
     class Meta:
         ordering = ["key"]
+        constraints = [models.UniqueConstraint(fields=["key", "endpoint"], name="routing_routekey_unique_claim")]
 
     def __str__(self) -> str:
         return self.key

@@ -18,10 +18,12 @@ from configdoc import (
     Problem,
     canonical_json,
     endpoint_key,
+    matchers_of,
     normalize_endpoint,
     route_keys,
     version_sort_key,
 )
+from configdoc.routes import ambiguous_pairs
 from controlplane.breakers.models import BreakerPolicy
 from controlplane.consumers.services import check_anonymous
 from controlplane.core.actors import Actor
@@ -129,33 +131,43 @@ def _problem_path(key: str, document: Mapping[str, Any]) -> str:
 
 
 def _sync_route_keys(endpoints: Iterable[Endpoint]) -> None:
-    """Claim the route keys of `endpoints`, refusing any another endpoint already holds."""
+    """Claim the route keys of `endpoints`, refusing a key another endpoint holds unless §12's
+    matchers (hosts, match_headers, methods) let every request choose between the two."""
     endpoints = list({e.pk: e for e in endpoints}.values())
-    wanted: dict[str, Endpoint] = {}
-    problems: list[Problem] = []
+    wanted: dict[str, list[Endpoint]] = {}
     for endpoint in endpoints:
         for key in route_keys(endpoint.document):
-            holder = wanted.setdefault(key, endpoint)
-            if holder.pk != endpoint.pk:
-                problems.append(
-                    Problem(
-                        _problem_path(key, endpoint.document),
-                        f"route key {key} is claimed by both {holder.key} and {endpoint.key}",
-                    )
+            claimants = wanted.setdefault(key, [])
+            if endpoint not in claimants:  # an extra path may repeat one of the endpoint's own keys
+                claimants.append(endpoint)
+    holders: dict[str, list[Endpoint]] = {}
+    others = RouteKey.objects.filter(key__in=list(wanted)).exclude(endpoint__in=endpoints).select_related("endpoint")
+    for claim in others:
+        holders.setdefault(claim.key, []).append(claim.endpoint)
+    problems: list[Problem] = []
+    for key, claimants in wanted.items():
+        present = holders.get(key, [])
+        members = [(e, matchers_of(e.document)) for e in [*present, *claimants]]
+        if len(members) < 2:
+            continue
+        for first, second in ambiguous_pairs(members):
+            if first in present:
+                message = f"route key {key} is already claimed by {first.key}"
+            else:
+                message = f"route key {key} is claimed by both {first.key} and {second.key}"
+            problems.append(
+                Problem(
+                    _problem_path(key, second.document),
+                    f"{message}, and no request could choose between {first.key} and {second.key}: give them "
+                    "different hosts or match_headers, or methods that do not overlap",
                 )
-    clashes = RouteKey.objects.filter(key__in=list(wanted)).exclude(endpoint__in=endpoints).select_related("endpoint")
-    for clash in clashes:
-        mine = wanted[clash.key]
-        problems.append(
-            Problem(
-                _problem_path(clash.key, mine.document),
-                f"route key {clash.key} is already claimed by {clash.endpoint.key}",
             )
-        )
     if problems:
         raise ConfigValidationError(problems)
     RouteKey.objects.filter(endpoint__in=endpoints).delete()
-    RouteKey.objects.bulk_create(RouteKey(key=key, endpoint=endpoint) for key, endpoint in wanted.items())
+    RouteKey.objects.bulk_create(
+        RouteKey(key=key, endpoint=endpoint) for key, claimants in wanted.items() for endpoint in claimants
+    )
 
 
 def endpoint_create(*, data: Mapping[str, Any], actor: Actor, request_id: str = "") -> Endpoint:

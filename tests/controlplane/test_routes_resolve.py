@@ -50,8 +50,10 @@ def test_a_path_resolves_to_its_endpoint_and_one_upstream_url_per_enabled_target
     body = response.json()
     assert body["endpoint"] == {
         "key": "users:v1", "route": "/users", "strip_path": True, "enabled": True, "methods": ["GET", "HEAD", "POST"],
+        "hosts": [], "match_headers": {},
     }  # fmt: skip
     assert body["method"] == "POST" and body["method_allowed"] is True
+    assert body["decided_by"] == "path"
     assert body["targets"] == [
         {"url": "http://127.0.0.1:8010/api", "upstream_url": "http://127.0.0.1:8010/api/42?x=1"},
         {"url": "http://127.0.0.1:8011", "upstream_url": "http://127.0.0.1:8011/42?x=1"},

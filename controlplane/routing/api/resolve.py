@@ -1,7 +1,10 @@
-"""`GET routes/resolve/?path=/users/42&method=GET`: where the data plane would send a path (config:read).
+"""`GET routes/resolve/?path=/users/42&method=GET&host=api.example.com&headers=X-Tenant:acme`: where the
+data plane would send a request (config:read).
 
-Matching and the upstream URL come from `configdoc` (routes.RouteTable and forwarding), the code the
-data plane runs, over the current document; the route table is built once per revision. The data
+Matching and the upstream URL come from `configdoc` (routes.MatcherTable and forwarding), the code the
+data plane runs for its proxy and `/-/routes`, over the current document; the route table is built once
+per revision. The answer's `decided_by` says which matcher chose the endpoint (§12): `path`, `host`,
+`wildcard_host`, `match_headers` or `method`. The admin's route-debug page asks `resolve_request` too. The data
 plane's mount prefix is a node setting, not part of the document: paths are resolved without it.
 """
 
@@ -11,6 +14,7 @@ import json
 import re
 import threading
 from hashlib import sha256
+from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -19,13 +23,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from configdoc import RouteTable, UnsafePath
+from configdoc import MatcherTable, UnsafePath, request_host
 from configdoc.forwarding import RouteEntry, resolve, route_table
 from controlplane.core.middleware import request_id_of
 from controlplane.core.revisions import current_document_bytes, latest_revision
 
 # An HTTP method is a token (RFC 9110 §9.1); the proxy compares it as sent.
 METHOD = re.compile(r"^[A-Za-z]{1,20}$")
+# `Name: value`: a token, a colon, then visible text (a header value has no control characters).
+HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}:[\x20-\x7e\x80-\xff]*$")
+MAX_HEADER = 2048
+MAX_HEADERS = 32
+HOST_TEXT = re.compile(r"^[\x21-\x7e]*$")
 
 
 class ResolveQuery(serializers.Serializer):  # type: ignore[type-arg]
@@ -35,6 +44,49 @@ class ResolveQuery(serializers.Serializer):  # type: ignore[type-arg]
         max_length=2048, trim_whitespace=False, help_text="the raw request path, e.g. /users/42"
     )
     method = serializers.RegexField(METHOD, required=False, default="GET", help_text="the request method, default GET")
+    host = serializers.CharField(
+        max_length=300,
+        required=False,
+        default="",
+        trim_whitespace=False,
+        help_text="the request's Host header (port and case ignored, as the proxy does); empty: none",
+    )
+    headers = serializers.CharField(
+        required=False,
+        default="",
+        trim_whitespace=False,
+        max_length=MAX_HEADERS * MAX_HEADER,
+        help_text="request headers for endpoints with match_headers, one `Name: value` per line (a header given "
+        "twice matches nothing, as in the proxy)",
+    )
+
+    def validate_host(self, value: str) -> str:
+        if not HOST_TEXT.match(value):
+            raise serializers.ValidationError("a Host header value: visible ASCII characters only")
+        return value
+
+    def validate_headers(self, value: str) -> list[str]:
+        lines = header_lines(value)
+        if len(lines) > MAX_HEADERS or any(not HEADER.fullmatch(line) for line in lines):
+            raise serializers.ValidationError(
+                f"one `Name: value` per line (a header name, a colon, a value), at most {MAX_HEADERS} lines"
+            )
+        return lines
+
+
+def header_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def header_values(items: list[str]) -> dict[str, str | None]:
+    """`Name: value` items as the matcher reads request headers: lower-case name → value, and None for
+    a header given twice (which, as in the proxy, no match_headers entry accepts)."""
+    found: dict[str, str | None] = {}
+    for item in items:
+        name, _, value = item.partition(":")
+        key = name.strip().lower()
+        found[key] = None if key in found else value.strip()
+    return found
 
 
 class _TableCache:
@@ -43,12 +95,12 @@ class _TableCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple[int, str] | None = None
-        self._table: RouteTable[RouteEntry] = RouteTable({})
+        self._table: MatcherTable[RouteEntry] = MatcherTable(())
 
-    def get(self) -> tuple[int | None, RouteTable[RouteEntry]]:
+    def get(self) -> tuple[int | None, MatcherTable[RouteEntry]]:
         revision = latest_revision()
         if revision is None:
-            return None, RouteTable({})
+            return None, MatcherTable(())
         key = (revision.number, revision.config_sha256)
         with self._lock:
             if key == self._key:
@@ -71,9 +123,9 @@ class RouteResolveApi(APIView):
     read_permission = "config:read"
     action_errors = {
         "get": {
-            400: "`validation_error` (a bad `path` or `method`), or `bad_request` with the `path`: one the proxy "
-            "refuses (a `.`/`..` segment, no leading `/`).",
-            404: "`no_route` with the `path`: no endpoint serves it.",
+            400: "`validation_error` (a bad `path`, `method`, `host` or `headers`), or `bad_request` with the "
+            "`path`: one the proxy refuses (a `.`/`..` segment, no leading `/`).",
+            404: "`no_route` with the `path`: no endpoint serves it (for that host and those headers).",
         }
     }
 
@@ -84,35 +136,46 @@ class RouteResolveApi(APIView):
     def get(self, request: Request) -> Response:
         query = ResolveQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        path: str = query.validated_data["path"]
-        method: str = query.validated_data["method"].upper()
-        number, table = TABLES.get()
-        try:
-            found = resolve(table, path)
-        except UnsafePath as exc:
-            return self._error(request, status.HTTP_400_BAD_REQUEST, "bad_request", str(exc), path)
-        if found is None:
-            return self._error(request, status.HTTP_404_NOT_FOUND, "no_route", "no endpoint serves this path", path)
-        entry = found.endpoint
-        return Response(
-            {
-                "path": path,
-                "method": method,
-                "revision": number,
-                "endpoint": {
-                    "key": entry.key,
-                    "route": found.route_key,
-                    "strip_path": entry.strip_path,
-                    "enabled": entry.enabled,
-                    "methods": list(entry.methods),
-                },
-                "method_allowed": method in entry.methods,
-                "forwarded_path": found.rest,
-                "targets": [{"url": url, "upstream_url": upstream} for url, upstream in found.upstream_urls],
-            }
+        data = query.validated_data
+        code, body = resolve_request(
+            path=data["path"], method=data["method"], host=data["host"], headers=data["headers"]
         )
+        if code != status.HTTP_200_OK:
+            body["request_id"] = request_id_of(request)
+        return Response(body, status=code)
 
-    @staticmethod
-    def _error(request: Request, status_code: int, code: str, message: str, path: str) -> Response:
-        body = {"error": code, "message": message, "path": path, "request_id": request_id_of(request)}
-        return Response(body, status=status_code)
+
+def resolve_request(
+    *, path: str, method: str = "GET", host: str = "", headers: list[str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """The API's answer for a request (status, body): the route-debug page shows the same."""
+    method = method.upper()
+    number, table = TABLES.get()
+    try:
+        found = resolve(table, path, host=host, method=method, headers=header_values(headers or []))
+    except UnsafePath as exc:
+        return status.HTTP_400_BAD_REQUEST, {"error": "bad_request", "message": str(exc), "path": path}
+    if found is None:
+        message = "no endpoint serves this path" + (" for this host and these headers" if not table.plain else "")
+        return status.HTTP_404_NOT_FOUND, {"error": "no_route", "message": message, "path": path}
+    entry = found.endpoint
+    return status.HTTP_200_OK, {
+        "path": path,
+        "method": method,
+        "host": request_host(host),
+        "revision": number,
+        "endpoint": {
+            "key": entry.key,
+            "route": found.route_key,
+            "strip_path": entry.strip_path,
+            "enabled": entry.enabled,
+            "methods": list(entry.methods),
+            "hosts": list(entry.hosts),
+            "match_headers": {name: list(values) for name, values in entry.match_headers.items()},
+        },
+        "decided_by": found.decided_by,
+        "method_allowed": found.method_allowed and method in entry.methods,
+        "allow": list(found.allow),
+        "forwarded_path": found.rest,
+        "targets": [{"url": url, "upstream_url": upstream} for url, upstream in found.upstream_urls],
+    }

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from configdoc import effective_endpoint
+from configdoc.matchers import HOSTS, MATCH_HEADERS
 from configdoc.plugins import HTTPS_REDIRECT, PRESERVE_HOST, WEBSOCKET
 from controlplane.core.api.schema_fields import plugins_field, serializer_field
 from controlplane.core.api.serializers import DocumentObjectSerializer
@@ -132,6 +133,8 @@ class EndpointSerializer(DocumentObjectSerializer):
     preserve_host = serializer_field(PRESERVE_HOST)
     https_redirect = serializer_field(HTTPS_REDIRECT)  # §13
     websocket = serializer_field(WEBSOCKET)  # §13
+    hosts = serializer_field(HOSTS)  # §12
+    match_headers = serializer_field(MATCH_HEADERS)  # §12
     plugins = plugins_field(
         required=False,
         help_text="this endpoint's plugins, name -> config (each shown with every default); an entry "
@@ -176,6 +179,8 @@ class EndpointSerializer(DocumentObjectSerializer):
             "preserve_host": effective.get("preserve_host", False),
             "https_redirect": effective.get("https_redirect", False),
             "websocket": effective.get("websocket", True),
+            "hosts": effective.get("hosts", []),
+            "match_headers": effective.get("match_headers", {}),
             "plugins": effective.get("plugins", {}),
             "health_check": document.get("health_check", {}),
             "created_at": serializers.DateTimeField().to_representation(instance.created_at),
