@@ -55,7 +55,9 @@ class ResolveQuery(serializers.Serializer):  # type: ignore[type-arg]
         required=False,
         default="",
         trim_whitespace=False,
-        max_length=MAX_HEADERS * MAX_HEADER,
+        # All of them in 2,048 characters, like `path`: the query (path + host + headers, percent-encoded)
+        # must fit the server's 64 KiB request line, or uvicorn refuses it in plain text before this API.
+        max_length=MAX_HEADER,
         help_text="request headers for endpoints with match_headers, one `Name: value` per line (a header given "
         "twice matches nothing, as in the proxy)",
     )
