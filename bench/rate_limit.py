@@ -38,7 +38,6 @@ import argparse
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import BODY, free_port, nginx_conf, parse_wrk, started, upstream_block  # noqa: E402
-from proxy import cpu_seconds, peak_rss_kib  # noqa: E402
+from variants import compare  # noqa: E402
 
 from tests.e2e.servers import redis_server  # noqa: E402
 
@@ -241,42 +240,15 @@ def main() -> int:
             assert ("ratelimit-limit" in response.headers) == (name != "plain"), (name, response.headers)
             wrk(url, 50, 1)
 
-        results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
-        cpu: dict[str, list[float]] = {}
-        for number in range(1, args.rounds + 1):
-            for name, url in urls.items():
-                for connections in (50, 1):
-                    before = cpu_seconds(pids[name])
-                    sample = wrk(url, connections, args.duration)
-                    results.setdefault((name, connections), []).append(sample)
-                    if connections == 50:
-                        spent = cpu_seconds(pids[name]) - before
-                        cpu.setdefault(name, []).append(spent / (sample[0] * args.duration))
-            print(f"round {number}/{args.rounds} done", file=sys.stderr, flush=True)
-        rss = {name: peak_rss_kib(pid) for name, pid in pids.items()}
-
-    def median(name: str, connections: int, index: int) -> float:
-        return statistics.median(sample[index] for sample in results[(name, connections)])
-
-    print(f"\n{args.rounds} interleaved rounds of {args.duration:g} s per run, medians, core {PROXY_CORE}")
-    print(
-        f"{'variant':<8} {'rps@50':>9} {'p99@50':>9} {'rps@1':>8} {'x plain@50':>11} {'x plain@1':>10}"
-        f" {'CPU/req':>9} {'RSS':>8} {'errors':>7}"
-    )
-    for name in urls:
-        errors = sum(sample[3] for c in (50, 1) for sample in results[(name, c)])
-        ratio50 = median(name, 50, 0) / median("plain", 50, 0)
-        ratio1 = median(name, 1, 0) / median("plain", 1, 0)
-        print(
-            f"{name:<8} {median(name, 50, 0):>9.0f} {median(name, 50, 2):>7.2f}ms {median(name, 1, 0):>8.0f}"
-            f" {ratio50:>10.3f}x {ratio1:>9.3f}x {statistics.median(cpu[name]) * 1e6:>7.0f}us"
-            f" {rss[name] / 1024:>6.1f}MB {errors:>7}"
+        compare(
+            urls,
+            pids,
+            lambda name, url, connections: wrk(url, connections, args.duration),
+            rounds=args.rounds,
+            duration=args.duration,
+            core=PROXY_CORE,
+            targets=TARGETS,
         )
-    print()
-    for name, target in TARGETS.items():
-        ratio = median(name, 50, 0) / median("plain", 50, 0)
-        verdict = "met" if ratio >= target else "MISSED"
-        print(f"{name}: {ratio:.3f}x of plain at 50 connections (target >= {target}x): {verdict}")
     print()
     for cap in (100_000, args.keys):
         held, grown, micros = memory(args.keys, cap)
