@@ -1,7 +1,8 @@
 """Instructions per proxied request of the plain endpoint, under callgrind (bench/README.md, "What cut
 the CPU per request"): the only figure on a shared machine that repeats to ~1 %.
 
-    .venv/bin/python bench/callgrind_proxy.py [--requests 2000] [--connections 20] [--warmup 2000] [--plugins]
+    .venv/bin/python bench/callgrind_proxy.py [--requests 2000] [--connections 20] [--warmup 2000]
+        [--plugins | --variant NAME]
 
 Needs `nginx` and `valgrind` on PATH. Starts nginx as the upstream (answering a small body) and
 `python -m dataplane` under `valgrind --tool=callgrind --instr-atstart=no`, sends a warm-up, then
@@ -9,6 +10,10 @@ switches instrumentation on (`callgrind_control -i on`), zeroes the counters, se
 from `--connections` keep-alive connections (raw sockets, one thread each), dumps the counters and
 prints the instructions (Ir) per request. The access log is on, as shipped. With `--plugins` the
 endpoint runs bench/proxy.py's four plugins (target (h) there) and every request carries its Origin.
+With `--variant`, the endpoint is one of bench/auth.py's (`key_auth`, `jwt-rs256`, `jwt-hs256`,
+`basic`: every request carries its credential) or bench/rate_limit.py's `local`: the per-request
+instructions of a policy, against the plain figure of another run (the ratio is what req/s would be
+if the machine did nothing else).
 """
 
 from __future__ import annotations
@@ -30,15 +35,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import BODY, free_port, nginx_conf, started, upstream_block  # noqa: E402
+from auth import documents as auth_documents  # noqa: E402
 from proxy import ORIGIN, PLUGINS  # noqa: E402
+from rate_limit import LIMITS  # noqa: E402
+
+VARIANTS = ("key_auth", "jwt-rs256", "jwt-hs256", "basic")
 
 
-def load(port: int, requests: int, connections: int) -> None:
+def load(port: int, requests: int, connections: int, headers: dict[str, str]) -> None:
     """`requests` GETs of /bench/x over `connections` keep-alive connections; each answer read whole."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     request = (
         b"GET /bench/x HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: callgrind-bench\r\nOrigin: "
         + ORIGIN.encode()
-        + b"\r\n\r\n"
+        + b"\r\n"
+        + extra.encode()
+        + b"\r\n"
     )
     errors: list[BaseException] = []
 
@@ -73,6 +85,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--plugins", action="store_true", help="the endpoint runs the four plugins of (h)")
+    parser.add_argument("--variant", choices=[*VARIANTS, "local"], help="an authentication or rate limit endpoint")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -93,9 +106,17 @@ def main() -> int:
                 {"name": "bench", "version": "v1", "default": True, "targets": [{"url": f"http://127.0.0.1:{up_port}"}]}
             ],
         }
+        headers: dict[str, str] = {}
+        secrets: dict[str, str] = {}
         if args.plugins:
             document["format_version"] = 2
             document["endpoints"][0]["plugins"] = PLUGINS  # type: ignore[index]
+        elif args.variant == "local":
+            document["format_version"] = 2
+            document["endpoints"][0]["plugins"] = {"rate_limit": {"limits": LIMITS, "by": "ip"}}  # type: ignore[index]
+        elif args.variant is not None:
+            documents, variant_headers, secrets = auth_documents(f"http://127.0.0.1:{up_port}")
+            document, headers = documents[args.variant], variant_headers[args.variant]
         seed.write_text(yaml.safe_dump(document))
         out = work / "callgrind.out"
         env = {
@@ -105,6 +126,7 @@ def main() -> int:
             "DATAPLANE_SEED": str(seed),
             "DATAPLANE_NODE_ID": "bench-callgrind",
             "PYTHONHASHSEED": "0",
+            **secrets,
         }
         argv = [
             "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
@@ -113,11 +135,11 @@ def main() -> int:
         process = stack.enter_context(
             started(argv, work / "dataplane.log", f"http://127.0.0.1:{admin}/-/readyz", env=env)
         )
-        load(port, args.warmup, args.connections)
+        load(port, args.warmup, args.connections, headers)
         subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], check=True, capture_output=True)  # noqa: S603, S607
         subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)  # noqa: S603, S607
         time.sleep(0.5)
-        load(port, args.requests, args.connections)
+        load(port, args.requests, args.connections, headers)
         subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)  # noqa: S603, S607
         time.sleep(1)
         total = 0

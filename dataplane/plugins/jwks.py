@@ -147,6 +147,10 @@ class JwksCache:
             key = self._lookup(kid)
         return key
 
+    def touch(self) -> None:
+        """A request used the keys without asking for one (a remembered token): keep them refreshed."""
+        self._used = self.clock()
+
     def _lookup(self, kid: str | None) -> SigningKey | None:
         keys = self.keys or {}
         if kid is None:

@@ -21,7 +21,7 @@ import pytest
 
 from configdoc import validate_document
 from dataplane.plugins import close_plugins
-from dataplane.plugins.jwks import JwksCache, parse_jwks
+from dataplane.plugins.jwks import JwksCache, cache_for, parse_jwks
 from dataplane.snapshot import SnapshotError, compile_document, load_document_text
 from tests.dataplane.auth import access_lines, basic, call, consumers, decisions, every_log_message, refused
 from tests.dataplane.auth import upstream_headers as upstream
@@ -304,6 +304,38 @@ def test_a_jwks_that_cannot_be_fetched_is_503_auth_unavailable(provider: tuple[P
     gw = gateway({"jwt": {"jwks_url": url}})
     response = call(gw, headers=[bearer(token("https://idp.example", headers={"kid": "k1"}))])
     assert refused(response, 503, "auth_unavailable")
+
+
+def test_a_remembered_token_still_expires_and_a_tampered_copy_is_checked_afresh() -> None:
+    gw = gateway()
+    expires = _now() + 2
+    good = token(exp=expires)
+    for _ in range(3):  # the second and third answers come from the verified-token cache
+        assert call(gw, headers=[bearer(good)]).status_code == 200
+    assert refused(call(gw, headers=[bearer(tampered(good))]), 401, "invalid_credentials")
+    head, payload, signature = good.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    assert refused(call(gw, headers=[bearer(f"{head}.{payload}.{flipped}")]), 401, "invalid_credentials")
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    late = call(gw, headers=[bearer(good)])
+    assert refused(late, 401, "invalid_credentials")
+    assert late.json()["message"] == "the token has expired"
+
+
+def test_a_token_remembered_from_a_jwks_key_is_refused_once_the_provider_rotates_that_key_out(
+    provider: tuple[Provider, str],
+) -> None:
+    state, url = provider
+    gw = gateway({"jwt": {"jwks_url": url}})
+    signed = token("https://idp.example", headers={"kid": "k1"})
+    assert call(gw, headers=[bearer(signed)]).status_code == 200
+    assert call(gw, headers=[bearer(signed)]).status_code == 200  # remembered
+    # What the periodic refresh does when the provider has rotated k1 out: the cache holds a new key set.
+    state.keys = [jwk(OTHER_RSA_KEY, "k2")]
+    cache_for(url).keys = parse_jwks(json.dumps({"keys": state.keys}).encode())
+    response = call(gw, headers=[bearer(signed)])
+    assert refused(response, 401, "invalid_credentials")
+    assert response.json()["message"] == "the token's key is not known"
 
 
 def docs_example(heading: str) -> tuple[dict[str, Any], str]:
