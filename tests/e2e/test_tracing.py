@@ -134,6 +134,12 @@ def test_an_api_write_is_traced_and_the_data_planes_long_poll_answer_links_to_it
             write_trace
         }
 
+        # The API shows both: the revision's traceparent, the audit event's trace id.
+        shown = httpx.get(f"{base}/api/v1/revisions/{revision.number}/", headers=admin).json()
+        assert shown["traceparent"] == revision.traceparent
+        audit = httpx.get(f"{base}/api/v1/audit/", params={"object": "accounts:v1"}, headers=admin).json()
+        assert [event["trace_id"] for event in audit["results"]] == [write_trace]
+
         # The write: Django's SERVER span, the one the revision recorded, with PostgreSQL child spans.
         server = receiver.wait_for(lambda s: s.span_id == write_span, "the write's server span")
         assert (server.kind, server.trace_id) == ("server", write_trace)
