@@ -167,6 +167,11 @@ def test_an_api_write_is_traced_and_the_data_planes_long_poll_answer_links_to_it
         assert sync.attributes["gateway.dataplane.token"] == "edge"
         assert sync.attributes["http.response.status_code"] == 200
 
+        # Reads that rebuild old documents (server-side cursors through the instrumented connection) still work.
+        diff = httpx.get(f"{base}/api/v1/revisions/diff/", params={"from": 1, "to": revision.number}, headers=admin)
+        assert diff.status_code == 200, diff.text
+        assert httpx.get(f"{base}/api/v1/config/export/", headers=admin).status_code == 200
+
         # Secrets issued or sent while traced: a user's password, a consumer's API key, the JWT, the node's token.
         user = httpx.post(
             f"{base}/api/v1/users/",
@@ -184,6 +189,8 @@ def test_an_api_write_is_traced_and_the_data_planes_long_poll_answer_links_to_it
             "the key issue's span",
         )
         receiver.wait_for(lambda s: s.parent_span_id == marker.span_id, "the key issue's database spans")
+        # Queries outside any request or task (the sync API's ETag watcher, every 200 ms) start no trace.
+        assert not [s for s in receiver.snapshot() if s.kind == "client" and not s.parent_span_id]
         exported = receiver.everything()
         for secret in (PASSWORD, "olga-secret-Pa55word-xyz", api_key, access, dataplane_secret):
             assert secret.encode() not in exported
@@ -286,6 +293,32 @@ def test_with_no_endpoint_set_nothing_is_sent_and_opentelemetry_is_not_imported(
     env = clean_env(DATABASE_URL=database_url(), GATEWAY_VAR_DIR=str(tmp_path / "var"), **standard)
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # noqa: S603
     assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize("entry", ["config.asgi", "config.wsgi"])
+def test_with_an_endpoint_set_each_entry_point_puts_the_django_instrumentation_first(
+    tmp_path: Path, entry: str
+) -> None:
+    probe = (
+        f"import {entry}; from django.conf import settings; from controlplane.core import tracing; "
+        "print(tracing.enabled(), settings.MIDDLEWARE[0]); tracing.shutdown()"
+    )
+    env = clean_env(
+        DATABASE_URL=database_url(), GATEWAY_VAR_DIR=str(tmp_path / "var"), GATEWAY_OTLP_ENDPOINT="http://127.0.0.1:9"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # noqa: S603
+    assert out.stdout.split() == [
+        "True",
+        "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware",
+    ]
+    disabled = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**env, "OTEL_SDK_DISABLED": "true"},
+        capture_output=True,
+        text=True,
+    )
+    assert disabled.stdout.split()[0] == "False", disabled.stderr
 
 
 @pytest.mark.parametrize("collector", ["refusing", "never_answering"])
