@@ -182,15 +182,25 @@ def shutdown() -> None:
 
 
 def current_traceparent() -> str:
-    """The W3C traceparent of the span current in this thread or task, or "" (off, or no span)."""
+    """The W3C traceparent of the span current in this thread or task, or "" (off, no span, or a span the
+    sampler did not keep: there would be no trace to follow)."""
     if not enabled():
         return ""
     from opentelemetry import trace
 
     context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+    if not context.is_valid or not context.trace_flags.sampled:
         return ""
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def annotate_current(attributes: Mapping[str, str | int]) -> None:
+    """Add attributes to the span current in this thread or task (nothing when off)."""
+    if not enabled():
+        return
+    from opentelemetry import trace
+
+    trace.get_current_span().set_attributes(dict(attributes))
 
 
 def current_trace_id() -> str:

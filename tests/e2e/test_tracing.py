@@ -146,6 +146,7 @@ def test_an_api_write_is_traced_and_the_data_planes_long_poll_answer_links_to_it
         assert server.attributes.get("http.request.method", server.attributes.get("http.method")) == "POST"
         assert server.resource["service.name"] == "gateway-controlplane"
         assert server.resource["gateway.process"] == "web"
+        assert server.attributes["gateway.config.revision"] == revision.number
         # Polled URLs are not traced.
         assert not [s for s in receiver.snapshot() if "healthz" in s.name]
         database = receiver.wait_for(
@@ -194,6 +195,29 @@ def test_an_api_write_is_traced_and_the_data_planes_long_poll_answer_links_to_it
         exported = receiver.everything()
         for secret in (PASSWORD, "olga-secret-Pa55word-xyz", api_key, access, dataplane_secret):
             assert secret.encode() not in exported
+
+
+def test_at_sample_0_only_writes_that_arrive_sampled_are_traced_and_only_they_keep_a_traceparent(
+    tmp_path: Path,
+) -> None:
+    make_admin()
+    sampled = "00-" + "c3" * 16 + "-" + "d4" * 8 + "-01"
+    unsampled = "00-" + "e5" * 16 + "-" + "f6" * 8 + "-00"
+    with (
+        otlp_receiver() as receiver,
+        control_plane(tmp_path, GATEWAY_OTLP_ENDPOINT=receiver.endpoint, GATEWAY_TRACE_SAMPLE="0") as base,
+    ):
+        _, admin = login(base)
+        for name, traceparent in (("plain", None), ("unsampled", unsampled), ("sampled", sampled)):
+            headers = {**admin, **({"traceparent": traceparent} if traceparent else {})}
+            created = httpx.post(f"{base}/api/v1/endpoints/", json=endpoint_body(name), headers=headers)
+            assert created.status_code == 201, created.text
+        stored = dict(ConfigRevision.objects.values_list("summary", "traceparent"))
+        assert stored["create endpoint plain:v1"] == stored["create endpoint unsampled:v1"] == ""
+        assert traceparent_ids(stored["create endpoint sampled:v1"])[0] == "c3" * 16
+        write = receiver.wait_for(lambda s: s.kind == "server", "the sampled write's span")
+        assert write.trace_id == "c3" * 16
+    assert {span.trace_id for span in receiver.snapshot()} == {"c3" * 16}
 
 
 def test_a_hostile_traceparent_is_never_a_500_and_starts_a_trace_of_its_own(tmp_path: Path) -> None:
