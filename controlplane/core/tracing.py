@@ -22,10 +22,12 @@ the traceparent to the node in `X-Config-Traceparent`, so the data plane can lin
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +44,37 @@ MAX_QUEUE_SIZE = 2048
 EXCLUDED_URLS = "/healthz$,/readyz$,/metrics$,/static/"
 # Header values never recorded even when an operator turns header capture on (OTEL_INSTRUMENTATION_HTTP_CAPTURE_*).
 SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-csrftoken")
+
+
+EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+QUEUE_LOGGER = "opentelemetry.sdk._shared_internal"
+LOG_INTERVAL_SECONDS = 60.0
+
+
+class OncePerInterval(logging.Filter):
+    """Lets one record per level through every `interval` seconds and drops the rest, saying how many
+    were dropped on the next one let through."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[int, float] = {}
+        self._dropped: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(record.levelno)
+            if last is not None and now - last < self._interval:
+                self._dropped[record.levelno] = self._dropped.get(record.levelno, 0) + 1
+                return False
+            self._last[record.levelno] = now
+            dropped = self._dropped.pop(record.levelno, 0)
+        if dropped:
+            record.msg = f"{record.msg} ({dropped} more like it in the last {self._interval:.0f} s not logged)"
+        return True
 
 
 @dataclass
@@ -118,6 +151,10 @@ def _configure(role: str, endpoint: str, ratio: float, instrument_django: bool) 
     )
     # The global provider, so the instrumentations (and anything else in the process) use it.
     trace.set_tracer_provider(provider)
+    # A collector that is down makes the exporter log every failed batch (twice a second in a busy process),
+    # and a full queue every dropped span: one line per minute each says as much.
+    for name in (EXPORTER_LOGGER, QUEUE_LOGGER):
+        logging.getLogger(name).addFilter(OncePerInterval(LOG_INTERVAL_SECONDS))
     _protect_captured_headers()
     if instrument_django:
         from opentelemetry.instrumentation.django import DjangoInstrumentor

@@ -97,3 +97,23 @@ def test_captured_headers_always_mask_credentials(monkeypatch: pytest.MonkeyPatc
     fields = [item.strip().lower() for item in os.environ[name].split(",")]
     assert {"x-secret", "authorization", "cookie", "set-cookie", "proxy-authorization"} <= set(fields)
     assert fields.count("authorization") == 1
+
+
+def test_exporter_failures_are_logged_once_a_minute_with_a_count_of_the_rest() -> None:
+    import logging
+
+    now = [0.0]
+    once = tracing.OncePerInterval(60.0, clock=lambda: now[0])
+
+    def record(message: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord("exporter", level, __file__, 1, message, None, None)
+
+    assert once.filter(record("failed"))
+    now[0] = 30.0
+    assert not once.filter(record("failed"))
+    assert not once.filter(record("failed"))
+    assert once.filter(record("transient", logging.WARNING))  # each level on its own
+    now[0] = 61.0
+    let_through = record("failed")
+    assert once.filter(let_through)
+    assert let_through.getMessage() == "failed (2 more like it in the last 60 s not logged)"
