@@ -180,6 +180,10 @@ def test_an_api_write_is_traced_and_the_data_planes_long_poll_answer_links_to_it
             headers=admin,
         )
         assert user.status_code == 201, user.text
+        # An audit event outside any revision carries its request's trace too.
+        user_audit = AuditEvent.objects.get(object_type="user", object_key="olga")
+        user_span = receiver.wait_for(lambda s: s.trace_id == user_audit.trace_id, "the user creation's trace")
+        assert user_span.trace_id != write_trace
         consumer = httpx.post(f"{base}/api/v1/consumers/", json={"username": "mobile-app"}, headers=admin)
         assert consumer.status_code == 201, consumer.text
         issued = httpx.post(f"{base}/api/v1/consumers/mobile-app/keys/", json={}, headers=admin)
