@@ -164,8 +164,8 @@ def _configure(role: str, endpoint: str, ratio: float, instrument_django: bool) 
     # Statements only, never their parameters (capture_parameters stays off); Django always sends values as
     # parameters, so a password hash, a token digest or a consumer's key never appears in `db.statement`.
     PsycopgInstrumentor().instrument(tracer_provider=provider, capture_parameters=False, enable_commenter=False)
-    # The task's run span is a child of its publish span (beat's tick, or the API request that asked for a
-    # check), so a trace reads beat → publish → worker run → its queries and probes.
+    # The task's run span is a child of its publish span (beat's tick), so a trace reads beat → publish →
+    # worker run → its queries and probes.
     CeleryInstrumentor().instrument(tracer_provider=provider)
     return _State(pid=os.getpid(), role=role, provider=provider, tracer=provider.get_tracer("gateway.controlplane"))
 

@@ -301,6 +301,27 @@ def test_a_health_check_task_is_the_child_of_beats_publish_and_its_probe_the_chi
         )
 
 
+def test_a_check_now_from_the_api_is_its_requests_trace_with_a_span_per_probe(tmp_path: Path) -> None:
+    make_admin()
+    check = {"path": "/health", "interval": 60, "timeout": 1}
+    with (
+        otlp_receiver() as receiver,
+        upstream() as server,
+        control_plane(tmp_path, GATEWAY_OTLP_ENDPOINT=receiver.endpoint) as base,
+    ):
+        endpoint_create(data=endpoint_body(targets=[{"url": server.base}], health_check=check), actor=ACTOR)
+        _, admin = login(base)
+        server.status = 503
+        checked = httpx.post(f"{base}/api/v1/endpoints/users:v1/check/", headers=admin)
+        assert checked.status_code == 200, checked.text
+        probe = receiver.wait_for(lambda s: s.name == "health probe", "the probe's span")
+        assert (probe.attributes["gateway.health.ok"], probe.attributes["http.response.status_code"]) == (False, 503)
+        assert probe.attributes["gateway.health.reason"] == "HTTP 503"
+        request = receiver.wait_for(lambda s: s.span_id == probe.parent_span_id, "the check request's span")
+        assert (request.kind, request.trace_id) == ("server", probe.trace_id)
+        assert "check" in request.name
+
+
 def test_with_no_endpoint_set_nothing_is_sent_and_opentelemetry_is_not_imported(tmp_path: Path) -> None:
     make_admin()
     _, dataplane_secret = dataplane_token_issue(name="edge", actor=ACTOR)
