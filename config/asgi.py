@@ -6,6 +6,12 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
+# Tracing (docs/tracing.md), when GATEWAY_OTLP_ENDPOINT is set: before Django's handler loads the
+# middleware, so the Django instrumentation's is first. Needs only the settings, not the apps.
+from controlplane.core import tracing  # noqa: E402 - after DJANGO_SETTINGS_MODULE
+
+tracing.setup("web", instrument_django=True)
+
 django_application = get_asgi_application()
 
 # The data-plane sync API (GET /api/v1/dataplane/config, POST /api/v1/dataplane/status) is answered

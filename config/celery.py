@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -30,6 +30,37 @@ def _make_state_folders(sender: Celery, source: Any, **kwargs: Any) -> None:
     for folder in [*folders, Path(schedule).parent if schedule else None]:
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+# Tracing (docs/tracing.md), when GATEWAY_OTLP_ENDPOINT is set: one provider per process, made in the process
+# that exports. A prefork pool's children are forked after worker_init, so they set up on worker_process_init
+# (an exporter thread does not survive a fork); the solo and threads pools run tasks in the worker itself.
+
+
+def _tracing_setup(role: str) -> None:
+    from controlplane.core import tracing
+
+    tracing.setup(role)
+
+
+@signals.worker_init.connect(weak=False)
+def _worker_tracing(sender: Any, **kwargs: Any) -> None:
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool
+
+    pool = get_implementation(sender.pool_cls)
+    if not (isinstance(pool, type) and issubclass(pool, TaskPool)):
+        _tracing_setup("worker")
+
+
+@signals.worker_process_init.connect(weak=False)
+def _worker_process_tracing(**kwargs: Any) -> None:
+    _tracing_setup("worker")  # idempotent: the solo pool sends this in the worker process too
+
+
+@signals.beat_init.connect(weak=False)
+def _beat_tracing(sender: Any, **kwargs: Any) -> None:
+    _tracing_setup("beat")
 
 
 # The whole beat schedule. Each interval is part of the design, so each says why.

@@ -10,6 +10,7 @@ import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -48,6 +49,29 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_ratio(name: str, default: float) -> float:
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number from 0 to 1, not {value!r}") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise ImproperlyConfigured(f"{name} must be a number from 0 to 1, not {value!r}")
+    return ratio
+
+
+def env_url(name: str) -> str:
+    """An http(s) URL with a host, or "" when unset; checked at start-up."""
+    value = env(name, "") or ""
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL, not {value!r}")
+    return value
 
 
 def env_positive_int(name: str, default: int) -> int:
@@ -305,6 +329,14 @@ GATEWAY_BASIC_AUTH_ITERATIONS = env_int("GATEWAY_BASIC_AUTH_ITERATIONS", 1_000_0
 GATEWAY_NODE_STALE_SECONDS = env_int("GATEWAY_NODE_STALE_SECONDS", 60)
 GATEWAY_NODE_GONE_SECONDS = max(GATEWAY_NODE_STALE_SECONDS, env_int("GATEWAY_NODE_GONE_SECONDS", 600))
 GATEWAY_NODE_PURGE_SECONDS = env_int("GATEWAY_NODE_PURGE_SECONDS", 7 * 24 * 3600)
+
+# --- Tracing (OpenTelemetry) -------------------------------------------------------------------
+# docs/tracing.md, ARCHITECTURE §13. GATEWAY_OTLP_ENDPOINT: an OTLP/HTTP collector, e.g. http://127.0.0.1:4318
+# (`/v1/traces` is added to a URL without a path). Unset: no tracing, and OpenTelemetry is not even imported
+# (controlplane/core/tracing.py); the standard OTEL_EXPORTER_OTLP_*ENDPOINT variables alone do not turn it on.
+GATEWAY_OTLP_ENDPOINT = env_url("GATEWAY_OTLP_ENDPOINT")
+# The share of new traces kept (0-1); a request that arrives with a sampled traceparent is always kept.
+GATEWAY_TRACE_SAMPLE = env_ratio("GATEWAY_TRACE_SAMPLE", 1.0)
 
 # --- Celery ------------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html (the app: config/celery.py).

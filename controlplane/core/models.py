@@ -63,6 +63,11 @@ class ConfigRevision(models.Model):
     )
     summary = models.CharField(max_length=500)
     request_id = models.CharField(max_length=128, blank=True)
+    # The span of the write that made it (docs/tracing.md): the sync API's answers for this revision link to it
+    # and hand it to the nodes (X-Config-Traceparent). Empty when tracing is off.
+    traceparent = models.CharField(
+        max_length=55, blank=True, help_text="W3C traceparent of the write's span, when the write was traced"
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -91,6 +96,9 @@ class AuditEvent(models.Model):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     request_id = models.CharField(max_length=128, blank=True)
+    # The trace it was recorded in (docs/tracing.md), so an audit entry leads to the request's trace; empty
+    # when tracing is off.
+    trace_id = models.CharField(max_length=32, blank=True, help_text="OpenTelemetry trace id, when traced")
     revision_number = models.PositiveBigIntegerField(null=True, blank=True, db_index=True)
 
     class Meta:
@@ -103,4 +111,8 @@ class AuditEvent(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None and not self._state.adding:
             raise ValueError("audit events are append-only")
+        if not self.trace_id:
+            from .tracing import current_trace_id
+
+            self.trace_id = current_trace_id()
         super().save(*args, **kwargs)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from configdoc.plugins import FORMAT_2_ENDPOINT_KEYS
 
 from .actors import Actor
 from .models import AuditEvent, ConfigRevision, RevisionCounter
+from .tracing import annotate_current, current_traceparent
 
 # Object kinds that make up the document, in the document's own vocabulary.
 ENDPOINT = "endpoint"
@@ -107,6 +108,9 @@ def _commit(counter: RevisionCounter, changeset: ChangeSet) -> ConfigRevision | 
     live = _document_after(counter.last_number, changes)
     document = live.body
     every = max(1, settings.GATEWAY_REVISION_CHECKPOINT_EVERY)
+    traceparent = current_traceparent()
+    if traceparent:  # the write's span names the revision it made, so a trace search finds it
+        annotate_current({"gateway.config.revision": number, "gateway.config.sha256": live.sha256})
     revision = ConfigRevision.objects.create(
         number=number,
         config_sha256=live.sha256,
@@ -116,6 +120,7 @@ def _commit(counter: RevisionCounter, changeset: ChangeSet) -> ConfigRevision | 
         actor_label=changeset.actor.label,
         summary=changeset.summary[:500],
         request_id=changeset.request_id,
+        traceparent=traceparent,
     )
     counter.last_number = number
     counter.save(update_fields=["last_number"])
@@ -129,6 +134,7 @@ def _commit(counter: RevisionCounter, changeset: ChangeSet) -> ConfigRevision | 
             before=audit_view(c.kind, c.before),
             after=audit_view(c.kind, c.after),
             request_id=changeset.request_id,
+            trace_id=traceparent[3:35],
             revision_number=number,
         )
         for c in changes

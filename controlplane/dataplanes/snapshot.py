@@ -78,17 +78,35 @@ def build_snapshot_bytes(
 @dataclass(frozen=True)
 class Snapshot:
     """One built snapshot: its ETag, its bytes and their gzip, made once per ETag per process, and its
-    format (a node reading a lower one is refused it)."""
+    format (a node reading a lower one is refused it); its revision and the traceparent of the write that
+    made that revision ("" when it was not traced), for the answer's span and `X-Config-Traceparent`."""
 
     etag: str
     body: bytes
     gzipped: bytes
     format_version: int = SNAPSHOT_FORMAT_VERSION
+    revision: int | None = None
+    traceparent: str = ""
 
     @classmethod
-    def of(cls, etag: str, body: bytes, format_version: int = SNAPSHOT_FORMAT_VERSION) -> Snapshot:
+    def of(
+        cls,
+        etag: str,
+        body: bytes,
+        format_version: int = SNAPSHOT_FORMAT_VERSION,
+        *,
+        revision: int | None = None,
+        traceparent: str = "",
+    ) -> Snapshot:
         gzipped = gzip.compress(body, compresslevel=6, mtime=0)
-        return cls(etag=etag, body=body, gzipped=gzipped, format_version=format_version)
+        return cls(
+            etag=etag,
+            body=body,
+            gzipped=gzipped,
+            format_version=format_version,
+            revision=revision,
+            traceparent=traceparent,
+        )
 
 
 def read_current_etag() -> str:
@@ -145,7 +163,9 @@ def load_snapshot(now: datetime | None = None) -> Snapshot:
         state=state,
         format_version=format_version,
     )
-    return Snapshot.of(make_etag(sha, state_seq), body, format_version)
+    return Snapshot.of(
+        make_etag(sha, state_seq), body, format_version, revision=revision.number, traceparent=revision.traceparent
+    )
 
 
 def read_state() -> dict[str, Any]:

@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -35,6 +36,8 @@ from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from django.db import connection
+
+from controlplane.core import tracing
 
 from .snapshot import (
     LATEST_SNAPSHOT_FORMAT_VERSION,
@@ -64,6 +67,11 @@ MAX_STATUS_BYTES = 4 * 1024 * 1024  # on the wire
 # ~2.8 MB of counters, ~10x smaller compressed); decompressed it may be at most this (no zip bombs).
 MAX_STATUS_DECODED_BYTES = 32 * 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# On a 200 snapshot answer: the W3C traceparent of the write that made its revision, when it was traced
+# (docs/sync-api.md, docs/tracing.md).
+CONFIG_TRACEPARENT_HEADER = b"x-config-traceparent"
+# Optional on a config request: the node's id, recorded on the answer's span (same syntax as a request id).
+NODE_ID_HEADER = b"x-gateway-node-id"
 
 
 class SyncError(Exception):
@@ -260,6 +268,34 @@ class SnapshotCache:
             return snapshot
 
 
+class ConfigAnswer:
+    """What the span of one traced config answer needs (tracing on only): filled in while answering."""
+
+    def __init__(self, started_ns: int) -> None:
+        self.started_ns = started_ns
+        self.status = 0
+        self.snapshot: Snapshot | None = None
+        self.token_name: str | None = None
+        self.waited = False
+
+    def record(self, scope: Scope) -> None:
+        snapshot = self.snapshot
+        node_id = _header(scope, NODE_ID_HEADER) or ""
+        tracing.record_config_answer(
+            headers=scope.get("headers", []),
+            method=str(scope["method"]),
+            path=CONFIG_PATH,
+            started_ns=self.started_ns,
+            status=self.status,
+            revision=snapshot.revision if snapshot is not None else None,
+            etag=snapshot.etag if snapshot is not None else None,
+            write_traceparent=snapshot.traceparent if snapshot is not None else "",
+            token_name=self.token_name,
+            node_id=node_id if _REQUEST_ID.match(node_id) else None,
+            waited=self.waited,
+        )
+
+
 class ClientGone(Exception):
     """The client disconnected while waiting: there is nobody to answer."""
 
@@ -315,17 +351,23 @@ class DataPlaneSyncApp:
             return
         incoming = _header(scope, b"x-request-id") or ""
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # Config answers are traced (docs/tracing.md); status reports and 304s are heartbeats, not traced.
+        answer = ConfigAnswer(started_ns=time.time_ns()) if scope["path"] == CONFIG_PATH and tracing.enabled() else None
         try:
             if scope["path"] == CONFIG_PATH:
-                await self._config(scope, receive, send, request_id)
+                await self._config(scope, receive, send, request_id, answer)
             else:
                 await self._status(scope, receive, send, request_id)
         except ClientGone:
             return
         except SyncError as error:
+            if answer is not None:
+                answer.status = error.status
             body = json.dumps({"error": error.code, "message": error.message, "request_id": request_id}).encode()
             headers = [(b"content-type", b"application/json"), *error.headers]
             await self._respond(send, error.status, body, headers, request_id)
+        if answer is not None and answer.status not in (0, 304):
+            answer.record(scope)
 
     async def aclose(self) -> None:
         await self.watcher.aclose()
@@ -353,10 +395,14 @@ class DataPlaneSyncApp:
             raise _unauthorized("the data-plane token is not valid")
         return token
 
-    async def _config(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def _config(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, answer: ConfigAnswer | None = None
+    ) -> None:
         if scope["method"] not in ("GET", "HEAD"):
             raise SyncError(405, "method_not_allowed", "use GET", [(b"allow", b"GET, HEAD")])
-        await self._require_token(scope)
+        token = await self._require_token(scope)
+        if answer is not None:
+            answer.token_name = token.name
         supported = _header(scope, b"x-gateway-format")
         try:
             highest = int(supported) if supported is not None else 1
@@ -376,8 +422,12 @@ class DataPlaneSyncApp:
             known = normalize_etag(if_none_match)
             if known == current:
                 # Long-poll. Nothing is held while waiting but this coroutine: no thread, no connection.
+                if answer is not None:
+                    answer.waited = bool(wait)
                 changed = await self._wait_or_disconnect(receive, known, wait) if wait else None
                 if changed is None:
+                    if answer is not None:
+                        answer.status = 304
                     await self._respond(send, 304, b"", [(b"etag", f'"{known}"'.encode())], request_id)
                     return
                 current = changed
@@ -402,6 +452,11 @@ class DataPlaneSyncApp:
             (b"cache-control", b"no-cache"),
             (b"vary", b"Accept-Encoding"),
         ]
+        if snapshot.traceparent:
+            # The span of the write that made this revision, so the node can link its apply span to it.
+            headers.append((CONFIG_TRACEPARENT_HEADER, snapshot.traceparent.encode("ascii")))
+        if answer is not None:
+            answer.status, answer.snapshot = 200, snapshot
         body = snapshot.body
         if _accepts_gzip(_header(scope, b"accept-encoding")):
             headers.append((b"content-encoding", b"gzip"))

@@ -163,12 +163,39 @@ async def probe_one(spec: ProbeSpec, *, allow_link_local: bool = False) -> Probe
     )
 
 
+def _probe_span(spec: ProbeSpec) -> Any:
+    """A span for one probe when tracing is on (docs/tracing.md), else None. The target's host and port only:
+    a URL's query could hold something an operator would not want in a trace."""
+    from controlplane.core import tracing
+
+    if not tracing.enabled():
+        return None
+    target = urlsplit(spec.url)
+    attributes = {
+        "http.request.method": "GET",
+        "server.address": target.hostname or "",
+        "server.port": target.port or (443 if target.scheme == "https" else 80),
+        "gateway.health.target_id": spec.target_id,
+    }
+    return tracing.start_probe_span("health probe", attributes)
+
+
 async def probe_all(specs: Sequence[ProbeSpec], *, allow_link_local: bool = False) -> list[ProbeResult]:
     """Probe every spec concurrently (at most MAX_CONCURRENCY at once); results in the specs' order."""
     semaphore = asyncio.Semaphore(MAX_CONCURRENCY)
 
     async def bounded(spec: ProbeSpec) -> ProbeResult:
         async with semaphore:
-            return await probe_one(spec, allow_link_local=allow_link_local)
+            span = _probe_span(spec)
+            if span is None:
+                return await probe_one(spec, allow_link_local=allow_link_local)
+            with span as current:
+                result = await probe_one(spec, allow_link_local=allow_link_local)
+                current.set_attribute("gateway.health.ok", result.ok)
+                if result.status_code is not None:
+                    current.set_attribute("http.response.status_code", result.status_code)
+                if result.reason:
+                    current.set_attribute("gateway.health.reason", result.reason)
+                return result
 
     return list(await asyncio.gather(*(bounded(spec) for spec in specs)))

@@ -36,7 +36,18 @@ class ConfigRevisionSerializer(serializers.ModelSerializer):  # type: ignore[typ
 
     class Meta:
         model = ConfigRevision
-        fields = ["number", "config_sha256", "actor", "summary", "request_id", "created_at", "changes", "nodes"]
+        # traceparent: the write's span when it was traced, else "" (docs/tracing.md).
+        fields = [
+            "number",
+            "config_sha256",
+            "actor",
+            "summary",
+            "request_id",
+            "traceparent",
+            "created_at",
+            "changes",
+            "nodes",
+        ]
         read_only_fields = fields
 
     @extend_schema_field(
@@ -145,6 +156,7 @@ class AuditEventSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
             "before",
             "after",
             "request_id",
+            "trace_id",
             "revision",
         ]
         read_only_fields = fields
