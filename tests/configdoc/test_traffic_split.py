@@ -29,7 +29,9 @@ def problems_of(split: Any) -> dict[str, str]:
 
 def test_a_valid_split_is_canonical_and_sparse() -> None:
     document, problems = validate_document(
-        users({"version": "v2", "percent": 10.0, "header": {"X-Canary": "1"}, "sticky": "cookie", "sticky_name": "sid"}),
+        users(
+            {"version": "v2", "percent": 10.0, "header": {"X-Canary": "1"}, "sticky": "cookie", "sticky_name": "sid"}
+        ),
         max_format_version=2,
     )
     assert problems == []
