@@ -116,7 +116,8 @@ def normalize_percent(value: Any, path: str, problems: list[Problem]) -> int | f
         problems.append(Problem(path, "must be a finite number from 0 to 100"))
         return None
     if not 0 <= value <= 100:
-        shown = str(value) if len(str(value)) <= 40 else str(value)[:40] + "…"
+        # A huge integer is not printed: str() of one over 4,300 digits raises (CPython's int limit).
+        shown = f"{value:g}" if isinstance(value, float) or abs(value) < 10**40 else "a number that large"
         problems.append(Problem(path, f"must be from 0 to 100, not {shown}"))
         return None
     hundredths = round(value * 100)
@@ -287,7 +288,7 @@ class TrafficSplit:
 
     def bucket(self, value: str) -> int:
         """The bucket (0–9,999) of a sticky value: stable across processes, releases and machines."""
-        digest = hashlib.blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8, key=self.salt).digest()
+        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8, key=self.salt).digest()
         return int.from_bytes(digest, "big") % BUCKETS
 
     def sticky_value(self, headers: Mapping[str, str | None], client_ip: str | None) -> str | None:

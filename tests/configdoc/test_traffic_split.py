@@ -112,9 +112,17 @@ def test_problems_carry_the_yaml_line() -> None:
 
 
 def test_hostile_split_values_never_raise() -> None:
-    for value in [None, 1, [], {"version": None}, {"version": "v2", "header": {1: 2}}, {"\x00": 1}, {(): 1}]:
+    hostile = [None, 1, [], {"version": None}, {"version": "v2", "header": {1: 2}}, {"\x00": 1}, {(): 1}]
+    hostile += [{"version": "v2", "percent": 10**5000}, {"version": "v2", "percent": -(10**5000)}]
+    for value in hostile:
         problems: list[Any] = []
         normalize_traffic_split(value, "traffic_split", problems)  # must not raise
+    assert "a number that large" in problems[0].message
+
+
+def test_a_sticky_value_with_a_lone_surrogate_still_has_a_bucket() -> None:
+    split = compile_split("users", {"version": "v2", "sticky": "header", "sticky_name": "X-User"})
+    assert 0 <= split.bucket("\ud800") < BUCKETS
 
 
 # --- the decision ------------------------------------------------------------------------------------
