@@ -22,9 +22,9 @@ the upstream and one data plane per variant, pinned to core 0 (wrk and nginx on 
 req/s with bench/variants.py's interleaved rounds:
 
   plain        one endpoint, `/bench/x` (the reference)
-  hosts-one    the same endpoint beside 100 endpoints with one host each (`host-N.bench.test`) and the
-               same 100 extra paths (`/p-0` … `/p-99`): 10,000 (host, path) routes; every request to one
-               of them (`host-42.bench.test`, `/p-17/x`)
+  hosts-one    the same endpoint beside 400 endpoints, 4 per host `host-N.bench.test` (N < 100), each
+               with 25 of the extra paths `/p-0` … `/p-99`: 10,000 (host, path) routes; every request
+               to one of them (`host-42.bench.test`, `/p-17/x`)
   hosts-mixed  the same table, wrk's Lua script cycling through all 10,000 (host, path) pairs
   split        the plain endpoint with `traffic_split: {version: v2, percent: 10}` (v2 on the same upstream)
   split-sticky the same with `sticky: cookie`, each request carrying its cookie
@@ -153,15 +153,17 @@ def proxy_documents(upstream: str) -> dict[str, dict[str, Any]]:
     """The seed document of each proxy variant (see the module docstring)."""
     bench: dict[str, Any] = {"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}
     plain = {"format_version": 1, "breaker_policies": [], "endpoints": [bench]}
+    # An endpoint takes at most 32 extra paths: each host's 100 paths are 4 endpoints of 25.
     hosts = [
         {
-            "name": f"svc-{n}",
+            "name": f"svc-{n}-{block}",
             "version": "v1",
             "hosts": [f"host-{n}.bench.test"],
-            "paths": [f"/p-{p}" for p in range(PATHS)],
+            "paths": [f"/p-{p}" for p in range(block * 25, block * 25 + 25)],
             "targets": [{"url": upstream}],
         }
         for n in range(HOSTS)
+        for block in range(PATHS // 25)
     ]
     table = {"format_version": 2, "breaker_policies": [], "endpoints": [bench, *hosts]}
     v2 = {"name": "bench", "version": "v2", "targets": [{"url": upstream}]}
