@@ -22,7 +22,7 @@ from configdoc import effective_endpoint
 from configdoc.matchers import HOSTS, MATCH_HEADERS
 from configdoc.plugins import ENDPOINT_FLAGS
 from configdoc.schema import ENDPOINT_FIELDS
-from configdoc.splits import TRAFFIC_SPLIT
+from configdoc.splits import TRAFFIC_SPLIT, TRAFFIC_SPLIT_HELP
 from configdoc.validate import normalize_target_url
 from controlplane.core.admin_forms import (
     JsonObjectFieldsMixin,
@@ -123,6 +123,13 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
 # Declared on the class (not in __init__) so the admin's form factory knows them.
 EndpointForm.declared_fields.update(form_fields(FORM_SCHEMA, FORM_FIELDS))
 EndpointForm.declared_fields["plugins"] = plugins_form_field()
+# The generated help would call `version` optional (it has no default); say what a split takes instead.
+EndpointForm.declared_fields["traffic_split"].help_text = (
+    'JSON object, {} for none, e.g. {"version": "v2", "percent": 10, "header": {"X-Canary": ["1"]}, '
+    '"sticky": "cookie", "sticky_name": "session"}: version (required), percent (0–100, steps of 0.01; default 0), '
+    "header (name → values), sticky (header, cookie, ip or null), sticky_name (the header or cookie); "
+    + TRAFFIC_SPLIT_HELP
+)
 EndpointForm.declared_fields["match_headers"] = forms.CharField(
     required=False,
     label="Match headers",
