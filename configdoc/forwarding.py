@@ -131,6 +131,7 @@ def resolve(
             source_version=entry.key.partition(":")[2],
             source_methods=entry.methods,
             target_methods=target.methods if target is not None else None,
+            target_enabled=target is not None and target.enabled,
             method=method.upper(),
             headers=headers or {},
             client_ip=client_ip,

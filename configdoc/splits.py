@@ -11,7 +11,8 @@
         sticky_name: session     # the header's or cookie's name (sticky: header or cookie only)
 
 Only a default version may split, only its `/{name}` key is split (`/v1/users` still means v1, an extra
-path still means its own endpoint), and only a request whose method both versions serve changes version.
+path still means its own endpoint), and only a request whose method both versions serve changes version;
+a disabled target takes none (disabling the canary version stops the split at once).
 Who goes to the target, in order:
 
 1. a request whose headers match `header` (every listed header equal to one of its values);
@@ -39,6 +40,7 @@ from typing import Any, NamedTuple
 
 from .matchers import normalize_match_headers
 from .problems import Problem, child
+from .routes import _headers_match
 from .schema import VERSION_RE, Field
 
 BUCKETS = 10_000  # percent has 0.01 precision: one bucket per 0.01 %
@@ -418,20 +420,13 @@ def cookie_value(cookies: str, name: str) -> str | None:
     return None
 
 
-def _headers_match(wanted: tuple[tuple[str, frozenset[str]], ...], headers: Mapping[str, str | None]) -> bool:
-    for name, values in wanted:
-        value = headers.get(name)
-        if value is None or value not in values:  # None: absent, or sent more than once
-            return False
-    return True
-
-
 def debug_split(
     split: TrafficSplit,
     *,
     source_version: str,
     source_methods: Iterable[str],
     target_methods: Iterable[str] | None,
+    target_enabled: bool = True,
     method: str,
     headers: Mapping[str, str | None],
     client_ip: str | None,
@@ -442,12 +437,14 @@ def debug_split(
     proxy also leaves a request where it is when the target is missing or a version does not serve its
     method. `decided_by` in the answer is how the split decided (BY_*); a debugger reports
     DECIDED_BY_SPLIT as the request's decided_by unless that is BY_RANDOM (no single answer)."""
-    if target_methods is None or method not in set(target_methods) or method not in set(source_methods):
-        reason = (
-            f"{split.target_key} is not in this configuration"
-            if target_methods is None
-            else f"{method} is not served by both versions"
-        )
+    methods_served = target_methods is not None and method in set(target_methods) and method in set(source_methods)
+    if not methods_served or not target_enabled:
+        if target_methods is None:
+            reason = f"{split.target_key} is not in this configuration"
+        elif not target_enabled:
+            reason = f"{split.target_key} is disabled (a disabled target takes no split traffic)"
+        else:
+            reason = f"{method} is not served by both versions"
         return {
             "applies": False,
             "from_version": source_version,

@@ -106,6 +106,7 @@ class AdminApp:
                 source_version=endpoint.key.rpartition(":")[2],
                 source_methods=endpoint.methods,
                 target_methods=target.methods if target is not None else None,
+                target_enabled=target is not None and target.enabled,
                 method=method,
                 headers=headers,
                 client_ip=client_ip,

@@ -288,10 +288,11 @@ class ProxyApp:
 
     def _split(self, snapshot: Snapshot, endpoint: Endpoint, split: TrafficSplit, exchange: Exchange) -> Endpoint:
         """§12's canary: the version a `/{name}` request of a splitting default version goes to
-        (configdoc.splits.TrafficSplit.decide). A method the target does not serve stays where it is."""
+        (configdoc.splits.TrafficSplit.decide). A method the target does not serve, or a disabled target,
+        leaves the request where it is."""
         target = snapshot.endpoints.get(split.target_key)
         method = exchange.method
-        if target is None or method not in target.methods or method not in endpoint.methods:
+        if target is None or not target.enabled or method not in target.methods or method not in endpoint.methods:
             return endpoint
         client_ip: str | None = None
         if split.sticky == "ip":

@@ -215,3 +215,13 @@ def test_a_method_the_target_does_not_serve_stays_on_the_default() -> None:
     assert post.traffic_split is not None and post.traffic_split["applies"] is False
     get = resolve(table, "/users", method="GET")
     assert get is not None and get.endpoint.key == "users:v2" and get.decided_by == "traffic_split"
+
+
+def test_a_disabled_target_takes_no_split_traffic() -> None:
+    document = users({"version": "v2", "percent": 100}, extra={"enabled": False})
+    canonical, problems = validate_document(document, max_format_version=2)
+    assert problems == []
+    found = resolve(route_table(canonical), "/users")
+    assert found is not None and found.endpoint.key == "users:v1"
+    assert found.traffic_split is not None and found.traffic_split["applies"] is False
+    assert "disabled" in found.traffic_split["note"]

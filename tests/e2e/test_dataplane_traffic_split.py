@@ -35,6 +35,7 @@ SPLITS: dict[str, dict[str, Any]] = {
     "byheader": {"version": "v2", "percent": 30, "sticky": "header", "sticky_name": "X-User"},
     "bycookie": {"version": "v2", "percent": 50, "sticky": "cookie", "sticky_name": "session"},
     "byip": {"version": "v2", "percent": 25, "sticky": "ip"},
+    "off": {"version": "v2", "percent": 100},  # its v2 is disabled
 }
 
 
@@ -52,7 +53,8 @@ def gateway(workdir: Path, origins: dict[str, Upstream]) -> Iterator[DataPlane]:
                 "traffic_split": split,
             }
         )
-        endpoints.append({"name": name, "version": "v2", "targets": [{"url": origins["canary"].url}]})
+        canary = {"name": name, "version": "v2", "targets": [{"url": origins["canary"].url}]}
+        endpoints.append({**canary, "enabled": False} if name == "off" else canary)
     document = {"format_version": 2, "breaker_policies": [], "endpoints": endpoints}
     # Loopback is a trusted proxy here, so X-Forwarded-For names the client for `sticky: ip`.
     with dataplane(workdir, document, DATAPLANE_TRUSTED_PROXIES="127.0.0.1/32") as node:
@@ -87,6 +89,13 @@ def test_percent_100_sends_everything_and_percent_0_nothing_but_the_header(gatew
         assert {served_by(client, "/canary") for _ in range(50)} == {"canary:v1"}
         assert {served_by(client, "/canary", headers={"X-Canary": "1"}) for _ in range(50)} == {"canary:v2"}
         assert served_by(client, "/canary", headers={"X-Canary": "2"}) == "canary:v1"
+
+
+def test_a_disabled_canary_takes_no_traffic(gateway: DataPlane) -> None:
+    with httpx.Client(base_url=gateway.url) as client:
+        assert {served_by(client, "/off") for _ in range(50)} == {"off:v1"}
+    shown = httpx.get(f"{gateway.admin}/-/routes", params={"path": "/off"}).json()
+    assert shown["endpoint"] == "off:v1" and shown["traffic_split"]["applies"] is False
 
 
 def test_a_method_the_canary_does_not_serve_stays_on_the_default(gateway: DataPlane) -> None:
