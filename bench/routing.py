@@ -1,6 +1,7 @@
-"""The routing microbenchmark with §12's matchers in use: lookups/s at 10 and 10,000 endpoints.
+"""The routing microbenchmark with §12's matchers in use: lookups/s at 10 and 10,000 endpoints; then
+proxy req/s through a real data plane with a 100 hosts × 100 paths table and with a traffic split.
 
-    .venv/bin/python bench/routing.py [--repeats 151]
+    .venv/bin/python bench/routing.py [--repeats 151] [--rounds 3] [--duration 5] [--no-proxy]
 
 Two cases, each at 10 and 10,000 services (names zero-padded so both sizes hash and compare strings of
 the same length: only the table's size differs):
@@ -15,6 +16,18 @@ the same length: only the table's size differs):
 Timing as in bench/proxy.py's routing_benchmark: many short repeats, both sizes back to back in
 alternating order, thread CPU time, pinned to one core when it can be; the ratio (10,000 over 10, in
 lookups/s) is the median of the per-repeat ratios with its interquartile range. Target >= 0.95 (§12).
+
+The proxy part (needs `wrk`, `nginx` and `taskset`, like bench/auth.py; only 127.0.0.1) starts nginx as
+the upstream and one data plane per variant, pinned to core 0 (wrk and nginx on core 1), and compares
+req/s with bench/variants.py's interleaved rounds:
+
+  plain        one endpoint, `/bench/x` (the reference)
+  hosts-one    the same endpoint beside 400 endpoints, 4 per host `host-N.bench.test` (N < 100), each
+               with 25 of the extra paths `/p-0` … `/p-99`: 10,000 (host, path) routes; every request
+               to one of them (`host-42.bench.test`, `/p-17/x`)
+  hosts-mixed  the same table, wrk's Lua script cycling through all 10,000 (host, path) pairs
+  split        the plain endpoint with `traffic_split: {version: v2, percent: 10}` (v2 on the same upstream)
+  split-sticky the same with `sticky: cookie`, each request carrying its cookie
 """
 
 from __future__ import annotations
@@ -22,16 +35,35 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from configdoc import Matchers, MatcherTable, RouteTable  # noqa: E402
+
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+HOSTS = PATHS = 100
+# wrk cycles through every (host, path) pair of the hosts table, one per request.
+MIXED_LUA = f"""
+local n = 0
+request = function()
+  n = n + 1
+  local host = n % {HOSTS}
+  local path = math.floor(n / {HOSTS}) % {PATHS}
+  return wrk.format("GET", "/p-" .. path .. "/x", {{Host = "host-" .. host .. ".bench.test"}})
+end
+"""
 
 SIZES = (10, 10_000)
 GET = frozenset({"GET", "HEAD"})
@@ -117,18 +149,135 @@ def measure(build: Callable[[int, random.Random], Callable[[], None]], repeats: 
     }
 
 
+def proxy_documents(upstream: str) -> dict[str, dict[str, Any]]:
+    """The seed document of each proxy variant (see the module docstring)."""
+    bench: dict[str, Any] = {"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}
+    plain = {"format_version": 1, "breaker_policies": [], "endpoints": [bench]}
+    # An endpoint takes at most 32 extra paths: each host's 100 paths are 4 endpoints of 25.
+    hosts = [
+        {
+            "name": f"svc-{n}-{block}",
+            "version": "v1",
+            "hosts": [f"host-{n}.bench.test"],
+            "paths": [f"/p-{p}" for p in range(block * 25, block * 25 + 25)],
+            "targets": [{"url": upstream}],
+        }
+        for n in range(HOSTS)
+        for block in range(PATHS // 25)
+    ]
+    table = {"format_version": 2, "breaker_policies": [], "endpoints": [bench, *hosts]}
+    v2 = {"name": "bench", "version": "v2", "targets": [{"url": upstream}]}
+
+    def split(**extra: Any) -> dict[str, Any]:
+        endpoint = {**bench, "traffic_split": {"version": "v2", "percent": 10, **extra}}
+        return {"format_version": 2, "breaker_policies": [], "endpoints": [endpoint, v2]}
+
+    return {
+        "plain": plain,
+        "hosts-one": table,
+        "hosts-mixed": table,
+        "split": split(),
+        "split-sticky": split(sticky="cookie", sticky_name="session"),
+    }
+
+
+def proxy_benchmark(rounds: int, duration: float) -> int:
+    """Proxy req/s of each variant against `plain`, interleaved (bench/variants.py)."""
+    import httpx
+    import yaml
+    from common import BODY, free_port, nginx_conf, parse_wrk, started, upstream_block
+    from variants import compare
+
+    for tool in ("wrk", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"bench/routing.py: {tool} not found (apt-get install -y wrk nginx); skipping the proxy part")
+            return 2
+    requests: dict[str, tuple[str, dict[str, str]]] = {
+        "plain": ("/bench/x", {}),
+        "hosts-one": ("/p-17/x", {"Host": "host-42.bench.test"}),
+        "hosts-mixed": ("/p-0/x", {"Host": "host-0.bench.test"}),
+        "split": ("/bench/x", {}),
+        "split-sticky": ("/bench/x", {"Cookie": "theme=dark; session=3f2a9c"}),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-routing-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        script = work / "mixed.lua"
+        script.write_text(MIXED_LUA)
+        upstream_port = free_port()
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        conf = nginx_conf(work, "upstream", upstream_port, upstream_block(upstream_port))
+        nginx = shutil.which("nginx") or "nginx"
+        stack.enter_context(
+            started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/")
+        )
+        base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)}
+        urls: dict[str, str] = {}
+        pids: dict[str, int] = {}
+        for name, document in proxy_documents(upstream).items():
+            seed = work / f"{name}.yaml"
+            seed.write_text(yaml.safe_dump(document))
+            port, admin = free_port(), free_port()
+            env = {
+                **base_env,
+                "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
+                "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+                "DATAPLANE_SEED": str(seed),
+                "DATAPLANE_NODE_ID": f"bench-{name}",
+            }
+            process = stack.enter_context(
+                started(
+                    ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
+                    work / f"{name}.log",
+                    f"http://127.0.0.1:{admin}/-/readyz",
+                    env=env,
+                )
+            )
+            pids[name] = process.pid
+            urls[name] = f"http://127.0.0.1:{port}{requests[name][0]}"
+
+        def wrk(name: str, url: str, connections: int, seconds: float) -> tuple[float, float, float, int]:
+            argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+            for header, value in requests[name][1].items():
+                argv += ["-H", f"{header}: {value}"]
+            if name == "hosts-mixed":
+                argv += ["-s", str(script)]
+            result = subprocess.run([*argv, url], capture_output=True, text=True, check=True)  # noqa: S603
+            return parse_wrk(result.stdout)
+
+        for name, url in urls.items():  # correctness and warm-up
+            response = httpx.get(url, headers=requests[name][1])
+            assert response.status_code == 200 and response.text == BODY, (name, response.status_code, response.text)
+            wrk(name, url, 50, 1)
+        compare(
+            urls,
+            pids,
+            lambda name, url, connections: wrk(name, url, connections, duration),
+            rounds=rounds,
+            duration=duration,
+            core=PROXY_CORE,
+            targets={"hosts-one": 0.95, "hosts-mixed": 0.9, "split": 0.95, "split-sticky": 0.9},
+        )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=151, help="paired repeats per case")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved proxy rounds")
+    parser.add_argument("--duration", type=float, default=5, help="seconds per wrk run")
+    parser.add_argument("--no-proxy", action="store_true", help="the lookup microbenchmark only")
     args = parser.parse_args()
     for name, build in (("plain", _plain), ("matchers", _matchers)):
         result = measure(build, args.repeats)
         print(
             f"{name}: {result['rate_10']:,.0f} lookups/s at 10 services, {result['rate_10000']:,.0f} at 10,000;"
             f" ratio {result['ratio']:.3f} (median of {args.repeats} paired repeats, interquartile range"
-            f" {result['ratio_q1']:.3f}-{result['ratio_q3']:.3f}; target >= 0.95)"
+            f" {result['ratio_q1']:.3f}-{result['ratio_q3']:.3f}; target >= 0.95)",
+            flush=True,
         )
-    return 0
+    if args.no_proxy:
+        return 0
+    return proxy_benchmark(args.rounds, args.duration)
 
 
 if __name__ == "__main__":

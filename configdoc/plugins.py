@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from .matchers import MATCHER_KEYS
 from .problems import Problem, child
 from .schema import METHODS, Field
+from .splits import normalize_traffic_split
 
 # --- the chain -------------------------------------------------------------------------------------
 
@@ -68,8 +69,19 @@ MAX_HEADER_VALUE = 8192
 # Keys only a format-2 document may use (§11). A format-1 reader would ignore them, so a document that
 # uses one must say `format_version: 2`, and a node reading format 1 is refused it (§4).
 FORMAT_2_DOCUMENT_KEYS = ("consumers", "plugins")
-# §12's `hosts` and `match_headers` (configdoc.matchers) are format-2 endpoint keys too.
-FORMAT_2_ENDPOINT_KEYS = ("plugins", "preserve_host", "https_redirect", "websocket", "hosts", "match_headers")
+# §12's `hosts`, `match_headers` (configdoc.matchers) and `traffic_split` (configdoc.splits) are format-2
+# endpoint keys too.
+FORMAT_2_ENDPOINT_KEYS = (
+    "plugins",
+    "preserve_host",
+    "https_redirect",
+    "websocket",
+    "hosts",
+    "match_headers",
+    "traffic_split",
+)
+# The §12 keys and their normalizers.
+ROUTING_KEYS = {**MATCHER_KEYS, "traffic_split": normalize_traffic_split}
 
 
 @dataclass(frozen=True)
@@ -929,7 +941,7 @@ def normalize_endpoint_policies(
     data: Mapping[str, Any], path: str, problems: list[Problem], *, format_version: int
 ) -> dict[str, Any]:
     """An endpoint's format-2 keys (`plugins`, `preserve_host`, `https_redirect`, `websocket`, §12's
-    `hosts` and `match_headers`) in
+    `hosts`, `match_headers` and `traffic_split`) in
     canonical form, a flag only when it differs from its default; a format-1 document may not use them
     (each is reported with its path)."""
     from .validate import INVALID, _value
@@ -942,7 +954,7 @@ def normalize_endpoint_policies(
         if format_version < 2:
             problems.append(Problem(where, format_2_message(key)))
         flag_field = ENDPOINT_FLAGS.get(key)
-        matcher = MATCHER_KEYS.get(key)
+        matcher = ROUTING_KEYS.get(key)
         if matcher is not None:
             normalized = matcher(data[key], where, problems)
             if normalized:  # an empty list or mapping means what leaving it out means

@@ -38,6 +38,7 @@ from .schema import (
     RETRY_CONDITIONS,
     Field,
 )
+from .splits import split_problems
 from .untrusted import text_problem
 
 # A document says which format it is. Format 1 is §3; format 2 adds §11's keys (configdoc.plugins).
@@ -554,7 +555,7 @@ def effective_endpoint(
     for flag in ("preserve_host", "https_redirect", "websocket"):
         if flag in canonical:
             result[flag] = canonical[flag]
-    for matcher in ("hosts", "match_headers"):
+    for matcher in ("hosts", "match_headers", "traffic_split"):
         if matcher in canonical:
             result[matcher] = canonical[matcher]
     if "plugins" in canonical:
@@ -722,6 +723,7 @@ def validate_document(
 
     _default_versions(endpoints, problems)
     _route_key_collisions(endpoints, problems, lines)
+    problems.extend(split_problems((item("endpoints", index), endpoint) for index, endpoint in endpoints))
     if plugins is not None or "plugins" not in data:
         names = {consumer["username"] for consumer in consumers} if consumers is not None else None
         _policy_references(plugins or {}, endpoints, names, problems)

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 
 from configdoc import UnsafePath, request_host
 from configdoc.forwarding import upstream_url
+from configdoc.splits import BY_RANDOM, DECIDED_BY_SPLIT, debug_split
 
 from . import ratelimit
 from .proxy import ProxyApp
@@ -93,6 +94,27 @@ class AdminApp:
             await self._json(send, 404, {"error": "no_route", "message": "no endpoint serves this path", "path": path})
             return
         endpoint = match.value
+        decided_by = match.decided_by
+        split: dict[str, Any] | None = None
+        if endpoint.split is not None and match.key == endpoint.split_key and match.method_allowed:
+            # §12's canary, decided as the proxy would; `client_ip` stands for the client's address
+            # (the proxy's, trusted proxies considered) for `sticky: ip`.
+            target = snapshot.endpoints.get(endpoint.split.target_key)
+            client_ip = query.get("client_ip", [""])[0].strip() or None
+            split, to_target = debug_split(
+                endpoint.split,
+                source_version=endpoint.key.rpartition(":")[2],
+                source_methods=endpoint.methods,
+                target_methods=target.methods if target is not None else None,
+                target_enabled=target is not None and target.enabled,
+                method=method,
+                headers=headers,
+                client_ip=client_ip,
+            )
+            if split["applies"] and split["decided_by"] != BY_RANDOM:
+                decided_by = DECIDED_BY_SPLIT
+            if to_target and target is not None:
+                endpoint = target
         rest = match.rest
         if match.key in endpoint.extra_paths and not endpoint.strip_path:
             rest = match.key[len(self.runtime.settings.mount_prefix) :] + rest
@@ -107,9 +129,10 @@ class AdminApp:
                 "methods": sorted(endpoint.methods),
                 "method": method,
                 "method_allowed": match.method_allowed,
-                "decided_by": match.decided_by,
+                "decided_by": decided_by,
                 "enabled": endpoint.enabled,
                 "targets": targets,
+                **({"traffic_split": split} if split is not None else {}),
             },
         )
 

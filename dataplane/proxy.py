@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from configdoc import Match, MatcherTable, Selection, UnsafePath, request_host
+from configdoc.splits import TrafficSplit
 
 from . import body as request_body
 from .accesslog import AccessLog
@@ -62,7 +63,7 @@ from .plugins import Answer, Chain, Plugin, close_plugins
 from .policies import NOTHING_SENT
 from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout, replays_after_sending
 from .runtime import EndpointState, Runtime
-from .snapshot import Endpoint, Target
+from .snapshot import Endpoint, Snapshot, Target
 from .transport import Transport, UpstreamRequest, UpstreamResponse, create_transport
 from .tunnel import HANDSHAKE_REFUSED, UpstreamSide, connect, handshake_key, names_websocket, request_head, valid_switch
 from .types import Headers, Receive, Scope, Send
@@ -285,6 +286,21 @@ class ProxyApp:
             raw_path.decode("latin-1"), host=host, method=exchange.method, headers=table.header_values(headers)
         )
 
+    def _split(self, snapshot: Snapshot, endpoint: Endpoint, split: TrafficSplit, exchange: Exchange) -> Endpoint:
+        """§12's canary: the version a `/{name}` request of a splitting default version goes to
+        (configdoc.splits.TrafficSplit.decide). A method the target does not serve, or a disabled target,
+        leaves the request where it is."""
+        target = snapshot.endpoints.get(split.target_key)
+        method = exchange.method
+        if target is None or not target.enabled or method not in target.methods or method not in endpoint.methods:
+            return endpoint
+        client_ip: str | None = None
+        if split.sticky == "ip":
+            address = self.forwarding.client_address(exchange.scope)  # trusted-proxy aware, as the plugins see it
+            client_ip = str(address) if address is not None else None
+        headers = split.header_values(exchange.headers) if split.wanted else {}
+        return target if split.decide(headers, client_ip).to_target else endpoint
+
     async def _handle(self, exchange: Exchange) -> None:
         content_length, chunked = self._check_head(exchange)
         snapshot = self.runtime.snapshot
@@ -306,6 +322,8 @@ class ProxyApp:
                 exchange.use_chain(snapshot.global_chain, self.forwarding, self.runtime.metrics.decisions)
             raise NoRoute("no endpoint serves this path")
         endpoint = match.value
+        if endpoint.split is not None and allow is None and match.key == endpoint.split_key:
+            endpoint = self._split(snapshot, endpoint, endpoint.split, exchange)
         exchange.endpoint = endpoint
         exchange.endpoint_key = endpoint.key
         if endpoint.https_redirect and not self.forwarding.over_https(exchange.scope):

@@ -29,6 +29,7 @@ from configdoc import (
     matchers_of,
     route_keys,
 )
+from configdoc.splits import TrafficSplit, compile_split
 
 from .consumers import NO_CONSUMERS, Consumers, MissingSecret, compile_consumers
 from .plugins import Chain, PluginContext, UnknownPlugin, compile_chain
@@ -97,6 +98,10 @@ class Endpoint:
     https_redirect: bool = False
     # WebSocket upgrades are tunnelled upstream (§13); false: refused with 403 `upgrade_forbidden`.
     websocket: bool = True
+    # §12's canary (configdoc.splits) on a default version, and the route key it splits (`/{name}` with
+    # the mount prefix); None: no split, and the proxy pays one attribute test for it.
+    split: TrafficSplit | None = field(compare=False, default=None)
+    split_key: str = ""
     # The plugin chain (plugins/__init__.py), compiled in order; None: the plain path, at no cost.
     chain: Chain | None = field(compare=False, default=None)
     # The sha256 of the effective config as a whole (canonical JSON, policy included), to tell whether
@@ -334,7 +339,10 @@ def _compile_endpoint(
     paths = frozenset(mount_prefix + path for path in eff["paths"])
     policy = policies[eff["breaker_policy"]]
     preserve_host = bool(eff.get("preserve_host", False))
+    split = canonical.get("traffic_split")
     return Endpoint(
+        split=compile_split(eff["name"], split) if split else None,
+        split_key=f"{mount_prefix}/{eff['name']}" if split else "",
         key=endpoint_key(eff["name"], eff["version"]),
         methods=shared.frozen(methods),
         enabled=eff["enabled"],

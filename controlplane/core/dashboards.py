@@ -27,7 +27,13 @@ from controlplane.health.charts import Series, line_chart, time_ticks
 from controlplane.health.models import HealthStatus
 from controlplane.health.selectors import UNKNOWN_REASON_LABELS, endpoint_targets_health
 from controlplane.routing.models import Endpoint
-from controlplane.stats.selectors import system_summary, top_consumers, traffic_series, traffic_totals
+from controlplane.stats.selectors import (
+    system_summary,
+    top_consumers,
+    traffic_series,
+    traffic_totals,
+    version_shares,
+)
 
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24)}
 DEFAULT_WINDOW = "1h"
@@ -202,6 +208,14 @@ def fleet_context(request: HttpRequest, *, now: datetime | None = None) -> dict[
     }
 
 
+def _versions(name: str, since: datetime) -> dict[str, Any]:
+    """The share of the name's requests per version (§12's canary), with percentages for people."""
+    shares = version_shares(name=name, since=since)
+    for row in shares["versions"]:
+        row["share_percent"] = percent(row["share"]) if shares["requests"] else "–"
+    return shares
+
+
 def endpoint_dashboard_view(model_admin: Any, request: HttpRequest, object_id: int) -> HttpResponse:
     """One endpoint's traffic (rate, errors, latency over `?window=1h|24h`), top consumers, uptime and breakers."""
     endpoint = Endpoint.objects.filter(pk=object_id).first()
@@ -247,6 +261,7 @@ def endpoint_dashboard_view(model_admin: Any, request: HttpRequest, object_id: i
         "charts": traffic_charts(series, since=since, now=now, latency=True),
         "targets": targets,
         "consumers": top_consumers(endpoint_key=key, since=since, limit=DASHBOARD_CONSUMERS),
+        "versions": _versions(endpoint.name, since),
         "breakers": [{"node": node, **node_breaker(node, key)} for node in live],
         "stale_nodes": DataPlaneNode.objects.filter(last_seen__lt=stale).count(),
         "breakers_url": _optional_url("admin:breakers_breakeroverride_changelist"),

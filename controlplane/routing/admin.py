@@ -22,6 +22,7 @@ from configdoc import effective_endpoint
 from configdoc.matchers import HOSTS, MATCH_HEADERS
 from configdoc.plugins import ENDPOINT_FLAGS
 from configdoc.schema import ENDPOINT_FIELDS
+from configdoc.splits import TRAFFIC_SPLIT, TRAFFIC_SPLIT_HELP
 from configdoc.validate import normalize_target_url
 from controlplane.core.admin_forms import (
     JsonObjectFieldsMixin,
@@ -47,13 +48,15 @@ FORM_FIELDS = (
     "name", "version", "default", "enabled", "description", "tags", "methods", "paths", "strip_path",
     "timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes", "auth_type", "breaker_policy",
     "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket", "hosts",
+    "traffic_split",
 )  # fmt: skip
-JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins", "match_headers")
+JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins", "match_headers", "traffic_split")
 # The endpoint's fields as configdoc's schema has them, §11's preserve_host and §13's https_redirect and
 # websocket included (plugins, a mapping of plugin configs, has a form field of its own:
 # core.admin_forms.plugins_form_field).
-# §12's hosts is a comma-separated list like methods; match_headers (a map) a JSON text area of its own.
-FORM_SCHEMA = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS, "hosts": HOSTS}
+# §12's hosts is a comma-separated list like methods; match_headers (a map) a JSON text area of its own;
+# traffic_split a JSON object like retries (`{}`: no split).
+FORM_SCHEMA = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS, "hosts": HOSTS, "traffic_split": TRAFFIC_SPLIT}
 
 
 HEALTH_WINDOWS = (("last_100", "last 100 checks"), ("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d"))
@@ -120,6 +123,13 @@ class EndpointForm(JsonObjectFieldsMixin, forms.ModelForm):  # type: ignore[type
 # Declared on the class (not in __init__) so the admin's form factory knows them.
 EndpointForm.declared_fields.update(form_fields(FORM_SCHEMA, FORM_FIELDS))
 EndpointForm.declared_fields["plugins"] = plugins_form_field()
+# The generated help would call `version` optional (it has no default); say what a split takes instead.
+EndpointForm.declared_fields["traffic_split"].help_text = (
+    'JSON object, {} for none, e.g. {"version": "v2", "percent": 10, "header": {"X-Canary": ["1"]}, '
+    '"sticky": "cookie", "sticky_name": "session"}: version (required), percent (0–100, steps of 0.01; default 0), '
+    "header (name → values), sticky (header, cookie, ip or null), sticky_name (the header or cookie); "
+    + TRAFFIC_SPLIT_HELP
+)
 EndpointForm.declared_fields["match_headers"] = forms.CharField(
     required=False,
     label="Match headers",
@@ -139,7 +149,10 @@ class RouteDebugForm(forms.Form):
         required=False,
         max_length=MAX_HEADERS * MAX_HEADER,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="one `Name: value` per line",
+        help_text="one `Name: value` per line (a sticky cookie: `Cookie: name=value`)",
+    )
+    client_ip = forms.GenericIPAddressField(
+        required=False, help_text="the client's address, for a traffic split with sticky: ip"
     )
 
     def clean_headers(self) -> list[str]:
@@ -200,7 +213,7 @@ class EndpointAdmin(ServiceAdmin):
         ("Routing", {"fields": ["methods", "paths", "strip_path", "auth_type"]}),
         ("Timeouts and limits", {"fields": ["timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes"]}),
         ("Resilience", {"fields": ["breaker_policy", "retries", "outlier", "tls", "health_check"]}),
-        ("Routing (§12)", {"fields": ["hosts", "match_headers"]}),
+        ("Routing (§12)", {"fields": ["hosts", "match_headers", "traffic_split"]}),
         ("Plugins", {"fields": ["preserve_host", "https_redirect", "websocket", "plugins"]}),
     ]
 
@@ -263,7 +276,11 @@ class EndpointAdmin(ServiceAdmin):
         if form.is_valid():
             data = form.cleaned_data
             code, answer = resolve_request(
-                path=data["path"], method=data["method"] or "GET", host=data["host"], headers=data["headers"]
+                path=data["path"],
+                method=data["method"] or "GET",
+                host=data["host"],
+                headers=data["headers"],
+                client_ip=data.get("client_ip") or None,
             )
         context = {
             **self.admin_site.each_context(request),

@@ -24,6 +24,7 @@ from configdoc import (
     version_sort_key,
 )
 from configdoc.routes import ambiguous_pairs
+from configdoc.splits import split_problems
 from controlplane.breakers.models import BreakerPolicy
 from controlplane.consumers.services import check_anonymous
 from controlplane.core.actors import Actor
@@ -170,6 +171,28 @@ def _sync_route_keys(endpoints: Iterable[Endpoint]) -> None:
     )
 
 
+def check_traffic_splits(names: Iterable[str], *, written: Endpoint | None = None) -> None:
+    """§12's canary rules across the versions of `names`, as the database holds them inside the write
+    (configdoc.splits.split_problems, the rule validate_document applies to a whole document): a split
+    is on the default version and names another version that exists. Problems with `written` (the
+    endpoint the request is about) keep their field paths; those with another version name it, so that
+    deleting, renaming or un-defaulting a version a split depends on says which split is in the way."""
+    rows = list(Endpoint.objects.filter(name__in=set(names)).order_by("name", "version"))
+    if not any(row.document.get("traffic_split") for row in rows):
+        return
+    by_path = {f"row{row.pk}": row for row in rows}
+    problems: list[Problem] = []
+    for problem in split_problems((path, row.document) for path, row in by_path.items()):
+        path, _, relative = problem.path.partition(".")
+        row = by_path[path]
+        if written is not None and row.pk == written.pk:
+            problems.append(Problem(relative, problem.message))
+        else:
+            problems.append(Problem("", f"{row.key}'s {relative}: {problem.message}; change that split first"))
+    if problems:
+        raise ConfigValidationError(problems)
+
+
 def endpoint_create(*, data: Mapping[str, Any], actor: Actor, request_id: str = "") -> Endpoint:
     document = _normalize(data)
     key = endpoint_key(document["name"], document["version"])
@@ -187,6 +210,7 @@ def endpoint_create(*, data: Mapping[str, Any], actor: Actor, request_id: str = 
         endpoint.save()
         _sync_targets(endpoint, document)
         _sync_route_keys([endpoint, *moved])
+        check_traffic_splits([endpoint.name], written=endpoint)
         changes.record(ENDPOINT, key, before=None, after=document)
     return endpoint
 
@@ -249,6 +273,7 @@ def endpoint_update(
             affected += _promote_highest(old_siblings, changes)
         _sync_targets(endpoint, document)
         _sync_route_keys(affected)
+        check_traffic_splits({old_name, endpoint.name}, written=endpoint)
         if renamed:
             changes.record(ENDPOINT, old_key, before=before, after=None)
             changes.record(ENDPOINT, new_key, before=None, after=document)
@@ -264,9 +289,11 @@ def endpoint_delete(*, endpoint: Endpoint, actor: Actor, request_id: str = "", i
         siblings = list(Endpoint.objects.select_for_update().filter(name=endpoint.name).exclude(pk=endpoint.pk))
         changes.record(ENDPOINT, endpoint.key, before=endpoint.document, after=None)
         was_default = endpoint.is_default
+        name = endpoint.name
         endpoint.delete()
         if was_default:
             _sync_route_keys(_promote_highest(siblings, changes))
+        check_traffic_splits([name])
 
 
 def endpoints_set_enabled(*, endpoints: Iterable[Endpoint], enabled: bool, actor: Actor, request_id: str = "") -> int:

@@ -222,6 +222,8 @@ def _apply_document(wanted: dict[str, Any], changes: ChangeSet, *, prune: bool, 
         touched.update((endpoint.pk, endpoint) for endpoint in created)
     if touched:
         routing_services._sync_route_keys(touched.values())
+        # A merge may move a default away from a version that splits (§12): the document alone was valid.
+        routing_services.check_traffic_splits({endpoint.name for endpoint in touched.values()})
 
     # 5. Consumers, their identities claimed all at once (a key hash may move between two of them).
     _apply_consumers({c["username"]: c for c in wanted.get("consumers") or []}, changes, prune=prune)

@@ -143,6 +143,46 @@ def traffic_series(*, since: datetime, endpoint_key: str | None = None, step: st
     return series
 
 
+def version_shares(*, name: str, since: datetime) -> dict[str, Any]:
+    """How the requests of every version of endpoint `name` divide up since `since` (§12's canary,
+    watched from the per-endpoint counters the nodes already report): `{"name", "requests", "versions":
+    [{"endpoint", "version", "requests", "share"}], "traffic_split"}`, versions in version order, every
+    existing version listed (0 without traffic) and any other key with traffic in the window; `share` is
+    0..1 of the name's requests (0.0 without traffic). `traffic_split` is the default version's split
+    as configured (None: no split), so the observed share can be read against the configured percent.
+    Requests are counted by the version that served them, however they were addressed: a client calling
+    `/v2/{name}` directly counts for v2 too."""
+    from configdoc import version_sort_key
+    from controlplane.routing.models import Endpoint
+
+    step = step_for(since)
+    model = TrafficMinute if step == "minute" else TrafficHour
+    totals = Sum("requests_2xx") + Sum("requests_3xx") + Sum("requests_4xx") + Sum("requests_5xx")
+    rows = (
+        model.objects.filter(start__gte=truncate(since, step), endpoint_key__startswith=f"{name}:")
+        .order_by()
+        .values_list("endpoint_key")
+        .annotate(served=totals)
+    )
+    counts: dict[str, int] = {str(key): int(count or 0) for key, count in rows}
+    split: dict[str, Any] | None = None
+    for endpoint in Endpoint.objects.filter(name=name).only("name", "version", "is_default", "document"):
+        counts.setdefault(endpoint.key, 0)
+        if endpoint.is_default and endpoint.document.get("traffic_split"):
+            split = {"from": endpoint.key, "percent": 0, **endpoint.document["traffic_split"]}
+    total = sum(counts.values())
+    versions = [
+        {
+            "endpoint": key,
+            "version": key.partition(":")[2],
+            "requests": count,
+            "share": count / total if total else 0.0,
+        }
+        for key, count in sorted(counts.items(), key=lambda item: version_sort_key(item[0].partition(":")[2]))
+    ]
+    return {"name": name, "requests": total, "versions": versions, "traffic_split": split}
+
+
 TOP_CONSUMERS = 100
 
 

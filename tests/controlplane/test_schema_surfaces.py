@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 
 from configdoc.plugins import ENDPOINT_FLAGS, PLUGINS, PRESERVE_HOST
 from configdoc.schema import ENDPOINT_FIELDS, Field
+from configdoc.splits import TRAFFIC_SPLIT
 from controlplane.core.api.schema_fields import plugin_serializer_class
 from controlplane.routing.api.serializers import EndpointSerializer
 from tests.controlplane.admin_forms import form_data_from
@@ -25,8 +26,8 @@ from tests.controlplane.admin_forms import form_data_from
 pytestmark = pytest.mark.django_db
 API = "/api/v1"
 
-# The endpoint's fields as the contract has them: §3's, §11's and §13's (websocket).
-ENDPOINT_SCHEMA: dict[str, Field] = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS}
+# The endpoint's fields as the contract has them: §3's, §11's, §12's canary and §13's (websocket).
+ENDPOINT_SCHEMA: dict[str, Field] = {**ENDPOINT_FIELDS, **ENDPOINT_FLAGS, "traffic_split": TRAFFIC_SPLIT}
 
 
 def object_paths(fields: Mapping[str, Field], prefix: str = "") -> Iterator[tuple[str, Field]]:

@@ -4,8 +4,11 @@ data plane would send a request (config:read).
 Matching and the upstream URL come from `configdoc` (routes.MatcherTable and forwarding), the code the
 data plane runs for its proxy and `/-/routes`, over the current document; the route table is built once
 per revision. The answer's `decided_by` says which matcher chose the endpoint (§12): `path`, `host`,
-`wildcard_host`, `match_headers` or `method`. The admin's route-debug page asks `resolve_request` too. The data
-plane's mount prefix is a node setting, not part of the document: paths are resolved without it.
+`wildcard_host`, `match_headers`, `method`, or `traffic_split` when a canary split (configdoc.splits)
+chose the version for this request (its header matched, or `client_ip` / the sticky header or cookie
+put it in a bucket); `traffic_split` in the answer says how. The admin's route-debug page asks
+`resolve_request` too. The data plane's mount prefix is a node setting, not part of the document: paths
+are resolved without it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,14 @@ class ResolveQuery(serializers.Serializer):  # type: ignore[type-arg]
         max_length=MAX_HEADER,
         help_text="request headers for endpoints with match_headers, one `Name: value` per line (a header given "
         "twice matches nothing, as in the proxy)",
+    )
+
+    client_ip = serializers.IPAddressField(
+        required=False,
+        default=None,
+        allow_null=True,
+        help_text="the client's address, for a traffic_split with sticky: ip (as the node determines it, "
+        "trusted proxies considered); header and cookie stickiness read `headers`",
     )
 
     def validate_host(self, value: str) -> str:
@@ -140,7 +151,11 @@ class RouteResolveApi(APIView):
         query.is_valid(raise_exception=True)
         data = query.validated_data
         code, body = resolve_request(
-            path=data["path"], method=data["method"], host=data["host"], headers=data["headers"]
+            path=data["path"],
+            method=data["method"],
+            host=data["host"],
+            headers=data["headers"],
+            client_ip=data.get("client_ip") or None,
         )
         if code != status.HTTP_200_OK:
             body["request_id"] = request_id_of(request)
@@ -148,13 +163,15 @@ class RouteResolveApi(APIView):
 
 
 def resolve_request(
-    *, path: str, method: str = "GET", host: str = "", headers: list[str] | None = None
+    *, path: str, method: str = "GET", host: str = "", headers: list[str] | None = None, client_ip: str | None = None
 ) -> tuple[int, dict[str, Any]]:
     """The API's answer for a request (status, body): the route-debug page shows the same."""
     method = method.upper()
     number, table = TABLES.get()
     try:
-        found = resolve(table, path, host=host, method=method, headers=header_values(headers or []))
+        found = resolve(
+            table, path, host=host, method=method, headers=header_values(headers or []), client_ip=client_ip
+        )
     except UnsafePath as exc:
         return status.HTTP_400_BAD_REQUEST, {"error": "bad_request", "message": str(exc), "path": path}
     if found is None:
@@ -180,4 +197,6 @@ def resolve_request(
         "allow": list(found.allow),
         "forwarded_path": found.rest,
         "targets": [{"url": url, "upstream_url": upstream} for url, upstream in found.upstream_urls],
+        # §12's canary, on the `/{name}` key of a splitting default version: how it decides this request.
+        "traffic_split": dict(found.traffic_split) if found.traffic_split is not None else None,
     }

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from configdoc import effective_endpoint
 from configdoc.matchers import HOSTS, MATCH_HEADERS
 from configdoc.plugins import HTTPS_REDIRECT, PRESERVE_HOST, WEBSOCKET
+from configdoc.splits import TRAFFIC_SPLIT
 from controlplane.core.api.schema_fields import plugins_field, serializer_field
 from controlplane.core.api.serializers import DocumentObjectSerializer
 from controlplane.health.selectors import UNKNOWN_REASONS, endpoint_targets_health, unknown_health
@@ -135,6 +136,7 @@ class EndpointSerializer(DocumentObjectSerializer):
     websocket = serializer_field(WEBSOCKET)  # §13
     hosts = serializer_field(HOSTS)  # §12
     match_headers = serializer_field(MATCH_HEADERS)  # §12
+    traffic_split = serializer_field(TRAFFIC_SPLIT, name="TrafficSplit")  # §12's canary
     plugins = plugins_field(
         required=False,
         help_text="this endpoint's plugins, name -> config (each shown with every default); an entry "
@@ -181,6 +183,7 @@ class EndpointSerializer(DocumentObjectSerializer):
             "websocket": effective.get("websocket", True),
             "hosts": effective.get("hosts", []),
             "match_headers": effective.get("match_headers", {}),
+            "traffic_split": effective.get("traffic_split"),
             "plugins": effective.get("plugins", {}),
             "health_check": document.get("health_check", {}),
             "created_at": serializers.DateTimeField().to_representation(instance.created_at),

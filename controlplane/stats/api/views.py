@@ -85,6 +85,8 @@ class EndpointStatsApi(APIView):
                 "step": step,
                 "totals": selectors.traffic_totals(since=since, endpoint_key=key),
                 "series": selectors.traffic_series(since=since, endpoint_key=key, step=step),
+                # §12's canary: how the name's requests divide among its versions in the window.
+                "versions": selectors.version_shares(name=endpoint_name, since=since),
             }
         )
 
