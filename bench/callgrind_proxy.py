@@ -34,8 +34,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import BODY, free_port, nginx_conf, started, upstream_block  # noqa: E402
 from auth import documents as auth_documents  # noqa: E402
+from common import BODY, free_port, nginx_conf, started, upstream_block  # noqa: E402
 from proxy import ORIGIN, PLUGINS  # noqa: E402
 from rate_limit import LIMITS  # noqa: E402
 
