@@ -34,7 +34,11 @@ event loop); the requests of one event-loop turn go out as one pipeline. Redis g
 (refused, timed out, restarted) the call raises `BackendDown`; the counters then stay "down" and skip
 Redis for a backoff (0.25 s doubling to 5 s) before one request tries again, so an outage costs no
 request more than one timeout; the first failure of an outage is logged once and the recovery once,
-and every request Redis did not count adds to `gateway_rate_limit_backend_errors_total`. Redis
+and every request Redis did not count adds to `gateway_rate_limit_backend_errors_total`. Every count
+Redis answers is copied into this node's local counters (`LocalCounters.absorb`), so a node that falls
+back to counting locally (`fault_tolerant`) goes on from the fleet's count of the current windows: a
+caller that used up its limit stays refused through a Redis outage instead of getting a fresh
+allowance on every node (Kong's `fault_tolerant` lets every request through while Redis is down). Redis
 restarted (scripts gone): the NOSCRIPT answers make the batch load the script and ask once more.
 """
 
@@ -162,6 +166,28 @@ class LocalCounters:
         entry[0] = (now // shape[-1] + 1) * shape[-1]  # the longest window's end (limits are sorted)
         return verdict
 
+    def absorb(self, key: bytes, limits: tuple[Limit, ...], counts: Sequence[int], counted: bool, now: float) -> None:
+        """Take the fleet's count of `key` (Redis's answer for one request: each limit's count before it,
+        whether it was counted, Redis's time): a node that has to count locally when Redis fails goes on
+        from the fleet's count in the current windows, not from zero."""
+        shape = self._shapes.get(limits)
+        if shape is None:
+            shape = self._shapes[limits] = tuple(limit.seconds for limit in limits)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._new(key, now)
+        else:
+            self._entries.move_to_end(key)
+        if entry[1] != shape:
+            entry[:] = self._realigned(entry, shape)
+        bump = 1 if counted else 0
+        at = 2
+        for seconds, count in zip(shape, counts, strict=True):
+            entry[at] = now // seconds
+            entry[at + 1] = count + bump
+            at += 2
+        entry[0] = (now // shape[-1] + 1) * shape[-1]
+
     def _new(self, key: bytes, now: float) -> list[Any]:
         entries = self._entries
         if len(entries) >= self.max_keys:
@@ -262,8 +288,10 @@ class RedisCounters:
         timeout: float = 0.5,
         on_error: Callable[[], None] | None = None,
         clock: Clock = time.monotonic,
+        mirror: LocalCounters | None = None,
     ) -> None:
         self.url = url
+        self.mirror = mirror  # the local counters that follow Redis's counts (LocalCounters.absorb)
         self.timeout = timeout
         self.on_error = on_error or (lambda: None)
         self.clock = clock
@@ -332,7 +360,10 @@ class RedisCounters:
             self.down = False
             self._backoff = BACKOFF_FIRST
             logger.warning("rate_limit: Redis at %s answers again; shared counting resumed", _where(self.url))
-        return judge(limits, counts, now)
+        verdict = judge(limits, counts, now)
+        if self.mirror is not None:
+            self.mirror.absorb(key, limits, counts, verdict.allowed, now)
+        return verdict
 
     def _send(self) -> None:
         """Send what was queued this loop turn as one pipeline (its own task: the next turn's queue
@@ -403,7 +434,9 @@ class RateLimits:
 
     def __init__(self, settings: Settings, on_backend_error: Callable[[], None] | None = None) -> None:
         self.local = LocalCounters(settings.rate_limit_max_keys)
-        self.redis = RedisCounters(settings.redis_url, timeout=settings.redis_timeout, on_error=on_backend_error)
+        self.redis = RedisCounters(
+            settings.redis_url, timeout=settings.redis_timeout, on_error=on_backend_error, mirror=self.local
+        )
 
     async def aclose(self) -> None:
         await self.redis.aclose()

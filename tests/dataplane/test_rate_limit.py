@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -349,6 +350,39 @@ def test_redis_down_and_fault_tolerant_counts_locally_logs_once_and_counts_the_e
     failures = [record for record in caplog.records if "failed" in record.getMessage()]
     assert len(failures) == 1 and "127.0.0.1:1" in failures[0].getMessage()
     assert gw.runtime.metrics.rate_limit_backend_errors._value.get() == 3
+
+
+def test_a_limit_used_up_in_redis_stays_used_up_when_redis_fails_and_the_node_counts_locally(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="dataplane.ratelimit")
+    if 3600 - time.time() % 3600 < 30:  # clear of the hour's edge: the five requests share one window
+        time.sleep(3600 - time.time() % 3600 + 0.2)
+    with redis_server(tmp_path / "redis.log") as (port, server):
+        gw = gateway(
+            limited((3, "hour"), by="ip", policy="redis"),
+            time.time,  # the local windows on the wall clock, as Redis's are (the same machine's)
+            redis_url=f"redis://127.0.0.1:{port}/0",
+        )
+
+        async def go() -> list[int]:
+            result: list[int] = []
+            transport = httpx.ASGITransport(app=gw.proxy, client=("192.0.2.7", 5555))
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+                for _ in range(2):  # counted in Redis
+                    result.append((await client.get("/users/x")).status_code)
+                server.kill()
+                await asyncio.to_thread(server.wait)
+                for _ in range(3):  # Redis is gone: counted locally, from the fleet's 2
+                    result.append((await client.get("/users/x")).status_code)
+            await gw.proxy.aclose()
+            return result
+
+        answers = asyncio.run(go())
+    # The third request is the last let through, Redis or not (without the fleet's count the node would
+    # start from zero and let all three of its own through).
+    assert answers == [200, 200, 200, 429, 429]
+    assert any("counting locally" in record.getMessage() for record in caplog.records)
 
 
 def test_redis_down_and_not_fault_tolerant_is_503_rate_limit_unavailable() -> None:
