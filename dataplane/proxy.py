@@ -269,6 +269,10 @@ class ProxyApp:
             if not names_websocket(upgrade) or "gateway.tunnel" not in (scope.get("extensions") or ()):
                 raise UpgradeNotSupported("protocol upgrades other than WebSocket are not supported")
             exchange.websocket_key = handshake_key(headers, exchange.method, scope["http_version"])
+        if content_length is None and not encodings and scope["http_version"] == "2":
+            # HTTP/2 has no chunked coding: a body of no declared length is DATA frames until the stream
+            # ends (the server says so in the scope), streamed like a chunked one.
+            return None, "gateway.unsized_body" in (scope.get("extensions") or ())
         return content_length, bool(encodings)
 
     @staticmethod
