@@ -46,7 +46,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 from h2.errors import ErrorCodes
+from hyperframe.exceptions import InvalidDataError
 from hyperframe.frame import GoAwayFrame
 
 from .errors import BadRequest, error_response
@@ -76,6 +78,17 @@ _RESPONSE_DROPPED = _CONNECTION_SPECIFIC | {b"te", b"trailer"}
 _BAD_NAME_BYTES = bytes(range(0x21)) + bytes(range(0x41, 0x5B)) + b'\x7f()<>@,;:[]={}\\"/?'
 _GOOD_NAME_BYTES = bytes(b for b in range(256) if b not in _BAD_NAME_BYTES)
 _BAD_VALUE_BYTES = b"\x00\r\n"
+
+
+def _error_code(exc: h2.exceptions.ProtocolError) -> ErrorCodes | None:
+    """The code RFC 9113 gives an error h2 reports with another: an undecodable header block is a
+    COMPRESSION_ERROR (§4.3), a SETTINGS acknowledgement with a payload a FRAME_SIZE_ERROR (§6.5)."""
+    cause = exc.__cause__
+    if isinstance(cause, hpack.HPACKError) and not isinstance(cause, hpack.OversizedHeaderListError):
+        return ErrorCodes.COMPRESSION_ERROR
+    if isinstance(cause, InvalidDataError) and str(cause).startswith("SETTINGS ack frame must not have payload"):
+        return ErrorCodes.FRAME_SIZE_ERROR
+    return None
 
 
 class Budget:
@@ -319,6 +332,7 @@ class H2Server:
         )
         conn.decoder.max_header_list_size = MAX_HEADER_LIST
         self.streams: dict[int, H2Stream] = {}  # streams whose request is running
+        self._opening: bytes | None = b""  # the client's first bytes, until its first frame's type is known
         self.last_stream = 0  # the highest stream id taken
         self.draining = False
         self.closed = False
@@ -351,10 +365,17 @@ class H2Server:
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self._opening is not None and not self._check_opening(data):
+            return
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            # h2 has queued the GOAWAY with the error's code.
+            # h2 has queued the GOAWAY with the error's code; where RFC 9113 names another code than
+            # h2 does, it is replaced.
+            code = _error_code(exc)
+            if code is not None:
+                self.conn.clear_outbound_data_buffer()
+                self.conn.close_connection(code, last_stream_id=self.last_stream)
             self._log("protocol error: %s", exc)
             self._close()
             return
@@ -363,6 +384,20 @@ class H2Server:
                 return
             self._event(event)
         self.flush()
+
+    def _check_opening(self, data: bytes) -> bool:
+        """RFC 9113 §3.4: the client's preface is the magic then a SETTINGS frame (h2 checks only the
+        magic). The first 28 bytes are held until the frame's type is known."""
+        opening = self._opening = (self._opening or b"") + data
+        if len(opening) < len(PREFACE) + 4:
+            return True
+        self._opening = None
+        if opening.startswith(PREFACE) and opening[len(PREFACE) + 3] != 0x4:
+            self._log("the connection preface has no SETTINGS frame")
+            self.conn.close_connection(ErrorCodes.PROTOCOL_ERROR)
+            self._close()
+            return False
+        return True
 
     def _event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
@@ -396,8 +431,15 @@ class H2Server:
             self.draining = True
             if not self.streams:
                 self._close()
-        # TrailersReceived: request trailers are dropped (as over HTTP/1.1). Settings and ping acks,
-        # unknown frames: nothing to do.
+        elif isinstance(event, h2.events.TrailersReceived):
+            # Dropped (as over HTTP/1.1), but a trailer section may hold no pseudo-header (RFC 9113 §8.1).
+            stream = self.streams.get(event.stream_id)
+            if any(name[:1] == b":" for name, _ in event.headers or ()):
+                if stream is not None:
+                    self._reset(stream, ErrorCodes.PROTOCOL_ERROR)
+                else:
+                    self.conn.reset_stream(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+        # Settings and ping acks, unknown frames: nothing to do.
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
