@@ -503,3 +503,17 @@ def test_draining_sends_goaway_and_lets_the_stream_in_flight_finish(tmp_path: Pa
             assert answer.status == 200 and answer.body == b"slow"
             assert client.wait_closed(15)
             client.close()
+
+
+def test_with_http2_off_alpn_offers_only_http_1_1_and_the_preface_gets_505(tmp_path: Path) -> None:
+    with upstream(tmp_path) as origin:
+        ca, tls_port, running = start_edge(tmp_path, origin.url, DATAPLANE_HTTP2="off")
+        with running as node:
+            edge = Edge(node, tls_port, ca, tmp_path)
+            result = edge.curl("-i", "--http2", f"{edge.https}/echo/x")
+            assert result.stdout.startswith("HTTP/1.1 200"), result.stdout
+            client = RawH2(node.port)
+            client.write(raw.PREFACE)
+            assert client.wait_closed(10)
+            assert client.buffer.startswith(b"HTTP/1.1 505 ")
+            client.close()
