@@ -97,6 +97,7 @@ class Endpoint:
     https_redirect: bool = False
     # WebSocket upgrades are tunnelled upstream (§13); false: refused with 403 `upgrade_forbidden`.
     websocket: bool = True
+    grpc: bool = False  # `protocol: grpc` (§13): proxied over HTTP/2 by grpc.py
     # The plugin chain (plugins/__init__.py), compiled in order; None: the plain path, at no cost.
     chain: Chain | None = field(compare=False, default=None)
     # The sha256 of the effective config as a whole (canonical JSON, policy included), to tell whether
@@ -353,6 +354,7 @@ def _compile_endpoint(
         preserve_host=preserve_host,
         https_redirect=bool(eff.get("https_redirect", False)),
         websocket=bool(eff.get("websocket", True)),
+        grpc=eff.get("protocol", "http") == "grpc",
         chain=compile_chain(canonical.get("plugins"), plugin_defaults, context),
         fingerprint=hashlib.sha256(configdoc.canonical_json({"endpoint": eff, "policy": policy})).digest(),
     )

@@ -46,7 +46,8 @@ from .models import Endpoint, Target
 FORM_FIELDS = (
     "name", "version", "default", "enabled", "description", "tags", "methods", "paths", "strip_path",
     "timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes", "auth_type", "breaker_policy",
-    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket", "hosts",
+    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket", "protocol",
+    "hosts",
 )  # fmt: skip
 JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins", "match_headers")
 # The endpoint's fields as configdoc's schema has them, §11's preserve_host and §13's https_redirect and
@@ -201,7 +202,7 @@ class EndpointAdmin(ServiceAdmin):
         ("Timeouts and limits", {"fields": ["timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes"]}),
         ("Resilience", {"fields": ["breaker_policy", "retries", "outlier", "tls", "health_check"]}),
         ("Routing (§12)", {"fields": ["hosts", "match_headers"]}),
-        ("Plugins", {"fields": ["preserve_host", "https_redirect", "websocket", "plugins"]}),
+        ("Plugins", {"fields": ["preserve_host", "https_redirect", "websocket", "protocol", "plugins"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:
