@@ -84,7 +84,10 @@ def document(origin: str, dead: str) -> dict[str, Any]:
                 },
             ),
             endpoint("dead", "/test.Dead", f"{dead}/test.Echo"),
+            endpoint("flaky", "/test.Flaky", f"{origin}/test.Echo", breaker_policy="tight"),
+            endpoint("picky", "/test.Picky", f"{origin}/test.Echo", breaker_policy="tight"),
         ],
+        "breaker_policies": [{"name": "tight", "failure_threshold": 2, "reset_timeout": 600}],
     }
 
 
@@ -272,6 +275,25 @@ def test_a_cancelled_call_cancels_the_upstream_call(node: DataPlane, channel: gr
 def test_http_1_1_to_a_grpc_endpoint_is_refused(node: DataPlane) -> None:
     response = httpx.post(f"{node.url}/test.Echo/Unary", content=b"\x00\x00\x00\x00\x00")
     assert response.status_code == 400 and "HTTP/2" in response.json()["message"]
+
+
+def test_calls_past_their_deadline_open_the_breaker_then_calls_are_unavailable(channel: grpc.Channel) -> None:
+    for _ in range(2):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(channel, "/test.Flaky/Slow")(b"5", timeout=0.3)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    with pytest.raises(grpc.RpcError) as caught:
+        call(channel, "/test.Flaky/Unary")(b"x", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.details() == "the circuit breaker of this endpoint is open"
+
+
+def test_a_clients_mistake_does_not_open_the_breaker(channel: grpc.Channel) -> None:
+    for _ in range(4):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(channel, "/test.Picky/Fail")(b"x", timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert call(channel, "/test.Picky/Unary")(b"still", timeout=10) == b"echo:still"
 
 
 # --- the upstream killed mid-stream ------------------------------------------------------------------
