@@ -85,6 +85,9 @@ _FAILURES = frozenset({UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_L
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length"}
 STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 1024 * 1024
+# A client cancelling this close to its deadline is taken for the deadline passing (its clock started
+# before the request reached us, ours after).
+DEADLINE_SLACK = 0.05
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
@@ -490,6 +493,10 @@ async def _upstream_to_client(
             raise UpstreamTimeout("the call's deadline (grpc-timeout) passed") from None
         raise UpstreamTimeout(NO_HEAD_IN_TIME) from None
     if kind == "cancelled":
+        if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK:
+            # The client's timer beat ours by a hair: the deadline passed all the same, and the breaker
+            # should hear of a slow upstream whoever noticed first.
+            raise UpstreamTimeout("the call's deadline (grpc-timeout) passed")
         raise ClientGone("the client cancelled the call")
     if kind != "headers":
         raise UpstreamUnavailable("the upstream ended the call before answering")

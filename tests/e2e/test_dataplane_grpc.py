@@ -277,11 +277,20 @@ def test_http_1_1_to_a_grpc_endpoint_is_refused(node: DataPlane) -> None:
     assert response.status_code == 400 and "HTTP/2" in response.json()["message"]
 
 
-def test_calls_past_their_deadline_open_the_breaker_then_calls_are_unavailable(channel: grpc.Channel) -> None:
+def test_calls_past_their_deadline_open_the_breaker_then_calls_are_unavailable(
+    node: DataPlane, channel: grpc.Channel
+) -> None:
     for _ in range(2):
         with pytest.raises(grpc.RpcError) as caught:
             call(channel, "/test.Flaky/Slow")(b"5", timeout=0.3)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The client's own timer may end the call a moment before the gateway records it.
+    eventually(
+        lambda: 'gateway_circuit_state{endpoint="flaky:v1"} 1.0'
+        in httpx.get(f"{node.admin}/-/metrics", timeout=10).text,
+        "the breaker to open",
+        timeout=10,
+    )
     with pytest.raises(grpc.RpcError) as caught:
         call(channel, "/test.Flaky/Unary")(b"x", timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
