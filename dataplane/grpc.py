@@ -93,7 +93,7 @@ _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b
 
 def is_grpc(scope: Scope) -> bool:
     """An HTTP/2 request with a gRPC content type."""
-    if scope["http_version"] != "2":
+    if scope.get("http_version") != "2":
         return False
     for name, value in scope["headers"]:
         if name == b"content-type":

@@ -288,7 +288,7 @@ class ProxyApp:
             if not names_websocket(upgrade) or "gateway.tunnel" not in (scope.get("extensions") or ()):
                 raise UpgradeNotSupported("protocol upgrades other than WebSocket are not supported")
             exchange.websocket_key = handshake_key(headers, exchange.method, scope["http_version"])
-        if content_length is None and not encodings and scope["http_version"] == "2":
+        if content_length is None and not encodings and scope.get("http_version") == "2":
             # HTTP/2 has no chunked coding: a body of no declared length is DATA frames until the stream
             # ends (the server says so in the scope), streamed like a chunked one.
             return None, "gateway.unsized_body" in (scope.get("extensions") or ())
@@ -437,7 +437,7 @@ class ProxyApp:
 
     async def _grpc(self, exchange: Exchange, state: EndpointState, rest: str) -> None:
         """A `protocol: grpc` endpoint's call (grpc.py), counted by the breaker and by grpc-status."""
-        if exchange.scope["http_version"] != "2":
+        if exchange.scope.get("http_version") != "2":
             raise BadRequest("gRPC calls need HTTP/2 (h2c with prior knowledge, or h2 over TLS)")
         permit = state.breaker.acquire()
         if permit is None:
