@@ -171,6 +171,7 @@ class H2Stream:
         "response_started",
         "scope",
         "server",
+        "trailer_fields",
         "trailers",
         "unacked",
         "waiter",
@@ -190,6 +191,7 @@ class H2Stream:
         self.response_complete = False
         self.body_done = False  # the app sent its last body message
         self.trailers = False  # the app announced trailers
+        self.trailer_fields: list[tuple[bytes, bytes]] = []  # ...and what it sent of them so far
         self.head: list[tuple[bytes, bytes]] | None = None  # the response head, sent with the first body
         self.waiter: asyncio.Future[None] | None = None
 
@@ -270,9 +272,9 @@ class H2Stream:
             if head is not None and not server.send_headers(self, head, end_stream=False):
                 return  # trailers straight after the head: a response with no body
             self.body_done = True
+            self.trailer_fields += [(name.lower(), value) for name, value in message.get("headers", ())]
             if not message.get("more_trailers", False):
-                fields = [(name.lower(), value) for name, value in message.get("headers", ())]
-                server.send_headers(self, fields, end_stream=True)
+                server.send_headers(self, self.trailer_fields, end_stream=True)
                 self._complete()
         else:
             raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
@@ -387,7 +389,8 @@ class H2Server:
 
     def _check_opening(self, data: bytes) -> bool:
         """RFC 9113 §3.4: the client's preface is the magic then a SETTINGS frame (h2 checks only the
-        magic). The first 28 bytes are held until the frame's type is known."""
+        magic). The first 28 bytes are copied aside (h2 gets them all the same) until the frame's type
+        is known."""
         opening = self._opening = (self._opening or b"") + data
         if len(opening) < len(PREFACE) + 4:
             return True
