@@ -43,6 +43,7 @@ from .errors import (
     CONNECT_TIMED_OUT,
     NO_HEAD_IN_TIME,
     REFUSED,
+    TLS_FAILED,
     ClientGone,
     NoHealthyTarget,
     UpstreamConnectError,
@@ -197,6 +198,8 @@ class UpstreamConnection:
             )
         except TimeoutError:
             raise UpstreamConnectTimeout(CONNECT_TIMED_OUT) from None
+        except ssl.SSLError as exc:
+            raise UpstreamConnectError(TLS_FAILED, detail=f"{target.origin}: {exc}") from None
         except OSError as exc:
             raise UpstreamConnectError(REFUSED, detail=f"{target.origin}: {exc}") from None
         return cls(reader, writer)

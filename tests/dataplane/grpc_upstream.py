@@ -1,7 +1,7 @@
 """A real gRPC server (grpcio, h2c) for tests/e2e/test_dataplane_grpc.py and bench/grpc.py: raw-bytes
 methods (no protobuf), one per kind of call.
 
-    python -m tests.dataplane.grpc_upstream PORT
+    python -m tests.dataplane.grpc_upstream PORT [CERT KEY]   (with CERT and KEY: TLS, ALPN h2)
 """
 
 from __future__ import annotations
@@ -78,7 +78,13 @@ HANDLERS = {
 def main() -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
-    server.add_insecure_port(f"127.0.0.1:{int(sys.argv[1])}")
+    address = f"127.0.0.1:{int(sys.argv[1])}"
+    if len(sys.argv) > 3:
+        with open(sys.argv[2], "rb") as cert, open(sys.argv[3], "rb") as key:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        server.add_secure_port(address, credentials)
+    else:
+        server.add_insecure_port(address)
     server.start()
     print("ready", flush=True)
     server.wait_for_termination()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from configdoc.consumers import hash_key
-from tests.dataplane.processes import DataPlane, dataplane
+from tests.dataplane.processes import DataPlane, dataplane, self_signed_certificate
 from tests.e2e.servers import ROOT, clean_env, eventually, free_port
 
 pytestmark = pytest.mark.e2e
@@ -29,10 +29,12 @@ KEY = "grpc-key-3Fh8vM2q"
 
 
 class GrpcUpstream:
-    def __init__(self, workdir: Path, name: str = "grpc-upstream") -> None:
+    def __init__(self, workdir: Path, name: str = "grpc-upstream", tls: tuple[Path, Path] | None = None) -> None:
         self.port = free_port()
+        self.scheme = "https" if tls else "http"
         self.log = (workdir / f"{name}.log").open("wb")
         argv = [sys.executable, "-m", "tests.dataplane.grpc_upstream", str(self.port)]
+        argv += [str(path) for path in tls or ()]
         self.process = subprocess.Popen(argv, cwd=ROOT, env=clean_env(), stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
@@ -46,7 +48,7 @@ class GrpcUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -323,5 +325,46 @@ def test_an_upstream_killed_mid_stream_ends_the_call_unavailable(tmp_path: Path)
                 with pytest.raises(grpc.RpcError) as again:
                     call(channel, "/test.Echo/Unary")(b"x", timeout=10)
                 assert again.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        upstream.stop()
+
+
+def test_an_https_target_is_called_over_h2_with_tls_verified_against_its_ca(tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    upstream = GrpcUpstream(tmp_path, "secure", tls=(cert, key))
+    try:
+        document = {
+            "format_version": 2,
+            "breaker_policies": [],
+            "endpoints": [
+                {
+                    "name": "secure",
+                    "version": "v1",
+                    "protocol": "grpc",
+                    "methods": ["POST"],
+                    "paths": ["/test.Echo"],
+                    "strip_path": False,
+                    "targets": [{"url": upstream.url}],
+                    "tls": {"ca_file": str(cert)},
+                },
+                {
+                    "name": "untrusted",
+                    "version": "v1",
+                    "protocol": "grpc",
+                    "methods": ["POST"],
+                    "paths": ["/test.Untrusted"],
+                    "targets": [{"url": f"{upstream.url}/test.Echo"}],
+                },
+            ],
+        }
+        with dataplane(tmp_path, document) as node, grpc.insecure_channel(f"127.0.0.1:{node.port}") as channel:
+            assert call(channel, "/test.Echo/Unary")(b"tls", timeout=10) == b"echo:tls"
+            streamed = list(call(channel, "/test.Echo/ServerStream", "unary_stream")(b"20,1000", timeout=20))
+            assert len(streamed) == 20
+            # A certificate the endpoint does not trust: no call goes through.
+            with pytest.raises(grpc.RpcError) as caught:
+                call(channel, "/test.Untrusted/Unary")(b"x", timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert caught.value.details() == "the TLS handshake with the upstream failed"
     finally:
         upstream.stop()
