@@ -220,9 +220,6 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self._sending: asyncio.TimerHandle | None = None  # armed while bytes wait for the client
         self._accepted = 0  # bytes the client had accepted when last checked
         self._accepted_at = 0.0  # ...and when that count last grew
-        # A plain connection's first bytes, held while they may still be the HTTP/2 preface (h2c with
-        # prior knowledge); None once decided, or when HTTP/2 is off or the connection is TLS (ALPN says).
-        self._sniff: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -264,10 +261,6 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         if self._upgraded:
             self._after_upgrade(data)
             return
-        if self._sniff is not None:
-            data = self._sniff_preface(data)
-            if not data:
-                return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -300,23 +293,6 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
             else:
                 cycle.keep_alive = False
-
-    def _sniff_preface(self, data: bytes) -> bytes:
-        """Before llhttp sees a plain connection's first bytes: the HTTP/2 preface turns the connection
-        into HTTP/2 (h2c with prior knowledge); a part of it waits for the rest; anything else is
-        HTTP/1.x, returned for the parser."""
-        seen = self._sniff + data if self._sniff else data
-        if len(seen) < len(PREFACE) and PREFACE.startswith(seen):
-            self._sniff = seen
-            return b""
-        self._sniff = None
-        if seen.startswith(PREFACE):
-            self._switch_to_h2(seen)
-            return b""
-        return seen
-
-    def _switch_to_h2(self, first: bytes) -> None:
-        raise NotImplementedError
 
     def _after_upgrade(self, data: bytes) -> None:
         self._early.append(data)
@@ -623,15 +599,37 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self._tunnel: Tunnel | None = None
         self._stopping = False  # the server asked this connection to shut down
         self._h2: H2Server | None = None
+        # A plain connection's first bytes, held while they may still be the HTTP/2 preface (h2c with
+        # prior knowledge); None once decided, or when HTTP/2 is off or the connection is TLS (ALPN says).
+        self._sniff: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if self.http2:
             tls = transport.get_extra_info("ssl_object")
             if tls is None:
+                # Until the first bytes are seen they take the `_upgraded` branch of data_received (to
+                # `_after_upgrade`, then `_sniff_preface`), so once a connection is HTTP/1.x its
+                # data_received is exactly what it was without HTTP/2: not one more check per request.
                 self._sniff = b""
+                self._upgraded = True
             elif tls.selected_alpn_protocol() == "h2":
                 self._switch_to_h2(b"")
+
+    def _sniff_preface(self, data: bytes) -> None:
+        """A plain connection's first bytes, before llhttp sees them: the HTTP/2 preface turns the
+        connection into HTTP/2 (h2c with prior knowledge); a part of it waits for the rest; anything
+        else is HTTP/1.x, handed to the parser from now on."""
+        seen = self._sniff + data if self._sniff else data
+        if len(seen) < len(PREFACE) and PREFACE.startswith(seen):
+            self._sniff = seen
+            return
+        self._sniff = None
+        if seen.startswith(PREFACE):
+            self._switch_to_h2(seen)
+            return
+        self._upgraded = False
+        self.data_received(seen)
 
     def _switch_to_h2(self, first: bytes) -> None:
         """From now on this connection is HTTP/2: llhttp parses nothing more (`_upgraded`), every byte
@@ -860,6 +858,9 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         h2 = self._h2
         if h2 is not None:
             h2.data_received(data)
+            return
+        if self._sniff is not None:
+            self._sniff_preface(data)
             return
         tunnel = self._tunnel
         if tunnel is not None:
