@@ -48,6 +48,7 @@ import h2.exceptions
 import h2.settings
 import hpack
 from h2.errors import ErrorCodes
+from hpack import NeverIndexedHeaderTuple
 from hyperframe.exceptions import InvalidDataError
 from hyperframe.frame import GoAwayFrame
 
@@ -78,6 +79,22 @@ _RESPONSE_DROPPED = _CONNECTION_SPECIFIC | {b"te", b"trailer"}
 _BAD_NAME_BYTES = bytes(range(0x21)) + bytes(range(0x41, 0x5B)) + b'\x7f()<>@,;:[]={}\\"/?'
 _GOOD_NAME_BYTES = bytes(b for b in range(256) if b not in _BAD_NAME_BYTES)
 _BAD_VALUE_BYTES = b"\x00\r\n"
+_INDEXED = frozenset(
+    {
+        b"content-type",
+        b"content-encoding",
+        b"cache-control",
+        b"server",
+        b"vary",
+        b"x-endpoint-id",
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-expose-headers",
+        b"strict-transport-security",
+        b"grpc-encoding",
+        b"grpc-accept-encoding",
+    }
+)
 
 
 def _error_code(exc: h2.exceptions.ProtocolError) -> ErrorCodes | None:
@@ -285,12 +302,16 @@ class H2Stream:
 
 
 def response_head(status: int, headers: Any) -> list[tuple[bytes, bytes]]:
-    head = [(b":status", b"%d" % status)]
+    """The HTTP/2 response head: `:status`, then the app's fields (names lower-cased, connection-specific
+    ones dropped). Only fields that repeat from answer to answer enter HPACK's dynamic table; the rest
+    (a request id, a date, a response time, cookies) are sent never-indexed: they would only push the
+    repeating ones out of the table and make every search of it longer."""
+    head: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
     for name, value in headers:
         name = name.lower()
         if name in _RESPONSE_DROPPED:
             continue
-        head.append((name, value))
+        head.append((name, value) if name in _INDEXED else NeverIndexedHeaderTuple(name, value))
     names = b"".join(name for name, _ in head[1:])
     if names.translate(None, _GOOD_NAME_BYTES):
         raise RuntimeError("Invalid HTTP header name.")
@@ -319,7 +340,9 @@ class H2Server:
             # asks; h2's would end the whole connection.
             validate_inbound_headers=False,
             normalize_inbound_headers=True,
+            # response_head lower-cases and checks the fields itself (and chooses what HPACK indexes).
             validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         conn = self.conn = h2.connection.H2Connection(config=config)
         conn.local_settings = h2.settings.Settings(
