@@ -38,6 +38,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hpack import NeverIndexedHeaderTuple
 
 from .errors import (
     CONNECT_TIMED_OUT,
@@ -84,6 +85,19 @@ _FAILURES = frozenset({UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_L
 # Request headers that do not go upstream: HTTP/1.1's hop-by-hop ones and the ones rebuilt as
 # pseudo-headers (`te: trailers` is added back).
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length"}
+# Values that differ on every call, and secrets (RFC 7541 §7.1.3): sent never-indexed, so HPACK's table
+# keeps the ones that repeat and no secret sits in it (see h2server.response_head).
+_VOLATILE = frozenset(
+    {
+        b"x-request-id",
+        b"grpc-timeout",
+        b"traceparent",
+        b"tracestate",
+        b"authorization",
+        b"proxy-authorization",
+        b"cookie",
+    }
+)
 STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 1024 * 1024
 # A client cancelling this close to its deadline is taken for the deadline passing (its clock started
@@ -163,7 +177,15 @@ class UpstreamConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None, validate_inbound_headers=True)
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            # The request head is built here from checked parts (the client's fields passed h2server's
+            # checks; the rest are ours): h2 need not normalise it again, nor choose what HPACK indexes.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.local_settings = h2.settings.Settings(
             client=True,
@@ -430,7 +452,11 @@ async def proxy_call(
         (b":authority", target.host.encode()),
         (b":path", path),
     ]
-    headers += [(name, value) for name, value in upstream_headers(target) if name not in _NOT_FORWARDED]
+    headers += [
+        NeverIndexedHeaderTuple(name, value) if name in _VOLATILE else (name, value)
+        for name, value in upstream_headers(target)
+        if name not in _NOT_FORWARDED
+    ]
     headers.append((b"te", b"trailers"))  # gRPC requires it; the forwarding rules drop it as hop-by-hop
     started = time.perf_counter()
     stream = connection.request(headers, end_stream=False)
