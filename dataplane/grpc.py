@@ -199,9 +199,11 @@ class UpstreamConnection:
         self.streams: dict[int, UpstreamStream] = {}
         self.closed = False
         self.going_away = False
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[bytes] | None = None  # bytes for the upstream, written at the end of the turn
         self._window: set[asyncio.Future[None]] = set()
         self.flush()
-        self._task = asyncio.get_running_loop().create_task(self._read())
+        self._task = self._loop.create_task(self._read())
 
     @classmethod
     async def open(cls, target: Target, endpoint: Endpoint, contexts: Contexts) -> UpstreamConnection:
@@ -233,9 +235,21 @@ class UpstreamConnection:
         return self.conn.open_outbound_streams < self.conn.remote_settings.max_concurrent_streams
 
     def flush(self) -> None:
+        """What h2 has to send, written once at the end of this turn of the event loop with whatever
+        else the turn adds: with many calls in flight, one system call instead of one per frame."""
         data = self.conn.data_to_send()
-        if data and not self.writer.is_closing():
-            self.writer.write(data)
+        if data:
+            pending = self._pending
+            if pending is None:
+                self._pending = [data]
+                self._loop.call_soon(self._write)
+            else:
+                pending.append(data)
+
+    def _write(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self.writer.is_closing():
+            self.writer.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def request(self, headers: Headers, *, end_stream: bool) -> UpstreamStream:
         stream_id = self.conn.get_next_available_stream_id()
@@ -266,6 +280,7 @@ class UpstreamConnection:
                 return False
             self.flush()
             if self.writer.transport.get_write_buffer_size() > CONNECTION_WINDOW:
+                self._write()
                 await self.writer.drain()
             if not data:
                 return True
@@ -312,6 +327,7 @@ class UpstreamConnection:
                 stream.events.put_nowait(("lost", None))
             self.streams.clear()
             self._wake()
+            self._write()  # a GOAWAY h2 queued for a protocol error goes out before the close
             self.writer.close()
 
     def _event(self, event: h2.events.Event) -> None:
