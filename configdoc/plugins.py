@@ -76,6 +76,7 @@ FORMAT_2_ENDPOINT_KEYS = (
     "preserve_host",
     "https_redirect",
     "websocket",
+    "protocol",
     "hosts",
     "match_headers",
     "traffic_split",
@@ -879,8 +880,20 @@ WEBSOCKET = Field(
     default=True,
     help="false: a WebSocket upgrade request is refused (403 upgrade_forbidden) instead of tunnelled upstream",
 )
+PROTOCOL = Field(
+    "enum",
+    choices=("http", "grpc"),
+    default="http",
+    help="grpc: requests go upstream over HTTP/2 (h2c, or h2 over TLS for an https target) with trailers "
+    "passed both ways and gateway errors answered as grpc-status (§13); clients must speak HTTP/2",
+)
 # The §11/§13 endpoint flags: their field, and the value canonical form leaves out (the default).
-ENDPOINT_FLAGS = {"preserve_host": PRESERVE_HOST, "https_redirect": HTTPS_REDIRECT, "websocket": WEBSOCKET}
+ENDPOINT_FLAGS = {
+    "preserve_host": PRESERVE_HOST,
+    "https_redirect": HTTPS_REDIRECT,
+    "websocket": WEBSOCKET,
+    "protocol": PROTOCOL,
+}
 
 # --- validation, canonical and effective forms ----------------------------------------------------
 

@@ -552,7 +552,7 @@ def effective_endpoint(
     target_fields = ENDPOINT_FIELDS["targets"].item.fields  # type: ignore[union-attr]
     result["targets"] = [_effective(target_fields, target) for target in canonical.get("targets", [])]
     result["health_check"] = effective_health_check(health_check_defaults, canonical.get("health_check"))
-    for flag in ("preserve_host", "https_redirect", "websocket"):
+    for flag in ("preserve_host", "https_redirect", "websocket", "protocol"):
         if flag in canonical:
             result[flag] = canonical[flag]
     for matcher in ("hosts", "match_headers", "traffic_split"):

@@ -74,6 +74,11 @@ class Metrics:
         )
         self.retries = Counter("gateway_upstream_retries", "Retries sent upstream", ["endpoint"], registry=r)
         self.errors = Counter("gateway_errors", "Gateway-made error answers", ["endpoint", "error"], registry=r)
+        # §13: gRPC calls (protocol: grpc endpoints, and gateway errors answered to gRPC clients) by the
+        # grpc-status the client got; their HTTP status is 200 whatever happened.
+        self.grpc_responses = Counter(
+            "gateway_grpc_responses", "gRPC calls answered, by grpc-status", ["endpoint", "grpc_status"], registry=r
+        )
         # One per access plugin's decision (ARCHITECTURE §11), in `enforce` and `report` mode alike:
         # `allow` (passed), `deny` (refused: the client got the plugin's error), `would_deny` (report
         # mode: it would have been refused, and went through).
@@ -185,6 +190,10 @@ class Metrics:
             errors = self._pending_errors
             errors[(endpoint, error)] = errors.get((endpoint, error), 0) + 1
         self._add(self._pending_durations, endpoint, seconds)
+
+    def observe_grpc(self, endpoint: str, code: int) -> None:
+        """One gRPC call answered with grpc-status `code` (rare next to requests: counted at once)."""
+        self.grpc_responses.labels(endpoint, str(code)).inc()
 
     def observe_consumer(self, endpoint: str, consumer: str, status: int, error: str | None = None) -> None:
         """One answered request an authentication plugin named `consumer` for (only called then, so an

@@ -56,10 +56,12 @@ def bind(address: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def load_certificates(folder: Path, on_change: Callable[..., None] | None = None) -> Certificates:
+def load_certificates(
+    folder: Path, on_change: Callable[..., None] | None = None, *, http2: bool = True
+) -> Certificates:
     """The TLS listener's certificates, or BootError naming the folder when none is usable."""
     try:
-        return Certificates(folder, on_change)
+        return Certificates(folder, on_change, http2=http2)
     except NoCertificates as exc:
         raise BootError(str(exc)) from None
 
@@ -167,7 +169,13 @@ def uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvicor
         host=host,
         port=port,
         # httptools (llhttp), with the request-header and send deadlines added; never h11.
-        http=protocol_class(settings.header_timeout, settings.send_timeout, settings.tunnel_grace),
+        http=protocol_class(
+            settings.header_timeout,
+            settings.send_timeout,
+            settings.tunnel_grace,
+            http2=settings.http2,
+            h2_max_streams=settings.h2_max_streams,
+        ),
         ws="none",
         lifespan="off",
         loop="none",  # the loop is ours (run() above): uvloop
@@ -206,7 +214,7 @@ async def serve(
     require_config(settings, runtime)
     certificates: Certificates | None = None
     if settings.tls_listen is not None and settings.tls_certs is not None:
-        certificates = load_certificates(settings.tls_certs, runtime.metrics.set_certificates)
+        certificates = load_certificates(settings.tls_certs, runtime.metrics.set_certificates, http2=settings.http2)
         runtime.certificates = certificates
         if tls_sockets is None:
             tls_sockets = [bind(settings.tls_listen)]

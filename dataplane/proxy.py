@@ -15,6 +15,7 @@ one place: `answer_headers`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
@@ -27,6 +28,7 @@ from configdoc import Match, MatcherTable, Selection, UnsafePath, request_host
 from configdoc.splits import TrafficSplit
 
 from . import body as request_body
+from . import grpc
 from .accesslog import AccessLog
 from .errors import (
     CONNECT_TIMED_OUT,
@@ -83,6 +85,15 @@ NO_TARGET_RETRY_AFTER = b"5"
 _UNSAFE_IN_LOCATION = re.compile(rb"[^\x21-\x7e]")
 
 
+def _message_of(body: bytes) -> str:
+    """The `message` of a gateway-made JSON answer (errors.error_answer's shape), for grpc-message."""
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        return ""
+    return message if isinstance(message, str) else ""
+
+
 def _percent(match: re.Match[bytes]) -> bytes:
     return b"%%%02X" % match.group()[0]
 
@@ -99,11 +110,13 @@ class ProxyApp:
         self.access_log = AccessLog(runtime.settings.access_log)
         self.show_response_time = not self.settings.hide_response_time
         # What the upstream may not set on the client's answer: the gateway's own headers replace them.
+        self.grpc_pool = grpc.Pool()  # upstream HTTP/2 connections of protocol: grpc endpoints
         self.response_drop = HOP_BY_HOP | {b"x-request-id", b"x-endpoint-id", b"x-gateway-panic", b"x-gateway-fallback"}
         if self.show_response_time:
             self.response_drop |= {b"x-response-time"}
 
     async def aclose(self) -> None:
+        self.grpc_pool.close()
         self.access_log.flush()
         await self.transport.aclose()
         await close_plugins()
@@ -191,6 +204,12 @@ class ProxyApp:
         await self._send_whole(exchange, answer.status, list(answer.headers), answer.body)
 
     async def _send_whole(self, exchange: Exchange, status: int, headers: Headers, body: bytes) -> None:
+        if status != 200 and grpc.is_grpc(exchange.scope):
+            # A gRPC client reads grpc-status, not an HTTP status or a JSON body (grpc.py).
+            # The access log and gateway_requests keep the HTTP status the error has (exchange.status).
+            self.runtime.metrics.observe_grpc(exchange.endpoint_key or "", grpc.grpc_status_of(status))
+            status, headers = grpc.grpc_answer(status, headers, _message_of(body))
+            body = b""
         headers = self.answer_headers(exchange, headers)
         exchange.started = True
         exchange.bytes_out = len(body)
@@ -270,6 +289,10 @@ class ProxyApp:
             if not names_websocket(upgrade) or "gateway.tunnel" not in (scope.get("extensions") or ()):
                 raise UpgradeNotSupported("protocol upgrades other than WebSocket are not supported")
             exchange.websocket_key = handshake_key(headers, exchange.method, scope["http_version"])
+        if content_length is None and not encodings and scope.get("http_version") == "2":
+            # HTTP/2 has no chunked coding: a body of no declared length is DATA frames until the stream
+            # ends (the server says so in the scope), streamed like a chunked one.
+            return None, "gateway.unsized_body" in (scope.get("extensions") or ())
         return content_length, bool(encodings)
 
     @staticmethod
@@ -374,6 +397,8 @@ class ProxyApp:
                 rest = match.key[len(self.settings.mount_prefix) :] + rest
             if exchange.websocket_key is not None:
                 await self._tunnel(exchange, state, rest)  # counted in in_flight as long as it is open
+            elif endpoint.grpc:
+                await self._grpc(exchange, state, rest)
             else:
                 await self._proxy(exchange, state, rest, content_length, chunked)
         finally:
@@ -427,6 +452,41 @@ class ProxyApp:
         return None
 
     # --- upstream --------------------------------------------------------------------------------
+
+    async def _grpc(self, exchange: Exchange, state: EndpointState, rest: str) -> None:
+        """A `protocol: grpc` endpoint's call (grpc.py), counted by the breaker and by grpc-status."""
+        if exchange.scope.get("http_version") != "2":
+            raise BadRequest("gRPC calls need HTTP/2 (h2c with prior knowledge, or h2 over TLS)")
+        permit = state.breaker.acquire()
+        if permit is None:
+            await self._send_answer(exchange, fallback(exchange, state))
+            return
+        codes: list[int] = []
+        key = state.endpoint.key
+        metrics = self.runtime.metrics
+
+        def observe(code: int) -> None:
+            codes.append(code)
+            metrics.observe_grpc(key, code)
+
+        drop = self.response_drop
+        try:
+            await grpc.proxy_call(
+                exchange,
+                state,
+                rest,
+                self.grpc_pool,
+                lambda target: self.forwarding.upstream_headers(exchange, target),
+                lambda headers: self.answer_headers(exchange, [pair for pair in headers if pair[0] not in drop]),
+                observe,
+            )
+        except UpstreamError:
+            state.breaker.record(permit, failed=True)
+            raise
+        except BaseException:
+            state.breaker.release(permit)
+            raise
+        state.breaker.record(permit, failed=grpc.failed(codes[0] if codes else None))
 
     async def _proxy(
         self, exchange: Exchange, state: EndpointState, rest: str, content_length: int | None, chunked: bool

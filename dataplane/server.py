@@ -37,6 +37,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .errors import BadRequest, GatewayError, RequestTimeout, error_response
+from .h2server import PREFACE, H2Server
 from .proxy import new_request_id
 from .tunnel import HIGH_WATER, Tunnel, UpstreamSide
 
@@ -586,6 +587,8 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
     cycle: LeanCycle  # type: ignore[assignment]
     pipeline: deque[tuple[LeanCycle, Any]]  # type: ignore[assignment]
     tunnel_grace = 10.0  # seconds a tunnel may live on once the server is stopping
+    http2 = True  # h2 by ALPN on TLS, h2c with prior knowledge on plain (h2server.py)
+    h2_max_streams = 100
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -595,6 +598,47 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self._asks_upgrade = False  # the request has an Upgrade header: its scope offers a tunnel
         self._tunnel: Tunnel | None = None
         self._stopping = False  # the server asked this connection to shut down
+        self._h2: H2Server | None = None
+        # A plain connection's first bytes, held while they may still be the HTTP/2 preface (h2c with
+        # prior knowledge); None once decided, or when HTTP/2 is off or the connection is TLS (ALPN says).
+        self._sniff: bytes | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.http2:
+            tls = transport.get_extra_info("ssl_object")
+            if tls is None:
+                # Until the first bytes are seen they take the `_upgraded` branch of data_received (to
+                # `_after_upgrade`, then `_sniff_preface`), so once a connection is HTTP/1.x its
+                # data_received is exactly what it was without HTTP/2: not one more check per request.
+                self._sniff = b""
+                self._upgraded = True
+            elif tls.selected_alpn_protocol() == "h2":
+                self._switch_to_h2(b"")
+
+    def _sniff_preface(self, data: bytes) -> None:
+        """A plain connection's first bytes, before llhttp sees them: the HTTP/2 preface turns the
+        connection into HTTP/2 (h2c with prior knowledge); a part of it waits for the rest; anything
+        else is HTTP/1.x, handed to the parser from now on."""
+        seen = self._sniff + data if self._sniff else data
+        if len(seen) < len(PREFACE) and PREFACE.startswith(seen):
+            self._sniff = seen
+            return
+        self._sniff = None
+        if seen.startswith(PREFACE):
+            self._switch_to_h2(seen)
+            return
+        self._upgraded = False
+        self.data_received(seen)
+
+    def _switch_to_h2(self, first: bytes) -> None:
+        """From now on this connection is HTTP/2: llhttp parses nothing more (`_upgraded`), every byte
+        goes to the H2Server, which has its own idle deadline."""
+        self._head.cancel()
+        self._idle.cancel()
+        self._upgraded = True
+        self._h2 = H2Server(self, max_streams=self.h2_max_streams, idle_timeout=self.timeout_keep_alive)
+        self._h2.start(first)
 
     def _malformed(self, error: GatewayError) -> None:
         """A parse error belongs to the request being parsed: if that is the last cycle, its body broken,
@@ -626,6 +670,8 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         self.connections.discard(self)
         if self._tunnel is not None:
             self._tunnel.client_lost()
+        if self._h2 is not None:
+            self._h2.connection_lost()
         cycle = self.cycle
         if cycle is not None:
             if not cycle.response_complete:
@@ -809,6 +855,13 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         return tunnel
 
     def _after_upgrade(self, data: bytes) -> None:
+        h2 = self._h2
+        if h2 is not None:
+            h2.data_received(data)
+            return
+        if self._sniff is not None:
+            self._sniff_preface(data)
+            return
         tunnel = self._tunnel
         if tunnel is not None:
             tunnel.from_client(data)
@@ -829,17 +882,30 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
         """The server is stopping: a tunnel gets `tunnel_grace` seconds more, other connections
         uvicorn's treatment (closed when idle, after the response in progress otherwise)."""
         self._stopping = True
-        if self._tunnel is not None:
+        if self._h2 is not None:
+            self._h2.shutdown()
+        elif self._tunnel is not None:
             self._tunnel.drain(self.tunnel_grace)
         else:
             super().shutdown()
 
 
 def protocol_class(
-    header_timeout: float, send_timeout: float = 30.0, tunnel_grace: float = 10.0
+    header_timeout: float,
+    send_timeout: float = 30.0,
+    tunnel_grace: float = 10.0,
+    *,
+    http2: bool = True,
+    h2_max_streams: int = 100,
 ) -> type[LeanHttpToolsProtocol]:
     return type(
         "DataPlaneHttpProtocol",
         (LeanHttpToolsProtocol,),
-        {"header_timeout": header_timeout, "send_timeout": send_timeout, "tunnel_grace": tunnel_grace},
+        {
+            "header_timeout": header_timeout,
+            "send_timeout": send_timeout,
+            "tunnel_grace": tunnel_grace,
+            "http2": http2,
+            "h2_max_streams": h2_max_streams,
+        },
     )

@@ -178,6 +178,10 @@ class Settings:
     drain_delay: float = 5.0
     # Once the listener has stopped, open WebSocket tunnels live this long more, then are closed (§13).
     tunnel_grace: float = 10.0
+    # HTTP/2 to clients (§13, h2server.py): h2 by ALPN on the TLS listener, h2c with prior knowledge on the
+    # plain one; at most `h2_max_streams` streams open at once per connection.
+    http2: bool = True
+    h2_max_streams: int = 100
     # The control-plane sync (§4, sync.py); unset URL → standalone on the seed, cache unused.
     control_plane_url: str | None = None
     cache_dir: Path | None = None
@@ -228,6 +232,8 @@ class Settings:
             "drain_delay": _number(environ, "DATAPLANE_DRAIN_DELAY", 5.0, minimum=0, maximum=DAY),
             # At most uvicorn's graceful-shutdown limit (process.GRACEFUL_SHUTDOWN), after which it cancels.
             "tunnel_grace": _number(environ, "DATAPLANE_TUNNEL_GRACE", 10.0, minimum=0, maximum=25),
+            "http2": _flag(environ, "DATAPLANE_HTTP2") if environ.get("DATAPLANE_HTTP2", "").strip() else True,
+            "h2_max_streams": _count(environ, "DATAPLANE_H2_MAX_STREAMS", 100, minimum=1, maximum=10_000),
             "control_plane_url": _control_plane_url(environ),
             "token": environ.get("DATAPLANE_TOKEN", "").strip() or None,
             "report_interval": _number(environ, "DATAPLANE_REPORT_INTERVAL", 10.0, minimum=0.1, maximum=DAY),

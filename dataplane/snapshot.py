@@ -98,6 +98,7 @@ class Endpoint:
     https_redirect: bool = False
     # WebSocket upgrades are tunnelled upstream (§13); false: refused with 403 `upgrade_forbidden`.
     websocket: bool = True
+    grpc: bool = False  # `protocol: grpc` (§13): proxied over HTTP/2 by grpc.py
     # §12's canary (configdoc.splits) on a default version, and the route key it splits (`/{name}` with
     # the mount prefix); None: no split, and the proxy pays one attribute test for it.
     split: TrafficSplit | None = field(compare=False, default=None)
@@ -361,6 +362,7 @@ def _compile_endpoint(
         preserve_host=preserve_host,
         https_redirect=bool(eff.get("https_redirect", False)),
         websocket=bool(eff.get("websocket", True)),
+        grpc=eff.get("protocol", "http") == "grpc",
         chain=compile_chain(canonical.get("plugins"), plugin_defaults, context),
         fingerprint=hashlib.sha256(configdoc.canonical_json({"endpoint": eff, "policy": policy})).digest(),
     )

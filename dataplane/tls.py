@@ -51,14 +51,20 @@ class NoCertificates(Exception):
     """No file of the folder holds a usable certificate and key: a TLS listener could serve no one."""
 
 
-def server_context() -> ssl.SSLContext:
-    """A server context with the listener's policy: TLS 1.2 or later, the modern cipher list, HTTP/1.1
-    offered by ALPN, no compression, no renegotiation."""
+# ALPN: HTTP/2 first when it is on (DATAPLANE_HTTP2), so a client offering both gets it (h2server.py).
+ALPN_H2 = ("h2", "http/1.1")
+ALPN_HTTP1 = ("http/1.1",)
+
+
+def server_context(alpn: tuple[str, ...] = ALPN_H2) -> ssl.SSLContext:
+    """A server context with the listener's policy: TLS 1.2 or later, the modern cipher list, `alpn`
+    offered by ALPN, no compression, no renegotiation. Every context of a listener must offer the same
+    protocols: OpenSSL asks the context the SNI callback chose."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     return context
 
 
@@ -78,7 +84,7 @@ class Certificate:
         return self.file[:-4] if self.file.endswith(".pem") else self.file
 
 
-def read_certificate(path: Path) -> Certificate:
+def read_certificate(path: Path, alpn: tuple[str, ...] = ALPN_H2) -> Certificate:
     """Load one PEM file (chain + key) or raise ValueError / OSError / ssl.SSLError saying why not."""
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
@@ -93,7 +99,7 @@ def read_certificate(path: Path) -> Certificate:
         names = tuple(dict.fromkeys(name.lower().rstrip(".") for name in sans.get_values_for_type(x509.DNSName)))
     except x509.ExtensionNotFound:
         names = ()
-    context = server_context()
+    context = server_context(alpn)
     # The ssl module reads the chain and the key from the same file (the key must match the leaf).
     context.load_cert_chain(str(path))
     not_after = leaf.not_valid_after_utc.timestamp()
@@ -136,7 +142,7 @@ class CertificateSet:
         return found if found is not None else self.default
 
 
-def read_folder(folder: Path) -> CertificateSet:
+def read_folder(folder: Path, alpn: tuple[str, ...] = ALPN_H2) -> CertificateSet:
     """Every usable `*.pem` file of the folder, by file name; a bad one is logged and skipped. Raises
     NoCertificates (naming the folder) when none is usable."""
     try:
@@ -150,7 +156,7 @@ def read_folder(folder: Path) -> CertificateSet:
     now = time.time()
     for path in paths:
         try:
-            certificate = read_certificate(path)
+            certificate = read_certificate(path, alpn)
         except (OSError, ValueError, ssl.SSLError) as exc:
             logger.error("TLS: skipped %s: %s", path, exc)
             continue
@@ -190,13 +196,16 @@ class Certificates:
     """The listener's certificates: the current set, the listener's context with the SNI callback that
     hands each connection the current set's context, and the reload (SIGHUP, change polling)."""
 
-    def __init__(self, folder: Path, on_change: Callable[[CertificateSet], None] | None = None) -> None:
+    def __init__(
+        self, folder: Path, on_change: Callable[[CertificateSet], None] | None = None, *, http2: bool = True
+    ) -> None:
         self.folder = folder
+        self.alpn = ALPN_H2 if http2 else ALPN_HTTP1
         self._signature = folder_signature(folder)
-        self.current = read_folder(folder)  # NoCertificates at startup: the caller refuses to start
+        self.current = read_folder(folder, self.alpn)  # NoCertificates at startup: the caller refuses to start
         self.on_change = on_change
         self._reloading: asyncio.Lock | None = None
-        listener = server_context()
+        listener = server_context(self.alpn)
         listener.load_cert_chain(str(folder / self.current.default.file))
         listener.sni_callback = self._choose
         self.listener_context = listener
@@ -222,7 +231,7 @@ class Certificates:
         async with self._reloading:
             signature = folder_signature(self.folder)
             try:
-                fresh = await asyncio.to_thread(read_folder, self.folder)
+                fresh = await asyncio.to_thread(read_folder, self.folder, self.alpn)
             except NoCertificates as exc:
                 self._signature = signature
                 logger.error("TLS: %s; the certificates loaded before stay in use (%s)", exc, reason)

@@ -47,8 +47,8 @@ from .models import Endpoint, Target
 FORM_FIELDS = (
     "name", "version", "default", "enabled", "description", "tags", "methods", "paths", "strip_path",
     "timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes", "auth_type", "breaker_policy",
-    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket", "hosts",
-    "traffic_split",
+    "retries", "outlier", "tls", "health_check", "preserve_host", "https_redirect", "websocket", "protocol",
+    "hosts", "traffic_split",
 )  # fmt: skip
 JSON_FIELDS = ("retries", "outlier", "tls", "health_check", "plugins", "match_headers", "traffic_split")
 # The endpoint's fields as configdoc's schema has them, §11's preserve_host and §13's https_redirect and
@@ -214,7 +214,7 @@ class EndpointAdmin(ServiceAdmin):
         ("Timeouts and limits", {"fields": ["timeout", "connect_timeout", "read_idle_timeout", "max_body_bytes"]}),
         ("Resilience", {"fields": ["breaker_policy", "retries", "outlier", "tls", "health_check"]}),
         ("Routing (§12)", {"fields": ["hosts", "match_headers", "traffic_split"]}),
-        ("Plugins", {"fields": ["preserve_host", "https_redirect", "websocket", "plugins"]}),
+        ("Plugins", {"fields": ["preserve_host", "https_redirect", "websocket", "protocol", "plugins"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:

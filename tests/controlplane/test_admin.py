@@ -28,6 +28,7 @@ def endpoint_form(**fields: Any) -> dict[str, Any]:
         "name": "users", "version": "v1", "enabled": "on", "strip_path": "on", "description": "",
         "tags": "", "methods": "GET, POST", "paths": "", "timeout": "30", "connect_timeout": "5",
         "read_idle_timeout": "60", "max_body_bytes": "10485760", "auth_type": "none", "breaker_policy": "default",
+        "protocol": "http",
         "retries": "", "outlier": "", "tls": "", "health_check": '{"path": "/health"}',
         "targets-TOTAL_FORMS": "2", "targets-INITIAL_FORMS": "0", "targets-MIN_NUM_FORMS": "1",
         "targets-MAX_NUM_FORMS": "1000",

@@ -232,3 +232,19 @@ def test_a_bad_redis_url_is_refused_without_echoing_it() -> None:
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"DATAPLANE_REDIS_URL": "http://user:s3cret@127.0.0.1"})
     assert "s3cret" not in str(refused.value)
+
+
+def test_http2_is_on_with_100_streams_by_default_and_can_be_turned_off() -> None:
+    default = Settings.from_env({})
+    assert (default.http2, default.h2_max_streams) == (True, 100)
+    chosen = Settings.from_env({"DATAPLANE_HTTP2": "off", "DATAPLANE_H2_MAX_STREAMS": "32"})
+    assert (chosen.http2, chosen.h2_max_streams) == (False, 32)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DATAPLANE_HTTP2", "maybe"), ("DATAPLANE_H2_MAX_STREAMS", "0"), ("DATAPLANE_H2_MAX_STREAMS", "100001")],
+)
+def test_a_bad_http2_setting_is_refused_with_its_name(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from configdoc import effective_endpoint
 from configdoc.matchers import HOSTS, MATCH_HEADERS
-from configdoc.plugins import HTTPS_REDIRECT, PRESERVE_HOST, WEBSOCKET
+from configdoc.plugins import HTTPS_REDIRECT, PRESERVE_HOST, PROTOCOL, WEBSOCKET
 from configdoc.splits import TRAFFIC_SPLIT
 from controlplane.core.api.schema_fields import plugins_field, serializer_field
 from controlplane.core.api.serializers import DocumentObjectSerializer
@@ -134,6 +134,7 @@ class EndpointSerializer(DocumentObjectSerializer):
     preserve_host = serializer_field(PRESERVE_HOST)
     https_redirect = serializer_field(HTTPS_REDIRECT)  # §13
     websocket = serializer_field(WEBSOCKET)  # §13
+    protocol = serializer_field(PROTOCOL)  # §13
     hosts = serializer_field(HOSTS)  # §12
     match_headers = serializer_field(MATCH_HEADERS)  # §12
     traffic_split = serializer_field(TRAFFIC_SPLIT, name="TrafficSplit")  # §12's canary
@@ -181,6 +182,7 @@ class EndpointSerializer(DocumentObjectSerializer):
             "preserve_host": effective.get("preserve_host", False),
             "https_redirect": effective.get("https_redirect", False),
             "websocket": effective.get("websocket", True),
+            "protocol": effective.get("protocol", "http"),
             "hosts": effective.get("hosts", []),
             "match_headers": effective.get("match_headers", {}),
             "traffic_split": effective.get("traffic_split"),

@@ -1,0 +1,187 @@
+"""HTTP/2 to clients (docs/dataplane.md, "HTTP/2"): the data plane's h2c and h2-over-TLS beside its
+HTTP/1.1 and beside nginx speaking HTTP/2, in one run, only on 127.0.0.1:
+
+    .venv/bin/python bench/h2.py [--rounds 3] [--duration 5] [--streams 10]
+
+Needs `h2load` (nghttp2-client), `nginx` and `taskset` on PATH; installs nothing. Starts, in a temporary
+directory, an nginx upstream (core 1, with h2load) and, pinned to core 0:
+
+  (h) dp-http1     the data plane's plain listener, HTTP/1.1 (h2load --h1, one request at a time per connection)
+  (c) dp-h2c       the same listener, h2c with prior knowledge
+  (t) dp-h2-tls    the same process's TLS listener, h2 by ALPN (ECDSA P-256 certificate)
+  (C) nginx-h2c    nginx, `listen ... http2` without TLS (prior knowledge), reverse proxy to the upstream
+  (T) nginx-h2-tls nginx terminating TLS with h2, the same certificate and cipher list
+
+Each runs `h2load -c10 -m<streams>` (10 connections, `--streams` concurrent streams each: 100 in flight
+by default) for `--duration` seconds after a one-second warm-up; rounds interleaved, medians shown,
+with the ratios against nginx. Upstream is HTTP/1.1 keep-alive for every target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import BODY, free_port, nginx_conf, started, upstream_block  # noqa: E402
+
+from dataplane.tls import CIPHERS  # noqa: E402
+from tests.dataplane.tls_certs import Authority  # noqa: E402
+
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+CONNECTIONS = 10
+
+
+def nginx_h2_block(plain: int, tls: int, upstream: int, pem: Path) -> str:
+    return f"""
+    upstream origin {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{plain} http2;
+        listen 127.0.0.1:{tls} ssl http2;
+        ssl_certificate {pem};
+        ssl_certificate_key {pem};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {CIPHERS};
+        http2_max_concurrent_streams 128;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""
+
+
+_RPS = re.compile(r"finished in [^,]+, ([0-9.]+) req/s")
+_DONE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored")
+_MEAN = re.compile(r"time for request:\s+\S+\s+\S+\s+(\S+)")
+
+
+def h2load(url: str, duration: float, streams: int, *, http1: bool = False) -> tuple[float, float, int]:
+    """requests/s, mean time per request (ms) and failed + errored requests."""
+    argv = ["taskset", "-c", LOAD_CORE, "h2load", f"-c{CONNECTIONS}", "-t1", f"-D{duration:g}", "--warm-up-time=1"]
+    argv += ["--h1", "-m1"] if http1 else [f"-m{streams}"]
+    result = subprocess.run([*argv, url], capture_output=True, text=True, check=True)  # noqa: S603
+    rps = _RPS.search(result.stdout)
+    done = _DONE.search(result.stdout)
+    mean = _MEAN.search(result.stdout)
+    if rps is None or done is None or mean is None:
+        raise RuntimeError(f"unexpected h2load output:\n{result.stdout}\n{result.stderr}")
+    value, unit = re.fullmatch(r"([0-9.]+)(us|ms|s)", mean.group(1)).groups()  # type: ignore[union-attr]
+    millis = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[unit]
+    return float(rps.group(1)), millis, int(done.group(5)) + int(done.group(6))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5, help="seconds per h2load run")
+    parser.add_argument("--streams", type=int, default=10, help="concurrent streams per connection (-m)")
+    args = parser.parse_args()
+    for tool in ("h2load", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"bench/h2.py: {tool} not found (apt-get install -y nghttp2-client nginx)", file=sys.stderr)
+            return 2
+    nginx = shutil.which("nginx") or "nginx"
+    with tempfile.TemporaryDirectory(prefix="bench-h2-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        names = ("upstream", "nginx-h2c", "nginx-h2-tls", "plain", "tls", "admin")
+        ports = {name: free_port() for name in names}
+        certs = work / "certs"
+        certs.mkdir()
+        ca = Authority.create(work)
+        ca.issue(certs / "default.pem", "bench.test", days=2)
+        upstream = f"http://127.0.0.1:{ports['upstream']}"
+        conf = nginx_conf(work, "upstream", ports["upstream"], upstream_block(ports["upstream"]))
+        stack.enter_context(
+            started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/")
+        )
+        block = nginx_h2_block(ports["nginx-h2c"], ports["nginx-h2-tls"], ports["upstream"], certs / "default.pem")
+        conf = nginx_conf(work, "nginx-h2", ports["nginx-h2c"], block)
+        nginx_process = subprocess.Popen(  # noqa: S603
+            ["taskset", "-c", PROXY_CORE, nginx, "-c", str(conf)],  # noqa: S607 - taskset from PATH
+            stdout=subprocess.DEVNULL,
+            stderr=(work / "nginx-h2.log").open("wb"),
+        )
+        stack.callback(nginx_process.wait)
+        stack.callback(nginx_process.terminate)
+        seed = work / "seed.yaml"
+        document = {
+            "format_version": 1,
+            "breaker_policies": [],
+            "endpoints": [{"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}],
+        }
+        seed.write_text(yaml.safe_dump(document))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT),
+            "DATAPLANE_LISTEN": f"127.0.0.1:{ports['plain']}",
+            "DATAPLANE_TLS_LISTEN": f"127.0.0.1:{ports['tls']}",
+            "DATAPLANE_TLS_CERTS": str(certs),
+            "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{ports['admin']}",
+            "DATAPLANE_SEED": str(seed),
+            "DATAPLANE_NODE_ID": "bench-h2",
+        }
+        stack.enter_context(
+            started(
+                ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
+                work / "dataplane.log",
+                f"http://127.0.0.1:{ports['admin']}/-/readyz",
+                env=env,
+            )
+        )
+        targets = {
+            "h dp-http1": (f"http://127.0.0.1:{ports['plain']}/bench/x", True),
+            "c dp-h2c": (f"http://127.0.0.1:{ports['plain']}/bench/x", False),
+            "t dp-h2-tls": (f"https://127.0.0.1:{ports['tls']}/bench/x", False),
+            "C nginx-h2c": (f"http://127.0.0.1:{ports['nginx-h2c']}/bench/x", False),
+            "T nginx-h2-tls": (f"https://127.0.0.1:{ports['nginx-h2-tls']}/bench/x", False),
+        }
+        with httpx.Client(verify=False) as client:  # noqa: S501 - loopback, the bench's own certificate
+            for _ in range(50):  # nginx still starting
+                try:
+                    assert client.get(f"https://127.0.0.1:{ports['nginx-h2-tls']}/bench/x").text == BODY
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.1)
+        results: dict[str, list[tuple[float, float, int]]] = {}
+        for number in range(1, args.rounds + 1):
+            for label, (url, http1) in targets.items():
+                results.setdefault(label, []).append(h2load(url, args.duration, args.streams, http1=http1))
+            print(f"round {number}/{args.rounds} done", file=sys.stderr, flush=True)
+
+    def median(label: str, index: int) -> float:
+        return statistics.median(sample[index] for sample in results[label])
+
+    in_flight = CONNECTIONS * args.streams
+    print(f"\n{args.rounds} interleaved rounds of {args.duration:g} s, {CONNECTIONS} connections, ", end="")
+    print(f"{in_flight} streams in flight (HTTP/1.1: {CONNECTIONS} requests); medians.")
+    print(f"{'target':<16} {'requests/s':>11} {'mean ms':>9} {'failed':>7}")
+    for label in targets:
+        failed = sum(sample[2] for sample in results[label])
+        print(f"{label:<16} {median(label, 0):>11.0f} {median(label, 1):>9.2f} {failed:>7}")
+    h2c, tls = median("c dp-h2c", 0), median("t dp-h2-tls", 0)
+    print(f"(c)/(C) = {h2c / median('C nginx-h2c', 0):.2f}x, (t)/(T) = {tls / median('T nginx-h2-tls', 0):.2f}x")
+    print(f"(c)/(h) = {h2c / median('h dp-http1', 0):.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
