@@ -63,6 +63,7 @@ from .policies import NOTHING_SENT
 from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout, replays_after_sending
 from .runtime import EndpointState, Runtime
 from .snapshot import Endpoint, Target
+from .tracing import Tracer, from_error_path
 from .transport import Transport, UpstreamRequest, UpstreamResponse, create_transport
 from .tunnel import HANDSHAKE_REFUSED, UpstreamSide, connect, handshake_key, names_websocket, request_head, valid_switch
 from .types import Headers, Receive, Scope, Send
@@ -89,12 +90,14 @@ def _percent(match: re.Match[bytes]) -> bytes:
 class ProxyApp:
     body_stall_timeout = BODY_STALL_TIMEOUT
 
-    def __init__(self, runtime: Runtime, *, transport: Transport | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, transport: Transport | None = None, tracer: Tracer | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.node_token = runtime.settings.node_id.encode()
         self.transport: Transport = transport or create_transport(runtime.settings.transport)
-        self.forwarding = Forwarding(runtime.settings)
+        # Tracing (§13, tracing.py): None when off, and then the request path only tests that.
+        self.tracer = tracer
+        self.forwarding = Forwarding(runtime.settings, tracing=tracer is not None)
         self.access_log = AccessLog(runtime.settings.access_log)
         self.show_response_time = not self.settings.hide_response_time
         # What the upstream may not set on the client's answer: the gateway's own headers replace them.
@@ -104,6 +107,8 @@ class ProxyApp:
 
     async def aclose(self) -> None:
         self.access_log.flush()
+        if self.tracer is not None:
+            await self.tracer.shutdown()
         await self.transport.aclose()
         await close_plugins()
 
@@ -115,6 +120,9 @@ class ProxyApp:
                 await self._lifespan(receive, send)
             return
         exchange = Exchange(scope, receive, send, time.perf_counter())
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.begin(exchange)
         try:
             await self._handle(exchange)
         except ClientGone:
@@ -143,6 +151,8 @@ class ProxyApp:
             chain = exchange.chain
             if chain is not None and chain.log:
                 self._log_phase(chain, exchange)
+            if tracer is not None:
+                tracer.end(exchange, elapsed)
             self.access_log.write(exchange, elapsed)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -181,7 +191,12 @@ class ProxyApp:
         return headers
 
     async def _send_error(self, exchange: Exchange, error: GatewayError) -> None:
-        status, headers, body = error_answer(error, exchange.request_id, exchange.endpoint_key)
+        trace = exchange.trace
+        if trace is None and self.tracer is None:
+            # Tracing off: only here is a caller's traceparent read, so the answer names its trace.
+            trace = exchange.trace = from_error_path(exchange.scope["headers"])
+        trace_id = trace.trace_id if trace is not None else None
+        status, headers, body = error_answer(error, exchange.request_id, exchange.endpoint_key, trace_id)
         exchange.status, exchange.error = status, error.code
         await self._send_whole(exchange, status, headers, body)
 
@@ -308,6 +323,8 @@ class ProxyApp:
         endpoint = match.value
         exchange.endpoint = endpoint
         exchange.endpoint_key = endpoint.key
+        if exchange.trace is not None:
+            exchange.trace.route = match.key
         if endpoint.https_redirect and not self.forwarding.over_https(exchange.scope):
             # Before any policy: the answer says nothing about the endpoint, and whatever a policy decides
             # is decided again on the https:// request.
@@ -495,6 +512,7 @@ class ProxyApp:
         allow_panic = endpoint.health_check.panic
         panic = allow_panic and state.balancer.in_panic()
         chain = exchange.chain
+        trace = exchange.trace
         tried: list[Target] = []
         attempt = 0
         while True:
@@ -512,6 +530,7 @@ class ProxyApp:
             if chain is not None:
                 for plugin in chain.request:
                     plugin.request(exchange, headers)
+            span_id = Tracer.propagate(trace, headers) if trace is not None else ""
             try_started = time.perf_counter()
             try:
                 try:
@@ -522,6 +541,8 @@ class ProxyApp:
                     exchange.upstream_seconds += spent
                     self.runtime.metrics.observe_upstream(endpoint.key, spent)
             except UpstreamError as error:
+                if trace is not None:
+                    Tracer.tried(exchange, span_id, attempt, target, try_started, spent, 0, error.code)
                 self._record_target(state, target, failed=True)
                 # A try that never reached the upstream may replay even a streamed body not yet started.
                 can_replay = replayable or (isinstance(error, NOTHING_SENT) and not exchange.body_streamed)
@@ -529,6 +550,8 @@ class ProxyApp:
                     await asyncio.sleep(backoff(attempt + 1))
                     continue
                 raise
+            if trace is not None:
+                Tracer.tried(exchange, span_id, attempt, target, try_started, spent, response.status, "")
             failed = state.breaker.is_failure_status(response.status)
             self._record_target(state, target, failed=failed)
             if response.status in policy.statuses and self._may_retry(
@@ -736,6 +759,8 @@ class ProxyApp:
             if chain is not None:
                 for plugin in chain.request:
                     plugin.request(exchange, headers)
+            trace = exchange.trace
+            span_id = Tracer.propagate(trace, headers) if trace is not None else ""
             path = target.base_path + (rest or ("" if target.base_path else "/"))
             query: bytes = exchange.scope.get("query_string") or b""
             if query and exchange.context is not None:
@@ -752,11 +777,15 @@ class ProxyApp:
                     exchange.upstream_seconds += spent
                     self.runtime.metrics.observe_upstream(endpoint.key, spent)
             except UpstreamError as error:
+                if trace is not None:
+                    Tracer.tried(exchange, span_id, attempt, target, started, spent, 0, error.code)
                 self._record_target(state, target, failed=True)
                 if isinstance(error, NOTHING_SENT) and self._may_retry(state, attempt, "GET", error, True, deadline):
                     await asyncio.sleep(backoff(attempt + 1))
                     continue
                 raise
+            if trace is not None:
+                Tracer.tried(exchange, span_id, attempt, target, started, spent, upstream.status, "")
             self._record_target(state, target, failed=state.breaker.is_failure_status(upstream.status))
             return upstream
 

@@ -1,0 +1,249 @@
+"""Distributed tracing (ARCHITECTURE §13): W3C Trace Context in, OpenTelemetry spans out over OTLP/HTTP.
+
+On only when `DATAPLANE_OTLP_ENDPOINT` is set; then every request has a `Trace`:
+
+- a valid incoming `traceparent` (https://www.w3.org/TR/trace-context/#traceparent-header, read
+  strictly: version `00` only, exactly `00-<32 hex>-<16 hex>-<2 hex>` in lower case, neither id all
+  zeros, one header only) is continued and its sampled flag decides (parent-based); anything else is
+  dropped and a new trace is started, sampled when its trace id falls under `DATAPLANE_TRACE_SAMPLE`
+  (the SDK's TraceIdRatioBased rule, so every node of a fleet decides alike for one trace id);
+- a sampled request records a server span and one client span per upstream try (retries are
+  siblings under the server span); each try's upstream gets `traceparent: 00-<trace>-<that client
+  span>-01` and the client's `tracestate` (when its `traceparent` was valid); the client's own
+  `traceparent` never goes upstream;
+- a sampled-out request records nothing: the upstream gets the client's (validated) `traceparent`
+  unchanged, or for a new trace `00-<trace>-<span>-00`, so services behind agree with the decision.
+
+Cost: the SDK (otlp.py) is imported only when tracing is on, and its live `Span` (a lock per
+attribute, context variables, a sampler call, a processor call per start and end) is not used on the
+request path. The request carries a small slotted `Trace`;
+when a sampled request ends, its spans are built once as the SDK's `ReadableSpan` records and handed
+to the SDK's `BatchSpanProcessor`, whose own thread encodes and exports them off the event loop.
+
+The processor's queue is bounded and never overflows silently (the SDK drops the oldest span with
+only a log line): `CountingSpanProcessor` keeps its own count of what waits (handed over minus taken
+by the exporter) and drops the newest span itself at `DATAPLANE_TRACE_QUEUE`, counted in
+`gateway_trace_spans_dropped_total{reason="queue_full"}`; a batch the collector did not take (down,
+slow past `DATAPLANE_TRACE_EXPORT_TIMEOUT`, refusing) is counted with `reason="export_failed"`.
+A request never waits on the collector: handing over a span is a deque append.
+
+With tracing off the gateway takes no part in tracing and does no per-request work for it: trace
+headers pass like any other header. Only a gateway-made error answer (a path that costs nothing on
+success) reads a valid incoming `traceparent`, so its body and access line carry the caller's trace id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .types import Headers
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from .exchange import Exchange
+    from .otlp import Spans
+    from .settings import Settings
+    from .snapshot import Target
+
+logger = logging.getLogger("dataplane.tracing")
+
+TRACEPARENT = b"traceparent"
+TRACESTATE = b"tracestate"
+TRACE_HEADERS = frozenset({TRACEPARENT, TRACESTATE})
+# Strict: a future version's longer form is refused too, and upper-case hex (which the spec forbids).
+_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})").fullmatch
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
+# tracestate goes upstream whole or not at all: at most the 512 characters the spec asks a vendor to
+# pass on, printable ASCII only (a list of key=value members; the upstream's tracer parses it).
+MAX_TRACESTATE = 512
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*").fullmatch
+_RATIO_MASK = (1 << 64) - 1
+# How long a draining process waits for the last spans to reach the collector.
+SHUTDOWN_WAIT = 5.0
+
+
+class _RandomHex:
+    """Ids cut from 4 KiB of `os.urandom` at a time (as exchange._RequestIds), as hex."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self, size: int) -> str:
+        at = self._at
+        if at + size > len(self._pool):
+            self._pool, at = os.urandom(4096), 0
+        self._at = at + size
+        value = self._pool[at : at + size]
+        if not any(value):  # all zeros is the spec's "invalid" id (2^-64 at worst, but cheap to rule out)
+            return self(size)
+        return value.hex()
+
+
+random_hex = _RandomHex()
+
+
+def incoming(headers: Headers) -> tuple[bytes, str, str, bool, bytes] | None:
+    """The client's trace context when valid: (its traceparent, trace id, parent span id, sampled,
+    tracestate or b""); None when absent or invalid (then its tracestate is ignored as well)."""
+    parent: bytes | None = None
+    count = 0
+    states: list[bytes] = []
+    for name, value in headers:
+        if name == TRACEPARENT:
+            parent = value
+            count += 1
+        elif name == TRACESTATE:
+            states.append(value)
+    if parent is None or count != 1:  # two traceparent headers: which one? Neither (W3C §3.2.2).
+        return None
+    found = _TRACEPARENT(parent)
+    if found is None:
+        return None
+    trace_id, span_id, flags = found.groups()
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    state = b",".join(states)
+    if len(state) > MAX_TRACESTATE or not _PRINTABLE(state):
+        state = b""
+    return parent, trace_id.decode(), span_id.decode(), bool(int(flags, 16) & 1), state
+
+
+class Trace:
+    """One request's trace: ids, the sampling decision, what goes upstream, and (sampled only) the
+    upstream tries to record as client spans."""
+
+    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "header", "tracestate", "start_ns", "route", "tries")
+
+    def __init__(
+        self, trace_id: str, span_id: str, parent_id: str, sampled: bool, header: bytes, tracestate: bytes
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id  # the server span's ("" when sampled out: nothing is recorded)
+        self.parent_id = parent_id  # the client's span, "" for a trace started here
+        self.sampled = sampled
+        self.header = header  # what a sampled-out request sends upstream as traceparent
+        self.tracestate = tracestate
+        self.start_ns = 0
+        self.route = ""
+        # (span id, attempt, target, seconds from the request's start to the try's, the try's seconds,
+        # status or 0, error code or "")
+        self.tries: list[tuple[str, int, Target, float, float, int, str]] = []
+
+
+def from_error_path(headers: Headers) -> Trace | None:
+    """With tracing off: the caller's trace, for a gateway-made error's body and log line only."""
+    found = incoming(headers)
+    if found is None:
+        return None
+    header, trace_id, parent_id, sampled, state = found
+    return Trace(trace_id, "", parent_id, False, header, state)
+
+
+class Tracer:
+    """One process's tracing: the sampling rule, the span records, the processor. Made in the process
+    that serves (each `--workers` worker its own, after the spawn), shut down flushing on drain."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dropped: Callable[[str, int], None],
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        from .otlp import Spans  # the SDK is imported only where tracing is on
+
+        self.bound = round(settings.trace_sample * (1 << 64))
+        self.spans: Spans = Spans(settings, dropped=dropped, exporter=exporter)
+
+    # --- the request path -------------------------------------------------------------------------
+
+    def begin(self, exchange: Exchange) -> None:
+        """The request's trace: the client's continued, or a new one; sampled or not."""
+        found = incoming(exchange.scope["headers"])
+        if found is not None:
+            header, trace_id, parent_id, sampled, state = found
+        else:
+            trace_id = random_hex(16)
+            parent_id, state = "", b""
+            sampled = (int(trace_id[16:], 16) & _RATIO_MASK) < self.bound
+            header = b""
+        if sampled:
+            trace = Trace(trace_id, random_hex(8), parent_id, True, b"", state)
+            trace.start_ns = time.time_ns()
+        else:
+            if not header:
+                header = f"00-{trace_id}-{random_hex(8)}-00".encode()
+            trace = Trace(trace_id, "", parent_id, False, header, state)
+        exchange.trace = trace
+
+    @staticmethod
+    def propagate(trace: Trace, headers: Headers) -> str:
+        """Add this try's trace headers to the upstream request's (the client's were left out by
+        Forwarding); returns the try's client span id ("" when sampled out)."""
+        if trace.sampled:
+            span_id = random_hex(8)
+            headers.append((TRACEPARENT, f"00-{trace.trace_id}-{span_id}-01".encode()))
+        else:
+            span_id = ""
+            headers.append((TRACEPARENT, trace.header))
+        if trace.tracestate:
+            headers.append((TRACESTATE, trace.tracestate))
+        return span_id
+
+    @staticmethod
+    def tried(
+        exchange: Exchange,
+        span_id: str,
+        attempt: int,
+        target: Target,
+        started: float,
+        spent: float,
+        status: int,
+        error: str,
+    ) -> None:
+        """One upstream try, for its client span (`started`: time.perf_counter() when it began)."""
+        trace = exchange.trace
+        if trace is not None and trace.sampled:
+            trace.tries.append((span_id, attempt, target, started - exchange.began, spent, status, error))
+
+    def end(self, exchange: Exchange, elapsed: float) -> None:
+        """The request is over: its spans go to the processor (sampled only)."""
+        trace = exchange.trace
+        if trace is None or not trace.sampled:
+            return
+        try:
+            self.spans.record(exchange, trace, elapsed)
+        except Exception:  # a span never fails a request (its answer is out)
+            logger.exception("recording the spans of request %s failed", exchange.request_id)
+
+    # --- shutdown ------------------------------------------------------------------------------------
+
+    async def shutdown(self, wait: float = SHUTDOWN_WAIT) -> None:
+        """Flush what waits and stop the processor's thread, waiting at most `wait` seconds (a collector
+        that is down must not hold a draining process): the processor's shutdown runs on a daemon
+        thread of its own, so the event loop stays free and the process may exit past it."""
+        import asyncio
+
+        done = threading.Event()
+
+        def stop() -> None:
+            try:
+                self.spans.processor.shutdown()  # type: ignore[no-untyped-call]
+            finally:
+                done.set()
+
+        threading.Thread(target=stop, name="trace-shutdown", daemon=True).start()
+        deadline = time.monotonic() + wait
+        while not done.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if not done.is_set():
+            logger.warning("tracing: spans still unsent after %.1fs at shutdown were dropped", wait)
