@@ -2,6 +2,7 @@
 the CPU per request"): the only figure on a shared machine that repeats to ~1 %.
 
     .venv/bin/python bench/callgrind_proxy.py [--requests 2000] [--connections 20] [--warmup 2000] [--plugins]
+        [--env NAME=VALUE ...]
 
 Needs `nginx` and `valgrind` on PATH. Starts nginx as the upstream (answering a small body) and
 `python -m dataplane` under `valgrind --tool=callgrind --instr-atstart=no`, sends a warm-up, then
@@ -9,6 +10,9 @@ switches instrumentation on (`callgrind_control -i on`), zeroes the counters, se
 from `--connections` keep-alive connections (raw sockets, one thread each), dumps the counters and
 prints the instructions (Ir) per request. The access log is on, as shipped. With `--plugins` the
 endpoint runs bench/proxy.py's four plugins (target (h) there) and every request carries its Origin.
+`--env` passes a setting to the data plane (e.g. `DATAPLANE_OTLP_ENDPOINT=http://127.0.0.1:9` with
+`DATAPLANE_TRACE_SAMPLE=0`: tracing on, nothing recorded; every thread's instructions are counted,
+so a sampled run counts the exporter's too).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--plugins", action="store_true", help="the endpoint runs the four plugins of (h)")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the data plane (repeatable)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -105,6 +110,7 @@ def main() -> int:
             "DATAPLANE_SEED": str(seed),
             "DATAPLANE_NODE_ID": "bench-callgrind",
             "PYTHONHASHSEED": "0",
+            **dict(item.split("=", 1) for item in args.env),
         }
         argv = [
             "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",

@@ -1,24 +1,31 @@
-"""The OpenTelemetry SDK side of tracing (tracing.py): span records and their export over OTLP/HTTP.
-Imported only when tracing is on.
+"""The OpenTelemetry side of tracing (tracing.py): span records, their queue and their export over
+OTLP/HTTP. Imported only when tracing is on.
 
-Spans are built once, when a sampled request ends, as the SDK's `ReadableSpan` records (what its
-exporters read), not through the SDK's live `Span`, and handed to its `BatchSpanProcessor`: its own
-thread encodes and posts them. The processor is bounded by `CountingSpanProcessor`, which drops and
-counts where the SDK would drop silently; `CountingExporter` counts batches the collector did not take.
+When a recorded request ends, its server span and client spans are built once as plain tuples and
+queued whole (`Finished`, one queue item per request) in the SDK's `BatchSpanProcessor`, whose own
+thread batches them and posts them with the SDK's OTLP/HTTP client (`OtlpExporter`: its retries,
+timeout, TLS and header settings). Neither the SDK's live `Span` nor its protobuf encoder is used:
+both are pure Python and cost several times the proxying of the request (an `encode_spans` of two spans
+with twenty attributes took longer than the request itself); `encode` writes the protobuf wire format of
+`ExportTraceServiceRequest` directly (https://protobuf.dev/programming-guides/encoding/), with each
+attribute's encoding remembered, since most repeat request after request (method, endpoint, target,
+route, status). tests/e2e/test_dataplane_tracing.py decodes it with opentelemetry-proto's classes.
+
+The processor is bounded by `CountingSpanProcessor`, which drops and counts where the SDK would drop
+silently; `CountingExporter` counts batches the collector did not take.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from . import __version__
 
@@ -32,31 +39,142 @@ logger = logging.getLogger("dataplane.tracing")
 SERVICE_NAME = "gateway-dataplane"
 # Semantic conventions: a method outside the well-known set is `_OTHER` (its text in method_original).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
-EXPORT_BATCH = 512
+EXPORT_BATCH = 512  # recorded requests per post
 EXPORT_DELAY_MS = 1000.0
+SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_ERROR = Status(StatusCode.ERROR)
-_UNSET = Status(StatusCode.UNSET)
+Attributes = dict[str, str | int]
+# trace id, span id, parent span id (b"" for none), name, kind, start and end (ns since the epoch),
+# failed, attributes
+SpanData = tuple[bytes, bytes, bytes, str, int, int, int, bool, Attributes]
+
+
+class Finished:
+    """One recorded request's spans, queued as one item. The SDK's processor passes on only what is
+    sampled (it reads `context.trace_flags`): everything queued here is."""
+
+    __slots__ = ("spans",)
+    context = SpanContext(1, 1, False, TraceFlags(TraceFlags.SAMPLED))
+
+    def __init__(self, spans: list[SpanData]) -> None:
+        self.spans = spans
+
+
+# --- the protobuf wire format ------------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _any_value(value: str | int) -> bytes:
+    if isinstance(value, str):
+        return _field(1, value.encode("utf-8", "replace"))  # AnyValue.string_value
+    return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)  # AnyValue.int_value (int64, two's complement)
+
+
+def _key_value(key: str, value: str | int) -> bytes:
+    return _field(1, key.encode()) + _field(2, _any_value(value))
+
+
+_FIXED64 = struct.Struct("<Q").pack
+_ERROR_STATUS = _field(15, b"\x18\x02")  # Span.status = Status{code: STATUS_CODE_ERROR}
+KEPT_ATTRIBUTES = 4096
+
+
+class Encoder:
+    """`ExportTraceServiceRequest` bytes for a batch of `Finished` requests of one resource and scope."""
+
+    def __init__(self, resource: Attributes, scope: str, version: str) -> None:
+        self.resource = _field(1, b"".join(_field(1, _key_value(k, v)) for k, v in resource.items()))
+        self.scope = _field(1, _field(1, scope.encode()) + _field(2, version.encode()))
+        self._attributes: dict[tuple[str, str | int], bytes] = {}  # Span.attributes entries, encoded
+
+    def span(self, data: SpanData) -> bytes:
+        trace_id, span_id, parent_id, name, kind, start, end, failed, attributes = data
+        known = self._attributes
+        parts = [
+            b"\x0a\x10",
+            trace_id,
+            b"\x12\x08",
+            span_id,
+            b"\x22\x08" + parent_id if parent_id else b"",
+            _field(5, name.encode("utf-8", "replace")),
+            b"\x30",
+            _varint(kind),
+            b"\x39",
+            _FIXED64(start),
+            b"\x41",
+            _FIXED64(end),
+        ]
+        for item in attributes.items():
+            encoded = known.get(item)
+            if encoded is None:
+                if len(known) >= KEPT_ATTRIBUTES:
+                    known.clear()  # values that vary (paths, ids) must not grow it without end
+                encoded = known[item] = _field(9, _key_value(*item))
+            parts.append(encoded)
+        if failed:
+            parts.append(_ERROR_STATUS)
+        return b"".join(parts)
+
+    def encode(self, batch: Sequence[Finished]) -> bytes:
+        spans = b"".join(_field(2, self.span(data)) for finished in batch for data in finished.spans)
+        scope_spans = _field(2, self.scope + spans)
+        return _field(1, self.resource + scope_spans)
+
+
+# --- queue and export ---------------------------------------------------------------------------------
+
+
+class OtlpExporter(OTLPSpanExporter):
+    """The SDK's OTLP/HTTP exporter (its client: retries with back-off inside `timeout`, TLS, the
+    OTEL_EXPORTER_OTLP_TRACES_* headers, certificate and compression settings) posting `Encoder`'s bytes.
+    `_client` is the exporter's own (a private name of the pinned version, requirements/dataplane.txt;
+    the e2e tests fail if it moves)."""
+
+    def __init__(self, endpoint: str, timeout: float, encoder: Encoder) -> None:
+        super().__init__(endpoint=endpoint, timeout=timeout)
+        self.encoder = encoder
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        result = self._client.export(self.encoder.encode(spans))
+        return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+
+
+def _span_count(batch: Sequence[Any]) -> int:
+    return sum(len(item.spans) if isinstance(item, Finished) else 1 for item in batch)
 
 
 class CountingExporter(SpanExporter):
-    """The OTLP exporter, counting what it takes off the queue and what the collector did not accept."""
+    """An exporter counting what it takes off the queue and the spans the collector did not accept."""
 
     def __init__(self, exporter: SpanExporter, on_failed: Callable[[int], None]) -> None:
         self.exporter = exporter
         self.on_failed = on_failed
         self.taken = 0  # written by the processor's thread only
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
         self.taken += len(spans)
         try:
             result = self.exporter.export(spans)
         except Exception:
-            logger.exception("exporting %d spans failed", len(spans))
+            logger.exception("exporting %d traced requests failed", len(spans))
             result = SpanExportResult.FAILURE
         if result is not SpanExportResult.SUCCESS:
-            self.on_failed(len(spans))
+            self.on_failed(_span_count(spans))
         return result
 
     def shutdown(self) -> None:
@@ -67,16 +185,22 @@ class CountingExporter(SpanExporter):
 
 
 class CountingSpanProcessor(BatchSpanProcessor):
-    """The SDK's batch processor (its own thread, off the event loop), bounded at `limit` waiting spans
+    """The SDK's batch processor (its own thread, off the event loop), bounded at `limit` waiting items
     by this class rather than by the SDK's deque: the deque gets `limit + batch` room, so it never
-    drops on its own (silently); a span that finds `limit` waiting is dropped here and counted.
+    drops on its own (silently); an item that finds `limit` waiting is dropped here and its spans
+    counted.
 
     What waits is counted as handed over minus taken by the exporter; a batch the SDK has popped but
     not yet passed to `export` still counts as waiting for that instant, so the count is never below
     the deque's length."""
 
     def __init__(
-        self, exporter: CountingExporter, *, limit: int, on_dropped: Callable[[], None], batch: int = EXPORT_BATCH
+        self,
+        exporter: CountingExporter,
+        *,
+        limit: int,
+        on_dropped: Callable[[int], None],
+        batch: int = EXPORT_BATCH,
     ) -> None:
         batch = min(batch, limit)
         super().__init__(
@@ -87,18 +211,12 @@ class CountingSpanProcessor(BatchSpanProcessor):
         self.on_dropped = on_dropped
         self.handed = 0
 
-    def on_end(self, span: ReadableSpan) -> None:
+    def on_end(self, span: Any) -> None:
         if self.handed - self.counting.taken >= self.limit:
-            self.on_dropped()
+            self.on_dropped(len(span.spans) if isinstance(span, Finished) else 1)
             return
         self.handed += 1
         super().on_end(span)
-
-
-def otlp_exporter(endpoint: str, timeout: float) -> SpanExporter:
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
 
 
 class Spans:
@@ -108,25 +226,25 @@ class Spans:
         self, settings: Settings, *, dropped: Callable[[str, int], None], exporter: SpanExporter | None = None
     ) -> None:
         assert settings.otlp_endpoint is not None
-        self.resource = Resource({"service.name": SERVICE_NAME, "service.instance.id": settings.node_id})
-        self.scope = InstrumentationScope("dataplane", __version__)
+        self.encoder = Encoder(
+            {"service.name": SERVICE_NAME, "service.instance.id": settings.node_id}, "dataplane", __version__
+        )
         self.counting = CountingExporter(
-            exporter or otlp_exporter(settings.otlp_endpoint, settings.trace_export_timeout),
+            exporter or OtlpExporter(settings.otlp_endpoint, settings.trace_export_timeout, self.encoder),
             lambda count: dropped("export_failed", count),
         )
         self.processor = CountingSpanProcessor(
-            self.counting, limit=settings.trace_queue, on_dropped=lambda: dropped("queue_full", 1)
+            self.counting, limit=settings.trace_queue, on_dropped=lambda count: dropped("queue_full", count)
         )
 
     def record(self, exchange: Exchange, trace: Trace, elapsed: float) -> None:
-        """The request's server span and its tries' client spans, to the processor."""
-        trace_id = int(trace.trace_id, 16)
-        server = SpanContext(trace_id, int(trace.span_id, 16), False, _SAMPLED)
-        parent = SpanContext(trace_id, int(trace.parent_id, 16), True, _SAMPLED) if trace.parent_id else None
+        """The request's server span and its tries' client spans, queued as one item."""
+        trace_id = bytes.fromhex(trace.trace_id)
+        server_id = bytes.fromhex(trace.span_id)
         scope = exchange.scope
         method = exchange.method if exchange.method in KNOWN_METHODS else "_OTHER"
         status = exchange.status
-        attributes: dict[str, str | int] = {
+        attributes: Attributes = {
             "http.request.method": method,
             "url.path": exchange.raw_path[:2048].decode("latin-1"),
             "url.scheme": scope.get("scheme", "http"),
@@ -166,24 +284,13 @@ class Spans:
             attributes["error.type"] = exchange.error or str(status)
         start = trace.start_ns
         name = f"{method} {trace.route}" if trace.route else method
-        on_end = self.processor.on_end
-        on_end(
-            ReadableSpan(
-                name,
-                server,
-                parent,
-                self.resource,
-                attributes,
-                kind=SpanKind.SERVER,
-                status=_ERROR if failed else _UNSET,
-                start_time=start,
-                end_time=start + int(elapsed * 1e9),
-                instrumentation_scope=self.scope,
-            )
-        )
+        parent_id = bytes.fromhex(trace.parent_id) if trace.parent_id else b""
+        spans: list[SpanData] = [
+            (trace_id, server_id, parent_id, name, SERVER, start, start + int(elapsed * 1e9), failed, attributes)
+        ]
         for span_id, attempt, target, offset, spent, try_status, error in trace.tries:
             address = urlsplit(target.url)
-            client: dict[str, str | int] = {
+            client: Attributes = {
                 "http.request.method": method,
                 "server.address": address.hostname or "",
                 "server.port": address.port or (443 if target.scheme == "https" else 80),
@@ -200,17 +307,17 @@ class Spans:
             elif try_failed:
                 client["error.type"] = str(try_status)
             began = start + int(offset * 1e9)
-            on_end(
-                ReadableSpan(
+            spans.append(
+                (
+                    trace_id,
+                    bytes.fromhex(span_id),
+                    server_id,
                     method,
-                    SpanContext(trace_id, int(span_id, 16), False, _SAMPLED),
-                    server,
-                    self.resource,
+                    CLIENT,
+                    began,
+                    began + int(spent * 1e9),
+                    try_failed,
                     client,
-                    kind=SpanKind.CLIENT,
-                    status=_ERROR if try_failed else _UNSET,
-                    start_time=began,
-                    end_time=began + int(spent * 1e9),
-                    instrumentation_scope=self.scope,
                 )
             )
+        self.processor.on_end(Finished(spans))

@@ -541,7 +541,7 @@ class ProxyApp:
                     exchange.upstream_seconds += spent
                     self.runtime.metrics.observe_upstream(endpoint.key, spent)
             except UpstreamError as error:
-                if trace is not None:
+                if span_id:
                     Tracer.tried(exchange, span_id, attempt, target, try_started, spent, 0, error.code)
                 self._record_target(state, target, failed=True)
                 # A try that never reached the upstream may replay even a streamed body not yet started.
@@ -550,7 +550,7 @@ class ProxyApp:
                     await asyncio.sleep(backoff(attempt + 1))
                     continue
                 raise
-            if trace is not None:
+            if span_id:  # a recorded request's try
                 Tracer.tried(exchange, span_id, attempt, target, try_started, spent, response.status, "")
             failed = state.breaker.is_failure_status(response.status)
             self._record_target(state, target, failed=failed)
@@ -777,14 +777,14 @@ class ProxyApp:
                     exchange.upstream_seconds += spent
                     self.runtime.metrics.observe_upstream(endpoint.key, spent)
             except UpstreamError as error:
-                if trace is not None:
+                if span_id:
                     Tracer.tried(exchange, span_id, attempt, target, started, spent, 0, error.code)
                 self._record_target(state, target, failed=True)
                 if isinstance(error, NOTHING_SENT) and self._may_retry(state, attempt, "GET", error, True, deadline):
                     await asyncio.sleep(backoff(attempt + 1))
                     continue
                 raise
-            if trace is not None:
+            if span_id:
                 Tracer.tried(exchange, span_id, attempt, target, started, spent, upstream.status, "")
             self._record_target(state, target, failed=state.breaker.is_failure_status(upstream.status))
             return upstream

@@ -65,29 +65,30 @@ _ZERO_SPAN = b"0" * 16
 # pass on, printable ASCII only (a list of key=value members; the upstream's tracer parses it).
 MAX_TRACESTATE = 512
 _PRINTABLE = re.compile(rb"[\x20-\x7e]*").fullmatch
-_RATIO_MASK = (1 << 64) - 1
 # How long a draining process waits for the last spans to reach the collector.
 SHUTDOWN_WAIT = 5.0
 
 
 class _RandomHex:
-    """Ids cut from 4 KiB of `os.urandom` at a time (as exchange._RequestIds), as hex."""
+    """Ids as hex digits cut from 4 KiB of `os.urandom` turned to hex at a time (as
+    exchange._RequestIds): a slice per id, no system call nor `hex()` per request."""
 
     def __init__(self) -> None:
-        self._pool = b""
+        self._pool = ""
         self._at = 0
 
-    def __call__(self, size: int) -> str:
+    def __call__(self, digits: int) -> str:
         at = self._at
-        if at + size > len(self._pool):
-            self._pool, at = os.urandom(4096), 0
-        self._at = at + size
-        value = self._pool[at : at + size]
-        if not any(value):  # all zeros is the spec's "invalid" id (2^-64 at worst, but cheap to rule out)
-            return self(size)
-        return value.hex()
+        if at + digits > len(self._pool):
+            self._pool, at = os.urandom(4096).hex(), 0
+        self._at = at + digits
+        value = self._pool[at : at + digits]
+        if value == _ZEROS[digits]:  # the spec's invalid all-zero id (2^-64 at worst, but cheap to rule out)
+            return self(digits)
+        return value
 
 
+_ZEROS = {16: "0" * 16, 32: "0" * 32, 48: "0" * 48}
 random_hex = _RandomHex()
 
 
@@ -167,22 +168,25 @@ class Tracer:
     # --- the request path -------------------------------------------------------------------------
 
     def begin(self, exchange: Exchange) -> None:
-        """The request's trace: the client's continued, or a new one; sampled or not."""
+        """The request's trace: the client's continued, or a new one; sampled or not. Every request
+        with tracing on passes here, so the common case (no traceparent, not sampled) is kept short:
+        one pass over the headers, one slice of random hex for both ids, no clock read."""
         found = incoming(exchange.scope["headers"])
-        if found is not None:
+        if found is None:
+            ids = random_hex(48)  # trace id and span id
+            bound = self.bound
+            if bound and int(ids[16:32], 16) < bound:
+                trace = Trace(ids[:32], ids[32:], "", True, b"", b"")
+                trace.start_ns = time.time_ns()
+            else:
+                trace = Trace(ids[:32], "", "", False, f"00-{ids[:32]}-{ids[32:]}-00".encode(), b"")
+        else:
             header, trace_id, parent_id, sampled, state = found
-        else:
-            trace_id = random_hex(16)
-            parent_id, state = "", b""
-            sampled = (int(trace_id[16:], 16) & _RATIO_MASK) < self.bound
-            header = b""
-        if sampled:
-            trace = Trace(trace_id, random_hex(8), parent_id, True, b"", state)
-            trace.start_ns = time.time_ns()
-        else:
-            if not header:
-                header = f"00-{trace_id}-{random_hex(8)}-00".encode()
-            trace = Trace(trace_id, "", parent_id, False, header, state)
+            if sampled:
+                trace = Trace(trace_id, random_hex(16), parent_id, True, b"", state)
+                trace.start_ns = time.time_ns()
+            else:
+                trace = Trace(trace_id, "", parent_id, False, header, state)
         exchange.trace = trace
 
     @staticmethod
@@ -190,7 +194,7 @@ class Tracer:
         """Add this try's trace headers to the upstream request's (the client's were left out by
         Forwarding); returns the try's client span id ("" when sampled out)."""
         if trace.sampled:
-            span_id = random_hex(8)
+            span_id = random_hex(16)
             headers.append((TRACEPARENT, f"00-{trace.trace_id}-{span_id}-01".encode()))
         else:
             span_id = ""

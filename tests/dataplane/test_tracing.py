@@ -8,11 +8,12 @@ import threading
 from collections.abc import Sequence
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from dataplane.otlp import CountingExporter, CountingSpanProcessor
+from dataplane.otlp import CLIENT, SERVER, CountingExporter, CountingSpanProcessor, Encoder, Finished
 from dataplane.settings import Settings, SettingsError
 from dataplane.tracing import incoming
 
@@ -120,7 +121,9 @@ def test_the_processor_drops_and_counts_the_newest_spans_beyond_its_bound() -> N
     stuck = Stuck()
     drops: list[str] = []
     counting = CountingExporter(stuck, lambda count: drops.extend(["export_failed"] * count))
-    processor = CountingSpanProcessor(counting, limit=10, on_dropped=lambda: drops.append("queue_full"), batch=5)
+    processor = CountingSpanProcessor(
+        counting, limit=10, on_dropped=lambda count: drops.extend(["queue_full"] * count), batch=5
+    )
     try:
         for number in range(1, 6):  # one batch: the exporter takes it and hangs
             processor.on_end(span(number))
@@ -143,3 +146,29 @@ def test_a_failed_export_counts_its_spans() -> None:
     counting = CountingExporter(Refusing(), failed.append)
     assert counting.export([span(1), span(2)]) is SpanExportResult.FAILURE
     assert failed == [2] and counting.taken == 2
+
+
+def test_the_encoder_writes_what_the_otlp_protobuf_classes_read() -> None:
+    encoder = Encoder({"service.name": "gateway-dataplane", "service.instance.id": "n1"}, "dataplane", "0.1.0")
+    trace_id, server_id, client_id = bytes.fromhex(TRACE), bytes.fromhex(PARENT), b"\x01" * 8
+    big = 2**63 - 1
+    server = (trace_id, server_id, b"", "GET /v1/ü", SERVER, 1, big, True, {"a": "é" * 200, "n": 503, "neg": -1})
+    client = (trace_id, client_id, server_id, "GET", CLIENT, 5, 6, False, {"a": "é" * 200})
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(encoder.encode([Finished([server, client]), Finished([server])]))
+    (resource_spans,) = request.resource_spans
+    assert {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes} == {
+        "service.name": "gateway-dataplane",
+        "service.instance.id": "n1",
+    }
+    (scope_spans,) = resource_spans.scope_spans
+    assert (scope_spans.scope.name, scope_spans.scope.version) == ("dataplane", "0.1.0")
+    first, second, third = scope_spans.spans
+    assert (first.trace_id, first.span_id, first.parent_span_id) == (trace_id, server_id, b"")
+    assert (first.name, first.kind, first.start_time_unix_nano, first.end_time_unix_nano) == ("GET /v1/ü", 2, 1, big)
+    assert first.status.code == 2 and second.status.code == 0
+    values = {kv.key: kv.value for kv in first.attributes}
+    assert values["a"].string_value == "é" * 200
+    assert values["n"].int_value == 503 and values["neg"].int_value == -1
+    assert (second.parent_span_id, second.kind, second.name) == (server_id, 3, "GET")
+    assert third == first
