@@ -91,7 +91,7 @@ class Metrics:
             registry=r,
         )
         # Tracing (§13, tracing.py): spans that never reached the collector, by why: `queue_full` (more
-        # finished spans waiting than DATAPLANE_TRACE_QUEUE), `export_failed` (the collector did not take
+        # recorded requests waiting than DATAPLANE_TRACE_QUEUE), `export_failed` (the collector did not take
         # the batch in time: down, slow, refusing).
         self.trace_spans_dropped = Counter(
             "gateway_trace_spans_dropped",

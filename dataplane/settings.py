@@ -232,8 +232,8 @@ class Settings:
     rate_limit_max_keys: int = RATE_LIMIT_MAX_KEYS
     # Tracing (§13, tracing.py): off unless DATAPLANE_OTLP_ENDPOINT names a collector's OTLP/HTTP traces
     # URL; the share of new traces recorded (a continued trace follows its caller's sampled flag); how
-    # long one export may take (retries included) before its spans count as dropped; how many finished
-    # spans may wait for the exporter before the newest are dropped (counted).
+    # long one export may take (retries included) before its spans count as dropped; how many recorded
+    # requests' spans may wait for the exporter before the newest are dropped (counted).
     otlp_endpoint: str | None = None
     trace_sample: float = 1.0
     trace_export_timeout: float = 2.0

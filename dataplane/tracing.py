@@ -14,18 +14,18 @@ On only when `DATAPLANE_OTLP_ENDPOINT` is set; then every request has a `Trace`:
 - a sampled-out request records nothing: the upstream gets the client's (validated) `traceparent`
   unchanged, or for a new trace `00-<trace>-<span>-00`, so services behind agree with the decision.
 
-Cost: the SDK (otlp.py) is imported only when tracing is on, and its live `Span` (a lock per
-attribute, context variables, a sampler call, a processor call per start and end) is not used on the
-request path. The request carries a small slotted `Trace`;
-when a sampled request ends, its spans are built once as the SDK's `ReadableSpan` records and handed
-to the SDK's `BatchSpanProcessor`, whose own thread encodes and exports them off the event loop.
+Cost: the SDK (otlp.py) is imported only when tracing is on, and neither its live `Span` (a lock per
+attribute, context variables, a sampler call, a processor call per start and end) nor its pure-Python
+protobuf encoder is used. The request carries a small slotted `Trace`; when a recorded request ends,
+its spans are built once as plain tuples and queued as one item in the SDK's `BatchSpanProcessor`,
+whose own thread encodes them (otlp.Encoder) and posts them with the SDK's OTLP/HTTP client.
 
-The processor's queue is bounded and never overflows silently (the SDK drops the oldest span with
+The processor's queue is bounded and never overflows silently (the SDK drops the oldest item with
 only a log line): `CountingSpanProcessor` keeps its own count of what waits (handed over minus taken
-by the exporter) and drops the newest span itself at `DATAPLANE_TRACE_QUEUE`, counted in
-`gateway_trace_spans_dropped_total{reason="queue_full"}`; a batch the collector did not take (down,
-slow past `DATAPLANE_TRACE_EXPORT_TIMEOUT`, refusing) is counted with `reason="export_failed"`.
-A request never waits on the collector: handing over a span is a deque append.
+by the exporter) and drops the newest recorded request itself at `DATAPLANE_TRACE_QUEUE` waiting,
+its spans counted in `gateway_trace_spans_dropped_total{reason="queue_full"}`; a batch the collector
+did not take (down, slow past `DATAPLANE_TRACE_EXPORT_TIMEOUT`, refusing) is counted with
+`reason="export_failed"`. A request never waits on the collector: queueing its spans is a deque append.
 
 With tracing off the gateway takes no part in tracing and does no per-request work for it: trace
 headers pass like any other header. Only a gateway-made error answer (a path that costs nothing on
