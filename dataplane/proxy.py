@@ -152,7 +152,9 @@ class ProxyApp:
             if chain is not None and chain.log:
                 self._log_phase(chain, exchange)
             if tracer is not None:
-                tracer.end(exchange, elapsed)
+                trace = exchange.trace
+                if trace is not None and trace.sampled:
+                    tracer.end(exchange, trace, elapsed)
             self.access_log.write(exchange, elapsed)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -323,8 +325,9 @@ class ProxyApp:
         endpoint = match.value
         exchange.endpoint = endpoint
         exchange.endpoint_key = endpoint.key
-        if exchange.trace is not None:
-            exchange.trace.route = match.key
+        trace = exchange.trace
+        if trace is not None and trace.sampled:
+            trace.route = match.key
         if endpoint.https_redirect and not self.forwarding.over_https(exchange.scope):
             # Before any policy: the answer says nothing about the endpoint, and whatever a policy decides
             # is decided again on the https:// request.

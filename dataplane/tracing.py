@@ -133,11 +133,19 @@ class Trace:
         self.sampled = sampled
         self.header = header  # what a sampled-out request sends upstream as traceparent
         self.tracestate = tracestate
-        self.start_ns = 0
-        self.route = ""
+        # Set by Tracer.begin for a recorded request only (a request not recorded never reads them):
+        # when it began (ns since the epoch), the route key that matched, and its upstream tries as
         # (span id, attempt, target, seconds from the request's start to the try's, the try's seconds,
-        # status or 0, error code or "")
-        self.tries: list[tuple[str, int, Target, float, float, int, str]] = []
+        # status or 0, error code or "").
+        self.start_ns: int
+        self.route: str
+        self.tries: list[tuple[str, int, Target, float, float, int, str]]
+
+    def recording(self) -> Trace:
+        self.start_ns = time.time_ns()
+        self.route = ""
+        self.tries = []
+        return self
 
 
 def from_error_path(headers: Headers) -> Trace | None:
@@ -169,25 +177,35 @@ class Tracer:
 
     def begin(self, exchange: Exchange) -> None:
         """The request's trace: the client's continued, or a new one; sampled or not. Every request
-        with tracing on passes here, so the common case (no traceparent, not sampled) is kept short:
-        one pass over the headers, one slice of random hex for both ids, no clock read."""
-        found = incoming(exchange.scope["headers"])
-        if found is None:
-            ids = random_hex(48)  # trace id and span id
+        with tracing on passes here, so the common case (no traceparent, not recorded) is kept short:
+        one comparison per header, a slice of random hex for both ids, no clock read, no call."""
+        headers = exchange.scope["headers"]
+        for name, _ in headers:
+            if name == TRACEPARENT:
+                self._continue(exchange, headers)
+                return
+        ids = random_hex(48)  # trace id and span id
+        bound = self.bound
+        if bound and int(ids[16:32], 16) < bound:
+            exchange.trace = Trace(ids[:32], ids[32:], "", True, b"", b"").recording()
+        else:
+            exchange.trace = Trace(ids[:32], "", "", False, f"00-{ids[:32]}-{ids[32:]}-00".encode(), b"")
+
+    def _continue(self, exchange: Exchange, headers: Headers) -> None:
+        found = incoming(headers)
+        if found is None:  # invalid: replaced by a new trace
+            ids = random_hex(48)
             bound = self.bound
             if bound and int(ids[16:32], 16) < bound:
-                trace = Trace(ids[:32], ids[32:], "", True, b"", b"")
-                trace.start_ns = time.time_ns()
+                exchange.trace = Trace(ids[:32], ids[32:], "", True, b"", b"").recording()
             else:
-                trace = Trace(ids[:32], "", "", False, f"00-{ids[:32]}-{ids[32:]}-00".encode(), b"")
+                exchange.trace = Trace(ids[:32], "", "", False, f"00-{ids[:32]}-{ids[32:]}-00".encode(), b"")
+            return
+        header, trace_id, parent_id, sampled, state = found
+        if sampled:
+            exchange.trace = Trace(trace_id, random_hex(16), parent_id, True, b"", state).recording()
         else:
-            header, trace_id, parent_id, sampled, state = found
-            if sampled:
-                trace = Trace(trace_id, random_hex(16), parent_id, True, b"", state)
-                trace.start_ns = time.time_ns()
-            else:
-                trace = Trace(trace_id, "", parent_id, False, header, state)
-        exchange.trace = trace
+            exchange.trace = Trace(trace_id, "", parent_id, False, header, state)
 
     @staticmethod
     def propagate(trace: Trace, headers: Headers) -> str:
@@ -219,11 +237,8 @@ class Tracer:
         if trace is not None and trace.sampled:
             trace.tries.append((span_id, attempt, target, started - exchange.began, spent, status, error))
 
-    def end(self, exchange: Exchange, elapsed: float) -> None:
-        """The request is over: its spans go to the processor (sampled only)."""
-        trace = exchange.trace
-        if trace is None or not trace.sampled:
-            return
+    def end(self, exchange: Exchange, trace: Trace, elapsed: float) -> None:
+        """A recorded request is over: its spans go to the processor."""
         try:
             self.spans.record(exchange, trace, elapsed)
         except Exception:  # a span never fails a request (its answer is out)
