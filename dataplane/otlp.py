@@ -17,6 +17,7 @@ silently; `CountingExporter` counts batches the collector did not take.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 from collections.abc import Callable, Sequence
@@ -72,9 +73,14 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+_SMALL = [bytes((value,)) for value in range(128)]  # the one-byte varints
+_TAGS = {number: _varint(number << 3 | 2) for number in range(1, 16)}
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    size = len(payload)
+    return _TAGS[number] + (_SMALL[size] if size < 128 else _varint(size)) + payload
 
 
 def _any_value(value: str | int) -> bytes:
@@ -99,19 +105,25 @@ class Encoder:
         self.resource = _field(1, b"".join(_field(1, _key_value(k, v)) for k, v in resource.items()))
         self.scope = _field(1, _field(1, scope.encode()) + _field(2, version.encode()))
         self._attributes: dict[tuple[str, str | int], bytes] = {}  # Span.attributes entries, encoded
+        self._names: dict[str, bytes] = {}  # Span.name fields, encoded
 
     def span(self, data: SpanData) -> bytes:
         trace_id, span_id, parent_id, name, kind, start, end, failed, attributes = data
         known = self._attributes
+        encoded_name = self._names.get(name)
+        if encoded_name is None:
+            if len(self._names) >= KEPT_ATTRIBUTES:
+                self._names.clear()
+            encoded_name = self._names[name] = _field(5, name.encode("utf-8", "replace"))
         parts = [
             b"\x0a\x10",
             trace_id,
             b"\x12\x08",
             span_id,
             b"\x22\x08" + parent_id if parent_id else b"",
-            _field(5, name.encode("utf-8", "replace")),
+            encoded_name,
             b"\x30",
-            _varint(kind),
+            _SMALL[kind],
             b"\x39",
             _FIXED64(start),
             b"\x41",
@@ -219,6 +231,13 @@ class CountingSpanProcessor(BatchSpanProcessor):
         super().on_end(span)
 
 
+@functools.lru_cache(maxsize=4096)
+def _address(url: str) -> tuple[str, int]:
+    """A target URL's host and port (the scheme's default when it names none), remembered per URL."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
 class Spans:
     """One process's span records and their processor."""
 
@@ -289,11 +308,11 @@ class Spans:
             (trace_id, server_id, parent_id, name, SERVER, start, start + int(elapsed * 1e9), failed, attributes)
         ]
         for span_id, attempt, target, offset, spent, try_status, error in trace.tries:
-            address = urlsplit(target.url)
+            host, port = _address(target.url)
             client: Attributes = {
                 "http.request.method": method,
-                "server.address": address.hostname or "",
-                "server.port": address.port or (443 if target.scheme == "https" else 80),
+                "server.address": host,
+                "server.port": port,
                 "url.full": target.url,
                 "gateway.target": target.url,
             }
