@@ -50,15 +50,12 @@ Attributes = dict[str, str | int]
 SpanData = tuple[bytes, bytes, bytes, str, int, int, int, bool, Attributes]
 
 
-class Finished:
-    """One recorded request's spans, queued as one item. The SDK's processor passes on only what is
-    sampled (it reads `context.trace_flags`): everything queued here is."""
+class Finished(list[SpanData]):
+    """One recorded request's spans, queued as one item (a list: made by a C-level call). The SDK's
+    processor passes on only what is sampled (it reads `context.trace_flags`): everything queued here is."""
 
-    __slots__ = ("spans",)
+    __slots__ = ()
     context = SpanContext(1, 1, False, TraceFlags(TraceFlags.SAMPLED))
-
-    def __init__(self, spans: list[SpanData]) -> None:
-        self.spans = spans
 
 
 # --- the protobuf wire format ------------------------------------------------------------------------
@@ -141,7 +138,7 @@ class Encoder:
         return b"".join(parts)
 
     def encode(self, batch: Sequence[Finished]) -> bytes:
-        spans = b"".join(_field(2, self.span(data)) for finished in batch for data in finished.spans)
+        spans = b"".join(_field(2, self.span(data)) for finished in batch for data in finished)
         scope_spans = _field(2, self.scope + spans)
         return _field(1, self.resource + scope_spans)
 
@@ -167,7 +164,7 @@ class OtlpExporter(OTLPSpanExporter):
 
 
 def _span_count(batch: Sequence[Any]) -> int:
-    return sum(len(item.spans) if isinstance(item, Finished) else 1 for item in batch)
+    return sum(len(item) if isinstance(item, Finished) else 1 for item in batch)
 
 
 class CountingExporter(SpanExporter):
@@ -225,7 +222,7 @@ class CountingSpanProcessor(BatchSpanProcessor):
 
     def on_end(self, span: Any) -> None:
         if self.handed - self.counting.taken >= self.limit:
-            self.on_dropped(len(span.spans) if isinstance(span, Finished) else 1)
+            self.on_dropped(len(span) if isinstance(span, Finished) else 1)
             return
         self.handed += 1
         super().on_end(span)
