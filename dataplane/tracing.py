@@ -79,7 +79,7 @@ def new_span_id() -> str:
     bits = _getrandbits(64)
     while not bits:
         bits = _getrandbits(64)
-    return f"{bits:016x}"
+    return bits.to_bytes(8, "big").hex()  # a third of f"{bits:016x}"'s instructions (callgrind)
 
 
 def incoming(headers: Headers) -> tuple[bytes, str, str, bool, bytes] | None:
@@ -187,14 +187,15 @@ class Tracer:
         exchange.trace = self._started("", b"")
 
     def _started(self, parent_id: str, tracestate: bytes) -> Trace:
-        trace_bits, span_bits = _getrandbits(128), _getrandbits(64)
-        while not (trace_bits and span_bits):  # all zeros is invalid (W3C): 2^-64 at worst
-            trace_bits, span_bits = _getrandbits(128), _getrandbits(64)
-        trace_id = f"{trace_bits:032x}"
-        # OpenTelemetry's TraceIdRatioBased: the low 64 bits against the ratio, so nodes agree.
-        if self.bound and trace_bits & _LOW64 < self.bound:
-            return recorded(trace_id, f"{span_bits:016x}", parent_id, tracestate)
-        return unrecorded(trace_id, parent_id, f"00-{trace_id}-{span_bits:016x}-00".encode(), tracestate)
+        bits = _getrandbits(192)  # the trace id's 128 bits, then the span id's 64
+        while not (bits >> 64 and bits & _LOW64):  # all zeros is invalid (W3C): 2^-64 at worst
+            bits = _getrandbits(192)
+        ids = bits.to_bytes(24, "big").hex()  # a third of an f"{bits:032x}"'s instructions (callgrind)
+        trace_id, span_id = ids[:32], ids[32:]
+        # OpenTelemetry's TraceIdRatioBased: the trace id's low 64 bits against the ratio, so nodes agree.
+        if self.bound and (bits >> 64) & _LOW64 < self.bound:
+            return recorded(trace_id, span_id, parent_id, tracestate)
+        return unrecorded(trace_id, parent_id, f"00-{trace_id}-{span_id}-00".encode(), tracestate)
 
     def _continued(self, headers: Headers) -> Trace:
         found = incoming(headers)
