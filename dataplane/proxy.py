@@ -6,7 +6,8 @@ the native client by default).
 
 The parts live beside it, one concern each: `exchange.py` (the per-request state), `body.py` (the
 request body), `forwarding.py` (the upstream request headers), `fallback.py` (an open circuit's
-answer), `accesslog.py` (the log line), `plugins/` (the chain), `tunnel.py` (a WebSocket upgrade's
+answer), `accesslog.py` (the log line), `tracing.py` (W3C trace context and the spans, §13: a
+`Tracer` only when tracing is on), `plugins/` (the chain), `tunnel.py` (a WebSocket upgrade's
 handshake and byte relay, §13: the same checks up to the upstream call, then `_tunnel` instead of
 `_proxy`). Every answer, the upstream's or the gateway's own, gets the gateway's response headers in
 one place: `answer_headers`.
