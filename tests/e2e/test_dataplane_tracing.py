@@ -345,3 +345,32 @@ def test_a_bad_tracing_setting_stops_the_start_naming_the_variable(name: str, va
     )
     assert result.returncode == 2
     assert name in result.stderr
+
+
+def test_a_websocket_tunnel_is_traced_and_its_upstream_gets_the_handshakes_client_span(tmp_path: Path) -> None:
+    from websockets.sync.client import connect
+
+    from tests.dataplane.ws_upstream import ws_upstream
+
+    with (
+        receiver() as collector,
+        ws_upstream() as ws,
+        dataplane(
+            tmp_path,
+            seed({"name": "chat", "version": "v1", "targets": [{"url": ws.url}]}),
+            DATAPLANE_OTLP_ENDPOINT=collector.url,
+        ) as gateway,
+    ):
+        with connect(
+            f"ws://127.0.0.1:{gateway.port}/v1/chat/headers",
+            additional_headers={"traceparent": f"00-{TRACE}-{PARENT}-01"},
+            open_timeout=10,
+        ) as client:
+            seen = {name.lower(): value for name, value in json.loads(client.recv(timeout=10)).items()}
+        _, trace_id, client_span_id, flags = seen["traceparent"].split("-")
+        assert (trace_id, flags) == (TRACE, "01")
+        spans = spans_of(collector, TRACE, 2)
+        (server,) = [s for s in spans if s.kind == SERVER]
+        (handshake,) = [s for s in spans if s.kind == CLIENT]
+        assert handshake.span_id == client_span_id and handshake.parent_id == server.span_id
+        assert server.attributes["http.response.status_code"] == 101 and server.parent_id == PARENT
