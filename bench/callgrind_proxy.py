@@ -2,7 +2,7 @@
 the CPU per request"): the only figure on a shared machine that repeats to ~1 %.
 
     .venv/bin/python bench/callgrind_proxy.py [--requests 2000] [--connections 20] [--warmup 2000]
-        [--plugins | --variant NAME]
+        [--plugins | --variant NAME] [--env NAME=VALUE ...]
 
 Needs `nginx` and `valgrind` on PATH. Starts nginx as the upstream (answering a small body) and
 `python -m dataplane` under `valgrind --tool=callgrind --instr-atstart=no`, sends a warm-up, then
@@ -14,6 +14,9 @@ With `--variant`, the endpoint is one of bench/auth.py's (`key_auth`, `jwt-rs256
 `basic`: every request carries its credential) or bench/rate_limit.py's `local`: the per-request
 instructions of a policy, against the plain figure of another run (the ratio is what req/s would be
 if the machine did nothing else).
+`--env` passes a setting to the data plane (e.g. `DATAPLANE_OTLP_ENDPOINT=http://127.0.0.1:9` with
+`DATAPLANE_TRACE_SAMPLE=0`: tracing on, nothing recorded; every thread's instructions are counted,
+so a sampled run counts the exporter's too).
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--plugins", action="store_true", help="the endpoint runs the four plugins of (h)")
     parser.add_argument("--variant", choices=[*VARIANTS, "local"], help="an authentication or rate limit endpoint")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the data plane (repeatable)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -127,6 +131,7 @@ def main() -> int:
             "DATAPLANE_NODE_ID": "bench-callgrind",
             "PYTHONHASHSEED": "0",
             **secrets,
+            **dict(item.split("=", 1) for item in args.env),
         }
         argv = [
             "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",

@@ -8,7 +8,8 @@ format `DATAPLANE_ACCESS_LOG` names:
 - `json`: one JSON object per line (control characters escaped by the encoder);
 - `off`: nothing.
 
-Fields: time, request id, trace id (empty until tracing), client address (the peer), method, path
+Fields: time, request id, trace id (tracing.py: every request's with tracing on; off, only a
+gateway-made error's, from a valid incoming `traceparent`; else `-` / empty), client address (the peer), method, path
 (raw, without the query, at most 2 KiB), status, bytes in and out (bodies), duration and upstream
 time (ms), endpoint, target, consumer (empty until an authentication plugin names one), error,
 detail (what exactly failed: a target's address, an OS or TLS error; here, never in the answer),
@@ -74,6 +75,8 @@ class AccessLog:
         else:
             # A client's values in quotes, escaped when they need it (inline: this runs once per request).
             quoted_path = f'"{path}"' if _NEEDS_ESCAPING(path) is None else _dumps(path)
+            trace = exchange.trace
+            trace_id = trace.trace_id if trace is not None else "-"
             quoted_agent = self._agents.get(exchange.user_agent)
             if quoted_agent is None:
                 quoted_agent = self._quote_agent(exchange.user_agent)
@@ -83,7 +86,7 @@ class AccessLog:
                 f" status={exchange.status or '-'} duration_ms={elapsed * 1000:.1f}"
                 f" upstream_ms={exchange.upstream_seconds * 1000:.1f} error={exchange.error or '-'}"
                 f" client={client or '-'} path={quoted_path} bytes_in={exchange.bytes_in}"
-                f" bytes_out={exchange.bytes_out} trace_id=- consumer={exchange.consumer or '-'}"
+                f" bytes_out={exchange.bytes_out} trace_id={trace_id} consumer={exchange.consumer or '-'}"
                 f" user_agent={quoted_agent}" + (f" detail={_dumps(exchange.detail)}" if exchange.detail else "")
             )
         lines = self._lines
@@ -111,7 +114,7 @@ class AccessLog:
             {
                 "time": stamp,
                 "request_id": exchange.request_id,
-                "trace_id": "",
+                "trace_id": exchange.trace.trace_id if exchange.trace is not None else "",
                 "client": client,
                 "method": exchange.method,
                 "path": path,

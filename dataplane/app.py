@@ -145,14 +145,22 @@ class AdminApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def build(settings: Settings, *, transport: Transport | None = None) -> tuple[Runtime, ProxyApp, AdminApp]:
+def build(
+    settings: Settings, *, transport: Transport | None = None, tracing: bool = True
+) -> tuple[Runtime, ProxyApp, AdminApp]:
     """The runtime and both apps, with the first config loaded (§4): with a control plane, the verified
     cache, else the seed; standalone, the seed. Nothing usable leaves the node unready rather than
-    stopping it."""
+    stopping it. `tracing=False`: no tracer even with DATAPLANE_OTLP_ENDPOINT (the `--workers`
+    supervisor proxies nothing; each worker makes its own)."""
     from .sync import boot  # sync imports runtime; kept local so app stays importable on its own
 
     runtime = Runtime(settings)
     # The rate_limit plugin's counters: one set per process, made before the first snapshot compiles.
     ratelimit.configure(settings, runtime.metrics.rate_limit_backend_errors.inc)
     boot(runtime)
-    return runtime, ProxyApp(runtime, transport=transport), AdminApp(runtime)
+    tracer = None
+    if tracing and settings.otlp_endpoint is not None:
+        from .tracing import Tracer
+
+        tracer = Tracer(settings, dropped=runtime.metrics.trace_spans_dropped_count)
+    return runtime, ProxyApp(runtime, transport=transport, tracer=tracer), AdminApp(runtime)

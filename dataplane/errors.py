@@ -37,7 +37,8 @@ Every transport raises these classes (transport*.py), so the retry rules hold wh
 any body), `timeout` retries UpstreamTimeout besides the connect timeout (policies.RetryPolicy).
 
 `error_answer` is the one place an error becomes a response: JSON
-`{"error", "message", "request_id", "endpoint"}`.
+`{"error", "message", "request_id", "endpoint"}`, and `"trace_id"` when the request has a trace
+(tracing.py: always with tracing on; off, when the client sent a valid `traceparent`).
 
 An upstream failure's `message` goes to the client, so it is one of the fixed sentences below and never
 names a target, an address or an OS/TLS error (those tell a caller how the inside is wired); what went
@@ -226,14 +227,23 @@ class UpstreamAborted(UpstreamError):
     code = "upstream_aborted"
 
 
-def error_answer(error: GatewayError, request_id: str, endpoint: str | None) -> tuple[int, Headers, bytes]:
+def error_answer(
+    error: GatewayError, request_id: str, endpoint: str | None, trace_id: str | None = None
+) -> tuple[int, Headers, bytes]:
     """Status, headers and JSON body for a gateway-made error: the content headers and the error's own
     (`Allow`, `Retry-After`, `Connection: close`), not the gateway's response headers (`X-Request-ID`,
-    `X-Endpoint-ID`, ...), which the proxy adds to every answer in one place (ProxyApp.answer_headers)."""
-    body = json.dumps(
-        {"error": error.code, "message": error.message, "request_id": request_id, "endpoint": endpoint},
-        separators=(",", ":"),
-    ).encode()
+    `X-Endpoint-ID`, ...), which the proxy adds to every answer in one place (ProxyApp.answer_headers).
+    `trace_id` (tracing.py: the request's trace when tracing is on, else a valid incoming traceparent's)
+    adds a `trace_id` field; without one the body has none."""
+    fields: dict[str, str | None] = {
+        "error": error.code,
+        "message": error.message,
+        "request_id": request_id,
+        "endpoint": endpoint,
+    }
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
+    body = json.dumps(fields, separators=(",", ":")).encode()
     headers: Headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += error.headers
     if error.close_connection:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .plugins import Chain
     from .runtime import EndpointState
     from .snapshot import Endpoint
+    from .tracing import Trace
 
 REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,200}$")
 # The key of Exchange.note() where a plugin puts the query string the upstream gets instead of the
@@ -73,6 +74,7 @@ class Exchange:
         "state",
         "status",
         "target",
+        "trace",
         "upstream_seconds",
         "user_agent",
         "websocket_key",
@@ -107,6 +109,7 @@ class Exchange:
         self.context: dict[str, Any] | None = None  # the plugins' own per-request notes, made on first use
         self.websocket_key: bytes | None = None  # a WebSocket upgrade's Sec-WebSocket-Key (tunnel.py)
         self.head_seconds = 0.0  # a tunnel's time to its 101 (the request's own time is the tunnel's life)
+        self.trace: Trace | None = None  # tracing.Tracer.begin's, when tracing is on
         # Left unset on the plain path (no cost there): use_chain() sets them wherever a chain runs.
         self.forwarding: Forwarding
         self.client: IPv4Address | IPv6Address | None

@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv6Address
 from .exchange import Exchange
 from .settings import Settings
 from .snapshot import Target
+from .tracing import TRACE_HEADERS
 from .types import Headers, Scope
 
 HOP_BY_HOP = frozenset(
@@ -102,9 +103,12 @@ def asks_upgrade(connection: bytes, upgrade: bytes) -> bool:
 class Forwarding:
     """Builds the upstream request headers for one node's settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracing: bool = False) -> None:
         self.trusted_proxies = settings.trusted_proxies
         self.node_token = settings.node_id.encode()
+        # With tracing on, the client's `traceparent`/`tracestate` are replaced per try
+        # (tracing.Tracer.propagate), never passed on; off, they pass like any header.
+        self.not_forwarded = _NOT_FORWARDED | TRACE_HEADERS if tracing else _NOT_FORWARDED
 
     def trusted(self, scope: Scope) -> bool:
         client = scope.get("client")
@@ -170,6 +174,7 @@ class Forwarding:
         forwarded_for = forwarded_proto = forwarded_host = None
         via = None
         out: Headers = []
+        not_forwarded = self.not_forwarded
         for name, value in headers:
             if b"_" in name:
                 # CGI-style backends (WSGI, PHP, nginx's underscores_in_headers) read `X_Forwarded_For` as
@@ -188,7 +193,7 @@ class Forwarding:
             elif b"x-forwarded-" <= name < b"x-forwarded." or name in CLIENT_IDENTITY:  # (see strip_hop_by_hop)
                 if trusted:  # X-Forwarded-Port, Forwarded, X-Real-IP...: a client's say-so only through a trusted proxy
                     out.append((name, value))
-            elif name not in _NOT_FORWARDED:
+            elif name not in not_forwarded:
                 out.append((name, value))
         client = scope.get("client")
         peer = (client[0] if client else "").encode()

@@ -95,6 +95,15 @@ class Metrics:
             "Rate-limit counts Redis could not make (counted locally or refused instead)",
             registry=r,
         )
+        # Tracing (§13, tracing.py): spans that never reached the collector, by why: `queue_full` (more
+        # recorded requests waiting than DATAPLANE_TRACE_QUEUE), `export_failed` (the collector did not take
+        # the batch in time: down, slow, refusing).
+        self.trace_spans_dropped = Counter(
+            "gateway_trace_spans_dropped",
+            "Trace spans dropped before reaching the collector",
+            ["reason"],
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "gateway_circuit_state", "0 closed, 1 open, 2 half-open", ["endpoint"], registry=r, multiprocess_mode=LIVE
         )
@@ -180,6 +189,11 @@ class Metrics:
                 _remove(self.target_ejected, key, url)
 
     # --- per request: added up here, handed to prometheus_client once per turn of the event loop -------
+
+    def trace_spans_dropped_count(self, reason: str, count: int) -> None:
+        """Spans that never reached the collector (tracing.py); called from the exporter's thread too
+        (prometheus_client's counters take a lock)."""
+        self.trace_spans_dropped.labels(reason).inc(count)
 
     def observe_request(self, endpoint: str, method: str, status: int, error: str | None, seconds: float) -> None:
         """One answered client request: its count by status class, its error code, its time to the head."""

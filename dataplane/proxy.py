@@ -6,7 +6,8 @@ the native client by default).
 
 The parts live beside it, one concern each: `exchange.py` (the per-request state), `body.py` (the
 request body), `forwarding.py` (the upstream request headers), `fallback.py` (an open circuit's
-answer), `accesslog.py` (the log line), `plugins/` (the chain), `tunnel.py` (a WebSocket upgrade's
+answer), `accesslog.py` (the log line), `tracing.py` (W3C trace context and the spans, §13: a
+`Tracer` only when tracing is on), `plugins/` (the chain), `tunnel.py` (a WebSocket upgrade's
 handshake and byte relay, §13: the same checks up to the upstream call, then `_tunnel` instead of
 `_proxy`). Every answer, the upstream's or the gateway's own, gets the gateway's response headers in
 one place: `answer_headers`.
@@ -66,6 +67,7 @@ from .policies import NOTHING_SENT
 from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout, replays_after_sending
 from .runtime import EndpointState, Runtime
 from .snapshot import Endpoint, Snapshot, Target
+from .tracing import Tracer, from_error_path
 from .transport import Transport, UpstreamRequest, UpstreamResponse, create_transport
 from .tunnel import HANDSHAKE_REFUSED, UpstreamSide, connect, handshake_key, names_websocket, request_head, valid_switch
 from .types import Headers, Receive, Scope, Send
@@ -101,12 +103,14 @@ def _percent(match: re.Match[bytes]) -> bytes:
 class ProxyApp:
     body_stall_timeout = BODY_STALL_TIMEOUT
 
-    def __init__(self, runtime: Runtime, *, transport: Transport | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, transport: Transport | None = None, tracer: Tracer | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.node_token = runtime.settings.node_id.encode()
         self.transport: Transport = transport or create_transport(runtime.settings.transport)
-        self.forwarding = Forwarding(runtime.settings)
+        # Tracing (§13, tracing.py): None when off, and then the request path only tests that.
+        self.tracer = tracer
+        self.forwarding = Forwarding(runtime.settings, tracing=tracer is not None)
         self.access_log = AccessLog(runtime.settings.access_log)
         self.show_response_time = not self.settings.hide_response_time
         # What the upstream may not set on the client's answer: the gateway's own headers replace them.
@@ -118,6 +122,8 @@ class ProxyApp:
     async def aclose(self) -> None:
         self.grpc_pool.close()
         self.access_log.flush()
+        if self.tracer is not None:
+            await self.tracer.shutdown()
         await self.transport.aclose()
         await close_plugins()
 
@@ -129,6 +135,9 @@ class ProxyApp:
                 await self._lifespan(receive, send)
             return
         exchange = Exchange(scope, receive, send, time.perf_counter())
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.begin(exchange)
         try:
             await self._handle(exchange)
         except ClientGone:
@@ -157,6 +166,10 @@ class ProxyApp:
             chain = exchange.chain
             if chain is not None and chain.log:
                 self._log_phase(chain, exchange)
+            if tracer is not None:
+                trace = exchange.trace
+                if trace is not None and trace.sampled:
+                    tracer.end(exchange, trace, elapsed)
             self.access_log.write(exchange, elapsed)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -195,7 +208,12 @@ class ProxyApp:
         return headers
 
     async def _send_error(self, exchange: Exchange, error: GatewayError) -> None:
-        status, headers, body = error_answer(error, exchange.request_id, exchange.endpoint_key)
+        trace = exchange.trace
+        if trace is None and self.tracer is None:
+            # Tracing off: only here is a caller's traceparent read, so the answer names its trace.
+            trace = exchange.trace = from_error_path(exchange.scope["headers"])
+        trace_id = trace.trace_id if trace is not None else None
+        status, headers, body = error_answer(error, exchange.request_id, exchange.endpoint_key, trace_id)
         exchange.status, exchange.error = status, error.code
         await self._send_whole(exchange, status, headers, body)
 
@@ -349,6 +367,9 @@ class ProxyApp:
             endpoint = self._split(snapshot, endpoint, endpoint.split, exchange)
         exchange.endpoint = endpoint
         exchange.endpoint_key = endpoint.key
+        trace = exchange.trace
+        if trace is not None and trace.sampled:
+            trace.route = match.key
         if endpoint.https_redirect and not self.forwarding.over_https(exchange.scope):
             # Before any policy: the answer says nothing about the endpoint, and whatever a policy decides
             # is decided again on the https:// request.
@@ -573,6 +594,7 @@ class ProxyApp:
         allow_panic = endpoint.health_check.panic
         panic = allow_panic and state.balancer.in_panic()
         chain = exchange.chain
+        trace = exchange.trace
         tried: list[Target] = []
         attempt = 0
         while True:
@@ -590,6 +612,7 @@ class ProxyApp:
             if chain is not None:
                 for plugin in chain.request:
                     plugin.request(exchange, headers)
+            span_id = Tracer.propagate(trace, headers) if trace is not None else ""
             try_started = time.perf_counter()
             try:
                 try:
@@ -600,6 +623,8 @@ class ProxyApp:
                     exchange.upstream_seconds += spent
                     self.runtime.metrics.observe_upstream(endpoint.key, spent)
             except UpstreamError as error:
+                if span_id:
+                    Tracer.tried(exchange, span_id, attempt, target, try_started, spent, 0, error.code)
                 self._record_target(state, target, failed=True)
                 # A try that never reached the upstream may replay even a streamed body not yet started.
                 can_replay = replayable or (isinstance(error, NOTHING_SENT) and not exchange.body_streamed)
@@ -607,6 +632,8 @@ class ProxyApp:
                     await asyncio.sleep(backoff(attempt + 1))
                     continue
                 raise
+            if span_id:  # a recorded request's try
+                Tracer.tried(exchange, span_id, attempt, target, try_started, spent, response.status, "")
             failed = state.breaker.is_failure_status(response.status)
             self._record_target(state, target, failed=failed)
             if response.status in policy.statuses and self._may_retry(
@@ -814,6 +841,8 @@ class ProxyApp:
             if chain is not None:
                 for plugin in chain.request:
                     plugin.request(exchange, headers)
+            trace = exchange.trace
+            span_id = Tracer.propagate(trace, headers) if trace is not None else ""
             path = target.base_path + (rest or ("" if target.base_path else "/"))
             query: bytes = exchange.scope.get("query_string") or b""
             if query and exchange.context is not None:
@@ -830,11 +859,15 @@ class ProxyApp:
                     exchange.upstream_seconds += spent
                     self.runtime.metrics.observe_upstream(endpoint.key, spent)
             except UpstreamError as error:
+                if span_id:
+                    Tracer.tried(exchange, span_id, attempt, target, started, spent, 0, error.code)
                 self._record_target(state, target, failed=True)
                 if isinstance(error, NOTHING_SENT) and self._may_retry(state, attempt, "GET", error, True, deadline):
                     await asyncio.sleep(backoff(attempt + 1))
                     continue
                 raise
+            if span_id:
+                Tracer.tried(exchange, span_id, attempt, target, started, spent, upstream.status, "")
             self._record_target(state, target, failed=state.breaker.is_failure_status(upstream.status))
             return upstream
 

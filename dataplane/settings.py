@@ -163,6 +163,38 @@ def _control_plane_url(environ: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _ratio(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A share from 0 to 1 (0.25, 1, 0): a percentage such as '25' is refused, not read as 25 times."""
+    parsed = _parsed(environ, name)
+    if parsed is None:
+        return default
+    raw, value = parsed
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise SettingsError(f"{name} must be a number from 0 to 1 (0.25 records a quarter of new traces), not {raw!r}")
+    return value
+
+
+# OTLP/HTTP's signal path (https://opentelemetry.io/docs/specs/otlp/#otlphttp-request): appended to a
+# base URL, as the SDK does for OTEL_EXPORTER_OTLP_ENDPOINT.
+OTLP_TRACES_PATH = "/v1/traces"
+
+
+def _otlp_endpoint(environ: Mapping[str, str]) -> str | None:
+    """The collector's OTLP/HTTP traces URL: `http://host:4318/v1/traces` as given, or a base URL
+    (`http://host:4318`, no path) with `/v1/traces` added."""
+    raw = environ.get("DATAPLANE_OTLP_ENDPOINT", "").strip()
+    if not raw:
+        return None
+    found = re.match(r"^https?://[^/?#\s@]+(/[^?#\s]*)?$", raw)
+    if not found:
+        raise SettingsError(
+            f"DATAPLANE_OTLP_ENDPOINT must be an http(s) URL such as http://127.0.0.1:4318/v1/traces, not {raw!r}"
+        )
+    if found.group(1) in (None, "/"):
+        return raw.rstrip("/") + OTLP_TRACES_PATH
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: tuple[str, int] = ("127.0.0.1", 8080)
@@ -202,6 +234,14 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)  # may carry a password: never in a log line
     redis_timeout: float = 0.5
     rate_limit_max_keys: int = RATE_LIMIT_MAX_KEYS
+    # Tracing (§13, tracing.py): off unless DATAPLANE_OTLP_ENDPOINT names a collector's OTLP/HTTP traces
+    # URL; the share of new traces recorded (a continued trace follows its caller's sampled flag); how
+    # long one export may take (retries included) before its spans count as dropped; how many recorded
+    # requests' spans may wait for the exporter before the newest are dropped (counted).
+    otlp_endpoint: str | None = None
+    trace_sample: float = 1.0
+    trace_export_timeout: float = 2.0
+    trace_queue: int = 2048
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -243,6 +283,10 @@ class Settings:
             "rate_limit_max_keys": _count(
                 environ, "DATAPLANE_RATE_LIMIT_MAX_KEYS", RATE_LIMIT_MAX_KEYS, minimum=1, maximum=100_000_000
             ),
+            "otlp_endpoint": _otlp_endpoint(environ),
+            "trace_sample": _ratio(environ, "DATAPLANE_TRACE_SAMPLE", 1.0),
+            "trace_export_timeout": _number(environ, "DATAPLANE_TRACE_EXPORT_TIMEOUT", 2.0, minimum=0.05, maximum=60),
+            "trace_queue": _count(environ, "DATAPLANE_TRACE_QUEUE", 2048, minimum=1, maximum=1_000_000),
         }
         transport = environ.get("DATAPLANE_TRANSPORT", "").strip().lower() or "native"
         if transport not in ("native", "aiohttp", "httpx"):

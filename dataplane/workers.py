@@ -110,7 +110,7 @@ def forget_gauges(metrics_dir: str, pid: int) -> None:
 async def supervise(settings: Settings, workers: int) -> None:
     # The supervisor's copy answers /-/routes and /-/readyz; built first, so a standalone supervisor on
     # a bad seed exits (BootError) before it starts any worker.
-    runtime, _, admin = build(settings)
+    runtime, _, admin = build(settings, tracing=False)
     require_config(settings, runtime)
     metrics_dir = tempfile.mkdtemp(prefix="dataplane-metrics-")
     # Set only now: this process's own metrics stay in memory; the workers, spawned fresh, write theirs

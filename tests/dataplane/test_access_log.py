@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -126,3 +127,30 @@ def test_the_setting_takes_text_json_or_off_and_refuses_anything_else() -> None:
     assert Settings.from_env({"DATAPLANE_ACCESS_LOG": " JSON "}).access_log == "json"
     with pytest.raises(SettingsError, match="DATAPLANE_ACCESS_LOG must be text, json or off, not 'yes'"):
         Settings.from_env({"DATAPLANE_ACCESS_LOG": "yes"})
+
+
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+
+
+def test_with_tracing_on_every_text_line_names_its_trace(caplog_access: pytest.LogCaptureFixture) -> None:
+    gateway = Gateway(
+        document(endpoint("users", default=True)), ok, otlp_endpoint="http://127.0.0.1:9/v1/traces", trace_sample=0
+    )
+    try:
+        serve(gateway, b"/users/list", [(b"traceparent", TRACEPARENT)], "trace-1")
+        serve(gateway, b"/users/list", [], "trace-2")
+    finally:
+        assert gateway.proxy.tracer is not None
+        asyncio.run(gateway.proxy.tracer.shutdown())
+    continued, started = access_lines(caplog_access)
+    assert " trace_id=4bf92f3577b34da6a3ce929d0e0e4736 " in continued
+    assert re.search(r" trace_id=[0-9a-f]{32} ", started) and "4bf92f35" not in started
+
+
+def test_with_tracing_off_only_an_error_line_names_the_callers_trace(caplog_access: pytest.LogCaptureFixture) -> None:
+    gateway = Gateway(document(endpoint("users", default=True)), ok)
+    serve(gateway, b"/users/list", [(b"traceparent", TRACEPARENT)], "off-trace-1")
+    serve(gateway, b"/nowhere", [(b"traceparent", TRACEPARENT)], "off-trace-2")
+    proxied, refused = access_lines(caplog_access)
+    assert " trace_id=- " in proxied
+    assert " trace_id=4bf92f3577b34da6a3ce929d0e0e4736 " in refused and "status=404" in refused
