@@ -43,7 +43,7 @@ SERVICE_NAME = "gateway-dataplane"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 EXPORT_BATCH = 512  # recorded requests per post
 EXPORT_DELAY_MS = 1000.0
-SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
+SERVER, CLIENT, CONSUMER = 2, 3, 5  # opentelemetry.proto.trace.v1.Span.SpanKind
 
 Attributes = dict[str, str | int]
 # trace id, span id, parent span id (b"" for none), name, kind, start and end (ns since the epoch),
@@ -348,3 +348,22 @@ class Spans:
                 )
             )
         self.processor.on_end(Finished(spans))
+
+    def record_config(
+        self, trace_id: str, span_id: str, parent_id: str, attributes: Attributes, began: float, failed: bool
+    ) -> None:
+        """A node's `config apply` span (tracing.Tracer.config_applied): a consumer of the config change,
+        the API write's span its parent; from the answer's arrival (`began`, time.time()) to now."""
+        start = int(began * 1e9)
+        span: SpanData = (
+            bytes.fromhex(trace_id),
+            bytes.fromhex(span_id),
+            bytes.fromhex(parent_id),
+            "config apply",
+            CONSUMER,
+            start,
+            max(start, time.time_ns()),
+            failed,
+            attributes,
+        )
+        self.processor.on_end(Finished([span]))

@@ -266,7 +266,7 @@ async def serve(
     if settings.control_plane_url:
         from .sync import Sync
 
-        spawn(Sync(runtime).run())
+        spawn(Sync(runtime, tracer=proxy.tracer).run())
     if not admin_listener:
         # No scrape reaches this process (the supervisor merges its metric files), so nothing else
         # would move the gauges that change by the clock alone.

@@ -25,10 +25,11 @@ import os
 import random
 import re
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -46,6 +47,9 @@ from .runtime import Runtime
 from .settings import Settings
 from .snapshot import READ_FORMAT_VERSION, Snapshot, load_sync_snapshot
 
+if TYPE_CHECKING:
+    from .tracing import Tracer
+
 logger = logging.getLogger("dataplane.sync")
 
 CONFIG_PATH = "/api/v1/dataplane/config"
@@ -57,6 +61,8 @@ BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 REPORT_EVERY = 10.0  # the default of DATAPLANE_REPORT_INTERVAL (settings.report_interval)
 CACHE_FORMAT = 1
+# The node id as the control plane takes it in X-Gateway-Node-ID (docs/sync-api.md).
+_NODE_ID_HEADER = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # Random per process start: the control plane tells a restart from a long-running node by it.
 BOOT_ID = uuid.uuid4().hex[:16]
@@ -251,8 +257,14 @@ class Sync:
         report: bool = True,
         wait: float = WAIT,
         report_every: float | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         settings = runtime.settings
+        self.tracer = tracer  # tracing on: each snapshot's `config apply` span (Tracer.config_applied)
+        # Who asks, for the control plane's span of its answer (docs/sync-api.md); a default id made from
+        # an exotic hostname is left out rather than sent as a header it would refuse.
+        node_id = settings.node_id
+        self.node_header = {"X-Gateway-Node-ID": node_id} if _NODE_ID_HEADER.fullmatch(node_id) else {}
         if not settings.control_plane_url:
             raise ValueError("the sync needs a control-plane URL")
         self.runtime = runtime
@@ -330,7 +342,7 @@ class Sync:
     async def poll_once(self) -> float:
         """One GET of the config; returns how long to sleep before the next one."""
         assert self.client is not None, "poll_once runs inside run() or with .client set"
-        headers = {"X-Gateway-Format": FORMAT, "Accept-Encoding": "gzip"}
+        headers = {"X-Gateway-Format": FORMAT, "Accept-Encoding": "gzip", **self.node_header}
         params: dict[str, str] = {}
         if self.etag:
             headers["If-None-Match"] = self.etag
@@ -357,7 +369,19 @@ class Sync:
         if response.status_code != 200:
             return self._failed(f"HTTP {response.status_code}: {response.text[:200]}")
         self._connected()
+        began = time.time()
         await self._received(response.content, response.headers.get("etag"))
+        write = response.headers.get("x-config-traceparent")
+        if write and self.tracer is not None:
+            current = self.runtime.snapshot
+            self.tracer.config_applied(
+                write,
+                node_id=self.settings.node_id,
+                etag=response.headers.get("etag"),
+                revision=current.revision if current is not None and self.result == "applied" else None,
+                error=self.error if self.result != "applied" else None,
+                began=began,
+            )
         return 0.0
 
     def _connected(self) -> None:

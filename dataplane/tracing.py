@@ -256,6 +256,35 @@ class Tracer:
         except Exception:  # a span never fails a request (its answer is out)
             logger.exception("recording the spans of request %s failed", exchange.request_id)
 
+    # --- config changes -------------------------------------------------------------------------------
+
+    def config_applied(
+        self, write: str, *, node_id: str, etag: str | None, revision: int | None, error: str | None, began: float
+    ) -> None:
+        """A snapshot from the control plane was applied (or refused: `error`): its span joins the trace
+        of the API write that made the revision (`X-Config-Traceparent` on the answer, the write's span
+        as parent), so one config change is followed from the write to every node that took it. Only a
+        sampled write carries the header; an invalid one is ignored. `began`: time.time() of the answer."""
+        found = incoming([(TRACEPARENT, write.encode("latin-1", "replace"))])
+        if found is None or not found[3]:
+            return
+        _, trace_id, parent_id, _, _ = found
+        attributes: dict[str, str | int] = {
+            "gateway.node.id": node_id,
+            "gateway.config.result": "applied" if error is None else "rejected",
+        }
+        if etag:
+            attributes["gateway.config.etag"] = etag[:128]
+        if revision is not None:
+            attributes["gateway.config.revision"] = revision
+        if error is not None:
+            attributes["error.type"] = "config_rejected"
+            attributes["gateway.error"] = error[:512]
+        try:
+            self.spans.record_config(trace_id, new_span_id(), parent_id, attributes, began, error is not None)
+        except Exception:  # a span never fails the sync
+            logger.exception("recording the config-apply span failed")
+
     # --- shutdown ------------------------------------------------------------------------------------
 
     async def shutdown(self, wait: float = SHUTDOWN_WAIT) -> None:

@@ -391,3 +391,58 @@ def test_a_collector_that_is_down_leaves_the_api_answering(tmp_path: Path, colle
             assert synced.status_code == 200
             assert synced.headers["x-config-traceparent"]
         assert httpx.get(f"{base}/api/v1/revisions/", headers=admin, timeout=10).status_code == 200
+
+
+def test_a_config_change_is_followed_from_the_api_write_to_the_data_plane_that_applied_it(tmp_path: Path) -> None:
+    """Both planes pointed at one collector (docs/tracing.md): the node's `config apply` span is a child
+    of the API write's span, in the write's trace, and the control plane's answer names the node."""
+    from tests.dataplane.processes import dataplane, upstream
+
+    make_admin()
+    _, secret = dataplane_token_issue(name="edge", actor=ACTOR)
+    with ExitStack() as stack:
+        receiver = stack.enter_context(otlp_receiver())
+        origin = stack.enter_context(upstream(tmp_path, "origin"))
+        base = stack.enter_context(control_plane(tmp_path, GATEWAY_OTLP_ENDPOINT=receiver.endpoint))
+        _, admin = login(base)
+        node_dir = tmp_path / "node"
+        node_dir.mkdir()
+        node = stack.enter_context(
+            dataplane(
+                node_dir,
+                None,
+                DATAPLANE_CONTROL_PLANE_URL=base,
+                DATAPLANE_TOKEN=secret,
+                DATAPLANE_NODE_ID="edge-7",
+                DATAPLANE_OTLP_ENDPOINT=receiver.endpoint,
+                DATAPLANE_TRACE_SAMPLE="0",  # requests untraced: the config change's sampling is the write's
+            )
+        )
+        body = endpoint_body("accounts", targets=[{"url": f"{origin.url}/api"}])
+        created = httpx.post(f"{base}/api/v1/endpoints/", json=body, headers=admin)
+        assert created.status_code == 201, created.text
+        eventually(lambda: httpx.get(f"{node.url}/accounts/1").status_code == 200, "the node serving the change")
+        revision = ConfigRevision.objects.order_by("-number").first()
+        assert revision is not None and revision.summary == "create endpoint accounts:v1"
+        write_trace, write_span = traceparent_ids(revision.traceparent)
+
+        applied = receiver.wait_for(
+            lambda s: s.name == "config apply" and s.trace_id == write_trace, "the node's config apply span"
+        )
+        assert (applied.kind, applied.parent_span_id) == ("consumer", write_span)
+        assert applied.resource["service.name"] == "gateway-dataplane"
+        assert applied.attributes["gateway.node.id"] == "edge-7"
+        assert applied.attributes["gateway.config.result"] == "applied"
+        assert applied.attributes["gateway.config.revision"] == revision.number
+        # The control plane's answer to that node names it (the node sends X-Gateway-Node-ID).
+        receiver.wait_for(
+            lambda s: s.attributes.get("gateway.dataplane.node_id") == "edge-7"
+            and [(link.trace_id, link.span_id) for link in s.links] == [(write_trace, write_span)],
+            "the answer's span naming the node",
+        )
+        # At sample 0 the proxied request itself left no span.
+        assert not [
+            s
+            for s in receiver.snapshot()
+            if s.resource.get("service.name") == "gateway-dataplane" and s.kind == "server"
+        ]
