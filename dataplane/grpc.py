@@ -8,7 +8,7 @@ flow control (the upstream's window for what the client sends; ours, given back 
 took the bytes, for what the upstream answers). The client's `grpc-timeout` is the call's deadline:
 past it the upstream stream is reset (CANCEL) and the client told DEADLINE_EXCEEDED. A client that
 cancels (RST_STREAM) cancels the upstream stream. An upstream that dies mid-call ends the call with
-UNAVAILABLE in the trailers.
+UNAVAILABLE in the trailers, and so does the server's shutdown limit for a call still running.
 
 What the gateway itself answers a gRPC client (an error of the chain, an open breaker, no upstream) is
 a trailers-only response (RFC-less, per gRPC's PROTOCOL-HTTP2.md): HTTP 200, `content-type:
@@ -103,6 +103,8 @@ CONNECTION_WINDOW = 1024 * 1024
 # A client cancelling this close to its deadline is taken for the deadline passing (its clock started
 # before the request reached us, ours after).
 DEADLINE_SLACK = 0.05
+# grpc-message of a call still running when the server's shutdown limit ends it.
+STOPPING = "the gateway is shutting down"
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
@@ -479,6 +481,12 @@ async def proxy_call(
     pump = asyncio.get_running_loop().create_task(_client_to_upstream(exchange, stream))
     try:
         await _upstream_to_client(exchange, stream, endpoint, deadline, answer_headers, observe)
+    except asyncio.CancelledError:
+        # Only the server's shutdown limit cancels a call (uvicorn's, once the drain has waited for it):
+        # the client hears UNAVAILABLE, which it may retry on another node, not a reset stream (which
+        # grpcio reports as INTERNAL, a failure nobody retries).
+        await _stopping(exchange, answer_headers, observe)
+        raise
     finally:
         exchange.upstream_seconds = time.perf_counter() - started
         if not pump.done():
@@ -602,6 +610,23 @@ async def _end(exchange: Exchange, code: int, message: str, observe: Callable[[i
     await exchange.send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
     exchange.error = "upstream_aborted" if code == UNAVAILABLE else "upstream_timeout"
     _finish(exchange, code, observe)
+
+
+async def _stopping(
+    exchange: Exchange, answer_headers: Callable[[Headers], Headers], observe: Callable[[int], None]
+) -> None:
+    """End a call the stopping server cancelled with UNAVAILABLE: trailers-only before the head,
+    trailers after it."""
+    if exchange.started:
+        await _end(exchange, UNAVAILABLE, STOPPING, observe)
+    else:
+        exchange.started = True
+        exchange.status = 200
+        status, headers = grpc_answer(503, [], STOPPING)
+        await exchange.send({"type": "http.response.start", "status": status, "headers": answer_headers(headers)})
+        await exchange.send({"type": "http.response.body", "body": b""})
+        observe(UNAVAILABLE)
+    exchange.error = "shutting_down"
 
 
 def _finish(exchange: Exchange, code: int, observe: Callable[[int], None]) -> None:
