@@ -8,7 +8,7 @@ flow control (the upstream's window for what the client sends; ours, given back 
 took the bytes, for what the upstream answers). The client's `grpc-timeout` is the call's deadline:
 past it the upstream stream is reset (CANCEL) and the client told DEADLINE_EXCEEDED. A client that
 cancels (RST_STREAM) cancels the upstream stream. An upstream that dies mid-call ends the call with
-UNAVAILABLE in the trailers.
+UNAVAILABLE in the trailers, and so does the server's shutdown limit for a call still running.
 
 What the gateway itself answers a gRPC client (an error of the chain, an open breaker, no upstream) is
 a trailers-only response (RFC-less, per gRPC's PROTOCOL-HTTP2.md): HTTP 200, `content-type:
@@ -103,6 +103,12 @@ CONNECTION_WINDOW = 1024 * 1024
 # A client cancelling this close to its deadline is taken for the deadline passing (its clock started
 # before the request reached us, ours after).
 DEADLINE_SLACK = 0.05
+# An upstream connection with no call open this long is closed (GOAWAY NO_ERROR): as the HTTP/1.1 pool
+# does its idle connections (transport_native.py), and so that a connection the pool replaced (full,
+# or found unusable) does not stay open for the process's life. The next call opens a new one.
+IDLE_TIMEOUT = 30.0
+# grpc-message of a call still running when the server's shutdown limit ends it.
+STOPPING = "the gateway is shutting down"
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
@@ -174,7 +180,9 @@ class UpstreamStream:
 class UpstreamConnection:
     """One HTTP/2 connection to a target, its streams multiplexed."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, idle_timeout: float = IDLE_TIMEOUT
+    ) -> None:
         self.reader = reader
         self.writer = writer
         config = h2.config.H2Configuration(
@@ -202,11 +210,16 @@ class UpstreamConnection:
         self._loop = asyncio.get_running_loop()
         self._pending: list[bytes] | None = None  # bytes for the upstream, written at the end of the turn
         self._window: set[asyncio.Future[None]] = set()
+        self.idle_timeout = idle_timeout
+        self._idle: asyncio.TimerHandle | None = None
         self.flush()
         self._task = self._loop.create_task(self._read())
+        self._idle_from_now()
 
     @classmethod
-    async def open(cls, target: Target, endpoint: Endpoint, contexts: Contexts) -> UpstreamConnection:
+    async def open(
+        cls, target: Target, endpoint: Endpoint, contexts: Contexts, *, idle_timeout: float = IDLE_TIMEOUT
+    ) -> UpstreamConnection:
         host, _, port_text = target.host.rpartition(":") if _has_port(target.host) else (target.host, "", "")
         host = host.strip("[]")
         tls = target.scheme == "https"
@@ -226,7 +239,7 @@ class UpstreamConnection:
             raise UpstreamConnectError(TLS_FAILED, detail=f"{target.origin}: {exc}") from None
         except OSError as exc:
             raise UpstreamConnectError(REFUSED, detail=f"{target.origin}: {exc}") from None
-        return cls(reader, writer)
+        return cls(reader, writer, idle_timeout=idle_timeout)
 
     @property
     def usable(self) -> bool:
@@ -254,6 +267,9 @@ class UpstreamConnection:
     def request(self, headers: Headers, *, end_stream: bool) -> UpstreamStream:
         stream_id = self.conn.get_next_available_stream_id()
         stream = self.streams[stream_id] = UpstreamStream(self, stream_id)
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         self.conn.send_headers(stream_id, headers, end_stream=end_stream)
         self.flush()
         return stream
@@ -298,6 +314,7 @@ class UpstreamConnection:
         self.streams.pop(stream_id, None)
         if self.closed:
             return
+        self._idle_from_now()
         try:
             self.conn.reset_stream(stream_id, code)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -323,6 +340,9 @@ class UpstreamConnection:
             pass
         finally:
             self.closed = True
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
             for stream in self.streams.values():
                 stream.events.put_nowait(("lost", None))
             self.streams.clear()
@@ -349,11 +369,13 @@ class UpstreamConnection:
                 stream.closed = True
                 self.streams.pop(stream_id, None)
                 stream.events.put_nowait(("end", None))
+                self._idle_from_now()
         elif isinstance(event, h2.events.StreamReset):
             if stream is not None:
                 stream.closed = True
                 self.streams.pop(stream_id, None)
                 stream.events.put_nowait(("reset", event.error_code))
+                self._idle_from_now()
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self._wake()
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -368,8 +390,26 @@ class UpstreamConnection:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _idle_from_now(self) -> None:
+        """No call open: the connection closes after `idle_timeout` unless one opens by then."""
+        if self.streams or self.closed or self._idle is not None:
+            return
+        self._idle = self._loop.call_later(self.idle_timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._idle = None
+        if self.streams or self.closed:
+            return
+        self.conn.close_connection(ErrorCodes.NO_ERROR)
+        self.flush()
+        self._write()  # the GOAWAY goes out before the close
+        self.close()
+
     def close(self) -> None:
         self.closed = True
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         self._task.cancel()
         self.writer.close()
 
@@ -399,7 +439,8 @@ class Contexts:
 class Pool:
     """One usable connection per target origin (and TLS policy), opened on first use."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.idle_timeout = idle_timeout
         self._connections: dict[tuple[str, bool, str | None, str | None], UpstreamConnection] = {}
         self._opening: dict[tuple[str, bool, str | None, str | None], asyncio.Future[UpstreamConnection]] = {}
         self.contexts = Contexts()
@@ -416,7 +457,7 @@ class Pool:
         future: asyncio.Future[UpstreamConnection] = asyncio.get_running_loop().create_future()
         self._opening[key] = future
         try:
-            connection = await UpstreamConnection.open(target, endpoint, self.contexts)
+            connection = await UpstreamConnection.open(target, endpoint, self.contexts, idle_timeout=self.idle_timeout)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
@@ -479,6 +520,12 @@ async def proxy_call(
     pump = asyncio.get_running_loop().create_task(_client_to_upstream(exchange, stream))
     try:
         await _upstream_to_client(exchange, stream, endpoint, deadline, answer_headers, observe)
+    except asyncio.CancelledError:
+        # Only the server's shutdown limit cancels a call (uvicorn's, once the drain has waited for it):
+        # the client hears UNAVAILABLE, which it may retry on another node, not a reset stream (which
+        # grpcio reports as INTERNAL, a failure nobody retries).
+        await _stopping(exchange, answer_headers, observe)
+        raise
     finally:
         exchange.upstream_seconds = time.perf_counter() - started
         if not pump.done():
@@ -602,6 +649,23 @@ async def _end(exchange: Exchange, code: int, message: str, observe: Callable[[i
     await exchange.send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
     exchange.error = "upstream_aborted" if code == UNAVAILABLE else "upstream_timeout"
     _finish(exchange, code, observe)
+
+
+async def _stopping(
+    exchange: Exchange, answer_headers: Callable[[Headers], Headers], observe: Callable[[int], None]
+) -> None:
+    """End a call the stopping server cancelled with UNAVAILABLE: trailers-only before the head,
+    trailers after it."""
+    if exchange.started:
+        await _end(exchange, UNAVAILABLE, STOPPING, observe)
+    else:
+        exchange.started = True
+        exchange.status = 200
+        status, headers = grpc_answer(503, [], STOPPING)
+        await exchange.send({"type": "http.response.start", "status": status, "headers": answer_headers(headers)})
+        await exchange.send({"type": "http.response.body", "body": b""})
+        observe(UNAVAILABLE)
+    exchange.error = "shutting_down"
 
 
 def _finish(exchange: Exchange, code: int, observe: Callable[[int], None]) -> None:

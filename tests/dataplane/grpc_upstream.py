@@ -51,6 +51,16 @@ def server_stream(request: bytes, context: Any) -> Iterator[bytes]:
         yield (b"%06d" % index) + b"x" * max(0, size - 6)
 
 
+def ticks(request: bytes, context: Any) -> Iterator[bytes]:
+    """`count,interval`: `count` messages, one every `interval` seconds (a call that stays in flight)."""
+    count, interval = request.decode().split(",")
+    for index in range(int(count)):
+        if not context.is_active():
+            return
+        yield b"tick %d" % index
+        time.sleep(float(interval))
+
+
 def bidi(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
     for request in requests:
         yield b"re:" + request
@@ -70,6 +80,7 @@ HANDLERS = {
     "Slow": grpc.unary_unary_rpc_method_handler(slow),
     "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
     "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+    "Ticks": grpc.unary_stream_rpc_method_handler(ticks),
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
     "Die": grpc.unary_stream_rpc_method_handler(die),
 }
