@@ -290,3 +290,29 @@ def warm_up(
         if check is not None:
             check(name, url, response)
         wrk_once(name, url)
+
+
+def nginx_tls_proxy_block(listens: list[str], upstream: int, pem: Path, extra: list[str]) -> str:
+    """nginx server blocks terminating TLS with `pem` (TLS 1.2 and 1.3, the data plane's cipher list) on
+    `listens` (each a `listen` directive's arguments), with the `extra` directives, as a keep-alive
+    reverse proxy to 127.0.0.1:`upstream`."""
+    from dataplane.tls import CIPHERS
+
+    listen = "".join(f"\n        listen {where};" for where in listens)
+    more = "".join(f"\n        {directive}" for directive in extra)
+    return f"""
+    upstream origin {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+    }}
+    server {{{listen}
+        ssl_certificate {pem};
+        ssl_certificate_key {pem};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {CIPHERS};{more}
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""

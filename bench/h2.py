@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     free_port,
     millis,
     nginx_conf,
+    nginx_tls_proxy_block,
     seed_document,
     start_dataplane,
     start_nginx,
@@ -51,33 +52,14 @@ from common import (  # noqa: E402
     write_seed,
 )
 
-from dataplane.tls import CIPHERS  # noqa: E402
-
 PROXY_CORE = "0"
 LOAD_CORE = "1"
 CONNECTIONS = 10
 
 
 def nginx_h2_block(plain: int, tls: int, upstream: int, pem: Path) -> str:
-    return f"""
-    upstream origin {{
-        server 127.0.0.1:{upstream};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{plain} http2;
-        listen 127.0.0.1:{tls} ssl http2;
-        ssl_certificate {pem};
-        ssl_certificate_key {pem};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_ciphers {CIPHERS};
-        http2_max_concurrent_streams 128;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}"""
+    listens = [f"127.0.0.1:{plain} http2", f"127.0.0.1:{tls} ssl http2"]
+    return nginx_tls_proxy_block(listens, upstream, pem, ["http2_max_concurrent_streams 128;"])
 
 
 _MEAN = re.compile(r"time for request:\s+\S+\s+\S+\s+(\S+)")

@@ -43,6 +43,7 @@ from common import (  # noqa: E402
     dataplane_env,
     free_port,
     nginx_conf,
+    nginx_tls_proxy_block,
     parse_wrk,
     seed_document,
     start_dataplane,
@@ -51,32 +52,13 @@ from common import (  # noqa: E402
     write_seed,
 )
 
-from dataplane.tls import CIPHERS  # noqa: E402
-
 PROXY_CORE = "0"
 LOAD_CORE = "1"
 
 
 def nginx_tls_block(port: int, upstream: int, pem: Path) -> str:
-    return f"""
-    upstream origin {{
-        server 127.0.0.1:{upstream};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {pem};
-        ssl_certificate_key {pem};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_ciphers {CIPHERS};
-        ssl_session_cache off;
-        ssl_session_tickets off;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}"""
+    extra = ["ssl_session_cache off;", "ssl_session_tickets off;"]
+    return nginx_tls_proxy_block([f"127.0.0.1:{port} ssl"], upstream, pem, extra)
 
 
 def wrk(url: str, duration: float, *, close: bool) -> tuple[float, float, float, int]:
