@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import os
 import secrets
 import shutil
 import subprocess
@@ -38,14 +37,13 @@ from typing import Any
 
 import httpx
 import jwt
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import BODY, free_port, nginx_conf, parse_wrk, started, upstream_block  # noqa: E402
+from common import dataplane_env, parse_wrk, start_upstream, start_variants, warm_up  # noqa: E402
 from variants import compare  # noqa: E402
 
 from configdoc.consumers import hash_key  # noqa: E402
@@ -125,46 +123,23 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-auth-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        upstream_port = free_port()
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        conf = nginx_conf(work, "upstream", upstream_port, upstream_block(upstream_port))
-        nginx = shutil.which("nginx") or "nginx"
-        stack.enter_context(
-            started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/")
-        )
+        upstream = start_upstream(stack, work, LOAD_CORE)
         docs, headers, secret_env = documents(upstream)
-        base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), **secret_env}
-        urls: dict[str, str] = {}
-        pids: dict[str, int] = {}
-        for name, document in docs.items():
-            seed = work / f"{name}.yaml"
-            seed.write_text(yaml.safe_dump(document))
-            port, admin = free_port(), free_port()
-            env = {
-                **base_env,
-                "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
-                "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-                "DATAPLANE_SEED": str(seed),
-                "DATAPLANE_NODE_ID": f"bench-{name}",
-            }
-            process = stack.enter_context(
-                started(
-                    ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
-                    work / f"{name}.log",
-                    f"http://127.0.0.1:{admin}/-/readyz",
-                    env=env,
-                )
-            )
-            pids[name] = process.pid
-            urls[name] = f"http://127.0.0.1:{port}/bench/x"
+        bases, pids, _ = start_variants(
+            stack,
+            work,
+            docs,
+            PROXY_CORE,
+            lambda name, seed, port, admin: dataplane_env(name, seed, port, admin, **secret_env),
+        )
+        urls = {name: f"{base}/bench/x" for name, base in bases.items()}
 
-        for name, url in urls.items():  # correctness and warm-up
-            response = httpx.get(url, headers=headers[name])
-            assert response.status_code == 200 and response.text == BODY, (name, response.status_code, response.text)
+        def refused(name: str, url: str, response: httpx.Response) -> None:
             if name != "plain":
                 refused = httpx.get(url)
                 assert refused.status_code == 401, (name, refused.status_code, refused.text)
-            wrk(url, 50, 1, headers[name])
+
+        warm_up(urls, lambda name, url: wrk(url, 50, 1, headers[name]), headers, refused)
 
         compare(
             urls,

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -142,6 +144,19 @@ def upstream_block(port: int) -> str:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
+def millis(text: str) -> float:
+    """A duration as wrk or h2load print it (`850.12us`, `1.20ms`, `2.00s`) in milliseconds."""
+    value, unit = re.fullmatch(r"([0-9.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+# h2load's summary lines: requests/s, and the request counts (failed and errored are groups 5 and 6).
+H2LOAD_RPS = re.compile(r"finished in [^,]+, ([0-9.]+) req/s")
+H2LOAD_DONE = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored"
+)
+
+
 def parse_wrk(output: str) -> tuple[float, float, float, int]:
     """Requests/s, p50 ms, p99 ms, errors (non-2xx/3xx answers + socket errors incl. wrk's 2 s timeouts)
     of a `wrk --latency` run."""
@@ -158,3 +173,146 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
     if found := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
         errors += sum(int(x) for x in found.groups())
     return rps, percentile("50"), percentile("99"), errors
+
+
+# --- the pieces every data plane bench starts ----------------------------------------------------------
+
+
+def start_upstream(stack: ExitStack, work: Path, core: str, port: int | None = None) -> str:
+    """The nginx upstream answering BODY (log `work/upstream.log`), pinned to `core`, until `stack`
+    closes; its base URL."""
+    port = free_port() if port is None else port
+    upstream = f"http://127.0.0.1:{port}"
+    conf = nginx_conf(work, "upstream", port, upstream_block(port))
+    nginx = shutil.which("nginx") or "nginx"
+    stack.enter_context(started(["taskset", "-c", core, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/"))
+    return upstream
+
+
+def start_nginx(stack: ExitStack, work: Path, name: str, conf: Path, core: str) -> None:
+    """nginx on `conf` pinned to `core` (stderr to `work/NAME.log`), terminated when `stack` closes;
+    not waited for: the caller checks it answers."""
+    nginx = shutil.which("nginx") or "nginx"
+    process = subprocess.Popen(  # noqa: S603
+        ["taskset", "-c", core, nginx, "-c", str(conf)],  # noqa: S607 - taskset from PATH
+        stdout=subprocess.DEVNULL,
+        stderr=(work / f"{name}.log").open("wb"),
+    )
+    stack.callback(process.wait)
+    stack.callback(process.terminate)
+
+
+def certificates(work: Path) -> Path:
+    """`work/certs` holding `default.pem` (certificate and key for bench.test, from a throwaway CA):
+    DATAPLANE_TLS_CERTS, and nginx's ssl_certificate."""
+    from tests.dataplane.tls_certs import Authority
+
+    certs = work / "certs"
+    certs.mkdir()
+    Authority.create(work).issue(certs / "default.pem", "bench.test", days=2)
+    return certs
+
+
+def seed_document(upstream: str) -> dict[str, Any]:
+    """The seed of one default endpoint `bench` (v1) in front of `upstream`."""
+    return {
+        "format_version": 1,
+        "breaker_policies": [],
+        "endpoints": [{"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}],
+    }
+
+
+def write_seed(path: Path, document: Mapping[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(dict(document)))
+    return path
+
+
+def dataplane_env(name: str, seed: Path, port: int, admin: int, *, code: Path = ROOT, **extra: str) -> dict[str, str]:
+    """The environment of bench data plane `name` (node id `bench-NAME`) running `code`'s dataplane."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(code),
+        **extra,
+        "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
+        "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+        "DATAPLANE_SEED": str(seed),
+        "DATAPLANE_NODE_ID": f"bench-{name}",
+    }
+
+
+def start_dataplane(stack: ExitStack, log: Path, admin: int, env: dict[str, str], core: str) -> subprocess.Popen[bytes]:
+    """`python -m dataplane` pinned to `core` with `env`, once its admin port's readyz answers."""
+    process: subprocess.Popen[bytes] = stack.enter_context(
+        started(
+            ["taskset", "-c", core, sys.executable, "-m", "dataplane"],
+            log,
+            f"http://127.0.0.1:{admin}/-/readyz",
+            env=env,
+        )
+    )
+    return process
+
+
+def start_variants(
+    stack: ExitStack,
+    work: Path,
+    documents: Mapping[str, Mapping[str, Any]],
+    core: str,
+    env: Callable[[str, Path, int, int], dict[str, str]] | None = None,
+) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
+    """One data plane per variant (seed `work/NAME.yaml`, log `work/NAME.log`), all pinned to `core`;
+    `env(name, seed, port, admin)` is each one's environment (default `dataplane_env`). Returns each
+    variant's base URL, pid and admin URL."""
+    bases: dict[str, str] = {}
+    pids: dict[str, int] = {}
+    admins: dict[str, str] = {}
+    for name, document in documents.items():
+        seed = write_seed(work / f"{name}.yaml", document)
+        port, admin = free_port(), free_port()
+        environment = (env or dataplane_env)(name, seed, port, admin)
+        pids[name] = start_dataplane(stack, work / f"{name}.log", admin, environment, core).pid
+        bases[name] = f"http://127.0.0.1:{port}"
+        admins[name] = f"http://127.0.0.1:{admin}"
+    return bases, pids, admins
+
+
+def warm_up(
+    urls: Mapping[str, str],
+    wrk_once: Callable[[str, str], object],
+    headers: Mapping[str, Mapping[str, str]] | None = None,
+    check: Callable[[str, str, httpx.Response], None] | None = None,
+) -> None:
+    """Correctness and warm-up: each variant's URL answers 200 with BODY (sent `headers[name]`), passes
+    `check(name, url, response)`, then takes `wrk_once(name, url)`, one short wrk run."""
+    for name, url in urls.items():
+        response = httpx.get(url, headers=dict((headers or {}).get(name, {})))
+        assert response.status_code == 200 and response.text == BODY, (name, response.status_code, response.text)
+        if check is not None:
+            check(name, url, response)
+        wrk_once(name, url)
+
+
+def nginx_tls_proxy_block(listens: list[str], upstream: int, pem: Path, extra: list[str]) -> str:
+    """nginx server blocks terminating TLS with `pem` (TLS 1.2 and 1.3, the data plane's cipher list) on
+    `listens` (each a `listen` directive's arguments), with the `extra` directives, as a keep-alive
+    reverse proxy to 127.0.0.1:`upstream`."""
+    from dataplane.tls import CIPHERS
+
+    listen = "".join(f"\n        listen {where};" for where in listens)
+    more = "".join(f"\n        {directive}" for directive in extra)
+    return f"""
+    upstream origin {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+    }}
+    server {{{listen}
+        ssl_certificate {pem};
+        ssl_certificate_key {pem};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {CIPHERS};{more}
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""

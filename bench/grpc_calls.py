@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -37,13 +36,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, started  # noqa: E402
+from common import H2LOAD_DONE, H2LOAD_RPS, free_port, started  # noqa: E402
 
 PROXY_CORE = "0"
 LOAD_CORE = "1"
 CONNECTIONS = 10
-_RPS = re.compile(r"finished in [^,]+, ([0-9.]+) req/s")
-_DONE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored")
 
 
 def h2load(url: str, body: Path, duration: float, streams: int) -> tuple[float, int]:
@@ -51,7 +48,7 @@ def h2load(url: str, body: Path, duration: float, streams: int) -> tuple[float, 
     argv += [f"-D{duration:g}", "--warm-up-time=1", "-d", str(body)]
     argv += ["-H", "content-type: application/grpc", "-H", "te: trailers", url]
     result = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603
-    rps, done = _RPS.search(result.stdout), _DONE.search(result.stdout)
+    rps, done = H2LOAD_RPS.search(result.stdout), H2LOAD_DONE.search(result.stdout)
     if rps is None or done is None:
         raise RuntimeError(f"unexpected h2load output:\n{result.stdout}\n{result.stderr}")
     return float(rps.group(1)), int(done.group(5)) + int(done.group(6))

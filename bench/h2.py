@@ -20,7 +20,6 @@ with the ratios against nginx. Upstream is HTTP/1.1 keep-alive for every target.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import statistics
@@ -32,15 +31,26 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import BODY, free_port, nginx_conf, started, upstream_block  # noqa: E402
-
-from dataplane.tls import CIPHERS  # noqa: E402
-from tests.dataplane.tls_certs import Authority  # noqa: E402
+from common import (  # noqa: E402
+    BODY,
+    H2LOAD_DONE,
+    H2LOAD_RPS,
+    certificates,
+    dataplane_env,
+    free_port,
+    millis,
+    nginx_conf,
+    nginx_tls_proxy_block,
+    seed_document,
+    start_dataplane,
+    start_nginx,
+    start_upstream,
+    write_seed,
+)
 
 PROXY_CORE = "0"
 LOAD_CORE = "1"
@@ -48,29 +58,10 @@ CONNECTIONS = 10
 
 
 def nginx_h2_block(plain: int, tls: int, upstream: int, pem: Path) -> str:
-    return f"""
-    upstream origin {{
-        server 127.0.0.1:{upstream};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{plain} http2;
-        listen 127.0.0.1:{tls} ssl http2;
-        ssl_certificate {pem};
-        ssl_certificate_key {pem};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_ciphers {CIPHERS};
-        http2_max_concurrent_streams 128;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}"""
+    listens = [f"127.0.0.1:{plain} http2", f"127.0.0.1:{tls} ssl http2"]
+    return nginx_tls_proxy_block(listens, upstream, pem, ["http2_max_concurrent_streams 128;"])
 
 
-_RPS = re.compile(r"finished in [^,]+, ([0-9.]+) req/s")
-_DONE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored")
 _MEAN = re.compile(r"time for request:\s+\S+\s+\S+\s+(\S+)")
 
 
@@ -79,14 +70,12 @@ def h2load(url: str, duration: float, streams: int, *, http1: bool = False) -> t
     argv = ["taskset", "-c", LOAD_CORE, "h2load", f"-c{CONNECTIONS}", "-t1", f"-D{duration:g}", "--warm-up-time=1"]
     argv += ["--h1", "-m1"] if http1 else [f"-m{streams}"]
     result = subprocess.run([*argv, url], capture_output=True, text=True, check=True)  # noqa: S603
-    rps = _RPS.search(result.stdout)
-    done = _DONE.search(result.stdout)
+    rps = H2LOAD_RPS.search(result.stdout)
+    done = H2LOAD_DONE.search(result.stdout)
     mean = _MEAN.search(result.stdout)
     if rps is None or done is None or mean is None:
         raise RuntimeError(f"unexpected h2load output:\n{result.stdout}\n{result.stderr}")
-    value, unit = re.fullmatch(r"([0-9.]+)(us|ms|s)", mean.group(1)).groups()  # type: ignore[union-attr]
-    millis = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[unit]
-    return float(rps.group(1)), millis, int(done.group(5)) + int(done.group(6))
+    return float(rps.group(1)), millis(mean.group(1)), int(done.group(5)) + int(done.group(6))
 
 
 def main() -> int:
@@ -99,54 +88,18 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"bench/h2.py: {tool} not found (apt-get install -y nghttp2-client nginx)", file=sys.stderr)
             return 2
-    nginx = shutil.which("nginx") or "nginx"
     with tempfile.TemporaryDirectory(prefix="bench-h2-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         names = ("upstream", "nginx-h2c", "nginx-h2-tls", "plain", "tls", "admin")
         ports = {name: free_port() for name in names}
-        certs = work / "certs"
-        certs.mkdir()
-        ca = Authority.create(work)
-        ca.issue(certs / "default.pem", "bench.test", days=2)
-        upstream = f"http://127.0.0.1:{ports['upstream']}"
-        conf = nginx_conf(work, "upstream", ports["upstream"], upstream_block(ports["upstream"]))
-        stack.enter_context(
-            started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/")
-        )
+        certs = certificates(work)
+        upstream = start_upstream(stack, work, LOAD_CORE, ports["upstream"])
         block = nginx_h2_block(ports["nginx-h2c"], ports["nginx-h2-tls"], ports["upstream"], certs / "default.pem")
-        conf = nginx_conf(work, "nginx-h2", ports["nginx-h2c"], block)
-        nginx_process = subprocess.Popen(  # noqa: S603
-            ["taskset", "-c", PROXY_CORE, nginx, "-c", str(conf)],  # noqa: S607 - taskset from PATH
-            stdout=subprocess.DEVNULL,
-            stderr=(work / "nginx-h2.log").open("wb"),
-        )
-        stack.callback(nginx_process.wait)
-        stack.callback(nginx_process.terminate)
-        seed = work / "seed.yaml"
-        document = {
-            "format_version": 1,
-            "breaker_policies": [],
-            "endpoints": [{"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}],
-        }
-        seed.write_text(yaml.safe_dump(document))
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(ROOT),
-            "DATAPLANE_LISTEN": f"127.0.0.1:{ports['plain']}",
-            "DATAPLANE_TLS_LISTEN": f"127.0.0.1:{ports['tls']}",
-            "DATAPLANE_TLS_CERTS": str(certs),
-            "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{ports['admin']}",
-            "DATAPLANE_SEED": str(seed),
-            "DATAPLANE_NODE_ID": "bench-h2",
-        }
-        stack.enter_context(
-            started(
-                ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
-                work / "dataplane.log",
-                f"http://127.0.0.1:{ports['admin']}/-/readyz",
-                env=env,
-            )
-        )
+        start_nginx(stack, work, "nginx-h2", nginx_conf(work, "nginx-h2", ports["nginx-h2c"], block), PROXY_CORE)
+        seed = write_seed(work / "seed.yaml", seed_document(upstream))
+        tls = {"DATAPLANE_TLS_LISTEN": f"127.0.0.1:{ports['tls']}", "DATAPLANE_TLS_CERTS": str(certs)}
+        env = dataplane_env("h2", seed, ports["plain"], ports["admin"], **tls)
+        start_dataplane(stack, work / "dataplane.log", ports["admin"], env, PROXY_CORE)
         targets = {
             "h dp-http1": (f"http://127.0.0.1:{ports['plain']}/bench/x", True),
             "c dp-h2c": (f"http://127.0.0.1:{ports['plain']}/bench/x", False),

@@ -45,12 +45,20 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import BODY, free_port, nginx_conf, parse_wrk, started, upstream_block  # noqa: E402
+from common import (  # noqa: E402
+    BODY,
+    free_port,
+    nginx_conf,
+    parse_wrk,
+    seed_document,
+    started,
+    upstream_block,
+    write_seed,
+)
 
 from configdoc import RouteTable  # noqa: E402
 
@@ -216,16 +224,11 @@ def main() -> int:
             )
         )  # fmt: skip
         targets["c seed"] = f"http://127.0.0.1:{ports['seed']}/bench/x"
-        seed = work / "seed.yaml"
-        document = {
-            "format_version": 1,
-            "breaker_policies": [],
-            "endpoints": [{"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}],
-        }
-        seed.write_text(yaml.safe_dump(document))
+        document = seed_document(upstream)
+        seed = write_seed(work / "seed.yaml", document)
         plugins_seed = work / "seed-plugins.yaml"
         with_plugins = {**document["endpoints"][0], "plugins": PLUGINS}  # type: ignore[index]
-        plugins_seed.write_text(yaml.safe_dump({**document, "format_version": 2, "endpoints": [with_plugins]}))
+        write_seed(plugins_seed, {**document, "format_version": 2, "endpoints": [with_plugins]})
         # (label, port name, DATAPLANE_TRANSPORT or None for the default, workers, cores, seed)
         variants: list[tuple[str, str, str | None, int, str, Path]] = [
             ("d dataplane", "dataplane", None, 1, PROXY_CORE, seed)

@@ -35,7 +35,6 @@ uncapped, and reports the RSS growth of each.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -47,12 +46,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import BODY, free_port, nginx_conf, parse_wrk, started, upstream_block  # noqa: E402
+from common import (  # noqa: E402
+    dataplane_env,
+    free_port,
+    parse_wrk,
+    start_dataplane,
+    start_upstream,
+    start_variants,
+    warm_up,
+    write_seed,
+)
 from variants import compare  # noqa: E402
 
 from tests.e2e.servers import redis_server  # noqa: E402
@@ -98,15 +105,7 @@ def document(upstream: str, plugins: dict[str, Any] | None) -> dict[str, Any]:
 
 def node_env(name: str, seed: Path, redis_port: int) -> tuple[dict[str, str], int, int]:
     port, admin = free_port(), free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
-        "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-        "DATAPLANE_SEED": str(seed),
-        "DATAPLANE_NODE_ID": f"bench-{name}",
-        "DATAPLANE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-    }
+    env = dataplane_env(name, seed, port, admin, DATAPLANE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
     return env, port, admin
 
 
@@ -121,19 +120,11 @@ def accuracy(stack: ExitStack, work: Path, upstream: str, redis_port: int, limit
     """Two nodes sharing one limit through Redis under 50 connections: allowed requests against the limit."""
     plugins = {"rate_limit": {"limits": [{"requests": limit, "per": "minute"}], "by": "header",
                               "header_name": "X-Bench-Client", "policy": "redis"}}  # fmt: skip
-    seed = work / "accuracy.yaml"
-    seed.write_text(yaml.safe_dump(document(upstream, plugins)))
+    seed = write_seed(work / "accuracy.yaml", document(upstream, plugins))
     nodes: list[tuple[int, int]] = []
     for name in ("accuracy-a", "accuracy-b"):
         env, port, admin = node_env(name, seed, redis_port)
-        stack.enter_context(
-            started(
-                ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
-                work / f"{name}.log",
-                f"http://127.0.0.1:{admin}/-/readyz",
-                env=env,
-            )
-        )
+        start_dataplane(stack, work / f"{name}.log", admin, env, PROXY_CORE)
         nodes.append((port, admin))
     for port, _ in nodes:  # a caller of its own, so the check does not count against the measured one
         response = httpx.get(f"http://127.0.0.1:{port}/bench/x", headers={"X-Bench-Client": "check"})
@@ -200,13 +191,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-rate-limit-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        upstream_port = free_port()
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        conf = nginx_conf(work, "upstream", upstream_port, upstream_block(upstream_port))
-        nginx = shutil.which("nginx") or "nginx"
-        stack.enter_context(
-            started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/")
-        )
+        upstream = start_upstream(stack, work, LOAD_CORE)
         redis_port, redis = stack.enter_context(redis_server(work / "redis.log"))
         subprocess.run(["taskset", "-pc", LOAD_CORE, str(redis.pid)], check=True, capture_output=True)  # noqa: S603, S607
         accuracy(stack, work, upstream, redis_port, args.accuracy_limit, args.accuracy_duration)
@@ -217,28 +202,21 @@ def main() -> int:
             "local": {"rate_limit": {"limits": LIMITS, "by": "ip"}},
             "redis": {"rate_limit": {"limits": LIMITS, "by": "ip", "policy": "redis", "fault_tolerant": False}},
         }
-        urls: dict[str, str] = {}
-        pids: dict[str, int] = {}
-        for name, plugins in variants.items():
-            seed = work / f"{name}.yaml"
-            seed.write_text(yaml.safe_dump(document(upstream, plugins)))
-            env, port, admin = node_env(name, seed, redis_port)
-            process = stack.enter_context(
-                started(
-                    ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
-                    work / f"{name}.log",
-                    f"http://127.0.0.1:{admin}/-/readyz",
-                    env=env,
-                )
-            )
-            pids[name] = process.pid
-            urls[name] = f"http://127.0.0.1:{port}/bench/x"
+        bases, pids, _ = start_variants(
+            stack,
+            work,
+            {name: document(upstream, plugins) for name, plugins in variants.items()},
+            PROXY_CORE,
+            lambda name, seed, port, admin: dataplane_env(
+                name, seed, port, admin, DATAPLANE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0"
+            ),
+        )
+        urls = {name: f"{base}/bench/x" for name, base in bases.items()}
 
-        for name, url in urls.items():  # correctness and warm-up
-            response = httpx.get(url)
-            assert response.status_code == 200 and response.text == BODY, (name, response.status_code, response.text)
+        def limited(name: str, url: str, response: httpx.Response) -> None:
             assert ("ratelimit-limit" in response.headers) == (name != "plain"), (name, response.headers)
-            wrk(url, 50, 1)
+
+        warm_up(urls, lambda name, url: wrk(url, 50, 1), check=limited)
 
         compare(
             urls,

@@ -183,9 +183,7 @@ def proxy_documents(upstream: str) -> dict[str, dict[str, Any]]:
 
 def proxy_benchmark(rounds: int, duration: float) -> int:
     """Proxy req/s of each variant against `plain`, interleaved (bench/variants.py)."""
-    import httpx
-    import yaml
-    from common import BODY, free_port, nginx_conf, parse_wrk, started, upstream_block
+    from common import parse_wrk, start_upstream, start_variants, warm_up
     from variants import compare
 
     for tool in ("wrk", "nginx", "taskset"):
@@ -203,37 +201,9 @@ def proxy_benchmark(rounds: int, duration: float) -> int:
         work = Path(tmp)
         script = work / "mixed.lua"
         script.write_text(MIXED_LUA)
-        upstream_port = free_port()
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        conf = nginx_conf(work, "upstream", upstream_port, upstream_block(upstream_port))
-        nginx = shutil.which("nginx") or "nginx"
-        stack.enter_context(
-            started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/")
-        )
-        base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)}
-        urls: dict[str, str] = {}
-        pids: dict[str, int] = {}
-        for name, document in proxy_documents(upstream).items():
-            seed = work / f"{name}.yaml"
-            seed.write_text(yaml.safe_dump(document))
-            port, admin = free_port(), free_port()
-            env = {
-                **base_env,
-                "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
-                "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-                "DATAPLANE_SEED": str(seed),
-                "DATAPLANE_NODE_ID": f"bench-{name}",
-            }
-            process = stack.enter_context(
-                started(
-                    ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
-                    work / f"{name}.log",
-                    f"http://127.0.0.1:{admin}/-/readyz",
-                    env=env,
-                )
-            )
-            pids[name] = process.pid
-            urls[name] = f"http://127.0.0.1:{port}{requests[name][0]}"
+        upstream = start_upstream(stack, work, LOAD_CORE)
+        bases, pids, _ = start_variants(stack, work, proxy_documents(upstream), PROXY_CORE)
+        urls = {name: f"{base}{requests[name][0]}" for name, base in bases.items()}
 
         def wrk(name: str, url: str, connections: int, seconds: float) -> tuple[float, float, float, int]:
             argv = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
@@ -244,10 +214,9 @@ def proxy_benchmark(rounds: int, duration: float) -> int:
             result = subprocess.run([*argv, url], capture_output=True, text=True, check=True)  # noqa: S603
             return parse_wrk(result.stdout)
 
-        for name, url in urls.items():  # correctness and warm-up
-            response = httpx.get(url, headers=requests[name][1])
-            assert response.status_code == 200 and response.text == BODY, (name, response.status_code, response.text)
-            wrk(name, url, 50, 1)
+        warm_up(
+            urls, lambda name, url: wrk(name, url, 50, 1), {name: headers for name, (_, headers) in requests.items()}
+        )
         compare(
             urls,
             pids,

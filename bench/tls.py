@@ -23,7 +23,6 @@ and the ratios (t)/(p) and (t)/(n).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -34,40 +33,32 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import BODY, free_port, nginx_conf, parse_wrk, started, upstream_block  # noqa: E402
-
-from dataplane.tls import CIPHERS  # noqa: E402
-from tests.dataplane.tls_certs import Authority  # noqa: E402
+from common import (  # noqa: E402
+    BODY,
+    certificates,
+    dataplane_env,
+    free_port,
+    nginx_conf,
+    nginx_tls_proxy_block,
+    parse_wrk,
+    seed_document,
+    start_dataplane,
+    start_nginx,
+    start_upstream,
+    write_seed,
+)
 
 PROXY_CORE = "0"
 LOAD_CORE = "1"
 
 
 def nginx_tls_block(port: int, upstream: int, pem: Path) -> str:
-    return f"""
-    upstream origin {{
-        server 127.0.0.1:{upstream};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {pem};
-        ssl_certificate_key {pem};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_ciphers {CIPHERS};
-        ssl_session_cache off;
-        ssl_session_tickets off;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}"""
+    extra = ["ssl_session_cache off;", "ssl_session_tickets off;"]
+    return nginx_tls_proxy_block([f"127.0.0.1:{port} ssl"], upstream, pem, extra)
 
 
 def wrk(url: str, duration: float, *, close: bool) -> tuple[float, float, float, int]:
@@ -87,58 +78,17 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"bench/tls.py: {tool} not found (apt-get install -y wrk nginx)", file=sys.stderr)
             return 2
-    nginx = shutil.which("nginx") or "nginx"
-    python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         ports = {name: free_port() for name in ("upstream", "nginx-tls", "plain", "tls", "admin")}
-        certs = work / "certs"
-        certs.mkdir()
-        ca = Authority.create(work)
-        ca.issue(certs / "default.pem", "bench.test", days=2)
-        upstream = f"http://127.0.0.1:{ports['upstream']}"
-        conf = nginx_conf(work, "upstream", ports["upstream"], upstream_block(ports["upstream"]))
-        stack.enter_context(
-            started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/")
-        )
-        conf = nginx_conf(
-            work,
-            "nginx-tls",
-            ports["nginx-tls"],
-            nginx_tls_block(ports["nginx-tls"], ports["upstream"], certs / "default.pem"),
-        )
-        nginx_process = subprocess.Popen(  # noqa: S603
-            ["taskset", "-c", PROXY_CORE, nginx, "-c", str(conf)],  # noqa: S607 - taskset from PATH
-            stdout=subprocess.DEVNULL,
-            stderr=(work / "nginx-tls.log").open("wb"),
-        )
-        stack.callback(nginx_process.wait)
-        stack.callback(nginx_process.terminate)
-        seed = work / "seed.yaml"
-        document = {
-            "format_version": 1,
-            "breaker_policies": [],
-            "endpoints": [{"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}],
-        }
-        seed.write_text(yaml.safe_dump(document))
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(ROOT),
-            "DATAPLANE_LISTEN": f"127.0.0.1:{ports['plain']}",
-            "DATAPLANE_TLS_LISTEN": f"127.0.0.1:{ports['tls']}",
-            "DATAPLANE_TLS_CERTS": str(certs),
-            "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{ports['admin']}",
-            "DATAPLANE_SEED": str(seed),
-            "DATAPLANE_NODE_ID": "bench-tls",
-        }
-        stack.enter_context(
-            started(
-                ["taskset", "-c", PROXY_CORE, python, "-m", "dataplane"],
-                work / "dataplane.log",
-                f"http://127.0.0.1:{ports['admin']}/-/readyz",
-                env=env,
-            )
-        )
+        certs = certificates(work)
+        upstream = start_upstream(stack, work, LOAD_CORE, ports["upstream"])
+        block = nginx_tls_block(ports["nginx-tls"], ports["upstream"], certs / "default.pem")
+        start_nginx(stack, work, "nginx-tls", nginx_conf(work, "nginx-tls", ports["nginx-tls"], block), PROXY_CORE)
+        seed = write_seed(work / "seed.yaml", seed_document(upstream))
+        tls = {"DATAPLANE_TLS_LISTEN": f"127.0.0.1:{ports['tls']}", "DATAPLANE_TLS_CERTS": str(certs)}
+        env = dataplane_env("tls", seed, ports["plain"], ports["admin"], **tls)
+        start_dataplane(stack, work / "dataplane.log", ports["admin"], env, PROXY_CORE)
         targets = {
             "p dp-plain": f"http://127.0.0.1:{ports['plain']}/bench/x",
             "t dp-tls": f"https://127.0.0.1:{ports['tls']}/bench/x",

@@ -28,7 +28,6 @@ traced variant.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -41,12 +40,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import BODY, free_port, nginx_conf, parse_wrk, started, upstream_block  # noqa: E402
+from common import (  # noqa: E402
+    dataplane_env,
+    free_port,
+    parse_wrk,
+    seed_document,
+    start_upstream,
+    start_variants,
+    warm_up,
+)
 from variants import compare  # noqa: E402
 
 PROXY_CORE = "0"
@@ -125,57 +131,22 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-tracing-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        upstream_port = free_port()
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        conf = nginx_conf(work, "upstream", upstream_port, upstream_block(upstream_port))
-        nginx = shutil.which("nginx") or "nginx"
-        stack.enter_context(
-            started(["taskset", "-c", LOAD_CORE, nginx, "-c", str(conf)], work / "upstream.log", upstream + "/")
-        )
+        upstream = start_upstream(stack, work, LOAD_CORE)
         sink = Sink()
         stack.callback(sink.server.shutdown)
-        seed = work / "seed.yaml"
-        document = {
-            "format_version": 1,
-            "breaker_policies": [],
-            "endpoints": [{"name": "bench", "version": "v1", "default": True, "targets": [{"url": upstream}]}],
-        }
-        seed.write_text(yaml.safe_dump(document))
+        document = seed_document(upstream)
         plain_root = baseline(work, args.baseline_ref or before_tracing())
-        urls: dict[str, str] = {}
-        pids: dict[str, int] = {}
-        admins: dict[str, str] = {}
-        for name in ("plain", *SAMPLES):
-            code = plain_root if name == "plain" else ROOT
-            port, admin = free_port(), free_port()
-            env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "PYTHONPATH": str(code),
-                "DATAPLANE_LISTEN": f"127.0.0.1:{port}",
-                "DATAPLANE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-                "DATAPLANE_SEED": str(seed),
-                "DATAPLANE_NODE_ID": f"bench-{name}",
-            }
-            sample = SAMPLES.get(name)
-            if sample is not None:
-                env["DATAPLANE_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink.port}/v1/traces"
-                env["DATAPLANE_TRACE_SAMPLE"] = sample
-            process = stack.enter_context(
-                started(
-                    ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "dataplane"],
-                    work / f"{name}.log",
-                    f"http://127.0.0.1:{admin}/-/readyz",
-                    env=env,
-                )
-            )
-            pids[name] = process.pid
-            urls[name] = f"http://127.0.0.1:{port}/bench/x"
-            admins[name] = f"http://127.0.0.1:{admin}"
 
-        for name, url in urls.items():  # correctness and warm-up
-            response = httpx.get(url)
-            assert response.status_code == 200 and response.text == BODY, (name, response.status_code, response.text)
-            wrk(url, 50, 1)
+        def env(name: str, seed: Path, port: int, admin: int) -> dict[str, str]:
+            sample = SAMPLES.get(name)
+            if sample is None:
+                return dataplane_env(name, seed, port, admin, code=plain_root if name == "plain" else ROOT)
+            otlp = f"http://127.0.0.1:{sink.port}/v1/traces"
+            return dataplane_env(name, seed, port, admin, DATAPLANE_OTLP_ENDPOINT=otlp, DATAPLANE_TRACE_SAMPLE=sample)
+
+        bases, pids, admins = start_variants(stack, work, dict.fromkeys(("plain", *SAMPLES), document), PROXY_CORE, env)
+        urls = {name: f"{base}/bench/x" for name, base in bases.items()}
+        warm_up(urls, lambda name, url: wrk(url, 50, 1))
 
         compare(
             urls,

@@ -1,14 +1,20 @@
 """A real OTLP/HTTP trace receiver on 127.0.0.1 for the tracing tests: decodes what exporters post to
-`/v1/traces` (protobuf, gzip or not) with the `opentelemetry-proto` package and keeps every span."""
+`/v1/traces` (protobuf, gzip or not) with the `opentelemetry-proto` package and keeps every span.
+
+Modes a test switches at any time: `delay` (seconds each answer waits: a slow collector), `black_hole`
+(reads the request, never answers: the exporter's timeout must end it); `stop()` closes the listener
+(a collector gone: connections are refused).
+"""
 
 from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -18,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
-from tests.e2e.servers import eventually, http_server
+from tests.e2e.servers import eventually
 
 KINDS = {
     SpanProto.SPAN_KIND_INTERNAL: "internal",
@@ -47,7 +53,8 @@ class Link:
 
 @dataclass(frozen=True)
 class Span:
-    """One received span, ids as lower-case hex (parent "" for a root)."""
+    """One received span, ids as lower-case hex (parent "" for a root); `start`/`end` in Unix
+    nanoseconds, `status` the OTLP status code (0 unset, 2 error)."""
 
     name: str
     kind: str
@@ -57,6 +64,9 @@ class Span:
     attributes: dict[str, Any]
     resource: dict[str, Any]
     links: list[Link] = field(default_factory=list)
+    start: int = 0
+    end: int = 0
+    status: int = 0
 
 
 class Receiver:
@@ -66,12 +76,20 @@ class Receiver:
         self.spans: list[Span] = []
         self.bodies: list[bytes] = []
         self.requests = 0
+        self.delay = 0.0
+        self.black_hole = False
         self.lock = threading.Lock()
         self.port = 0
+        self._server: ThreadingHTTPServer | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The traces URL itself (`endpoint` plus `/v1/traces`)."""
+        return f"{self.endpoint}/v1/traces"
 
     def take(self, body: bytes) -> None:
         request = ExportTraceServiceRequest()
@@ -98,6 +116,9 @@ class Receiver:
                                 )
                                 for link in span.links
                             ],
+                            start=span.start_time_unix_nano,
+                            end=span.end_time_unix_nano,
+                            status=span.status.code,
                         )
                     )
         with self.lock:
@@ -124,6 +145,13 @@ class Receiver:
         with self.lock:
             return b"".join(self.bodies)
 
+    def stop(self) -> None:
+        """Close the listener: from now on the exporter's connections are refused."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
 
 @contextmanager
 def otlp_receiver() -> Iterator[Receiver]:
@@ -132,6 +160,11 @@ def otlp_receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if receiver.black_hole:
+                time.sleep(3600)  # a daemon thread: ends with the test process
+                return
+            if receiver.delay:
+                time.sleep(receiver.delay)
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             if self.path != "/v1/traces" or self.headers.get("Content-Type") != "application/x-protobuf":
@@ -149,6 +182,14 @@ def otlp_receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
             pass
 
-    with http_server(Handler) as port:
-        receiver.port = port
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    receiver.port = int(server.server_address[1])
+    receiver._server = server
+    try:
         yield receiver
+    finally:
+        receiver.stop()
+        thread.join(5)

@@ -1,5 +1,5 @@
 """Tracing (ARCHITECTURE §13) with a real `python -m dataplane`, real upstreams and a real OTLP/HTTP
-receiver (tests/dataplane/otlp_receiver.py) decoding what the data plane exports."""
+receiver (tests/e2e/otlp.py) decoding what the data plane exports."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dataplane.otlp_receiver import Receiver, Span, receiver
 from tests.dataplane.processes import DataPlane, dataplane, raw_exchange, seed, upstream
+from tests.e2e.otlp import Receiver, Span, otlp_receiver
 from tests.e2e.servers import ROOT, clean_env, eventually
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 VALID = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]")
-SERVER, CLIENT = 2, 3
+SERVER, CLIENT = "server", "client"
 
 
 def users(origin_url: str, **extra: Any) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def dropped(gateway: DataPlane) -> float:
 
 def test_ids_line_up_from_the_client_through_the_gateway_to_the_upstream(tmp_path: Path) -> None:
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         upstream(tmp_path) as origin,
         dataplane(
             tmp_path, users(origin.url), DATAPLANE_OTLP_ENDPOINT=collector.url, DATAPLANE_ACCESS_LOG="json"
@@ -66,8 +66,8 @@ def test_ids_line_up_from_the_client_through_the_gateway_to_the_upstream(tmp_pat
         spans = spans_of(collector, TRACE, 2)
         (server,) = [s for s in spans if s.kind == SERVER]
         (client,) = [s for s in spans if s.kind == CLIENT]
-        assert server.parent_id == PARENT  # the caller's span
-        assert client.parent_id == server.span_id
+        assert server.parent_span_id == PARENT  # the caller's span
+        assert client.parent_span_id == server.span_id
         assert client.span_id == client_span_id  # what the upstream was told is its parent
         assert server.name == "GET /v1/users"
         assert server.attributes["http.request.method"] == "GET"
@@ -95,7 +95,7 @@ def test_ids_line_up_from_the_client_through_the_gateway_to_the_upstream(tmp_pat
 
 def test_retries_are_sibling_client_spans_under_the_server_span(tmp_path: Path) -> None:
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         upstream(tmp_path, "alpha") as alpha,
         upstream(tmp_path, "beta") as beta,
         dataplane(
@@ -117,7 +117,7 @@ def test_retries_are_sibling_client_spans_under_the_server_span(tmp_path: Path) 
         (server,) = [s for s in spans if s.kind == SERVER]
         tries = sorted((s for s in spans if s.kind == CLIENT), key=lambda s: s.start)
         assert len(tries) == 2
-        assert {t.parent_id for t in tries} == {server.span_id}
+        assert {t.parent_span_id for t in tries} == {server.span_id}
         assert tries[0].span_id != tries[1].span_id
         assert {t.attributes["gateway.target"] for t in tries} == {alpha.url, beta.url}
         assert "http.request.resend_count" not in tries[0].attributes
@@ -129,7 +129,7 @@ def test_retries_are_sibling_client_spans_under_the_server_span(tmp_path: Path) 
 def test_new_traces_are_sampled_at_the_configured_ratio(tmp_path: Path) -> None:
     requests = 2000
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         upstream(tmp_path) as origin,
         dataplane(
             tmp_path, users(origin.url), DATAPLANE_OTLP_ENDPOINT=collector.url, DATAPLANE_TRACE_SAMPLE="0.25"
@@ -151,7 +151,7 @@ def test_new_traces_are_sampled_at_the_configured_ratio(tmp_path: Path) -> None:
 
 def test_the_callers_sampled_flag_decides_for_a_continued_trace(tmp_path: Path) -> None:
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         upstream(tmp_path) as origin,
         dataplane(
             tmp_path, users(origin.url), DATAPLANE_OTLP_ENDPOINT=collector.url, DATAPLANE_TRACE_SAMPLE="0.5"
@@ -189,7 +189,7 @@ HOSTILE = [
 
 def test_hostile_traceparents_are_replaced_never_passed_on_and_never_a_500(tmp_path: Path) -> None:
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         upstream(tmp_path) as origin,
         dataplane(tmp_path, users(origin.url), DATAPLANE_OTLP_ENDPOINT=collector.url) as gateway,
         httpx.Client() as client,
@@ -230,7 +230,7 @@ def test_hostile_traceparents_are_replaced_never_passed_on_and_never_a_500(tmp_p
 
 def test_gateway_errors_name_the_trace_in_the_body(tmp_path: Path) -> None:
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         upstream(tmp_path) as origin,
         dataplane(tmp_path, users(origin.url), DATAPLANE_OTLP_ENDPOINT=collector.url) as gateway,
     ):
@@ -264,7 +264,7 @@ def test_with_tracing_off_trace_headers_pass_untouched_and_errors_still_name_the
 
 def test_a_collector_killed_mid_run_costs_no_request_and_the_lost_spans_are_counted(tmp_path: Path) -> None:
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         upstream(tmp_path) as origin,
         dataplane(
             tmp_path,
@@ -288,7 +288,7 @@ def test_a_collector_killed_mid_run_costs_no_request_and_the_lost_spans_are_coun
 @pytest.mark.parametrize("mode", ["slow", "black_hole"])
 def test_a_slow_or_silent_collector_never_holds_an_answer(tmp_path: Path, mode: str) -> None:
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         upstream(tmp_path) as origin,
         dataplane(
             tmp_path,
@@ -312,7 +312,7 @@ def test_a_slow_or_silent_collector_never_holds_an_answer(tmp_path: Path, mode: 
 
 def test_each_worker_traces_and_a_drain_flushes_what_waits(tmp_path: Path) -> None:
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         upstream(tmp_path) as origin,
         dataplane(tmp_path, users(origin.url), workers=2, DATAPLANE_OTLP_ENDPOINT=collector.url) as gateway,
     ):
@@ -353,7 +353,7 @@ def test_a_websocket_tunnel_is_traced_and_its_upstream_gets_the_handshakes_clien
     from tests.dataplane.ws_upstream import ws_upstream
 
     with (
-        receiver() as collector,
+        otlp_receiver() as collector,
         ws_upstream() as ws,
         dataplane(
             tmp_path,
@@ -372,5 +372,5 @@ def test_a_websocket_tunnel_is_traced_and_its_upstream_gets_the_handshakes_clien
         spans = spans_of(collector, TRACE, 2)
         (server,) = [s for s in spans if s.kind == SERVER]
         (handshake,) = [s for s in spans if s.kind == CLIENT]
-        assert handshake.span_id == client_span_id and handshake.parent_id == server.span_id
-        assert server.attributes["http.response.status_code"] == 101 and server.parent_id == PARENT
+        assert handshake.span_id == client_span_id and handshake.parent_span_id == server.span_id
+        assert server.attributes["http.response.status_code"] == 101 and server.parent_span_id == PARENT
