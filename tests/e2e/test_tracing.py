@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -259,7 +259,8 @@ def test_a_health_check_task_is_the_child_of_beats_publish_and_its_probe_the_chi
     tmp_path: Path,
 ) -> None:
     """The worker as rungateway runs it (threads pool: set up on worker_init) and as a prefork pool would
-    (set up in the child on worker_process_init) are both covered: two workers, one of each."""
+    (set up in the child on worker_process_init) are both covered: one worker of each, one after the
+    other (two at once share the queue as the broker pleases: one may take every task)."""
     check = {"path": "/health", "interval": 5, "timeout": 1, "healthy_threshold": 1}
     with (
         otlp_receiver() as receiver,
@@ -279,10 +280,13 @@ def test_a_health_check_task_is_the_child_of_beats_publish_and_its_probe_the_chi
         stack.enter_context(
             running([*celery, "beat", "-s", str(tmp_path / "beat")], env=env, ready_url=None, log=tmp_path / "b.log")
         )
-        for pool in ("threads", "prefork"):
+
+        def worker(pool: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
             argv = [*celery, "worker", f"--pool={pool}", "--concurrency=1", "-n", f"{pool}@%h", *quiet]
-            stack.enter_context(running(argv, env=env, ready_url=None, log=tmp_path / f"{pool}.log"))
+            return running(argv, env=env, ready_url=None, log=tmp_path / f"{pool}.log")
+
         task = "controlplane.health.tasks.dispatch_health_checks"
+        threads = stack.enter_context(worker("threads"))
         probe = receiver.wait_for(lambda s: s.name == "health probe", "a health probe's span")
         assert probe.kind == "client"
         assert probe.attributes["server.port"] == server.port
@@ -294,11 +298,19 @@ def test_a_health_check_task_is_the_child_of_beats_publish_and_its_probe_the_chi
         publish = receiver.wait_for(lambda s: s.span_id == run.parent_span_id, "the publish span")
         assert (publish.name, publish.kind, publish.trace_id) == (f"apply_async/{task}", "producer", run.trace_id)
         assert publish.resource["gateway.process"] == "beat"
-        # Both pools' workers export their runs (each from the process that ran the task).
-        eventually(
-            lambda: {s.resource["process.pid"] for s in receiver.snapshot() if s.name == f"run/{task}"}.__len__() >= 2,
-            "task runs exported by both workers",
-        )
+        assert run.resource["process.pid"] == threads.pid  # the threads pool runs tasks in its own process
+        # The prefork pool's child exports its runs too (set up after the fork).
+        stack.pop_all().close()  # beat and the threads worker stop
+        with (
+            running([*celery, "beat", "-s", str(tmp_path / "beat2")], env=env, ready_url=None, log=tmp_path / "b2.log"),
+            worker("prefork") as prefork,
+        ):
+            forked = receiver.wait_for(
+                lambda s: s.name == f"run/{task}" and s.resource["process.pid"] not in (threads.pid, prefork.pid),
+                "a task run exported by the prefork pool's child",
+            )
+            assert forked.resource["gateway.process"] == "worker"
+            assert forked.parent_span_id in {s.span_id for s in receiver.snapshot() if s.name == f"apply_async/{task}"}
 
 
 def test_a_check_now_from_the_api_is_its_requests_trace_with_a_span_per_probe(tmp_path: Path) -> None:
