@@ -12,6 +12,9 @@ the same length: only the table's size differs):
   host `service-N.example.com` (GET), one with the wildcard `*.example.com` and `match_headers`
   `{X-Tenant: [acme]}` (GET), one without hosts serving POST. The requests mix the four outcomes:
   exact host, wildcard host with the header, the POST endpoint, and a host nothing matches (404).
+  At "10 and 10,000" services that is 30 and 30,000 endpoints;
+- matchers-by-endpoint: the same table at 10 and 10,000 *endpoints*, §12's sizes (3 and 3,333
+  services of three: 9 and 9,999 endpoints).
 
 Timing as in bench/proxy.py's routing_benchmark: many short repeats, both sizes back to back in
 alternating order, thread CPU time, pinned to one core when it can be; the ratio (10,000 over 10, in
@@ -118,6 +121,12 @@ def _matchers(size: int, rng: random.Random) -> Callable[[], None]:
             select(path, host=host, method=method, headers=headers)
 
     return run
+
+
+def _matchers_by_endpoint(size: int, rng: random.Random) -> Callable[[], None]:
+    """The matchers case with `size` counting endpoints as §12's target does (10 and 10,000 endpoints),
+    not services of three: size // 3 services (9 and 9,999 endpoints)."""
+    return _matchers(max(1, size // 3), rng)
 
 
 def measure(build: Callable[[int, random.Random], Callable[[], None]], repeats: int) -> dict[str, float]:
@@ -236,10 +245,15 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5, help="seconds per wrk run")
     parser.add_argument("--no-proxy", action="store_true", help="the lookup microbenchmark only")
     args = parser.parse_args()
-    for name, build in (("plain", _plain), ("matchers", _matchers)):
+    cases = (
+        ("plain", "services (one endpoint each)", _plain),
+        ("matchers", "services (three endpoints each: 30 and 30,000 endpoints)", _matchers),
+        ("matchers-by-endpoint", "endpoints (3 and 3,333 services of three)", _matchers_by_endpoint),
+    )
+    for name, unit, build in cases:
         result = measure(build, args.repeats)
         print(
-            f"{name}: {result['rate_10']:,.0f} lookups/s at 10 services, {result['rate_10000']:,.0f} at 10,000;"
+            f"{name}: {result['rate_10']:,.0f} lookups/s at 10 {unit}, {result['rate_10000']:,.0f} at 10,000;"
             f" ratio {result['ratio']:.3f} (median of {args.repeats} paired repeats, interquartile range"
             f" {result['ratio_q1']:.3f}-{result['ratio_q3']:.3f}; target >= 0.95)",
             flush=True,
