@@ -76,6 +76,21 @@ def identity_headers(who: Identity) -> Headers:
     return headers
 
 
+def authorization(headers: Headers, scheme: bytes) -> tuple[bytes | None, int]:
+    """The credential of the request's `Authorization: <scheme> <credential>` (`scheme` lower-case; the
+    request's compares ignoring case; None: no such header) and how many `Authorization` headers the
+    request has (jwt and basic_auth refuse more than one, whatever they hold)."""
+    credential: bytes | None = None
+    count = 0
+    for name, value in headers:
+        if name == b"authorization":
+            count += 1
+            found, _, rest = value.strip(b" \t").partition(b" ")
+            if found.lower() == scheme:
+                credential = rest.strip(b" \t")
+    return credential, count
+
+
 class AuthPlugin(Plugin):
     """The base of the four authentication plugins: `challenge` is the `WWW-Authenticate` value a
     refusal carries (None: the plugin's refusals carry none, as forward_auth's, which return the auth

@@ -56,7 +56,7 @@ from ..errors import AuthUnavailable
 from ..exchange import Exchange
 from ..types import Headers
 from . import Answer, Plugin, PluginContext, register
-from .authentication import AuthPlugin, Identity, identity
+from .authentication import AuthPlugin, Identity, authorization, identity
 
 CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 10_000
@@ -167,24 +167,10 @@ class BasicAuth(AuthPlugin):
         self._pending: dict[bytes, asyncio.Future[bool]] = {}
         self.max_waiting = MAX_WAITING  # (tests lower it)
 
-    @staticmethod
-    def credential(headers: Headers) -> tuple[bytes | None, int]:
-        """The token of the request's basic `Authorization` (None: none) and how many `Authorization`
-        headers it has."""
-        token: bytes | None = None
-        count = 0
-        for name, value in headers:
-            if name == b"authorization":
-                count += 1
-                scheme, _, rest = value.strip(b" \t").partition(b" ")
-                if scheme.lower() == b"basic":
-                    token = rest
-        return token, count
-
     async def access_async(self, exchange: Exchange) -> Answer | None:
         if identity(exchange) is not None:
             return None
-        token, count = self.credential(exchange.headers)
+        token, count = authorization(exchange.headers, b"basic")
         if token is None:
             return None
         if count > 1:

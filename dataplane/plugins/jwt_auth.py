@@ -54,9 +54,8 @@ import jwt
 from ..consumers import Consumer, JwtCredential
 from ..errors import AuthUnavailable
 from ..exchange import Exchange
-from ..types import Headers
 from . import Answer, Plugin, PluginContext, register
-from .authentication import AuthPlugin, Identity, identity
+from .authentication import AuthPlugin, Identity, authorization, identity
 from .jwks import JwksCache, JwksUnavailable, cache_for
 
 CHALLENGE = b'Bearer realm="gateway"'
@@ -82,20 +81,6 @@ class Verified:
     who: Identity
     until: float  # time.time() past which the token must be checked again
     keys: object | None
-
-
-def bearer(headers: Headers) -> tuple[bytes | None, int]:
-    """The token of the request's `Authorization: Bearer` (None: none) and how many `Authorization`
-    headers the request has."""
-    token: bytes | None = None
-    count = 0
-    for name, value in headers:
-        if name == b"authorization":
-            count += 1
-            scheme, _, rest = value.strip(b" \t").partition(b" ")
-            if scheme.lower() == b"bearer":
-                token = rest.strip(b" \t")
-    return token, count
 
 
 class JwtAuth(AuthPlugin):
@@ -133,7 +118,7 @@ class JwtAuth(AuthPlugin):
     async def access_async(self, exchange: Exchange) -> Answer | None:
         if identity(exchange) is not None:
             return None
-        raw, count = bearer(exchange.headers)
+        raw, count = authorization(exchange.headers, b"bearer")
         if raw is None:
             return None
         if count > 1:
