@@ -2,7 +2,7 @@
 the CPU per request"): the only figure on a shared machine that repeats to ~1 %.
 
     .venv/bin/python bench/callgrind_proxy.py [--requests 2000] [--connections 20] [--warmup 2000]
-        [--plugins | --variant NAME] [--env NAME=VALUE ...]
+        [--plugins | --variant NAME] [--env NAME=VALUE ...] [--header 'Name: value' ...] [--keep DIR]
 
 Needs `nginx` and `valgrind` on PATH. Starts nginx as the upstream (answering a small body) and
 `python -m dataplane` under `valgrind --tool=callgrind --instr-atstart=no`, sends a warm-up, then
@@ -16,13 +16,15 @@ instructions of a policy, against the plain figure of another run (the ratio is 
 if the machine did nothing else).
 `--env` passes a setting to the data plane (e.g. `DATAPLANE_OTLP_ENDPOINT=http://127.0.0.1:9` with
 `DATAPLANE_TRACE_SAMPLE=0`: tracing on, nothing recorded; every thread's instructions are counted,
-so a sampled run counts the exporter's too).
+so a sampled run counts the exporter's too). `--header` adds a header to every request (what one more
+header costs); `--keep DIR` copies the dumps there for `callgrind_annotate`.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -90,6 +92,8 @@ def main() -> int:
     parser.add_argument("--plugins", action="store_true", help="the endpoint runs the four plugins of (h)")
     parser.add_argument("--variant", choices=[*VARIANTS, "local"], help="an authentication or rate limit endpoint")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the data plane (repeatable)")
+    parser.add_argument("--header", action="append", default=[], help="'Name: value' sent on every request")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -121,6 +125,9 @@ def main() -> int:
         elif args.variant is not None:
             documents, variant_headers, secrets = auth_documents(f"http://127.0.0.1:{up_port}")
             document, headers = documents[args.variant], variant_headers[args.variant]
+        for line in args.header:
+            name, _, value = line.partition(":")
+            headers[name.strip()] = value.strip()
         seed.write_text(yaml.safe_dump(document))
         out = work / "callgrind.out"
         env = {
@@ -155,6 +162,10 @@ def main() -> int:
             found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
             if found and dump.name != "callgrind.out":
                 total = max(total, int(found.group(1)))
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in work.glob("callgrind.out*"):
+                shutil.copy(dump, args.keep / dump.name)
         served = args.requests // args.connections * args.connections
         print(f"{total / served:,.0f} instructions per request ({total:,} over {served} requests)")
         assert BODY

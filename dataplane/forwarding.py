@@ -100,6 +100,29 @@ def asks_upgrade(connection: bytes, upgrade: bytes) -> bool:
     return any(protocol.strip().lower().split(b"/")[0] != b"h2c" for protocol in upgrade.split(b","))
 
 
+# What upstream_headers does with a request header, by name (Forwarding._classify). Compared by
+# identity: each is its own object.
+_FORWARD = "forward"
+_DROP = "drop"
+_CONNECTION = "connection"
+_HOST = "host"
+_FORWARDED_FOR = "x-forwarded-for"
+_FORWARDED_PROTO = "x-forwarded-proto"
+_FORWARDED_HOST = "x-forwarded-host"
+_VIA = "via"
+_TRUSTED_ONLY = "trusted only"
+_SET_BY_THE_GATEWAY = {
+    b"host": _HOST,
+    b"x-forwarded-for": _FORWARDED_FOR,
+    b"x-forwarded-proto": _FORWARDED_PROTO,
+    b"x-forwarded-host": _FORWARDED_HOST,
+    b"via": _VIA,
+}
+# Names learned beyond the fixed ones (what clients send: a few dozen in practice). Past this a new
+# name is classified on each sight: a client sending random names cannot grow the table.
+LEARNED_NAMES = 1024
+
+
 class Forwarding:
     """Builds the upstream request headers for one node's settings."""
 
@@ -109,6 +132,34 @@ class Forwarding:
         # With tracing on, the client's `traceparent`/`tracestate` are replaced per try
         # (tracing.Tracer.propagate), never passed on; off, they pass like any header.
         self.not_forwarded = _NOT_FORWARDED | TRACE_HEADERS if tracing else _NOT_FORWARDED
+        names = HOP_BY_HOP | self.not_forwarded | CLIENT_IDENTITY | _SET_BY_THE_GATEWAY.keys()
+        self.kinds: dict[bytes, str] = {name: self._classify(name) for name in names}
+        self._fixed = len(self.kinds)
+
+    def _classify(self, name: bytes) -> str:
+        """What upstream_headers does with a header of this (lower-case) name."""
+        if b"_" in name:
+            # CGI-style backends (WSGI, PHP, nginx's underscores_in_headers) read `X_Forwarded_For` as
+            # `X-Forwarded-For`: a client could pass for anyone under a name this loop does not know.
+            return _DROP
+        if name == b"connection":
+            return _CONNECTION
+        if name in HOP_BY_HOP or name.startswith(b"proxy-"):
+            return _DROP
+        kind = _SET_BY_THE_GATEWAY.get(name)
+        if kind is not None:
+            return kind
+        if name.startswith(b"x-forwarded-") or name in CLIENT_IDENTITY:
+            return _TRUSTED_ONLY
+        if name in self.not_forwarded:
+            return _DROP
+        return _FORWARD
+
+    def _learn(self, name: bytes) -> str:
+        kind = self._classify(name)
+        if len(self.kinds) < self._fixed + LEARNED_NAMES:
+            self.kinds[name] = kind
+        return kind
 
     def trusted(self, scope: Scope) -> bool:
         client = scope.get("client")
@@ -166,35 +217,45 @@ class Forwarding:
     def upstream_headers(self, exchange: Exchange, target: Target) -> Headers:
         """The request headers as the upstream gets them (§5): hop-by-hop ones dropped; what says who the
         client is (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) kept only from a trusted proxy, else set
-        by the gateway (For, Proto, Host) or dropped; names with `_` dropped from anyone."""
+        by the gateway (For, Proto, Host) or dropped; names with `_` dropped from anyone.
+
+        One pass, one dict lookup per header (`_kind`): an ordinary header is passed on as the very
+        tuple the server made. A `Connection` header (rare in a proxied request) restarts the pass on
+        the headers without the names it lists (strip_hop_by_hop)."""
         scope = exchange.scope
-        headers = strip_hop_by_hop(scope["headers"])
+        return self._upstream_headers(exchange, target, scope, scope["headers"])
+
+    def _upstream_headers(self, exchange: Exchange, target: Target, scope: Scope, headers: Headers) -> Headers:
         trusted = self.trusted(scope)
         client_host = b""
         forwarded_for = forwarded_proto = forwarded_host = None
         via = None
         out: Headers = []
-        not_forwarded = self.not_forwarded
-        for name, value in headers:
-            if b"_" in name:
-                # CGI-style backends (WSGI, PHP, nginx's underscores_in_headers) read `X_Forwarded_For` as
-                # `X-Forwarded-For`: a client could pass for anyone under a name this loop does not know.
+        kinds = self.kinds
+        for pair in headers:
+            kind = kinds.get(pair[0])
+            if kind is None:
+                kind = self._learn(pair[0])
+            if kind is _FORWARD:
+                out.append(pair)
                 continue
-            if name == b"host":
+            name, value = pair
+            if kind is _DROP:
+                continue
+            if kind is _CONNECTION:
+                return self._upstream_headers(exchange, target, scope, strip_hop_by_hop(headers))
+            if kind is _HOST:
                 client_host = value
-            elif name == b"x-forwarded-for":
+            elif kind is _FORWARDED_FOR:
                 forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
-            elif name == b"x-forwarded-proto":
+            elif kind is _FORWARDED_PROTO:
                 forwarded_proto = value
-            elif name == b"x-forwarded-host":
+            elif kind is _FORWARDED_HOST:
                 forwarded_host = value
-            elif name == b"via":
+            elif kind is _VIA:
                 via = value if via is None else via + b", " + value
-            elif b"x-forwarded-" <= name < b"x-forwarded." or name in CLIENT_IDENTITY:  # (see strip_hop_by_hop)
-                if trusted:  # X-Forwarded-Port, Forwarded, X-Real-IP...: a client's say-so only through a trusted proxy
-                    out.append((name, value))
-            elif name not in not_forwarded:
-                out.append((name, value))
+            elif trusted:  # _TRUSTED_ONLY (X-Forwarded-Port, Forwarded, X-Real-IP...): only a trusted proxy's say-so
+                out.append(pair)
         client = scope.get("client")
         peer = (client[0] if client else "").encode()
         if trusted and forwarded_for:

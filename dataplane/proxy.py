@@ -79,6 +79,12 @@ logger = logging.getLogger("dataplane.proxy")
 
 MAX_URI = 8 * 1024
 MAX_HEADER_BLOCK = 32 * 1024
+# The request headers _check_head reads: any other name costs it one set lookup (the name's hash is
+# computed once, by the server, and kept by the bytes object for every later lookup).
+_CHECKED_HEADERS = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"x-request-id"}
+    | {b"via", b"upgrade", b"connection", b"user-agent"}
+)
 BODY_STALL_TIMEOUT = 30.0
 NO_TARGET_RETRY_AFTER = b"5"
 
@@ -259,8 +265,11 @@ class ProxyApp:
         problem: GatewayError | None = None  # a loop: checked after the framing
         upgrade: bytes | None = None
         connection = b""
+        checked = _CHECKED_HEADERS
         for name, value in headers:
             size += len(name) + len(value) + 4
+            if name not in checked:
+                continue  # most headers: one set lookup instead of the eight comparisons below
             if name == b"host":
                 hosts += 1
             elif name == b"content-length":

@@ -378,6 +378,8 @@ _BAD_VALUE_BYTES = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
 _GOOD_NAME_BYTES = bytes(byte for byte in range(256) if byte not in _BAD_NAME_BYTES)
 _GOOD_VALUE_BYTES = bytes(byte for byte in range(256) if byte not in _BAD_VALUE_BYTES)
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
+_SERVER_HEADERS = frozenset({b"host", b"expect", b"upgrade"})  # the request headers on_header looks at
+_HEAD_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})  # the response's _head does
 _UNTIL_CLOSE = 1 << 62  # `expected_length` of a body delimited by the connection's close
 _DISCONNECT = {"type": "http.disconnect"}
 
@@ -534,6 +536,9 @@ class LeanCycle:
             name = name.lower()
             names.append(name)
             values.append(value)
+            lines += (name, b": ", value, b"\r\n")
+            if name not in _HEAD_HEADERS:
+                continue
             if name == b"content-length" and self.chunked is None:
                 self.expected_length = int(value.decode())
                 self.chunked = False
@@ -545,7 +550,6 @@ class LeanCycle:
                 if b"close" in [token.lower().strip() for token in value.split(b",")]:
                     self.keep_alive = False
                     close = True
-            lines += (name, b": ", value, b"\r\n")
         if b"".join(names).translate(None, _GOOD_NAME_BYTES):
             raise RuntimeError("Invalid HTTP header name.")
         if b"".join(values).translate(None, _GOOD_VALUE_BYTES):
@@ -698,6 +702,11 @@ class LeanHttpToolsProtocol(DeadlineHttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
+        if name not in _SERVER_HEADERS:
+            # Most headers: one set lookup. It also computes the name's hash, which the bytes object
+            # keeps for the proxy's lookups of the same name further on.
+            self.headers.append((name, value))
+            return
         if name == b"host":
             # Validated as it arrives (the proxy refuses a missing or repeated one): each must be valid.
             self._host = value

@@ -67,7 +67,7 @@ HIGH_WATER = 256 * 1024  # buffered response bytes at which reading pauses
 LOW_WATER = 64 * 1024
 BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})  # RFC 9110 §9.2.2
-_FRAMING = (b"content-length", b"transfer-encoding")
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class _Reset(Exception):
@@ -553,11 +553,12 @@ class NativeTransport:
         body = request.body
         lines = [method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
         length: bytes | None = None
+        framing = _FRAMING
         for name, value in request.headers:
-            if name == b"content-length":
-                length = value
-            elif name != b"transfer-encoding":
+            if name not in framing:
                 lines += (name, b": ", value, b"\r\n")
+            elif name == b"content-length":
+                length = value
         chunked = False
         if isinstance(body, bytes):
             if body or method in BODY_METHODS:

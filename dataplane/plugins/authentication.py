@@ -51,6 +51,12 @@ class Identity:
     credential: str = ""  # X-Credential-Identifier: the key's label, the token's iss, the basic username
     anonymous: bool = False
     claims: Mapping[str, Any] | None = field(default=None, compare=False)  # a verified JWT's payload
+    # What the upstream is told about the caller (§11 "Upstream sees"), made once with the identity:
+    # key_auth and basic_auth keep one Identity per credential, so a request only extends a list.
+    headers: Headers = field(init=False, default_factory=list, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", identity_headers(self))
 
 
 def identity(exchange: Exchange) -> Identity | None:
@@ -149,7 +155,7 @@ class Gate(Plugin):
     def request(self, exchange: Exchange, headers: Headers) -> None:
         who = identity(exchange)
         if who is not None:
-            headers.extend(identity_headers(who))
+            headers += who.headers
 
 
 def gate_for(plugins: list[Plugin], effective: Mapping[str, Mapping[str, Any]], context: PluginContext) -> Gate | None:

@@ -165,6 +165,7 @@ class BasicAuth(AuthPlugin):
         # Never matches (its digest is not one of a password): an unknown username's comparable work.
         self.dummy_hash = f"pbkdf2_sha256${max(iterations, MIN_PBKDF2_ITERATIONS)}${os.urandom(12).hex()}${'A' * 43}="
         self._pending: dict[bytes, asyncio.Future[bool]] = {}
+        self._identities: dict[str, Identity] = {}
         self.max_waiting = MAX_WAITING  # (tests lower it)
 
     async def access_async(self, exchange: Exchange) -> Answer | None:
@@ -185,7 +186,7 @@ class BasicAuth(AuthPlugin):
         if found is not None:
             cache = self.cache
             if cache.fingerprint(found[1], username, password) in cache:  # verified in the last minute
-                self.accept(exchange, Identity(found[0], credential=username))
+                self.accept(exchange, self._identity(username, found[0]))
                 return None
         stored = found[1] if found is not None else self.dummy_hash
         if not await self.verify(stored, username, password) or found is None:
@@ -193,8 +194,15 @@ class BasicAuth(AuthPlugin):
             # who should not learn which usernames exist from a typo.
             self.refuse(exchange, "the username or password is not valid", "wrong username or password")
             return None
-        self.accept(exchange, Identity(found[0], credential=username))
+        self.accept(exchange, self._identity(username, found[0]))
         return None
+
+    def _identity(self, username: str, consumer: Consumer) -> Identity:
+        """The caller once the password checked out: one Identity per basic username of the snapshot."""
+        who = self._identities.get(username)
+        if who is None:
+            who = self._identities[username] = Identity(consumer, credential=username)
+        return who
 
     async def verify(self, stored: str, username: str, password: str) -> bool:
         """Whether `password` matches `stored`: from the cache, or one PBKDF2 on the pool (shared with

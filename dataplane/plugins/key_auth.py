@@ -78,6 +78,7 @@ class KeyAuth(AuthPlugin):
         self.header_names = header_names  # lower-case, none with `_`
         self.query_names = query_names  # exact, UTF-8
         self.hide = hide
+        self._identities: dict[bytes, Identity] = {}
 
     def keys(self, exchange: Exchange) -> list[bytes]:
         """Every key value the request carries, in the head's headers and in the query."""
@@ -112,12 +113,17 @@ class KeyAuth(AuthPlugin):
         if not key:
             self.refuse(exchange, "the API key is empty", "an empty key")
             return None
-        found = self.by_digest.get(key_digest(key))
-        if found is None:
-            self.refuse(exchange, "the API key is not valid", "no consumer has this key")
-            return None
-        consumer, label = found
-        self.accept(exchange, Identity(consumer, credential=label))
+        digest = key_digest(key)
+        who = self._identities.get(digest)
+        if who is None:
+            found = self.by_digest.get(digest)
+            if found is None:
+                self.refuse(exchange, "the API key is not valid", "no consumer has this key")
+                return None
+            consumer, label = found
+            # One per key of the snapshot at most (only a key that exists gets here), made on first use.
+            who = self._identities[digest] = Identity(consumer, credential=label)
+        self.accept(exchange, who)
         return None
 
     def hide_in_query(self, exchange: Exchange) -> None:

@@ -114,3 +114,13 @@ def test_header_names_with_underscores_are_dropped_even_from_a_trusted_proxy(gat
 def test_an_absolute_form_target_names_the_forwarded_host(gateway: DataPlane) -> None:
     headers = received(gateway, target="http://public.example:8443/users/echo")
     assert named(headers, "x-forwarded-host") == ["public.example:8443"]
+
+
+def test_names_the_client_lists_in_connection_stay_with_the_gateway(gateway: DataPlane) -> None:
+    """Hop-by-hop by the client's say-so (RFC 9110 §7.6.1), also for a name the node has forwarded
+    before (its decision is kept per name) and for one the gateway itself sets."""
+    assert named(received(gateway, "X-Hop: first"), "x-hop") == ["first"]
+    headers = received(gateway, "Connection: X-Hop, X-Forwarded-Host", "X-Hop: 1", "X-Kept: yes", "Proxy-Foo: 1")
+    assert named(headers, "x-hop") == [] and named(headers, "proxy-foo") == []
+    assert named(headers, "x-kept") == ["yes"] and named(headers, "x-forwarded-host") == ["gw.example"]
+    assert named(received(gateway, "X-Hop: again"), "x-hop") == ["again"]
