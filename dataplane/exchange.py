@@ -14,6 +14,7 @@ from .types import Headers, Receive, Scope, Send
 if TYPE_CHECKING:
     from .forwarding import Forwarding
     from .plugins import Chain
+    from .plugins.authentication import Identity
     from .runtime import EndpointState
     from .snapshot import Endpoint
     from .tracing import Trace
@@ -50,6 +51,7 @@ class Exchange:
 
     __slots__ = (
         "began",
+        "caller",
         "bytes_in",
         "body_streamed",
         "bytes_out",
@@ -115,6 +117,7 @@ class Exchange:
         self.client: IPv4Address | IPv6Address | None
         self.client_known: bool
         self.decisions: dict[tuple[str, str, str], int]
+        self.caller: Identity | None  # who called, as the authentication phase decided (authentication.py)
 
     def use_chain(self, chain: Chain, forwarding: Forwarding, decisions: dict[tuple[str, str, str], int]) -> None:
         """This request passes through `chain`: what its plugins may ask for is made ready (set here
@@ -124,6 +127,7 @@ class Exchange:
         self.forwarding = forwarding  # who the client is, for the plugins that ask
         self.client_known = False
         self.decisions = decisions
+        self.caller = None
 
     @property
     def headers(self) -> Headers:

@@ -66,7 +66,8 @@ class Answer:
 
 class Plugin:
     """The interface: every hook does nothing unless a plugin overrides it; the chain calls only the
-    hooks a plugin overrides."""
+    hooks a plugin overrides and, as compiled, `uses` (key_auth without hide_credentials has nothing
+    to do in `request`)."""
 
     name: ClassVar[str] = ""
     phase: ClassVar[Phase] = Phase.LATE
@@ -88,9 +89,14 @@ class Plugin:
     def log(self, exchange: Exchange) -> None:
         return None
 
+    def uses(self, hook: str) -> bool:
+        """Whether this instance's `request`, `response` or `log` hook has work to do (asked once, when
+        the chain is made)."""
+        return True
+
 
 def _overrides(plugin: Plugin, hook: str) -> bool:
-    return getattr(type(plugin), hook) is not getattr(Plugin, hook)
+    return getattr(type(plugin), hook) is not getattr(Plugin, hook) and plugin.uses(hook)
 
 
 @dataclass(frozen=True, slots=True)

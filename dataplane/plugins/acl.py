@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 from ..errors import Forbidden
 from ..exchange import Exchange
 from . import Answer, Phase, Plugin, PluginContext, register
-from .authentication import identity
 
 NO_GROUPS: frozenset[str] = frozenset()
 
@@ -39,7 +38,7 @@ class Acl(Plugin):
         return bool(self.allow) and groups.isdisjoint(self.allow)
 
     def access(self, exchange: Exchange) -> Answer | None:
-        who = identity(exchange)
+        who = exchange.caller
         consumer = who.consumer if who is not None else None
         groups = consumer.groups if consumer is not None else NO_GROUPS
         if not self.refuses(groups):

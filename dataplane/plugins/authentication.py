@@ -5,7 +5,7 @@ The authentication phase (`key_auth`, `jwt`, `basic_auth`, `forward_auth`; LATE,
 in that order) works as "the first credential present decides":
 
 - each plugin (an `AuthPlugin`) first looks whether an earlier one already named the caller
-  (`identity(exchange)`): then it does nothing;
+  (`exchange.caller`, set to None by Exchange.use_chain): then it does nothing;
 - else it looks for its own credential; none → it does nothing either; one that checks out →
   `accept()` (the caller is known from here on); one that does not → `refuse()`: 401
   `invalid_credentials` with its `WWW-Authenticate` challenge (a wrong credential is never
@@ -39,7 +39,6 @@ from ..exchange import Exchange
 from ..types import Headers
 from . import Answer, Phase, Plugin, PluginContext
 
-_IDENTITY = "identity"  # the key of Exchange.note() that holds the caller's Identity
 _ANONYMOUS_HEADER = (b"x-anonymous-consumer", b"true")
 
 
@@ -54,22 +53,18 @@ class Identity:
     # What the upstream is told about the caller (§11 "Upstream sees"), made once with the identity:
     # key_auth and basic_auth keep one Identity per credential, so a request only extends a list.
     headers: Headers = field(init=False, default_factory=list, compare=False, repr=False)
+    username: str = field(init=False, default="", compare=False, repr=False)  # exchange.consumer's value
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", identity_headers(self))
-
-
-def identity(exchange: Exchange) -> Identity | None:
-    """The caller as the authentication phase decided it so far, or None (nobody named yet)."""
-    context = exchange.context
-    return None if context is None else context.get(_IDENTITY)
+        object.__setattr__(self, "username", self.consumer.username if self.consumer is not None else "")
 
 
 def authenticate(exchange: Exchange, who: Identity) -> None:
     """Record the caller: for the gate, `acl`, `rate_limit` (by consumer), the upstream headers and
     the access log / traffic by consumer (`exchange.consumer`)."""
-    exchange.note()[_IDENTITY] = who
-    exchange.consumer = who.consumer.username if who.consumer is not None else ""
+    exchange.caller = who
+    exchange.consumer = who.username
 
 
 def identity_headers(who: Identity) -> Headers:
@@ -109,8 +104,12 @@ class AuthPlugin(Plugin):
         self.report = report
 
     def accept(self, exchange: Exchange, who: Identity) -> None:
-        exchange.decide(self.name, "allow")
-        authenticate(exchange, who)
+        # Exchange.decide and authenticate() in one call: this runs once per authenticated request.
+        key = (exchange.endpoint_key or "", self.name, "allow")
+        decisions = exchange.decisions
+        decisions[key] = decisions.get(key, 0) + 1
+        exchange.caller = who
+        exchange.consumer = who.username
 
     def refuse(self, exchange: Exchange, message: str, detail: str, *, challenge: bytes | None = None) -> None:
         """A credential was presented and is wrong: raise 401 `invalid_credentials`, or in report mode
@@ -138,7 +137,7 @@ class Gate(Plugin):
         self.report = report
 
     def access(self, exchange: Exchange) -> Answer | None:
-        if identity(exchange) is not None:
+        if exchange.caller is not None:
             return None
         if self.anonymous is not None:
             exchange.decide(self.name, "anonymous")
@@ -153,7 +152,7 @@ class Gate(Plugin):
         raise Unauthorized("this endpoint needs a credential", headers=list(self.challenges))
 
     def request(self, exchange: Exchange, headers: Headers) -> None:
-        who = identity(exchange)
+        who = exchange.caller
         if who is not None:
             headers += who.headers
 

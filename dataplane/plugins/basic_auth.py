@@ -56,7 +56,7 @@ from ..errors import AuthUnavailable
 from ..exchange import Exchange
 from ..types import Headers
 from . import Answer, Plugin, PluginContext, register
-from .authentication import AuthPlugin, Identity, authorization, identity
+from .authentication import AuthPlugin, Identity, authorization
 
 CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 10_000
@@ -169,7 +169,7 @@ class BasicAuth(AuthPlugin):
         self.max_waiting = MAX_WAITING  # (tests lower it)
 
     async def access_async(self, exchange: Exchange) -> Answer | None:
-        if identity(exchange) is not None:
+        if exchange.caller is not None:
             return None
         token, count = authorization(exchange.headers, b"basic")
         if token is None:

@@ -40,7 +40,7 @@ from ..errors import AuthUnavailable
 from ..exchange import Exchange
 from ..types import Headers
 from . import Answer, Plugin, PluginContext, on_shutdown, register
-from .authentication import AuthPlugin, Identity, identity
+from .authentication import AuthPlugin, Identity
 
 MAX_BODY = 64 * 1024
 _COPIED = "forward_auth"  # the key of Exchange.note() holding the headers for the upstream
@@ -115,7 +115,7 @@ class ForwardAuth(AuthPlugin):
         return headers
 
     async def access_async(self, exchange: Exchange) -> Answer | None:
-        if identity(exchange) is not None:
+        if exchange.caller is not None:
             return None
         try:
             async with asyncio.timeout(self.timeout):

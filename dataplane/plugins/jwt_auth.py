@@ -55,7 +55,7 @@ from ..consumers import Consumer, JwtCredential
 from ..errors import AuthUnavailable
 from ..exchange import Exchange
 from . import Answer, Plugin, PluginContext, register
-from .authentication import AuthPlugin, Identity, authorization, identity
+from .authentication import AuthPlugin, Identity, authorization
 from .jwks import JwksCache, JwksUnavailable, cache_for
 
 CHALLENGE = b'Bearer realm="gateway"'
@@ -116,7 +116,7 @@ class JwtAuth(AuthPlugin):
         self.verified: dict[bytes, Verified] = {}  # sha256 of a token → what it verified as
 
     async def access_async(self, exchange: Exchange) -> Answer | None:
-        if identity(exchange) is not None:
+        if exchange.caller is not None:
             return None
         raw, count = authorization(exchange.headers, b"bearer")
         if raw is None:

@@ -47,7 +47,7 @@ from ..consumers import Consumer
 from ..exchange import UPSTREAM_QUERY, Exchange
 from ..types import Headers
 from . import Answer, Plugin, PluginContext, register
-from .authentication import AuthPlugin, Identity, identity
+from .authentication import AuthPlugin, Identity
 
 CHALLENGE = b'Key realm="gateway"'
 
@@ -99,11 +99,17 @@ class KeyAuth(AuthPlugin):
         return found
 
     def access(self, exchange: Exchange) -> Answer | None:
-        if self.hide and self.query_names:
-            self.hide_in_query(exchange)
-        if identity(exchange) is not None:
-            return None
-        keys = self.keys(exchange)
+        if self.query_names:
+            if self.hide:
+                self.hide_in_query(exchange)
+            if exchange.caller is not None:
+                return None
+            keys = self.keys(exchange)
+        else:  # keys() for headers only (the default), inline: this runs on every request of the endpoint
+            if exchange.caller is not None:
+                return None
+            names = self.header_names
+            keys = [value for name, value in exchange.scope["headers"] if name in names]
         if not keys:
             return None
         if len(keys) > 1:
@@ -135,6 +141,9 @@ class KeyAuth(AuthPlugin):
         kept = [pair for pair in pairs if _decoded(pair.partition(b"=")[0]) not in self.query_names]
         if len(kept) != len(pairs):
             exchange.note()[UPSTREAM_QUERY] = b"&".join(kept)
+
+    def uses(self, hook: str) -> bool:
+        return hook != "request" or (self.hide and bool(self.header_names))
 
     def request(self, exchange: Exchange, headers: Headers) -> None:
         if self.hide and self.header_names:

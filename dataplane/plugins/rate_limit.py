@@ -42,7 +42,6 @@ from ..exchange import Exchange
 from ..ratelimit import BackendDown, Limit, Verdict, compile_limits, hashed
 from ..types import Headers
 from . import Answer, Phase, Plugin, PluginContext, on_shutdown, register
-from .authentication import identity
 
 _VERDICT = "rate_limit"  # the key of Exchange.note() holding the request's Verdict (for the headers)
 
@@ -73,7 +72,7 @@ class RateLimit(Plugin):
         if by == "endpoint":
             return endpoint + b"\x00e"
         if by == "consumer":
-            who = identity(exchange)
+            who = exchange.caller
             if who is not None and who.consumer is not None:
                 return endpoint + b"\x00c\x00" + hashed(who.consumer.username.encode())
         elif by == "header":
