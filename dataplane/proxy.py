@@ -62,7 +62,7 @@ from .errors import (
 from .exchange import REQUEST_ID, UPSTREAM_QUERY, Exchange, new_request_id
 from .fallback import cache_key, fallback
 from .forwarding import HOP_BY_HOP, Forwarding, asks_upgrade, strip_hop_by_hop
-from .plugins import Answer, Chain, Plugin, close_plugins
+from .plugins import Answer, Chain, Plugin, Wait, close_plugins
 from .policies import NOTHING_SENT
 from .retry import REPLAY_LIMIT, backoff, may_retry, per_try_timeout, replays_after_sending
 from .runtime import EndpointState, Runtime
@@ -389,7 +389,8 @@ class ProxyApp:
         if chain is not None:
             exchange.use_chain(chain, self.forwarding, self.runtime.metrics.decisions)
             if chain.early:
-                answer = self._access(chain.early, exchange)
+                early = self._access(chain.early, exchange)
+                answer = await self._waited(early, exchange) if isinstance(early, Wait) else early
                 if answer is not None:
                     await self._send_answer(exchange, answer)
                     return
@@ -412,7 +413,8 @@ class ProxyApp:
             if chain.late_awaits:
                 answer = await self._access_async(chain.late, exchange)
             else:
-                answer = self._access(chain.late, exchange)
+                late = self._access(chain.late, exchange)
+                answer = await self._waited(late, exchange) if isinstance(late, Wait) else late
             if answer is not None:
                 await self._send_answer(exchange, answer)
                 return
@@ -464,19 +466,31 @@ class ProxyApp:
         return scheme + host + port + _UNSAFE_IN_LOCATION.sub(_percent, target)
 
     @staticmethod
-    def _access(plugins: tuple[Plugin, ...], exchange: Exchange) -> Answer | None:
-        """The plugins' access hooks, in order: the first answer (or GatewayError) ends the request."""
+    def _access(plugins: tuple[Plugin, ...], exchange: Exchange) -> Answer | Wait | None:
+        """The plugins' access hooks, in order: the first answer (or GatewayError) ends the request; a
+        `Wait` (a `tries_sync` plugin that must wait after all) goes back with the plugins after it."""
         for plugin in plugins:
             answer = plugin.access(exchange)
             if answer is not None:
+                if isinstance(answer, Wait):
+                    answer.rest = plugins[plugins.index(plugin) + 1 :]
                 return answer
         return None
+
+    async def _waited(self, wait: Wait, exchange: Exchange) -> Answer | None:
+        """The rest of a phase that `_access` left at a `Wait`: the plugin's decision, then the others."""
+        answer = await wait.awaitable
+        if answer is None and wait.rest:
+            answer = await self._access_async(wait.rest, exchange)
+        return answer
 
     @staticmethod
     async def _access_async(plugins: tuple[Plugin, ...], exchange: Exchange) -> Answer | None:
         """_access for a phase where some plugin waits on the network (Plugin.awaits)."""
         for plugin in plugins:
             answer = await plugin.access_async(exchange) if plugin.awaits else plugin.access(exchange)
+            if isinstance(answer, Wait):
+                answer = await answer.awaitable
             if answer is not None:
                 return answer
         return None

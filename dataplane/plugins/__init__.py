@@ -36,7 +36,7 @@ from __future__ import annotations
 import enum
 import importlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -64,6 +64,18 @@ class Answer:
     error: str | None = None  # the access log's `error` field, if this answer is a refusal
 
 
+class Wait:
+    """What a `tries_sync` plugin's access() returns when it must wait after all: the phase goes on
+    with `awaitable` (the plugin's decision), then with the plugins after it (`rest`, set by the
+    proxy)."""
+
+    __slots__ = ("awaitable", "rest")
+
+    def __init__(self, awaitable: Coroutine[Any, Any, Answer | None]) -> None:
+        self.awaitable = awaitable
+        self.rest: tuple[Plugin, ...] = ()
+
+
 class Plugin:
     """The interface: every hook does nothing unless a plugin overrides it; the chain calls only the
     hooks a plugin overrides and, as compiled, `uses` (key_auth without hide_credentials has nothing
@@ -73,12 +85,17 @@ class Plugin:
     phase: ClassVar[Phase] = Phase.LATE
     priority: ClassVar[int] = 1000
     awaits: ClassVar[bool] = False  # True: the access hook is `access_async` (LATE phase only)
+    # With `awaits`: access() decides most requests without waiting and returns a `Wait` for the rest
+    # (basic_auth: a password not verified in the last minute), so a chain whose awaiting plugins all
+    # try first runs its LATE phase synchronously, with no coroutine per plugin and request.
+    tries_sync: ClassVar[bool] = False
 
-    def access(self, exchange: Exchange) -> Answer | None:
+    def access(self, exchange: Exchange) -> Answer | Wait | None:
         return None
 
     async def access_async(self, exchange: Exchange) -> Answer | None:
-        return self.access(exchange)
+        answer = self.access(exchange)
+        return await answer.awaitable if isinstance(answer, Wait) else answer
 
     def request(self, exchange: Exchange, headers: Headers) -> None:
         return None
@@ -110,7 +127,7 @@ class Chain:
     request: tuple[Plugin, ...] = ()
     response: tuple[Plugin, ...] = ()
     log: tuple[Plugin, ...] = ()
-    late_awaits: bool = False  # a LATE access hook must be awaited (Plugin.awaits)
+    late_awaits: bool = False  # a LATE access hook must be awaited (Plugin.awaits, without tries_sync)
 
     @classmethod
     def of(cls, plugins: list[Plugin] | tuple[Plugin, ...]) -> Chain:
@@ -125,7 +142,7 @@ class Chain:
             request=tuple(plugin for plugin in ordered if _overrides(plugin, "request")),
             response=tuple(plugin for plugin in ordered if _overrides(plugin, "response")),
             log=tuple(plugin for plugin in ordered if _overrides(plugin, "log")),
-            late_awaits=any(plugin.awaits for plugin in access),
+            late_awaits=any(plugin.awaits and not plugin.tries_sync for plugin in access),
         )
 
 

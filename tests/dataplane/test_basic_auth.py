@@ -289,3 +289,24 @@ def test_a_flood_of_fresh_credentials_beyond_the_waiting_bound_gets_503_at_once_
     assert cached == 200  # verified a moment ago: answered from the cache, never queued
     assert len(hashes) == 1 + 3
     assert basic_auth._waiting == 0  # every slot given back
+
+
+def test_the_plugins_after_a_password_check_run_once_whether_it_waited_or_came_from_the_cache(
+    hashes: list[str],
+) -> None:
+    """basic_auth decides a cached credential without waiting and hands a fresh one to the pool; the
+    phase then goes on with the plugins after it (acl here), and the ones before it (key_auth in
+    report mode, which counts a wrong key) are not run twice."""
+    gw = gateway({"key_auth": {"mode": "report"}, "basic_auth": {}, "acl": {"allow": ["partners"]}})
+    wrong_key = ("apikey", "not-a-key")
+    for _ in range(2):  # the first round verifies both passwords on the pool, the second is cached
+        assert call(gw, headers=[wrong_key, basic("alice@example.com", ALICE_PASSWORD)]).status_code == 200
+        assert upstream_headers(gw)["x-consumer-username"] == ["alice"]
+        assert refused(call(gw, headers=[wrong_key, basic("bob", BOB_PASSWORD)]), 403, "forbidden")
+    assert len(hashes) == 2
+    assert decisions(gw) == {
+        ("users:v1", "key_auth", "would_deny"): 4.0,
+        ("users:v1", "basic_auth", "allow"): 4.0,
+        ("users:v1", "acl", "allow"): 2.0,
+        ("users:v1", "acl", "deny"): 2.0,
+    }
