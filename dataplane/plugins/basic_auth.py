@@ -23,12 +23,14 @@ mode) over `stored hash NUL username NUL password` (the password itself is never
 entries, the oldest evicted first; only successes are cached, so a flood of wrong passwords costs its
 hashes but cannot grow memory. The stored hash is part of the fingerprint, so a consumer whose hash
 changes in a new snapshot is verified afresh. Concurrent requests with the same credential share one
-verification. An unknown username costs the same work, verified against a dummy hash with the stored
-hashes' highest iteration count, so the answer's timing does not say which usernames exist. At most
-`MAX_WAITING` verifications wait for the pool per worker: beyond that a request that needs a fresh
-verification gets 503 `auth_unavailable` with `Retry-After: 1` at once, so a flood of wrong passwords
-queues no more than a few seconds of hashing ahead of a real login (credentials verified in the last
-minute are answered from the cache and never wait).
+verification, and one used in the last 15 s of its minute is verified again in the background (answered
+from the cache meanwhile), so steady traffic never waits for a PBKDF2. An unknown username costs the
+same work, verified against a dummy hash with the stored hashes' highest iteration count, so the
+answer's timing does not say which usernames exist. At most `MAX_WAITING` verifications wait for the
+pool per worker: beyond that a request that needs a fresh verification gets 503 `auth_unavailable` with
+`Retry-After: 1` at once, so a flood of wrong passwords queues no more than a few seconds of hashing
+ahead of a real login (credentials verified in the last minute are answered from the cache and never
+wait).
 
 `hide_credentials: true` removes a basic `Authorization` header from the upstream request (another
 scheme's stays, for its own plugin). `mode: report` lets a refused request through as nobody;
@@ -58,6 +60,9 @@ from . import Answer, Plugin, PluginContext, Wait, register
 from .authentication import AuthPlugin, Identity, authorization
 
 CACHE_SECONDS = 60.0
+# A credential used in the last REFRESH_SECONDS of its minute is verified again in the background
+# (BasicAuth._refresh): under steady traffic the minute's PBKDF2 never holds a request up.
+REFRESH_SECONDS = 15.0
 CACHE_ENTRIES = 10_000
 VERIFY_THREADS = 2  # PBKDF2 is CPU work: more threads than cores would only queue in the kernel
 MAX_WAITING = 32  # PBKDF2 verifications queued or running per worker before 503 auth_unavailable
@@ -89,13 +94,18 @@ class VerifiedCache:
         return hashlib.blake2b(message, key=self.key, digest_size=32).digest()
 
     def __contains__(self, fingerprint: bytes) -> bool:
+        return self.left(fingerprint) > 0
+
+    def left(self, fingerprint: bytes) -> float:
+        """Seconds until this fingerprint must be verified again; 0: not verified (or no longer)."""
         expiry = self._expiry.get(fingerprint)
         if expiry is None:
-            return False
-        if expiry <= self.clock():
+            return 0.0
+        left = expiry - self.clock()
+        if left <= 0:
             del self._expiry[fingerprint]
-            return False
-        return True
+            return 0.0
+        return left
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -193,7 +203,11 @@ class BasicAuth(AuthPlugin):
         found = self.by_username.get(username)
         if found is not None:
             cache = self.cache
-            if cache.fingerprint(found[1], username, password) in cache:  # verified in the last minute
+            fingerprint = cache.fingerprint(found[1], username, password)
+            left = cache.left(fingerprint)
+            if left > 0:  # verified in the last minute
+                if left < REFRESH_SECONDS:
+                    self._refresh(fingerprint, found[1], password)
                 self.accept(exchange, self._identity(username, found[0]))
                 return None
         return Wait(self._decide(exchange, found, username, password))
@@ -226,21 +240,41 @@ class BasicAuth(AuthPlugin):
             return True
         pending = self._pending.get(fingerprint)
         if pending is None:
-            global _waiting
             if _waiting >= self.max_waiting:
                 raise AuthUnavailable(
                     "too many password checks are waiting; retry shortly",
                     headers=[(b"retry-after", b"1")],
                     detail=f"basic_auth: {_waiting} PBKDF2 verifications already waiting",
                 )
-            _waiting += 1
-            pending = asyncio.get_running_loop().run_in_executor(_pool(), password_matches, password, stored)
-            self._pending[fingerprint] = pending
-            pending.add_done_callback(lambda _: self._done(fingerprint))
+            pending = self._submit(fingerprint, stored, password)
         matches = await asyncio.shield(pending)
         if matches and stored is not self.dummy_hash:
             cache.add(fingerprint)
         return matches
+
+    def _refresh(self, fingerprint: bytes, stored: str, password: str) -> None:
+        """Verify a cached credential again before its minute is up, on the pool, while the requests
+        that carry it are answered from the cache: steady traffic never waits for a PBKDF2. Skipped
+        when it is already under way or the pool has `max_waiting` queued (then the entry expires and
+        the next request verifies it, as any fresh credential)."""
+        if fingerprint in self._pending or _waiting >= self.max_waiting:
+            return
+        cache = self.cache
+
+        def verified(done: asyncio.Future[bool]) -> None:
+            if not done.cancelled() and done.exception() is None and done.result():
+                cache.add(fingerprint)
+
+        self._submit(fingerprint, stored, password).add_done_callback(verified)
+
+    def _submit(self, fingerprint: bytes, stored: str, password: str) -> asyncio.Future[bool]:
+        """One PBKDF2 verification on the pool, shared by whoever asks for the same fingerprint."""
+        global _waiting
+        _waiting += 1
+        pending = asyncio.get_running_loop().run_in_executor(_pool(), password_matches, password, stored)
+        self._pending[fingerprint] = pending
+        pending.add_done_callback(lambda _: self._done(fingerprint))
+        return pending
 
     def _done(self, fingerprint: bytes) -> None:
         global _waiting

@@ -310,3 +310,53 @@ def test_the_plugins_after_a_password_check_run_once_whether_it_waited_or_came_f
         ("users:v1", "acl", "allow"): 2.0,
         ("users:v1", "acl", "deny"): 2.0,
     }
+
+
+def test_a_credential_in_steady_use_is_verified_again_in_the_background_before_its_minute_is_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the last REFRESH_SECONDS of its minute a cached credential is still answered at once while
+    its PBKDF2 runs again on the pool (held here until the answer is in); the renewed entry then
+    carries it past the first minute with no request waiting."""
+    import threading
+
+    now = [1000.0]
+    monkeypatch.setattr(basic_auth, "CACHE", VerifiedCache(clock=lambda: now[0]))
+    checks: list[str] = []
+    release = threading.Event()
+    real = basic_auth.password_matches
+
+    def held(password: str, password_hash: str) -> bool:
+        checks.append(password_hash)
+        if len(checks) > 1:
+            assert release.wait(10)
+        return real(password, password_hash)
+
+    monkeypatch.setattr(basic_auth, "password_matches", held)
+    gw = gateway(BASIC)
+    credential = [basic("bob", BOB_PASSWORD)]
+
+    async def go() -> list[int]:
+        statuses = []
+        async with gw.client() as client:
+            statuses.append((await client.get("/users/x", headers=credential)).status_code)  # verified
+            now[0] += basic_auth.CACHE_SECONDS - basic_auth.REFRESH_SECONDS + 1
+            # Answered while the refresh is held on the pool: no request waits for it.
+            statuses.append((await asyncio.wait_for(client.get("/users/x", headers=credential), 5)).status_code)
+            statuses.append((await asyncio.wait_for(client.get("/users/x", headers=credential), 5)).status_code)
+            for _ in range(200):  # the pool's thread takes the refresh up in its own time
+                if len(checks) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(checks) == 2  # one refresh, however many requests saw the entry due
+            release.set()
+            for _ in range(200):
+                if basic_auth._waiting == 0:
+                    break
+                await asyncio.sleep(0.01)
+            now[0] += basic_auth.REFRESH_SECONDS  # past the first verification's minute
+            statuses.append((await client.get("/users/x", headers=credential)).status_code)
+        return statuses
+
+    assert asyncio.run(go()) == [200, 200, 200, 200]
+    assert len(checks) == 2  # the renewed entry answered the last request
