@@ -79,6 +79,14 @@ def parse_address(text: str) -> Address | None:
     return address
 
 
+@functools.lru_cache(maxsize=4096)
+def packed_address(text: str) -> bytes | None:
+    """parse_address(text)'s bytes (`packed`), cached alike: what `rate_limit` by ip counts a peer by,
+    in one C-level cache hit per request instead of three Python calls."""
+    address = parse_address(text)
+    return None if address is None else address.packed
+
+
 def strip_hop_by_hop(headers: Headers, drop: frozenset[bytes] = HOP_BY_HOP) -> Headers:
     """Drop hop-by-hop headers (`Proxy-*` among them), the names `Connection` lists (RFC 9110 §7.6.1)
     and any other name in `drop` (a superset of HOP_BY_HOP)."""

@@ -45,13 +45,13 @@ restarted (scripts gone): the NOSCRIPT answers make the batch load the script an
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from configdoc.plugins import RATE_LIMIT_WINDOWS
@@ -63,9 +63,9 @@ logger = logging.getLogger("dataplane.ratelimit")
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """`requests` per `seconds`-long window."""
+class Limit(NamedTuple):
+    """`requests` per `seconds`-long window. A tuple: the local counters look up each request's limits
+    by them, and a tuple hashes in C (a frozen dataclass's hash is a Python call per limit)."""
 
     requests: int
     seconds: int
@@ -90,12 +90,16 @@ class Verdict(NamedTuple):
     shared: bool = True  # counted where policy says (False: counted locally while Redis was down)
 
 
+# Verdict's own constructor is a Python function; tuple.__new__ makes the same named tuple in C.
+_verdict: Callable[[tuple[bool, int, int, int, int, bool]], Verdict] = functools.partial(tuple.__new__, Verdict)
+
+
 def judge(limits: tuple[Limit, ...], counts: Sequence[int], now: float) -> Verdict:
     """The verdict for a request given each limit's count *before* it in the current windows at `now`
     (seconds since the epoch): refused if any limit is used up; let through (and counted) otherwise."""
     allowed = True
-    for limit, count in zip(limits, counts, strict=True):
-        if count >= limit.requests:
+    for (requests, _), count in zip(limits, counts, strict=True):
+        if count >= requests:
             allowed = False
             break
     bump = 1 if allowed else 0
@@ -103,56 +107,63 @@ def judge(limits: tuple[Limit, ...], counts: Sequence[int], now: float) -> Verdi
     best_remaining = -1
     best_left = 0.0
     best_requests = 0
-    for limit, count in zip(limits, counts, strict=True):
-        seconds = limit.seconds
+    for (requests, seconds), count in zip(limits, counts, strict=True):
         left = seconds - now % seconds  # until the window's end (windows start at the epoch)
-        remaining = limit.requests - count - bump
+        remaining = requests - count - bump
         if remaining < 0:
             remaining = 0
-        if not allowed and count >= limit.requests and left > retry_after:
+        if not allowed and count >= requests and left > retry_after:
             retry_after = left
         if best_remaining < 0 or remaining < best_remaining or (remaining == best_remaining and left > best_left):
-            best_remaining, best_left, best_requests = remaining, left, limit.requests
-    return Verdict(
-        allowed,
-        best_requests,
-        best_remaining,
-        max(1, math.ceil(best_left)),
-        0 if allowed else max(1, math.ceil(retry_after)),
+            best_remaining, best_left, best_requests = remaining, left, requests
+    reset = math.ceil(best_left)
+    return _verdict(
+        (
+            allowed,
+            best_requests,
+            best_remaining,
+            reset if reset > 1 else 1,
+            0 if allowed else max(1, math.ceil(retry_after)),
+            True,
+        )
     )
 
 
 class LocalCounters:
-    """This process's counters: key → `[expires_at, seconds of each limit, window, count, window, count,
-    ...]` (a window and a count per limit), in least-recently-used order, at most `max_keys` keys (see
-    the module's docstring for the eviction rule). Event-loop thread only."""
+    """This process's counters: key → `[expires_at, limits, window, count, window, count, ...]` (a
+    window and a count per limit, in the order of `limits`, the plugin's own tuple), in
+    least-recently-used order, at most `max_keys` keys (see the module's docstring for the eviction
+    rule). Event-loop thread only."""
 
     def __init__(self, max_keys: int = RATE_LIMIT_MAX_KEYS, *, clock: Clock = time.time) -> None:
         self.max_keys = max_keys
         self.clock = clock
         self._entries: OrderedDict[bytes, list[Any]] = OrderedDict()
-        self._shapes: dict[tuple[Limit, ...], tuple[int, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def hit(self, key: bytes, limits: tuple[Limit, ...]) -> Verdict:
-        """Count one request of `key` against `limits` (if every limit has room) and judge it."""
-        now = self.clock()
-        shape = self._shapes.get(limits)
-        if shape is None:
-            shape = self._shapes[limits] = tuple(limit.seconds for limit in limits)
+    def _entry(self, key: bytes, limits: tuple[Limit, ...], now: float) -> list[Any]:
         entries = self._entries
         entry = entries.get(key)
         if entry is None:
             entry = self._new(key, now)
         else:
             entries.move_to_end(key)
-        if entry[1] != shape:
-            entry[:] = self._realigned(entry, shape)
+        # The same tuple as last time (one identity test per request), unless a new snapshot changed
+        # the endpoint's limits: then the windows both have in common keep their counts.
+        if entry[1] is not limits:
+            entry[:] = self._realigned(entry, limits)
+        return entry
+
+    def hit(self, key: bytes, limits: tuple[Limit, ...]) -> Verdict:
+        """Count one request of `key` against `limits` (if every limit has room) and judge it."""
+        now = self.clock()
+        entry = self._entry(key, limits, now)
         counts = []
         at = 2
-        for seconds in shape:
+        seconds = 1
+        for _, seconds in limits:
             window = now // seconds
             if entry[at] != window:
                 entry[at] = window
@@ -160,33 +171,25 @@ class LocalCounters:
             counts.append(entry[at + 1])
             at += 2
         verdict = judge(limits, counts, now)
-        if verdict.allowed:
-            for at in range(3, 2 + 2 * len(shape), 2):
-                entry[at] += 1
-        entry[0] = (now // shape[-1] + 1) * shape[-1]  # the longest window's end (limits are sorted)
+        if verdict[0]:  # allowed
+            for index in range(3, at, 2):
+                entry[index] += 1
+        entry[0] = (now // seconds + 1) * seconds  # the longest window's end (limits are sorted)
         return verdict
 
     def absorb(self, key: bytes, limits: tuple[Limit, ...], counts: Sequence[int], counted: bool, now: float) -> None:
         """Take the fleet's count of `key` (Redis's answer for one request: each limit's count before it,
         whether it was counted, Redis's time): a node that has to count locally when Redis fails goes on
         from the fleet's count in the current windows, not from zero."""
-        shape = self._shapes.get(limits)
-        if shape is None:
-            shape = self._shapes[limits] = tuple(limit.seconds for limit in limits)
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._new(key, now)
-        else:
-            self._entries.move_to_end(key)
-        if entry[1] != shape:
-            entry[:] = self._realigned(entry, shape)
+        entry = self._entry(key, limits, now)
         bump = 1 if counted else 0
         at = 2
-        for seconds, count in zip(shape, counts, strict=True):
+        seconds = 1
+        for (_, seconds), count in zip(limits, counts, strict=True):
             entry[at] = now // seconds
             entry[at + 1] = count + bump
             at += 2
-        entry[0] = (now // shape[-1] + 1) * shape[-1]
+        entry[0] = (now // seconds + 1) * seconds
 
     def _new(self, key: bytes, now: float) -> list[Any]:
         entries = self._entries
@@ -205,11 +208,11 @@ class LocalCounters:
         return entry
 
     @staticmethod
-    def _realigned(entry: list[Any], shape: tuple[int, ...]) -> list[Any]:
-        """The entry for limits of `shape` (new, or the config changed): counts of the windows it kept."""
-        kept = {seconds: (entry[2 + 2 * index], entry[3 + 2 * index]) for index, seconds in enumerate(entry[1])}
-        result: list[Any] = [entry[0], shape]
-        for seconds in shape:
+    def _realigned(entry: list[Any], limits: tuple[Limit, ...]) -> list[Any]:
+        """The entry for `limits` (new, or the config changed): counts of the windows it kept."""
+        kept = {seconds: (entry[2 + 2 * index], entry[3 + 2 * index]) for index, (_, seconds) in enumerate(entry[1])}
+        result: list[Any] = [entry[0], limits]
+        for _, seconds in limits:
             result += kept.get(seconds, (-1.0, 0))
         return result
 

@@ -36,7 +36,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .. import ratelimit
+from .. import (
+    forwarding,  # (a module: forwarding imports the plugins' package while it loads)
+    ratelimit,
+)
 from ..errors import RateLimited, RateLimitUnavailable
 from ..exchange import Exchange
 from ..ratelimit import BackendDown, Limit, Verdict, compile_limits, hashed
@@ -79,8 +82,13 @@ class RateLimit(Plugin):
             values = [value for name, value in exchange.headers if name == self.header]
             if values:
                 return endpoint + b"\x00h\x00" + self.header + b"\x00" + hashed(b", ".join(values))
-        address = exchange.client_address()
-        return endpoint + b"\x00i\x00" + (address.packed if address is not None else b"?")
+        if exchange.forwarding.trusted_proxies:
+            address = exchange.client_address()
+            packed = address.packed if address is not None else None
+        else:  # the client is the peer (Forwarding.client_address): its bytes from a cache
+            client = exchange.scope.get("client")
+            packed = forwarding.packed_address(client[0]) if client else None
+        return endpoint + b"\x00i\x00" + (packed if packed is not None else b"?")
 
     # --- the decision -----------------------------------------------------------------------------
 
@@ -91,7 +99,11 @@ class RateLimit(Plugin):
         if verdict.allowed:
             exchange.decide(self.name, "allow")
             if not self.report:
-                exchange.note()[_VERDICT] = verdict
+                context = exchange.context
+                if context is None:
+                    exchange.context = {_VERDICT: verdict}
+                else:
+                    context[_VERDICT] = verdict
             return None
         if self.report:
             exchange.decide(self.name, "would_deny")
@@ -111,9 +123,9 @@ class RateLimit(Plugin):
         verdict: Verdict | None = None if context is None else context.get(_VERDICT)
         if verdict is not None:
             headers += (
-                (b"ratelimit-limit", str(verdict.limit).encode()),
-                (b"ratelimit-remaining", str(verdict.remaining).encode()),
-                (b"ratelimit-reset", str(verdict.reset).encode()),
+                (b"ratelimit-limit", b"%d" % verdict.limit),
+                (b"ratelimit-remaining", b"%d" % verdict.remaining),
+                (b"ratelimit-reset", b"%d" % verdict.reset),
             )
 
 

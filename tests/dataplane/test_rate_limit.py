@@ -244,6 +244,21 @@ def test_a_changed_limit_applies_to_the_counts_already_made() -> None:
     assert passed(calls(gw, 5)) == 1
 
 
+def test_new_limits_keep_the_counts_of_the_windows_they_share_with_the_old_ones() -> None:
+    """A new snapshot brings new Limit tuples (equal or not): the windows both have keep their counts,
+    a window added starts empty, one dropped is forgotten."""
+    clock = Clock()
+    counters = LocalCounters(10, clock=clock)
+    old = (Limit(3, 60),)
+    assert [counters.hit(b"k", old).remaining for _ in range(2)] == [2, 1]
+    assert counters.hit(b"k", (Limit(3, 60),)).remaining == 0  # an equal tuple, not the same one
+    assert not counters.hit(b"k", old).allowed
+    wider = (Limit(10, 1), Limit(5, 60))  # a per-second limit added, the minute's raised
+    verdict = counters.hit(b"k", wider)
+    assert verdict.allowed and verdict.limit == 5 and verdict.remaining == 1  # 3 counted + this one
+    assert counters.hit(b"k", (Limit(2, 1),)).remaining == 0  # the second's window: 1 counted + this
+
+
 def test_local_counters_keep_at_most_max_keys_and_evict_the_least_recently_used() -> None:
     clock = Clock()
     counters = LocalCounters(3, clock=clock)
