@@ -9,12 +9,15 @@ from __future__ import annotations
 import functools
 import ipaddress
 from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING
 
 from .exchange import Exchange
 from .settings import Settings
-from .snapshot import Target
 from .tracing import TRACE_HEADERS
 from .types import Headers, Scope
+
+if TYPE_CHECKING:  # snapshot imports the plugins, and rate_limit imports this module while they load
+    from .snapshot import Target
 
 HOP_BY_HOP = frozenset(
     {

@@ -36,12 +36,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .. import (
-    forwarding,  # (a module: forwarding imports the plugins' package while it loads)
-    ratelimit,
-)
+from .. import ratelimit
 from ..errors import RateLimited, RateLimitUnavailable
 from ..exchange import Exchange
+from ..forwarding import packed_address
 from ..ratelimit import BackendDown, Limit, Verdict, compile_limits, hashed
 from ..types import Headers
 from . import Answer, Phase, Plugin, PluginContext, on_shutdown, register
@@ -87,7 +85,7 @@ class RateLimit(Plugin):
             packed = address.packed if address is not None else None
         else:  # the client is the peer (Forwarding.client_address): its bytes from a cache
             client = exchange.scope.get("client")
-            packed = forwarding.packed_address(client[0]) if client else None
+            packed = packed_address(client[0]) if client else None
         return endpoint + b"\x00i\x00" + (packed if packed is not None else b"?")
 
     # --- the decision -----------------------------------------------------------------------------
