@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Generic, NamedTuple, TypeVar, cast
+from typing import Any, Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -195,15 +195,17 @@ class _Candidate(NamedTuple, Generic[T]):
     methods: frozenset[str]
 
 
-_NO_HOSTS: dict[str, Any] = {}
+# What a group's pick() answers: the endpoint, which matcher decided, the methods for `Allow`, and
+# whether the endpoint serves the request's method.
+_Picked = tuple[T, str, frozenset[str], bool]
 
 
 class _Group(Generic[T]):
     """The endpoints sharing one route key, indexed so a lookup is a few dict probes: one dict holds
     both the exact names and the `*.parent` wildcards (probed with `host`, then `*.` + its parent),
     and a tuple those with no hosts; each list has the endpoints with `match_headers` first (§12's
-    order), in document order. Few objects per group: at 10,000 endpoints each one a lookup touches
-    is a likely cache miss."""
+    order), in document order. For keys with many hosts (virtual hosts by the thousand on one key);
+    the usual few endpoints on a key are a _FlatGroup."""
 
     __slots__ = ("any_host", "hosts", "shared")
 
@@ -215,60 +217,102 @@ class _Group(Generic[T]):
             if not matchers.hosts:
                 any_host.append(candidate)
             for host in matchers.hosts:
-                # Interned: one string per distinct name across all keys, so a probe compares against
-                # memory that other lookups keep in cache (10,000 endpoints sharing `*.example.com`).
                 hosts.setdefault(sys.intern(host), []).append(candidate)
-
-        def ordered(candidates: list[_Candidate[T]]) -> tuple[_Candidate[T], ...]:
-            return tuple(sorted(candidates, key=lambda c: not c.headers))  # stable: document order kept
-
-        def one_or_ordered(candidates: list[_Candidate[T]]) -> _Candidate[T] | tuple[_Candidate[T], ...]:
-            # A lone candidate is stored as itself: one object fewer to reach (a cache miss at scale).
-            return candidates[0] if len(candidates) == 1 else ordered(candidates)
-
-        self.hosts: dict[str, _Candidate[T] | tuple[_Candidate[T], ...]] = (
-            {host: one_or_ordered(c) for host, c in hosts.items()} if hosts else _NO_HOSTS
-        )
-        self.any_host = one_or_ordered(any_host) if any_host else ()
+        self.hosts: dict[str, tuple[_Candidate[T], ...]] = {host: _ordered(c) for host, c in hosts.items()}
+        self.any_host = _ordered(any_host)
         self.shared = len(members) > 1
 
-    def pick(
-        self, host: str, method: str, headers: Mapping[str, str | None]
-    ) -> tuple[_Candidate[T], str, frozenset[str]] | None:
-        """The candidate for this request, which matcher decided, and the methods allowed: the
-        candidate's own when it serves `method`, else (candidates match host and headers but none
-        serves the method; the first is returned) the union of what they serve, for the 405's `Allow`.
-        Gathered here, from the candidates the walk touches anyway, rather than by a second pass over
-        every endpoint on the key: at 10,000 endpoints each object touched is a likely cache miss."""
-        first: tuple[_Candidate[T], str] | None = None
-        allow: frozenset[str] = frozenset()
+    def pick(self, host: str, method: str, headers: Mapping[str, str | None]) -> _Picked[T] | None:
+        """As _FlatGroup.pick."""
         by_host = self.hosts
-        if by_host:
-            label, dot, parent = host.partition(".")
-            tiers: tuple[tuple[_Candidate[T] | tuple[_Candidate[T], ...] | None, str], ...] = (
-                (by_host.get(host) if not host.startswith("*") else None, DECIDED_HOST),
-                (by_host.get("*." + parent) if dot and label and label != "*" else None, DECIDED_WILDCARD_HOST),
-                (self.any_host, ""),
-            )
-        else:
-            tiers = ((self.any_host, ""),)
-        for found, tier in tiers:
-            if not found:
-                continue
-            # `type() is`, not isinstance: _Candidate is a tuple too, and this is the hot path.
-            candidates = cast("tuple[_Candidate[T], ...]", (found,) if type(found) is _Candidate else found)
-            for candidate in candidates:
-                if candidate.headers and not _headers_match(candidate.headers, headers):
+        label, dot, parent = host.partition(".")
+        tiers = (
+            (by_host.get(host, ()) if not host.startswith("*") else (), DECIDED_HOST),
+            (by_host.get("*." + parent, ()) if dot and label and label != "*" else (), DECIDED_WILDCARD_HOST),
+            (self.any_host, ""),
+        )
+        first: tuple[T, str] | None = None
+        allow: frozenset[str] = frozenset()
+        for candidates, tier in tiers:
+            for value, wanted, methods in candidates:
+                if wanted and not _headers_match(wanted, headers):
                     continue
-                decided = tier or (
-                    DECIDED_HEADERS if candidate.headers else DECIDED_METHOD if self.shared else DECIDED_PATH
-                )
-                if method in candidate.methods:
-                    return candidate, decided, candidate.methods
-                allow = allow | candidate.methods
+                decided = tier or (DECIDED_HEADERS if wanted else DECIDED_METHOD if self.shared else DECIDED_PATH)
+                if method in methods:
+                    return value, decided, methods, True
+                allow = allow | methods
                 if first is None:
-                    first = (candidate, decided)
-        return None if first is None else (first[0], first[1], allow)
+                    first = (value, decided)
+        return None if first is None else (first[0], first[1], allow, False)
+
+
+def _ordered(candidates: list[_Candidate[T]]) -> tuple[_Candidate[T], ...]:
+    """Those with `match_headers` first, then document order (a stable sort)."""
+    return tuple(sorted(candidates, key=lambda c: not c.headers))
+
+
+# A _FlatGroup's name for an endpoint without hosts: it matches every request.
+_ANY = ""
+# Host entries (an endpoint without hosts counts one) up to which a key's endpoints are a _FlatGroup,
+# scanned; more (virtual hosts by the hundred on one key) take a _Group's dict.
+_FLAT_MAX = 6
+
+_Rule = tuple[str, tuple[tuple[str, frozenset[str]], ...], frozenset[str]]
+
+
+class _FlatGroup(tuple[Any, ...]):
+    """The few endpoints sharing one route key, the whole of it in one flat tuple: (name, value, rule)
+    per entry, exact names first, then `*.parent` wildcards, then the endpoints without hosts (§12's
+    order), those with `match_headers` first within a name, otherwise in document order. A rule is
+    (which matcher decides, match_headers, methods), one object per distinct rule across the table, so
+    the few that 10,000 endpoints use stay in cache. A lookup scans the tuple once. At 10,000 endpoints
+    each object a lookup touches is a likely cache miss: this is one object where a _Group is a dict,
+    its name strings, a tuple per name and an object per endpoint."""
+
+    __slots__ = ()
+
+    @classmethod
+    def make(cls, members: list[tuple[T, Matchers]], rules: dict[_Rule, _Rule]) -> _FlatGroup:
+        exact: dict[str, list[_Candidate[T]]] = {}
+        wild: dict[str, list[_Candidate[T]]] = {}
+        for value, matchers in members:
+            candidate = _Candidate(value, matchers.headers, matchers.methods)
+            for host in matchers.hosts or (_ANY,):
+                (wild if host.startswith("*.") else exact).setdefault(sys.intern(host), []).append(candidate)
+        any_host = exact.pop(_ANY, [])
+        shared = len(members) > 1
+        row: list[Any] = []
+        for names, tier in ((exact, DECIDED_HOST), (wild, DECIDED_WILDCARD_HOST), ({_ANY: any_host}, "")):
+            for name, candidates in names.items():
+                for value, wanted, methods in _ordered(candidates):
+                    decided = tier or (DECIDED_HEADERS if wanted else DECIDED_METHOD if shared else DECIDED_PATH)
+                    rule = (decided, wanted, methods)
+                    row += (name, value, rules.setdefault(rule, rule))
+        return cls(row)
+
+    def pick(self, host: str, method: str, headers: Mapping[str, str | None]) -> _Picked[Any] | None:
+        """The endpoint for this request and which matcher decided: the first entry matching host and
+        headers that serves `method`; else, when entries match host and headers but none serves the
+        method, the first of them, with the union of what they serve for the 405's `Allow`."""
+        label, dot, parent = host.partition(".")
+        exact: str | None = host
+        wild: str | None = "*." + parent if dot and label else None
+        if label == "*":  # a request naming `*.example.com` itself matches no name
+            exact = wild = None
+        first: tuple[Any, str] | None = None
+        allow: frozenset[str] = frozenset()
+        it = iter(self)
+        for name, value, (decided, wanted, methods) in zip(it, it, it, strict=True):
+            if name is not _ANY and name != exact and name != wild:
+                continue
+            if wanted and not _headers_match(wanted, headers):
+                continue
+            if method in methods:
+                return value, decided, methods, True
+            allow = allow | methods
+            if first is None:
+                first = (value, decided)
+        return None if first is None else (first[0], first[1], allow, False)
 
 
 def _headers_match(wanted: tuple[tuple[str, frozenset[str]], ...], headers: Mapping[str, str | None]) -> bool:
@@ -312,23 +356,25 @@ class MatcherTable(Generic[T]):
         # One object per distinct method set and header rule: the few that 10,000 endpoints use stay
         # in cache, where one each per endpoint would be a cache miss per lookup.
         shared: dict[Any, Any] = {}
+        rules: dict[_Rule, _Rule] = {}
         for key, value, matchers in entries:
             methods = shared.setdefault(matchers.methods, matchers.methods)
             headers = shared.setdefault(matchers.headers, matchers.headers)
             grouped.setdefault(key, []).append((value, Matchers(matchers.hosts, headers, methods)))
         self.plain = all(len(members) == 1 and members[0][1].plain for members in grouped.values())
         self.routes: RouteTable[T] = RouteTable((key, members[0][0]) for key, members in grouped.items())
-        groups: dict[str, _Group[T]] = {}
+        groups: dict[str, _Group[T] | _FlatGroup] = {}
         if not self.plain:
             # Keys with the same endpoints (`/v1/name` and `/name` of a default version) share a group.
-            made: dict[tuple[tuple[int, Matchers], ...], _Group[T]] = {}
+            made: dict[tuple[tuple[int, Matchers], ...], _Group[T] | _FlatGroup] = {}
             for key, members in grouped.items():
                 identity = tuple((id(value), matchers) for value, matchers in members)
                 group = made.get(identity)
                 if group is None:
-                    group = made[identity] = _Group(members)
+                    flat = sum(len(matchers.hosts) or 1 for _, matchers in members) <= _FLAT_MAX
+                    group = made[identity] = _FlatGroup.make(members, rules) if flat else _Group(members)
                 groups[key] = group
-        self._groups: RouteTable[_Group[T]] = RouteTable(groups)
+        self._groups: RouteTable[_Group[T] | _FlatGroup] = RouteTable(groups)
         self._members = grouped
         names = {name for members in grouped.values() for _, m in members for name, _ in m.headers}
         # The header names some endpoint matches on, as ASGI spells them (lower-case bytes).
@@ -367,11 +413,8 @@ class MatcherTable(Generic[T]):
         seen = headers or {}
         for match in self._groups.matches(raw_path):
             picked = match.value.pick(host, method, seen)
-            if picked is None:
-                continue
-            candidate, decided, allow = picked
-            allowed = method in allow
-            return Selection(match.key, candidate.value, match.rest, decided, allowed, allow)
+            if picked is not None:
+                return Selection(match.key, picked[0], match.rest, picked[1], picked[3], picked[2])
         return None
 
 

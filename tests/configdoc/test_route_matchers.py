@@ -243,3 +243,98 @@ def test_resolve_says_what_the_data_plane_would_and_which_matcher_decided() -> N
     v1 = resolve(t, "/v1/shop", host="shop.test")
     assert v1 is not None and v1.endpoint.key == "shop:v1" and v1.decided_by == "host"
     assert resolve(t, "/v1/shop", host="else.test") is None
+
+
+# --- the lookup structures against §12's order written out plainly -------------------------------------
+
+NAMES = ("a.example.com", "b.example.com", "*.example.com", "x.other.org", "*.other.org")
+REQUEST_HOSTS = (*NAMES, "c.example.com", "example.com", "a.b.example.com", ".example.com", "*.other.org", "")
+KEYS = ("/", "/a", "/a/b", "/v1/a")
+REQUEST_PATHS = ("/a/b/c", "/a", "/a/bc", "/x", "/v1/a/z", "/")
+METHOD_SETS = (GET, POST, frozenset({"PUT", "DELETE"}), frozenset({"GET", "HEAD", "POST"}))
+HEADER_RULES: tuple[tuple[tuple[str, frozenset[str]], ...], ...] = (
+    (),
+    (("x-tenant", frozenset({"acme"})),),
+    (("x-tenant", frozenset({"acme", "globex"})), ("x-canary", frozenset({"1"}))),
+)
+REQUEST_HEADERS: tuple[dict[str, str | None], ...] = (
+    {},
+    {"x-tenant": "acme"},
+    {"x-tenant": "globex", "x-canary": "1"},
+    {"x-tenant": None},  # sent twice
+)
+
+
+def by_the_book(
+    entries: list[tuple[str, str, Matchers]], path: str, host: str, method: str, headers: dict[str, str | None]
+) -> tuple[str, str, str, bool, frozenset[str]] | None:
+    """§12's selection as the spec words it, one endpoint at a time: the longest key whose endpoints
+    match host and headers; among them exact host, wildcard, no host; `match_headers` first; then the
+    first (document order) serving the method, else a 405 allowing what they serve."""
+    label, dot, parent = host.partition(".")
+    wild = "*." + parent if dot and label and label != "*" else None
+    segments = path.split("/")
+    prefixes = ["/".join(segments[:n]) for n in range(len(segments), 1, -1)] + ["/"]
+    for key in prefixes:
+        members = [(value, m) for k, value, m in entries if k == key]
+        ranked = []
+        for order, (value, m) in enumerate(members):
+            if not all(headers.get(name) is not None and headers.get(name) in values for name, values in m.headers):
+                continue
+            if not m.hosts:
+                tier = 2
+            elif not host.startswith("*") and host in m.hosts:
+                tier = 0
+            elif wild is not None and wild in m.hosts:
+                tier = 1
+            else:
+                continue
+            ranked.append((tier, not m.headers, order, value, m))
+        if not ranked:
+            continue
+        ranked.sort()
+
+        def decided(tier: int, m: Matchers) -> str:
+            if tier < 2:
+                return ("host", "wildcard_host")[tier]
+            return "match_headers" if m.headers else "method" if len(members) > 1 else "path"
+
+        for tier, _, _, value, m in ranked:
+            if method in m.methods:
+                return key, value, decided(tier, m), True, m.methods
+        tier, _, _, value, m = ranked[0]
+        allow = frozenset().union(*(r[4].methods for r in ranked))
+        return key, value, decided(tier, m), False, allow
+    return None
+
+
+@pytest.mark.parametrize("flat_max", [0, 6, 1000], ids=["dicts", "as-built", "flat"])
+def test_the_lookup_agrees_with_the_order_written_out_over_random_tables(
+    flat_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both structures a key's endpoints can take (a flat scanned tuple for a few, dicts for many
+    hosts) answer every request as §12's order does, including 405s and which matcher decided."""
+    import random
+
+    from configdoc import routes
+
+    monkeypatch.setattr(routes, "_FLAT_MAX", flat_max)
+    rng = random.Random(12)
+    for round_ in range(300):
+        entries = []
+        for n in range(rng.randrange(1, 9)):
+            hosts = tuple(rng.sample(NAMES, rng.choice((0, 0, 1, 1, 2))))
+            matchers = Matchers(hosts, rng.choice(HEADER_RULES), rng.choice(METHOD_SETS))
+            entries.append((rng.choice(KEYS), f"e{n}", matchers))
+        t = MatcherTable(entries)
+        if t.plain:
+            continue
+        for _ in range(40):
+            path, host = rng.choice(REQUEST_PATHS), rng.choice(REQUEST_HOSTS)
+            method, headers = rng.choice(("GET", "POST", "PUT", "PATCH")), rng.choice(REQUEST_HEADERS)
+            found = t.select(path, host=host, method=method, headers=headers)
+            got = None if found is None else (found.key, found.value, found.decided_by, found.method_allowed)
+            want = by_the_book(entries, path, host, method, headers)
+            assert got == (want and want[:4]), (round_, entries, path, host, method, headers)
+            if found is not None and want is not None:
+                assert found.allow == want[4], (round_, entries, path, host, method, headers)
