@@ -11,9 +11,11 @@ from `--connections` keep-alive connections (raw sockets, one thread each), dump
 prints the instructions (Ir) per request. The access log is on, as shipped. With `--plugins` the
 endpoint runs bench/proxy.py's four plugins (target (h) there) and every request carries its Origin.
 With `--variant`, the endpoint is one of bench/auth.py's (`key_auth`, `jwt-rs256`, `jwt-hs256`,
-`basic`: every request carries its credential) or bench/rate_limit.py's `local`: the per-request
-instructions of a policy, against the plain figure of another run (the ratio is what req/s would be
-if the machine did nothing else).
+`basic`: every request carries its credential), bench/rate_limit.py's `local`, or one of
+bench/routing.py's proxy variants (`hosts-one`: the endpoint beside a 100 hosts x 100 paths table,
+each request to one (host, path) pair of it; `split`, `split-sticky`), each request as that bench
+sends it: the per-request instructions of a policy or a table, against the plain figure of another
+run (the ratio is what req/s would be if the machine did nothing else).
 `--env` passes a setting to the data plane (e.g. `DATAPLANE_OTLP_ENDPOINT=http://127.0.0.1:9` with
 `DATAPLANE_TRACE_SAMPLE=0`: tracing on, nothing recorded; every thread's instructions are counted,
 so a sampled run counts the exporter's too). `--header` adds a header to every request (what one more
@@ -43,20 +45,19 @@ from auth import documents as auth_documents  # noqa: E402
 from common import BODY, free_port, nginx_conf, started, upstream_block  # noqa: E402
 from proxy import ORIGIN, PLUGINS  # noqa: E402
 from rate_limit import LIMITS  # noqa: E402
+from routing import PROXY_REQUESTS, proxy_documents  # noqa: E402
 
 VARIANTS = ("key_auth", "jwt-rs256", "jwt-hs256", "basic")
+# bench/routing.py's proxy variants that send one request over and over (hosts-mixed cycles 10,000).
+ROUTING = ("hosts-one", "split", "split-sticky")
 
 
-def load(port: int, requests: int, connections: int, headers: dict[str, str]) -> None:
-    """`requests` GETs of /bench/x over `connections` keep-alive connections; each answer read whole."""
+def load(port: int, requests: int, connections: int, headers: dict[str, str], path: str = "/bench/x") -> None:
+    """`requests` GETs of `path` over `connections` keep-alive connections; each answer read whole.
+    `headers` may name the Host (127.0.0.1 otherwise)."""
+    headers = {"Host": "127.0.0.1", "User-Agent": "callgrind-bench", "Origin": ORIGIN, **headers}
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    request = (
-        b"GET /bench/x HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: callgrind-bench\r\nOrigin: "
-        + ORIGIN.encode()
-        + b"\r\n"
-        + extra.encode()
-        + b"\r\n"
-    )
+    request = f"GET {path} HTTP/1.1\r\n{extra}\r\n".encode()
     errors: list[BaseException] = []
 
     def client(count: int) -> None:
@@ -90,7 +91,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--plugins", action="store_true", help="the endpoint runs the four plugins of (h)")
-    parser.add_argument("--variant", choices=[*VARIANTS, "local"], help="an authentication or rate limit endpoint")
+    parser.add_argument(
+        "--variant", choices=[*VARIANTS, "local", *ROUTING], help="an authentication, rate limit or routing variant"
+    )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the data plane (repeatable)")
     parser.add_argument("--header", action="append", default=[], help="'Name: value' sent on every request")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)")
@@ -116,12 +119,16 @@ def main() -> int:
         }
         headers: dict[str, str] = {}
         secrets: dict[str, str] = {}
+        path = "/bench/x"
         if args.plugins:
             document["format_version"] = 2
             document["endpoints"][0]["plugins"] = PLUGINS  # type: ignore[index]
         elif args.variant == "local":
             document["format_version"] = 2
             document["endpoints"][0]["plugins"] = {"rate_limit": {"limits": LIMITS, "by": "ip"}}  # type: ignore[index]
+        elif args.variant in ROUTING:
+            document = proxy_documents(f"http://127.0.0.1:{up_port}")[args.variant]
+            path, headers = PROXY_REQUESTS[args.variant][0], dict(PROXY_REQUESTS[args.variant][1])
         elif args.variant is not None:
             documents, variant_headers, secrets = auth_documents(f"http://127.0.0.1:{up_port}")
             document, headers = documents[args.variant], variant_headers[args.variant]
@@ -147,11 +154,11 @@ def main() -> int:
         process = stack.enter_context(
             started(argv, work / "dataplane.log", f"http://127.0.0.1:{admin}/-/readyz", env=env)
         )
-        load(port, args.warmup, args.connections, headers)
+        load(port, args.warmup, args.connections, headers, path)
         subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], check=True, capture_output=True)  # noqa: S603, S607
         subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)  # noqa: S603, S607
         time.sleep(0.5)
-        load(port, args.requests, args.connections, headers)
+        load(port, args.requests, args.connections, headers, path)
         subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)  # noqa: S603, S607
         time.sleep(1)
         total = 0

@@ -190,6 +190,17 @@ def proxy_documents(upstream: str) -> dict[str, dict[str, Any]]:
     }
 
 
+# What each proxy variant's requests are: the path, and the headers besides wrk's (bench/callgrind_proxy.py
+# sends the same, one variant at a time).
+PROXY_REQUESTS: dict[str, tuple[str, dict[str, str]]] = {
+    "plain": ("/bench/x", {}),
+    "hosts-one": ("/p-17/x", {"Host": "host-42.bench.test"}),
+    "hosts-mixed": ("/p-0/x", {"Host": "host-0.bench.test"}),
+    "split": ("/bench/x", {}),
+    "split-sticky": ("/bench/x", {"Cookie": "theme=dark; session=3f2a9c"}),
+}
+
+
 def proxy_benchmark(rounds: int, duration: float) -> int:
     """Proxy req/s of each variant against `plain`, interleaved (bench/variants.py)."""
     from common import parse_wrk, start_upstream, start_variants, warm_up
@@ -199,13 +210,7 @@ def proxy_benchmark(rounds: int, duration: float) -> int:
         if shutil.which(tool) is None:
             print(f"bench/routing.py: {tool} not found (apt-get install -y wrk nginx); skipping the proxy part")
             return 2
-    requests: dict[str, tuple[str, dict[str, str]]] = {
-        "plain": ("/bench/x", {}),
-        "hosts-one": ("/p-17/x", {"Host": "host-42.bench.test"}),
-        "hosts-mixed": ("/p-0/x", {"Host": "host-0.bench.test"}),
-        "split": ("/bench/x", {}),
-        "split-sticky": ("/bench/x", {"Cookie": "theme=dark; session=3f2a9c"}),
-    }
+    requests = PROXY_REQUESTS
     with tempfile.TemporaryDirectory(prefix="bench-routing-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         script = work / "mixed.lua"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
@@ -53,12 +53,20 @@ def is_dot_segment(segment: str) -> bool:
     return bool(_DOT_SEGMENT.match(segment))
 
 
+# Match(...) and Selection(...) run the named tuple's generated __new__, a Python function (about
+# 300 ns a call here); the lookups make them with tuple.__new__ from a tuple of every field, in half that.
+_new = tuple.__new__
+
+
 class Match(NamedTuple, Generic[T]):
     """`key` is the route key that matched; `rest` the raw path after it (`""` or starting with `/`)."""
 
     key: str
     value: T
     rest: str
+
+
+_NO_HEADERS: Mapping[str, str | None] = {}
 
 
 class RouteTable(Generic[T]):
@@ -84,8 +92,15 @@ class RouteTable(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def match(self, raw_path: str) -> Match[T] | None:
+    def match(
+        self, raw_path: str, host: str | None = None, method: str = "", headers: Mapping[str, str | None] = _NO_HEADERS
+    ) -> Match[T] | None:
         """The entry whose key is the longest whole-segment prefix of `raw_path`, or None.
+
+        With `host` (and the method and headers: what MatcherTable selects by) the values are §12's
+        groups: each one found picks among its endpoints, a group that picks none lets a shorter key
+        serve, and the Match holds what was picked. One walk for both tables, without a generator:
+        resuming one per lookup cost a fifth of a selection.
 
         Raises UnsafePath for dot segments; the proxy answers those 400.
         """
@@ -111,30 +126,13 @@ class RouteTable(Generic[T]):
                 prefix = raw_path[: slashes[wanted]]
             value = entries.get(prefix)
             if value is not None:
+                if host is not None:
+                    value = value.pick(host, method, headers)  # type: ignore[attr-defined]  # a _Group or _FlatGroup
+                    if value is None:
+                        continue
                 rest = raw_path[len(prefix) :] if prefix != "/" else raw_path
-                return Match(prefix, value, rest)
+                return _new(Match, (prefix, value, rest))
         return None
-
-    def matches(self, raw_path: str) -> Iterator[Match[T]]:
-        """Every entry whose key is a whole-segment prefix of `raw_path`, longest first (for §12's
-        MatcherTable, where a key whose endpoints do not match the host or headers lets a shorter one
-        serve). Raises UnsafePath like `match`."""
-        if not raw_path.startswith("/"):
-            raise UnsafePath("the path must start with '/'")
-        if ("." in raw_path or "%" in raw_path) and any(is_dot_segment(s) for s in raw_path.split("/")):
-            raise UnsafePath("the path has a '.' or '..' segment")
-        depth = raw_path.count("/")
-        slashes = [0]
-        find = raw_path.find
-        for _ in range(depth - 1):
-            slashes.append(find("/", slashes[-1] + 1))
-        for wanted, entries in self._levels:
-            if wanted > depth:
-                continue
-            prefix = raw_path if wanted == depth else "/" if wanted == 0 else raw_path[: slashes[wanted]]
-            value = entries.get(prefix)
-            if value is not None:
-                yield Match(prefix, value, raw_path[len(prefix) :] if prefix != "/" else raw_path)
 
 
 # --- matchers beyond the path (§12) --------------------------------------------------------------------
@@ -189,55 +187,44 @@ DECIDED_HEADERS = "match_headers"
 DECIDED_METHOD = "method"
 
 
-class _Candidate(NamedTuple, Generic[T]):
-    value: T
-    headers: tuple[tuple[str, frozenset[str]], ...]
-    methods: frozenset[str]
-
-
 # What a group's pick() answers: the endpoint, which matcher decided, the methods for `Allow`, and
 # whether the endpoint serves the request's method.
 _Picked = tuple[T, str, frozenset[str], bool]
 
 
 class _Group(Generic[T]):
-    """The endpoints sharing one route key, indexed so a lookup is a few dict probes: one dict holds
-    both the exact names and the `*.parent` wildcards (probed with `host`, then `*.` + its parent),
-    and a tuple those with no hosts; each list has the endpoints with `match_headers` first (§12's
-    order), in document order. For keys with many hosts (virtual hosts by the thousand on one key);
-    the usual few endpoints on a key are a _FlatGroup."""
+    """The endpoints sharing one route key when they name many hosts (virtual hosts by the hundred on
+    one key): one dict from each exact name and each `*.parent` wildcard to its row, probed with the
+    request's host, then `*.` + its parent, then the row of those without hosts. A row is (endpoint,
+    rule) pairs flat in one tuple, as in a _FlatGroup: a probe reaches one object per tier."""
 
-    __slots__ = ("any_host", "hosts", "shared")
+    __slots__ = ("any_host", "hosts")
 
-    def __init__(self, members: list[tuple[T, Matchers]]) -> None:
-        hosts: dict[str, list[_Candidate[T]]] = {}
-        any_host: list[_Candidate[T]] = []
-        for value, matchers in members:
-            candidate = _Candidate(value, matchers.headers, matchers.methods)
-            if not matchers.hosts:
-                any_host.append(candidate)
-            for host in matchers.hosts:
-                hosts.setdefault(sys.intern(host), []).append(candidate)
-        self.hosts: dict[str, tuple[_Candidate[T], ...]] = {host: _ordered(c) for host, c in hosts.items()}
-        self.any_host = _ordered(any_host)
-        self.shared = len(members) > 1
+    def __init__(self, members: list[tuple[T, Matchers]], rules: dict[_Rule, _Rule]) -> None:
+        self.hosts: dict[str, tuple[Any, ...]] = {}
+        self.any_host: tuple[Any, ...] = ()
+        for name, pairs in _entries(members, rules):
+            row = tuple(item for pair in pairs for item in pair)
+            if name is _ANY:
+                self.any_host = row
+            else:
+                self.hosts[name] = row
 
     def pick(self, host: str, method: str, headers: Mapping[str, str | None]) -> _Picked[T] | None:
         """As _FlatGroup.pick."""
-        by_host = self.hosts
         label, dot, parent = host.partition(".")
-        tiers = (
-            (by_host.get(host, ()) if not host.startswith("*") else (), DECIDED_HOST),
-            (by_host.get("*." + parent, ()) if dot and label and label != "*" else (), DECIDED_WILDCARD_HOST),
-            (self.any_host, ""),
-        )
+        if label == "*":  # a request naming `*.example.com` itself matches no name
+            rows: tuple[tuple[Any, ...], ...] = (self.any_host,)
+        else:
+            by_host = self.hosts
+            rows = (by_host.get(host, ()), by_host.get("*." + parent, ()) if dot and label else (), self.any_host)
         first: tuple[T, str] | None = None
         allow: frozenset[str] = frozenset()
-        for candidates, tier in tiers:
-            for value, wanted, methods in candidates:
+        for row in rows:
+            it = iter(row)
+            for value, (decided, wanted, methods) in zip(it, it, strict=True):
                 if wanted and not _headers_match(wanted, headers):
                     continue
-                decided = tier or (DECIDED_HEADERS if wanted else DECIDED_METHOD if self.shared else DECIDED_PATH)
                 if method in methods:
                     return value, decided, methods, True
                 allow = allow | methods
@@ -246,49 +233,55 @@ class _Group(Generic[T]):
         return None if first is None else (first[0], first[1], allow, False)
 
 
-def _ordered(candidates: list[_Candidate[T]]) -> tuple[_Candidate[T], ...]:
-    """Those with `match_headers` first, then document order (a stable sort)."""
-    return tuple(sorted(candidates, key=lambda c: not c.headers))
-
-
-# A _FlatGroup's name for an endpoint without hosts: it matches every request.
+# The name of the endpoints without hosts: they match every request.
 _ANY = ""
 # Host entries (an endpoint without hosts counts one) up to which a key's endpoints are a _FlatGroup,
 # scanned; more (virtual hosts by the hundred on one key) take a _Group's dict.
 _FLAT_MAX = 6
 
+# (which matcher decides, match_headers, methods): one object per distinct rule across a table.
 _Rule = tuple[str, tuple[tuple[str, frozenset[str]], ...], frozenset[str]]
 
 
+def _entries(members: list[tuple[T, Matchers]], rules: dict[_Rule, _Rule]) -> list[tuple[str, list[tuple[T, _Rule]]]]:
+    """A key's endpoints by name in §12's order: each exact name, each wildcard, then _ANY (those
+    without hosts); under each, (endpoint, rule) pairs with `match_headers` first, then in document
+    order. The rules come from `rules`, shared by every key of the table: the few that 10,000
+    endpoints use stay in cache."""
+    exact: dict[str, list[tuple[T, Matchers]]] = {}
+    wild: dict[str, list[tuple[T, Matchers]]] = {}
+    for value, matchers in members:
+        for host in matchers.hosts or (_ANY,):
+            (wild if host.startswith("*.") else exact).setdefault(sys.intern(host), []).append((value, matchers))
+    any_host = exact.pop(_ANY, [])
+    shared = len(members) > 1
+    named: list[tuple[str, list[tuple[T, _Rule]]]] = []
+    for names, tier in ((exact, DECIDED_HOST), (wild, DECIDED_WILDCARD_HOST), ({_ANY: any_host}, "")):
+        for name, found in names.items():
+            pairs: list[tuple[T, _Rule]] = []
+            for value, matchers in sorted(found, key=lambda member: not member[1].headers):  # stable
+                wanted = matchers.headers
+                decided = tier or (DECIDED_HEADERS if wanted else DECIDED_METHOD if shared else DECIDED_PATH)
+                rule = (decided, wanted, matchers.methods)
+                pairs.append((value, rules.setdefault(rule, rule)))
+            if pairs:
+                named.append((name, pairs))
+    return named
+
+
 class _FlatGroup(tuple[Any, ...]):
-    """The few endpoints sharing one route key, the whole of it in one flat tuple: (name, value, rule)
-    per entry, exact names first, then `*.parent` wildcards, then the endpoints without hosts (§12's
-    order), those with `match_headers` first within a name, otherwise in document order. A rule is
-    (which matcher decides, match_headers, methods), one object per distinct rule across the table, so
-    the few that 10,000 endpoints use stay in cache. A lookup scans the tuple once. At 10,000 endpoints
-    each object a lookup touches is a likely cache miss: this is one object where a _Group is a dict,
-    its name strings, a tuple per name and an object per endpoint."""
+    """The few endpoints sharing one route key, the whole of it in one flat tuple: (name, endpoint,
+    rule) per entry in _entries' order. A lookup scans it once. At 10,000 endpoints each object a
+    lookup touches is a likely cache miss: this is one object where a dict of names, the name strings
+    and a tuple per name were four or five."""
 
     __slots__ = ()
 
     @classmethod
     def make(cls, members: list[tuple[T, Matchers]], rules: dict[_Rule, _Rule]) -> _FlatGroup:
-        exact: dict[str, list[_Candidate[T]]] = {}
-        wild: dict[str, list[_Candidate[T]]] = {}
-        for value, matchers in members:
-            candidate = _Candidate(value, matchers.headers, matchers.methods)
-            for host in matchers.hosts or (_ANY,):
-                (wild if host.startswith("*.") else exact).setdefault(sys.intern(host), []).append(candidate)
-        any_host = exact.pop(_ANY, [])
-        shared = len(members) > 1
-        row: list[Any] = []
-        for names, tier in ((exact, DECIDED_HOST), (wild, DECIDED_WILDCARD_HOST), ({_ANY: any_host}, "")):
-            for name, candidates in names.items():
-                for value, wanted, methods in _ordered(candidates):
-                    decided = tier or (DECIDED_HEADERS if wanted else DECIDED_METHOD if shared else DECIDED_PATH)
-                    rule = (decided, wanted, methods)
-                    row += (name, value, rules.setdefault(rule, rule))
-        return cls(row)
+        return cls(
+            item for name, pairs in _entries(members, rules) for value, rule in pairs for item in (name, value, rule)
+        )
 
     def pick(self, host: str, method: str, headers: Mapping[str, str | None]) -> _Picked[Any] | None:
         """The endpoint for this request and which matcher decided: the first entry matching host and
@@ -372,7 +365,7 @@ class MatcherTable(Generic[T]):
                 group = made.get(identity)
                 if group is None:
                     flat = sum(len(matchers.hosts) or 1 for _, matchers in members) <= _FLAT_MAX
-                    group = made[identity] = _FlatGroup.make(members, rules) if flat else _Group(members)
+                    group = made[identity] = _FlatGroup.make(members, rules) if flat else _Group(members, rules)
                 groups[key] = group
         self._groups: RouteTable[_Group[T] | _FlatGroup] = RouteTable(groups)
         self._members = grouped
@@ -409,13 +402,13 @@ class MatcherTable(Generic[T]):
             if found is None:
                 return None
             methods = self._members[found.key][0][1].methods
-            return Selection(found.key, found.value, found.rest, DECIDED_PATH, method in methods, methods)
-        seen = headers or {}
-        for match in self._groups.matches(raw_path):
-            picked = match.value.pick(host, method, seen)
-            if picked is not None:
-                return Selection(match.key, picked[0], match.rest, picked[1], picked[3], picked[2])
-        return None
+            return _new(Selection, (found.key, found.value, found.rest, DECIDED_PATH, method in methods, methods))
+        selected: Match[Any] | None = self._groups.match(raw_path, host, method, headers or _NO_HEADERS)
+        if selected is None:
+            return None
+        picked: _Picked[T] = selected.value  # what the group picked, in place of the group
+        value, decided, allow, allowed = picked
+        return _new(Selection, (selected.key, value, selected.rest, decided, allowed, allow))
 
 
 def ambiguous(a: Matchers, b: Matchers) -> bool:
