@@ -293,11 +293,12 @@ def by_the_book(
         if not ranked:
             continue
         ranked.sort()
+        shared = len(members) > 1
 
-        def decided(tier: int, m: Matchers) -> str:
+        def decided(tier: int, m: Matchers, shared: bool = shared) -> str:
             if tier < 2:
                 return ("host", "wildcard_host")[tier]
-            return "match_headers" if m.headers else "method" if len(members) > 1 else "path"
+            return "match_headers" if m.headers else "method" if shared else "path"
 
         for tier, _, _, value, m in ranked:
             if method in m.methods:
