@@ -194,9 +194,10 @@ _Picked = tuple[T, str, frozenset[str], bool]
 
 class _Group(Generic[T]):
     """The endpoints sharing one route key when they name many hosts (virtual hosts by the hundred on
-    one key): one dict from each exact name and each `*.parent` wildcard to its row, probed with the
-    request's host, then `*.` + its parent, then the row of those without hosts. A row is (endpoint,
-    rule) pairs flat in one tuple, as in a _FlatGroup: a probe reaches one object per tier."""
+    one key): one dict from each exact name and each `*.parent` wildcard to its entries, laid out as a
+    _FlatGroup's, probed with the request's host and with `*.` + its parent; the entries found and
+    those without hosts are then scanned as a _FlatGroup is (which also drops what a probe found for a
+    host that may not use it, such as `*.example.com` asked for by name)."""
 
     __slots__ = ("any_host", "hosts")
 
@@ -204,33 +205,16 @@ class _Group(Generic[T]):
         self.hosts: dict[str, tuple[Any, ...]] = {}
         self.any_host: tuple[Any, ...] = ()
         for name, pairs in _entries(members, rules):
-            row = tuple(item for pair in pairs for item in pair)
             if name is _ANY:
-                self.any_host = row
+                self.any_host = _row(name, pairs)
             else:
-                self.hosts[name] = row
+                self.hosts[name] = _row(name, pairs)
 
     def pick(self, host: str, method: str, headers: Mapping[str, str | None]) -> _Picked[T] | None:
         """As _FlatGroup.pick."""
-        label, dot, parent = host.partition(".")
-        if label == "*":  # a request naming `*.example.com` itself matches no name
-            rows: tuple[tuple[Any, ...], ...] = (self.any_host,)
-        else:
-            by_host = self.hosts
-            rows = (by_host.get(host, ()), by_host.get("*." + parent, ()) if dot and label else (), self.any_host)
-        first: tuple[T, str] | None = None
-        allow: frozenset[str] = frozenset()
-        for row in rows:
-            it = iter(row)
-            for value, (decided, wanted, methods) in zip(it, it, strict=True):
-                if wanted and not _headers_match(wanted, headers):
-                    continue
-                if method in methods:
-                    return value, decided, methods, True
-                allow = allow | methods
-                if first is None:
-                    first = (value, decided)
-        return None if first is None else (first[0], first[1], allow, False)
+        by_host = self.hosts
+        wild = by_host.get("*." + host.partition(".")[2], ())
+        return _scan(by_host.get(host, ()) + wild + self.any_host, host, method, headers)
 
 
 # The name of the endpoints without hosts: they match every request.
@@ -269,6 +253,37 @@ def _entries(members: list[tuple[T, Matchers]], rules: dict[_Rule, _Rule]) -> li
     return named
 
 
+def _row(name: str, pairs: list[tuple[T, _Rule]]) -> tuple[Any, ...]:
+    """A name's (endpoint, rule) pairs as a _FlatGroup lays them out: (name, endpoint, rule) each."""
+    return tuple(item for value, rule in pairs for item in (name, value, rule))
+
+
+def _scan(entries: tuple[Any, ...], host: str, method: str, headers: Mapping[str, str | None]) -> _Picked[Any] | None:
+    """Over (name, endpoint, rule) entries in _entries' order: the first entry matching host and
+    headers that serves `method`, with which matcher decided; else, when entries match host and
+    headers but none serves the method, the first of them, with the union of what they serve for the
+    405's `Allow`."""
+    label, dot, parent = host.partition(".")
+    exact: str | None = host
+    wild: str | None = "*." + parent if dot and label else None
+    if label == "*":  # a request naming `*.example.com` itself matches no name
+        exact = wild = None
+    first: tuple[Any, str] | None = None
+    allow: frozenset[str] = frozenset()
+    it = iter(entries)
+    for name, value, (decided, wanted, methods) in zip(it, it, it, strict=True):
+        if name is not _ANY and name != exact and name != wild:
+            continue
+        if wanted and not _headers_match(wanted, headers):
+            continue
+        if method in methods:
+            return value, decided, methods, True
+        allow = allow | methods
+        if first is None:
+            first = (value, decided)
+    return None if first is None else (first[0], first[1], allow, False)
+
+
 class _FlatGroup(tuple[Any, ...]):
     """The few endpoints sharing one route key, the whole of it in one flat tuple: (name, endpoint,
     rule) per entry in _entries' order. A lookup scans it once. At 10,000 endpoints each object a
@@ -279,33 +294,10 @@ class _FlatGroup(tuple[Any, ...]):
 
     @classmethod
     def make(cls, members: list[tuple[T, Matchers]], rules: dict[_Rule, _Rule]) -> _FlatGroup:
-        return cls(
-            item for name, pairs in _entries(members, rules) for value, rule in pairs for item in (name, value, rule)
-        )
+        return cls(item for name, pairs in _entries(members, rules) for item in _row(name, pairs))
 
-    def pick(self, host: str, method: str, headers: Mapping[str, str | None]) -> _Picked[Any] | None:
-        """The endpoint for this request and which matcher decided: the first entry matching host and
-        headers that serves `method`; else, when entries match host and headers but none serves the
-        method, the first of them, with the union of what they serve for the 405's `Allow`."""
-        label, dot, parent = host.partition(".")
-        exact: str | None = host
-        wild: str | None = "*." + parent if dot and label else None
-        if label == "*":  # a request naming `*.example.com` itself matches no name
-            exact = wild = None
-        first: tuple[Any, str] | None = None
-        allow: frozenset[str] = frozenset()
-        it = iter(self)
-        for name, value, (decided, wanted, methods) in zip(it, it, it, strict=True):
-            if name is not _ANY and name != exact and name != wild:
-                continue
-            if wanted and not _headers_match(wanted, headers):
-                continue
-            if method in methods:
-                return value, decided, methods, True
-            allow = allow | methods
-            if first is None:
-                first = (value, decided)
-        return None if first is None else (first[0], first[1], allow, False)
+    # The endpoint for this request and which matcher decided: _scan itself, the tuple its entries.
+    pick = _scan
 
 
 def _headers_match(wanted: tuple[tuple[str, frozenset[str]], ...], headers: Mapping[str, str | None]) -> bool:
