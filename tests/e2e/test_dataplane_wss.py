@@ -8,6 +8,7 @@ upgrade, the gateway's own close frame (1001) on idle and on drain, and the docs
 from __future__ import annotations
 
 import json
+import select
 import signal
 import socket
 import ssl
@@ -110,10 +111,63 @@ def edge(tmp_path_factory: pytest.TempPathFactory, ws: WsUpstream) -> Iterator[E
         yield running
 
 
+class OneTlsCallAtATime(ssl.SSLSocket):
+    """An SSLSocket whose reads and writes never run at once. `websockets`' sync client reads in a thread
+    of its own (blocked in recv) while the caller's thread sends, and CPython 3.11 lets SSL_read and
+    SSL_write into one OpenSSL session together, which it does not allow: now and then the handshake
+    request was lost as the reader took the server's TLS 1.3 session tickets, and the client waited
+    10 s for an answer to a request the gateway never saw (its upstream saw none either; reproduced
+    about once in 900 connections, with or without the gateway reloading its certificates). Each call
+    here takes a lock, does what it can without blocking, and waits for the socket with the lock
+    released, so a reader waiting for data never holds up a writer, nor a blocked writer a reader."""
+
+    _one_at_a_time: threading.Lock
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> OneTlsCallAtATime:
+        sock = super()._create(*args, **kwargs)  # type: ignore[misc]  # the handshake, before any thread
+        sock._one_at_a_time = threading.Lock()
+        return sock  # type: ignore[no-any-return]
+
+    def _wait(self, error: ssl.SSLError) -> None:
+        want_write = isinstance(error, ssl.SSLWantWriteError)
+        select.select([] if want_write else [self], [self] if want_write else [], [])
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        while True:
+            if not self.pending():
+                select.select([self], [], [])
+            with self._one_at_a_time:
+                self.setblocking(False)
+                try:
+                    return super().recv(buflen, flags)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as error:
+                    waiting: ssl.SSLError = error
+                finally:
+                    self.setblocking(True)
+            self._wait(waiting)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            with self._one_at_a_time:
+                self.setblocking(False)
+                try:
+                    # A retry after a want-write passes the same bytes, as OpenSSL asks.
+                    view = view[super().send(view[: 16 * 1024], flags) :]
+                    continue
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as error:
+                    waiting: ssl.SSLError = error
+                finally:
+                    self.setblocking(True)
+            self._wait(waiting)
+
+
 def open_wss(edge: Edge, path: str, name: str = "api.example.com", **options: Any) -> ClientConnection:
     """A `websockets` client on the TLS listener, asking for `name` by SNI and verifying the certificate
     against the trusted ones (as a client of api.example.com would, its DNS pointing here)."""
     context = ssl.create_default_context(cafile=str(edge.trust))
+    context.sslsocket_class = OneTlsCallAtATime
     return connect(
         f"wss://127.0.0.1:{edge.tls_port}{path}",
         ssl=context,
