@@ -211,10 +211,17 @@ class _Group(Generic[T]):
                 self.hosts[name] = _row(name, pairs)
 
     def pick(self, host: str, method: str, headers: Mapping[str, str | None]) -> _Picked[T] | None:
-        """As _FlatGroup.pick."""
+        """As _FlatGroup.pick, over the host's own entries, its parent's wildcard's and those without
+        hosts, in that order. An endpoint of the host's own entries that serves the method is what
+        that scan would answer first: it is answered without making the wildcard or joining rows."""
         by_host = self.hosts
+        own = by_host.get(host, ())
+        if own:
+            picked = _scan(own, host, method, headers)
+            if picked is not None and picked[3]:
+                return picked
         wild = by_host.get("*." + host.partition(".")[2], ())
-        return _scan(by_host.get(host, ()) + wild + self.any_host, host, method, headers)
+        return _scan(own + wild + self.any_host, host, method, headers)
 
 
 # The name of the endpoints without hosts: they match every request.
@@ -262,18 +269,24 @@ def _scan(entries: tuple[Any, ...], host: str, method: str, headers: Mapping[str
     """Over (name, endpoint, rule) entries in _entries' order: the first entry matching host and
     headers that serves `method`, with which matcher decided; else, when entries match host and
     headers but none serves the method, the first of them, with the union of what they serve for the
-    405's `Allow`."""
-    label, dot, parent = host.partition(".")
-    exact: str | None = host
-    wild: str | None = "*." + parent if dot and label else None
-    if label == "*":  # a request naming `*.example.com` itself matches no name
-        exact = wild = None
+    405's `Allow`.
+
+    A name matches the host itself, or is the wildcard `*.` + the host's parent. Names are valid host
+    names (configdoc.matchers), so only a wildcard starts with `*`: a request naming a wildcard itself
+    (`*.example.com`, or any host starting with `*`) is compared with the wildcard of its parent only,
+    and one whose first label is `*` matches no name. The wildcard is made when an entry needs it:
+    never when the first entry is the host's own name or has none."""
+    wild: str | None = None
     first: tuple[Any, str] | None = None
     allow: frozenset[str] = frozenset()
     it = iter(entries)
     for name, value, (decided, wanted, methods) in zip(it, it, it, strict=True):
-        if name is not _ANY and name != exact and name != wild:
-            continue
+        if name is not _ANY and (name != host or host[:1] == "*"):
+            if wild is None:
+                label, dot, parent = host.partition(".")
+                wild = "*." + parent if dot and label and label != "*" else ""
+            if name != wild:
+                continue
         if wanted and not _headers_match(wanted, headers):
             continue
         if method in methods:
@@ -368,14 +381,14 @@ class MatcherTable(Generic[T]):
     def __len__(self) -> int:
         return len(self.routes)
 
-    def header_values(self, raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str | None]:
+    def header_values(self, raw_headers: Iterable[tuple[bytes, bytes]]) -> Mapping[str, str | None]:
         """The request headers some `match_headers` names, name → value; a header sent more than once
         maps to None, which no matcher accepts (a client cannot pick a route by repeating a header that
         an upstream or another proxy would read differently)."""
         wanted = self.header_names
-        found: dict[str, str | None] = {}
         if not wanted:
-            return found
+            return _NO_HEADERS
+        found: dict[str, str | None] = {}
         for name, value in raw_headers:
             if name in wanted:
                 text = name.decode("latin-1")

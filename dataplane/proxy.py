@@ -91,6 +91,13 @@ NO_TARGET_RETRY_AFTER = b"5"
 
 # Bytes that may not appear in a Location value as sent (controls, space, DEL, non-ASCII): percent-encoded.
 _UNSAFE_IN_LOCATION = re.compile(rb"[^\x21-\x7e]")
+# Host header values as the matchers compare them (configdoc.request_host): requests to a host-routed
+# table repeat a few values, and normalizing one (decode, strip, lower-case, the port and a trailing dot
+# off) was a fifth of a selection's instructions. Only values a host name and port can fill are kept,
+# at most _HOSTS_KEPT of them: a client sending a new Host each time only makes the cache start over.
+_HOSTS: dict[bytes, str] = {}
+_HOSTS_KEPT = 1024
+_HOST_LONGEST = 262  # a 253-character name, ":" and a port
 
 
 def _message_of(body: bytes) -> str:
@@ -330,7 +337,14 @@ class ProxyApp:
         host = ""
         for name, value in headers:
             if name == b"host":
-                host = request_host(value.decode("latin-1"))
+                known = _HOSTS.get(value)
+                if known is None:
+                    known = request_host(value.decode("latin-1"))
+                    if len(value) <= _HOST_LONGEST:
+                        if len(_HOSTS) >= _HOSTS_KEPT:
+                            _HOSTS.clear()
+                        _HOSTS[value] = known
+                host = known
                 break
         return table.select(
             raw_path.decode("latin-1"), host=host, method=exchange.method, headers=table.header_values(headers)

@@ -248,7 +248,13 @@ def test_resolve_says_what_the_data_plane_would_and_which_matcher_decided() -> N
 # --- the lookup structures against §12's order written out plainly -------------------------------------
 
 NAMES = ("a.example.com", "b.example.com", "*.example.com", "x.other.org", "*.other.org")
-REQUEST_HOSTS = (*NAMES, "c.example.com", "example.com", "a.b.example.com", ".example.com", "*.other.org", "")
+# Hosts starting with `*`: a wildcard asked for by name, one under another wildcard (its first label `*`:
+# no name), and `*a.example.com` (not a wildcard label: `*.example.com` covers it, as any other name).
+REQUEST_HOSTS = (
+    *NAMES,
+    *("c.example.com", "example.com", "a.b.example.com", ".example.com", "*.other.org", "*a.example.com"),
+    *("*.x.other.org", ""),
+)
 KEYS = ("/", "/a", "/a/b", "/v1/a")
 REQUEST_PATHS = ("/a/b/c", "/a", "/a/bc", "/x", "/v1/a/z", "/")
 METHOD_SETS = (GET, POST, frozenset({"PUT", "DELETE"}), frozenset({"GET", "HEAD", "POST"}))

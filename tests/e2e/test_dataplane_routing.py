@@ -96,6 +96,32 @@ def test_a_host_nothing_serves_is_no_route(gateway: DataPlane) -> None:
     assert wrong_method.status_code == 404  # the host decides before the method
 
 
+def test_host_values_route_the_same_however_many_a_client_sends(gateway: DataPlane) -> None:
+    """The node keeps the Host values it has normalized, up to a bound: a client sending a new Host on
+    every request, more of them than are kept, changes no answer before, during or after; every
+    spelling of a name (case, port, a trailing dot) routes as the name."""
+    url = f"{gateway.url}/shop/1"
+    spellings = [
+        "shop.example.com",
+        "SHOP.example.COM",
+        "shop.example.com:8443",
+        "shop.example.com.",
+        "Shop.Example.Com.:80",
+    ]
+    with httpx.Client() as client:
+
+        def served(host: str) -> str:
+            return upstream_of(client.get(url, headers={"Host": host}))
+
+        assert {served(host) for host in spellings} == {"exact:v1"}
+        for n in range(1_500):
+            assert served(f"t{n}.example.com") == "wild:v1"
+            assert served(f"t{n}.example.org") == "any:v1"
+            if n % 100 == 0:
+                assert served(spellings[n // 100 % len(spellings)]) == "exact:v1"
+        assert {served(host) for host in spellings} == {"exact:v1"}
+
+
 @pytest.mark.parametrize(
     "host", [b"only.test\x00", b"only.test@evil", b"only.test.evil", b"x.only.test", b"only.test:abc", b"\xffonly.test"]
 )
