@@ -83,9 +83,14 @@ def dataplane_token_revoke(*, name: str, actor: Actor) -> None:
     _audit(actor, "dataplane_token.revoke", name, before=before, after=None)
 
 
+@transaction.atomic
 def node_status_record(*, report: Mapping[str, Any], token_name: str = "") -> DataPlaneNode:
     """Store a validated status report (see status.validate_status_report) as the node's latest status,
-    with the name of the token it came with. A retired node that reports again reappears."""
+    with the name of the token it came with. A retired node that reports again reappears.
+
+    One transaction: the traffic it adds to stats/, the node's row (its counters) and its breaker
+    history appear together. Apart, a reader could see a report's requests in the totals while the
+    node's row still held the counters before them (a worker's share short of what stats/ counted)."""
     stats_ingest(report=report)  # traffic deltas against this boot's previous counters, before the row changes
     node, _ = DataPlaneNode.objects.update_or_create(
         node_id=report["node_id"],
