@@ -220,8 +220,7 @@ class _Group(Generic[T]):
             picked = _scan(own, host, method, headers)
             if picked is not None and picked[3]:
                 return picked
-        wild = by_host.get("*." + host.partition(".")[2], ())
-        return _scan(own + wild + self.any_host, host, method, headers)
+        return _scan(own + by_host.get(_wildcard_of(host), ()) + self.any_host, host, method, headers)
 
 
 # The name of the endpoints without hosts: they match every request.
@@ -265,6 +264,13 @@ def _row(name: str, pairs: list[tuple[T, _Rule]]) -> tuple[Any, ...]:
     return tuple(item for value, rule in pairs for item in (name, value, rule))
 
 
+def _wildcard_of(host: str) -> str:
+    """The wildcard name that covers `host` (`*.` + its parent), or "" (no name) when none does: no
+    parent, an empty first label, or a first label that is `*` itself."""
+    label, dot, parent = host.partition(".")
+    return "*." + parent if dot and label and label != "*" else ""
+
+
 def _scan(entries: tuple[Any, ...], host: str, method: str, headers: Mapping[str, str | None]) -> _Picked[Any] | None:
     """Over (name, endpoint, rule) entries in _entries' order: the first entry matching host and
     headers that serves `method`, with which matcher decided; else, when entries match host and
@@ -283,8 +289,7 @@ def _scan(entries: tuple[Any, ...], host: str, method: str, headers: Mapping[str
     for name, value, (decided, wanted, methods) in zip(it, it, it, strict=True):
         if name is not _ANY and (name != host or host[:1] == "*"):
             if wild is None:
-                label, dot, parent = host.partition(".")
-                wild = "*." + parent if dot and label and label != "*" else ""
+                wild = _wildcard_of(host)
             if name != wild:
                 continue
         if wanted and not _headers_match(wanted, headers):

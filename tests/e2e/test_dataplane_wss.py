@@ -135,8 +135,6 @@ class OneTlsCallAtATime(ssl.SSLSocket):
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         while True:
-            if not self.pending():
-                select.select([self], [], [])
             with self._one_at_a_time:
                 self.setblocking(False)
                 try:
